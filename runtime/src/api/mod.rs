@@ -1,0 +1,423 @@
+//! The HTTP API of `journeyd` (axum).
+//!
+//! [`router`] builds the whole API over a [`Runtime`], so tests can drive it
+//! with `oneshot` and no socket. Every error is a JSON body
+//! `{"error": {"code", "message"}}` with a stable code and the right 4xx or
+//! 5xx; internal failures are logged, not shown. Routes:
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | POST | `/v1/events` | ingest an event; `202` once durable |
+//! | PUT, GET | `/v1/customers/{id}` | upsert a profile; read the single view |
+//! | POST, GET | `/v1/journeys` | deploy a TOML definition (`?file=`); list versions |
+//! | PUT | `/v1/plugins/{name}` | push a component (the body is the `.wasm`) |
+//! | GET | `/v1/plugins` | list plugin versions |
+//! | GET | `/v1/instances` | list (`?journey=&status=&after=&limit=`) |
+//! | GET | `/v1/instances/{id}` | one instance with its timeline (`?wait_ms=` waits for it to finish) |
+//! | GET | `/v1/outbox` | queued messages (`?instance=&limit=`) |
+//! | GET | `/healthz`, `/metrics` | liveness; Prometheus text |
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::executor::{self, IncomingEvent, Runtime};
+use crate::store::{
+    HistoryEntry, Instance, InstanceFilter, InstanceId, InstanceStatus, OutboxMessage,
+};
+
+/// Largest event body accepted.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+/// Largest journey definition accepted.
+pub const MAX_JOURNEY_BYTES: usize = 256 * 1024;
+/// Largest plugin component accepted.
+pub const MAX_PLUGIN_BYTES: usize = 32 * 1024 * 1024;
+/// Longest `wait_ms` honoured.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The runtime.
+    pub runtime: Arc<Runtime>,
+    /// Renders `/metrics`, when a recorder is installed.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// An API error: HTTP status, stable code, message for people.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn internal(error: &dyn std::error::Error) -> Self {
+        let mut chain = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            chain.push_str(": ");
+            chain.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        tracing::error!(error = %chain, "internal error");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the journeyd log",
+        )
+    }
+
+    fn body(rejection: BytesRejection, what: &str, limit: usize) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("{what} is larger than the limit of {limit} bytes"),
+            )
+        } else {
+            ApiError::new(rejection.status(), "bad_body", rejection.body_text())
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<executor::Error> for ApiError {
+    fn from(error: executor::Error) -> Self {
+        use executor::Error as E;
+        let (status, code) = match &error {
+            E::Journey(journey) => (StatusCode::UNPROCESSABLE_ENTITY, journey_code(journey)),
+            E::Plugin { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_plugin"),
+            E::InvalidId { .. } => (StatusCode::BAD_REQUEST, "invalid_id"),
+            E::EventDataNotObject { .. } => (StatusCode::BAD_REQUEST, "invalid_event"),
+            E::UnknownEventType { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_event_type"),
+            E::MissingCorrelationKey { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "missing_correlation_key")
+            }
+            E::ProfileNotObject { .. } => (StatusCode::BAD_REQUEST, "invalid_profile"),
+            E::UnknownInstance(_) => (StatusCode::NOT_FOUND, "unknown_instance"),
+            E::Commit(executor::CommitError::Stopped) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+            }
+            E::Store(_) | E::Commit(_) | E::Task(_) | E::Engine(_) => {
+                return ApiError::internal(&error);
+            }
+        };
+        ApiError::new(status, code, error.to_string())
+    }
+}
+
+impl From<crate::store::Error> for ApiError {
+    fn from(error: crate::store::Error) -> Self {
+        ApiError::internal(&error)
+    }
+}
+
+fn journey_code(error: &crate::journey::Error) -> &'static str {
+    use crate::journey::Error as J;
+    match error {
+        J::Syntax { .. } => "journey_syntax",
+        J::NoSteps { .. } => "journey_no_steps",
+        J::InvalidName { .. } => "journey_invalid_name",
+        J::DuplicateStep { .. } => "journey_duplicate_step",
+        J::TerminalIsStep { .. } => "journey_terminal_is_step",
+        J::UnknownStart { .. } => "journey_unknown_start",
+        J::DanglingTransition { .. } => "journey_dangling_transition",
+        J::UnreachableStep { .. } => "journey_unreachable_step",
+        J::BadPluginRef { .. } => "journey_bad_plugin_ref",
+        J::UnknownPlugin { .. } => "journey_unknown_plugin",
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The whole API over `state`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/v1/events",
+            post(ingest_event).layer(DefaultBodyLimit::max(MAX_EVENT_BYTES)),
+        )
+        .route("/v1/customers/{id}", put(put_customer).get(get_customer))
+        .route(
+            "/v1/journeys",
+            post(deploy_journey)
+                .get(list_journeys)
+                .layer(DefaultBodyLimit::max(MAX_JOURNEY_BYTES)),
+        )
+        .route(
+            "/v1/plugins/{name}",
+            put(push_plugin).layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES)),
+        )
+        .route("/v1/plugins", get(list_plugins))
+        .route("/v1/instances", get(list_instances))
+        .route("/v1/instances/{id}", get(show_instance))
+        .route("/v1/outbox", get(list_outbox))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(render_metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn ingest_event(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<executor::Receipt>)> {
+    let body = body.map_err(|rejection| ApiError::body(rejection, "the event", MAX_EVENT_BYTES))?;
+    let event: IncomingEvent = serde_json::from_slice(&body).map_err(|error| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_event",
+            format!("the event is not valid: {error}"),
+        )
+    })?;
+    let receipt = state.runtime.ingest(event).await?;
+    let status = if receipt.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(receipt)))
+}
+
+async fn put_customer(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let body =
+        body.map_err(|rejection| ApiError::body(rejection, "the profile", MAX_EVENT_BYTES))?;
+    let profile: serde_json::Value = serde_json::from_slice(&body).map_err(|error| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_profile",
+            format!("customer `{id}`: the profile is not valid JSON: {error}"),
+        )
+    })?;
+    state.runtime.put_customer(&id, &profile)?;
+    Ok(Json(json!({ "id": id, "profile": profile })))
+}
+
+async fn get_customer(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<crate::store::CustomerView>> {
+    Ok(Json(state.runtime.store().customer_view(&id, 100)?))
+}
+
+#[derive(Deserialize)]
+struct DeployQuery {
+    file: Option<String>,
+}
+
+async fn deploy_journey(
+    State(state): State<AppState>,
+    Query(query): Query<DeployQuery>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let body =
+        body.map_err(|rejection| ApiError::body(rejection, "the journey", MAX_JOURNEY_BYTES))?;
+    let file = query.file.unwrap_or_else(|| "<request body>".into());
+    let source = std::str::from_utf8(&body).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "journey_syntax",
+            format!("{file}: the journey is not UTF-8 text"),
+        )
+    })?;
+    let (version, journey) = state.runtime.deploy_journey(&file, source)?;
+    let steps: Vec<&str> = journey
+        .steps()
+        .map(|step| step.definition.name.as_str())
+        .collect();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "name": journey.name(),
+            "version": version,
+            "trigger": journey.definition.trigger.event,
+            "steps": steps,
+        })),
+    ))
+}
+
+async fn list_journeys(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    let journeys: Vec<_> = state
+        .runtime
+        .store()
+        .journeys()?
+        .into_iter()
+        .map(|record| {
+            json!({ "name": record.name, "version": record.version, "deployed_at_ms": record.deployed_at_ms })
+        })
+        .collect();
+    Ok(Json(json!({ "journeys": journeys })))
+}
+
+async fn push_plugin(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<crate::store::PluginRecord>)> {
+    let body =
+        body.map_err(|rejection| ApiError::body(rejection, "the plugin", MAX_PLUGIN_BYTES))?;
+    let record = state.runtime.push_plugin(&name, body.to_vec()).await?;
+    Ok((StatusCode::CREATED, Json(record)))
+}
+
+async fn list_plugins(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    Ok(Json(json!({ "plugins": state.runtime.store().plugins()? })))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    journey: Option<String>,
+    status: Option<InstanceStatus>,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+fn parse_instance_id(text: &str) -> ApiResult<InstanceId> {
+    text.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+            format!("`{text}` is not an instance id (like `i-42`)"),
+        )
+    })
+}
+
+async fn list_instances(
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let filter = InstanceFilter {
+        journey: query.journey,
+        status: query.status,
+        after: query.after.as_deref().map(parse_instance_id).transpose()?,
+        limit: query.limit.unwrap_or(100).clamp(1, 1000),
+    };
+    let instances = state.runtime.store().instances(&filter)?;
+    Ok(Json(json!({ "instances": instances })))
+}
+
+/// An instance with everything that happened to it.
+#[derive(Serialize)]
+pub struct InstanceView {
+    /// The instance.
+    #[serde(flatten)]
+    pub instance: Instance,
+    /// Its history, in order.
+    pub history: Vec<HistoryEntry>,
+    /// The messages its steps queued.
+    pub messages: Vec<OutboxMessage>,
+}
+
+#[derive(Deserialize)]
+struct ShowQuery {
+    wait_ms: Option<u64>,
+}
+
+async fn show_instance(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<ShowQuery>,
+) -> ApiResult<Json<InstanceView>> {
+    let id = parse_instance_id(&id)?;
+    let runtime = &state.runtime;
+    let mut finished = runtime.subscribe();
+    let mut instance = runtime
+        .store()
+        .instance(id)?
+        .ok_or(executor::Error::UnknownInstance(id))?;
+    if let Some(wait_ms) = query.wait_ms {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms).min(MAX_WAIT);
+        while instance.status == InstanceStatus::Running {
+            match tokio::time::timeout_at(deadline, finished.recv()).await {
+                Ok(Ok(done)) if done.id != id => continue,
+                Err(_) | Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => break,
+                Ok(_) => {}
+            }
+            instance = runtime
+                .store()
+                .instance(id)?
+                .ok_or(executor::Error::UnknownInstance(id))?;
+        }
+    }
+    let history = runtime.store().history(id)?;
+    let messages = runtime.store().outbox(Some(id), 1000)?;
+    Ok(Json(InstanceView {
+        instance,
+        history,
+        messages,
+    }))
+}
+
+#[derive(Deserialize)]
+struct OutboxQuery {
+    instance: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_outbox(
+    State(state): State<AppState>,
+    Query(query): Query<OutboxQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let instance = query
+        .instance
+        .as_deref()
+        .map(parse_instance_id)
+        .transpose()?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 100_000);
+    let messages = state.runtime.store().outbox(instance, limit)?;
+    Ok(Json(json!({ "messages": messages })))
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn render_metrics(State(state): State<AppState>) -> Response {
+    match &state.metrics {
+        Some(handle) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            handle.render(),
+        )
+            .into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "metrics_disabled",
+            "no metrics recorder is installed in this process",
+        )
+        .into_response(),
+    }
+}

@@ -1,0 +1,267 @@
+//! The HTTP client behind the CLI's subcommands.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+
+use super::SendArgs;
+use super::timeline;
+
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// Turn an API error body into a readable error.
+async fn check(response: reqwest::Response) -> anyhow::Result<Value> {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if status.is_success() {
+        return Ok(body);
+    }
+    match (
+        body["error"]["code"].as_str(),
+        body["error"]["message"].as_str(),
+    ) {
+        (Some(code), Some(message)) => bail!("{message} [{code}, HTTP {status}]"),
+        _ => bail!("HTTP {status}"),
+    }
+}
+
+fn read(file: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(file).with_context(|| format!("reading {}", file.display()))
+}
+
+impl Client {
+    pub fn new(base: &str) -> Self {
+        Client {
+            base: base.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .with_context(|| format!("is journeyd running at {}?", self.base))?;
+        check(response).await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("is journeyd running at {}?", self.base))?;
+        check(response).await
+    }
+
+    pub async fn deploy_journey(&self, file: &Path) -> anyhow::Result<()> {
+        let name = file.file_name().map_or_else(
+            || file.display().to_string(),
+            |name| name.to_string_lossy().into_owned(),
+        );
+        let body = self
+            .send(
+                self.http
+                    .post(format!("{}/v1/journeys", self.base))
+                    .query(&[("file", name)])
+                    .body(read(file)?),
+            )
+            .await?;
+        println!(
+            "deployed journey {} v{} (trigger {}; steps {})",
+            body["name"].as_str().unwrap_or("?"),
+            body["version"],
+            body["trigger"].as_str().unwrap_or("?"),
+            body["steps"]
+                .as_array()
+                .map(|steps| steps
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" → "))
+                .unwrap_or_default()
+        );
+        Ok(())
+    }
+
+    pub async fn list_journeys(&self) -> anyhow::Result<()> {
+        let body = self.get("/v1/journeys").await?;
+        for journey in body["journeys"].as_array().into_iter().flatten() {
+            println!(
+                "{} v{}",
+                journey["name"].as_str().unwrap_or("?"),
+                journey["version"]
+            );
+        }
+        Ok(())
+    }
+
+    pub async fn push_plugin(&self, name: &str, file: &Path) -> anyhow::Result<()> {
+        let body = self
+            .send(
+                self.http
+                    .put(format!("{}/v1/plugins/{name}", self.base))
+                    .body(read(file)?),
+            )
+            .await?;
+        println!(
+            "pushed plugin {name} v{} sha256:{} ({} KiB)",
+            body["version"],
+            body["digest"].as_str().unwrap_or("?"),
+            body["size"].as_u64().unwrap_or(0) / 1024
+        );
+        Ok(())
+    }
+
+    pub async fn list_plugins(&self) -> anyhow::Result<()> {
+        let body = self.get("/v1/plugins").await?;
+        for plugin in body["plugins"].as_array().into_iter().flatten() {
+            println!(
+                "{:<16} v{:<4} sha256:{}",
+                plugin["name"].as_str().unwrap_or("?"),
+                plugin["version"],
+                plugin["digest"].as_str().unwrap_or("?")
+            );
+        }
+        Ok(())
+    }
+
+    pub async fn import_customers(&self, file: &Path) -> anyhow::Result<()> {
+        let customers: serde_json::Map<String, Value> = serde_json::from_slice(&read(file)?)
+            .with_context(|| {
+                format!("{}: expected a JSON object of id → profile", file.display())
+            })?;
+        for (id, profile) in &customers {
+            self.send(
+                self.http
+                    .put(format!("{}/v1/customers/{id}", self.base))
+                    .json(profile),
+            )
+            .await?;
+        }
+        println!("imported {} customers", customers.len());
+        Ok(())
+    }
+
+    pub async fn show_customer(&self, id: &str) -> anyhow::Result<()> {
+        let body = self.get(&format!("/v1/customers/{id}")).await?;
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        Ok(())
+    }
+
+    pub async fn send_events(&self, args: SendArgs) -> anyhow::Result<()> {
+        let events: Vec<Value> = match &args.file {
+            Some(file) => match serde_json::from_slice(&read(file)?)
+                .with_context(|| format!("{}: not JSON", file.display()))?
+            {
+                Value::Array(events) => events,
+                event => vec![event],
+            },
+            None => {
+                let data: Value = serde_json::from_str(args.data.as_deref().unwrap_or("{}"))
+                    .context("--data is not JSON")?;
+                let id = args.id.clone().unwrap_or_else(|| {
+                    let nanos = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |elapsed| elapsed.as_nanos());
+                    format!("evt-{nanos}")
+                });
+                vec![
+                    json!({ "id": id, "type": args.kind, "customer": args.customer, "data": data }),
+                ]
+            }
+        };
+        for event in events {
+            let receipt = self
+                .send(
+                    self.http
+                        .post(format!("{}/v1/events", self.base))
+                        .json(&event),
+                )
+                .await?;
+            let instances: Vec<String> = receipt["instances"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|id| id.as_u64().map(|id| format!("i-{id}")))
+                .collect();
+            println!(
+                "{} event {} ({}) → {}",
+                if receipt["duplicate"].as_bool() == Some(true) {
+                    "duplicate"
+                } else {
+                    "accepted"
+                },
+                receipt["event_id"].as_str().unwrap_or("?"),
+                event["type"].as_str().unwrap_or("?"),
+                if instances.is_empty() {
+                    "no instance".to_owned()
+                } else {
+                    instances.join(", ")
+                }
+            );
+            if args.wait {
+                for id in instances {
+                    self.show_instance(&id, 30_000, false).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn show_instance(&self, id: &str, wait_ms: u64, raw: bool) -> anyhow::Result<()> {
+        let body = self
+            .get(&format!("/v1/instances/{id}?wait_ms={wait_ms}"))
+            .await?;
+        if raw {
+            println!("{}", serde_json::to_string_pretty(&body)?);
+        } else {
+            print!("{}", timeline::render(&body));
+        }
+        Ok(())
+    }
+
+    pub async fn list_instances(
+        &self,
+        journey: Option<String>,
+        status: Option<String>,
+        limit: usize,
+    ) -> anyhow::Result<()> {
+        let mut query = vec![("limit", limit.to_string())];
+        query.extend(journey.map(|journey| ("journey", journey)));
+        query.extend(status.map(|status| ("status", status)));
+        let body = self
+            .send(
+                self.http
+                    .get(format!("{}/v1/instances", self.base))
+                    .query(&query),
+            )
+            .await?;
+        for instance in body["instances"].as_array().into_iter().flatten() {
+            println!("{}", timeline::summary(instance));
+        }
+        Ok(())
+    }
+
+    pub async fn list_outbox(&self, instance: Option<String>, limit: usize) -> anyhow::Result<()> {
+        let mut query = vec![("limit", limit.to_string())];
+        query.extend(instance.map(|instance| ("instance", instance)));
+        let body = self
+            .send(
+                self.http
+                    .get(format!("{}/v1/outbox", self.base))
+                    .query(&query),
+            )
+            .await?;
+        for message in body["messages"].as_array().into_iter().flatten() {
+            println!("{}", timeline::message_line(message));
+        }
+        Ok(())
+    }
+}

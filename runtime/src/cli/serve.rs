@@ -1,0 +1,120 @@
+//! `journeyd serve`: open the store, resume unfinished instances, serve
+//! the API until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use tokio::io::AsyncWriteExt as _;
+
+use crate::api::{self, AppState};
+use crate::clock::SystemClock;
+use crate::executor::{Runtime, Settings};
+use crate::host::Limits;
+use crate::store::sled::{SledOptions, SledStore};
+
+/// Arguments of `journeyd serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The data directory (created if missing).
+    #[arg(long, env = "JOURNEYD_DATA", default_value = "journeyd-data")]
+    pub data: PathBuf,
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "JOURNEYD_LISTEN", default_value = "127.0.0.1:7700")]
+    pub listen: SocketAddr,
+    /// Memory limit of one step's sandbox, MiB.
+    #[arg(long, default_value_t = 64)]
+    pub step_memory_mib: usize,
+    /// Default deadline of one step run, ms.
+    #[arg(long, default_value_t = 2000)]
+    pub step_deadline_ms: u64,
+    /// sled page cache, MiB.
+    #[arg(long, default_value_t = 64)]
+    pub cache_mib: u64,
+}
+
+/// Log to stderr; `RUST_LOG` overrides the default level.
+pub(crate) fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let store = SledStore::open(
+        &args.data,
+        &SledOptions {
+            cache_bytes: args.cache_mib * 1024 * 1024,
+        },
+    )
+    .with_context(|| format!("opening the store in {}", args.data.display()))?;
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let settings = Settings {
+        limits: Limits {
+            memory_bytes: args.step_memory_mib * 1024 * 1024,
+            deadline: Duration::from_millis(args.step_deadline_ms),
+            ..Limits::default()
+        },
+        ..Settings::default()
+    };
+    let runtime = Runtime::new(Arc::new(store), Arc::new(SystemClock), settings)?;
+    let loading = std::time::Instant::now();
+    let plugins = runtime.load_plugins().await?;
+    tracing::info!(
+        plugins,
+        elapsed_ms = loading.elapsed().as_millis() as u64,
+        "plugins compiled"
+    );
+    let resumed = runtime.resume()?;
+    if resumed > 0 {
+        tracing::info!(resumed, "resumed unfinished instances");
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let address = listener.local_addr()?;
+    // The readiness line: scripts and tests wait for it on stdout.
+    let mut stdout = tokio::io::stdout();
+    stdout
+        .write_all(format!("journeyd listening on http://{address}\n").as_bytes())
+        .await?;
+    stdout.flush().await?;
+    tracing::info!(%address, data = %args.data.display(), "serving");
+    let app = api::router(AppState {
+        runtime,
+        metrics: Some(metrics),
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,831 @@
+//! Running instances: ingest, step execution, commit, resume.
+//!
+//! [`Runtime`] is the one engine behind the HTTP API and the benchmark.
+//! An accepted event is committed (through the [`Committer`]) together with
+//! the instances it starts before the caller hears `accepted`. Each running
+//! instance is driven by one task, so its steps run in strict order while
+//! instances run concurrently. A step runs in the sandbox on a blocking
+//! thread, outside any store transaction; its outcome, new state, history
+//! entry, outbox messages and notes then go to the committer as one
+//! [`StepCommit`] and the instance moves on only once that is durable. On
+//! start, [`Runtime::resume`] picks up every instance that still has a step
+//! to run; a step interrupted by a crash runs again with the same
+//! idempotency key. This module does not parse HTTP or know sled's layout.
+
+pub mod committer;
+pub mod registry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::sync::{Semaphore, broadcast};
+
+use crate::clock::Clock;
+use crate::host::{self, Host, LoadError, StepFailure, StepRequest};
+use crate::journey::{self, Journey, PluginRef, Target};
+use crate::store::{
+    self, Applied, EventRecord, HistoryEntry, IngestCommit, Instance, InstanceId, InstanceStatus,
+    Interaction, LogLine, OutboxMessage, PluginRecord, StepCommit, StepOutcome, StepRecord, Store,
+    Write,
+};
+
+pub use self::committer::{CommitError, Committer};
+pub use self::registry::Registry;
+
+/// Longest event id, customer id or correlation value accepted.
+pub const MAX_ID_LEN: usize = 200;
+
+/// Errors of the runtime's operations, each naming what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// A commit failed.
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    /// A journey definition was rejected.
+    #[error(transparent)]
+    Journey(#[from] journey::Error),
+    /// A pushed plugin was rejected.
+    #[error("plugin `{name}`: {source}")]
+    Plugin {
+        /// The plugin name.
+        name: String,
+        /// Why.
+        #[source]
+        source: LoadError,
+    },
+    /// A name or id is malformed.
+    #[error("{field} `{value}` is invalid: {rule}")]
+    InvalidId {
+        /// Which field.
+        field: &'static str,
+        /// The value (truncated).
+        value: String,
+        /// What it must look like.
+        rule: &'static str,
+    },
+    /// The event's `data` is not a JSON object.
+    #[error("event `{event}`: `data` must be a JSON object")]
+    EventDataNotObject {
+        /// The event id.
+        event: String,
+    },
+    /// No deployed journey is triggered by this event type.
+    #[error("event `{event}`: no deployed journey is triggered by event type `{kind}`")]
+    UnknownEventType {
+        /// The event id.
+        event: String,
+        /// The type.
+        kind: String,
+    },
+    /// The event lacks the correlation key a triggered journey needs.
+    #[error(
+        "event `{event}`: journey `{journey}` correlates on `data.{key}`, which is missing or not a string or number"
+    )]
+    MissingCorrelationKey {
+        /// The event id.
+        event: String,
+        /// The journey.
+        journey: String,
+        /// The key.
+        key: String,
+    },
+    /// A customer profile must be a JSON object.
+    #[error("customer `{customer}`: the profile must be a JSON object")]
+    ProfileNotObject {
+        /// The customer id.
+        customer: String,
+    },
+    /// The instance does not exist.
+    #[error("instance `{0}` does not exist")]
+    UnknownInstance(InstanceId),
+    /// The WebAssembly engine could not be configured.
+    #[error("the WebAssembly engine could not be set up: {0:#}")]
+    Engine(#[source] wasmtime::Error),
+    /// A blocking task panicked or was cancelled.
+    #[error("internal task failed")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Result of runtime operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An event as sent to the ingest API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncomingEvent {
+    /// The sender's unique id; re-sending an id is a no-op.
+    pub id: String,
+    /// The event type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The customer the event is about.
+    pub customer: String,
+    /// Event data: a JSON object.
+    pub data: Box<RawValue>,
+}
+
+/// What ingest answers once the event is durable.
+#[derive(Debug, Clone, Serialize)]
+pub struct Receipt {
+    /// The event id.
+    pub event_id: String,
+    /// True when this id was accepted before and nothing new happened.
+    pub duplicate: bool,
+    /// The instances the event started (the first time it was accepted).
+    pub instances: Vec<InstanceId>,
+}
+
+/// An instance reached the end of its journey.
+#[derive(Debug, Clone, Copy)]
+pub struct Finished {
+    /// Which instance.
+    pub id: InstanceId,
+    /// Completed or failed.
+    pub status: InstanceStatus,
+}
+
+/// Settings of a [`Runtime`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Sandbox limits.
+    pub limits: host::Limits,
+    /// Steps running in the sandbox at once (CPU-bound: about the number of
+    /// cores).
+    pub parallel_steps: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |cores| cores.get());
+        Settings {
+            limits: host::Limits::default(),
+            parallel_steps: cores * 2,
+        }
+    }
+}
+
+/// The runtime: store, sandbox, committer, and the instances in flight.
+pub struct Runtime {
+    store: Arc<dyn Store>,
+    host: Arc<Host>,
+    committer: Committer,
+    clock: Arc<dyn Clock>,
+    registry: Registry,
+    step_slots: Semaphore,
+    /// Held while a plugin compiles, so concurrent steps that miss the
+    /// cache wait for one compilation instead of each starting their own.
+    loading: tokio::sync::Mutex<()>,
+    finished: broadcast::Sender<Finished>,
+}
+
+fn check_id(field: &'static str, value: &str) -> Result<()> {
+    let valid =
+        !value.is_empty() && value.len() <= MAX_ID_LEN && !value.chars().any(|c| c.is_control());
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::InvalidId {
+            field,
+            value: value.chars().take(64).collect(),
+            rule: "1-200 characters, no control characters",
+        })
+    }
+}
+
+fn check_name(field: &'static str, value: &str) -> Result<()> {
+    if journey::is_valid_name(value) {
+        Ok(())
+    } else {
+        Err(Error::InvalidId {
+            field,
+            value: value.chars().take(64).collect(),
+            rule: "1-64 of A-Z a-z 0-9 . _ -",
+        })
+    }
+}
+
+fn raw_json(text: String) -> Box<RawValue> {
+    RawValue::from_string(text).expect("the host only stores JSON it produced or checked")
+}
+
+fn empty_object() -> Box<RawValue> {
+    raw_json("{}".to_owned())
+}
+
+impl Runtime {
+    /// Build a runtime on `store`, loading deployed journeys and plugin
+    /// versions. Call [`Runtime::resume`] to restart unfinished instances.
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+    ) -> Result<Arc<Self>> {
+        let host = Host::new(settings.limits.clone()).map_err(Error::Engine)?;
+        let registry = Registry::default();
+        for record in store.plugins()? {
+            registry.add_plugin(record);
+        }
+        for record in store.journeys()? {
+            // Stored definitions were valid when deployed; plugins are never
+            // deleted, so they still are.
+            let journey = Journey::parse(&record.name, &record.source, |_| true)?;
+            registry.add_journey(record.version, journey);
+        }
+        let (finished, _) = broadcast::channel(65_536);
+        Ok(Arc::new(Runtime {
+            committer: Committer::start(store.clone()),
+            store,
+            host: Arc::new(host),
+            clock,
+            registry,
+            step_slots: Semaphore::new(settings.parallel_steps.max(1)),
+            loading: tokio::sync::Mutex::new(()),
+            finished,
+        }))
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The sandbox host.
+    pub fn host(&self) -> &Arc<Host> {
+        &self.host
+    }
+
+    /// The committer (for its statistics).
+    pub fn committer(&self) -> &Committer {
+        &self.committer
+    }
+
+    /// Subscribe to instances finishing.
+    pub fn subscribe(&self) -> broadcast::Receiver<Finished> {
+        self.finished.subscribe()
+    }
+
+    /// Check, store and cache a plugin version.
+    pub async fn push_plugin(&self, name: &str, bytes: Vec<u8>) -> Result<PluginRecord> {
+        use sha2::Digest as _;
+        check_name("plugin name", name)?;
+        let digest = format!("{:x}", sha2::Sha256::digest(&bytes));
+        let host = self.host.clone();
+        let loaded_digest = digest.clone();
+        let (bytes, checked) = tokio::task::spawn_blocking(move || {
+            let checked = host.load(&loaded_digest, &bytes).map(|_| ());
+            (bytes, checked)
+        })
+        .await?;
+        checked.map_err(|source| Error::Plugin {
+            name: name.to_owned(),
+            source,
+        })?;
+        let record = self
+            .store
+            .put_plugin(name, &digest, &bytes, self.clock.now_ms())?;
+        self.registry.add_plugin(record.clone());
+        tracing::info!(plugin = name, version = record.version, digest = %record.digest, "plugin pushed");
+        Ok(record)
+    }
+
+    /// Validate and store a journey definition as its next version.
+    pub fn deploy_journey(&self, file: &str, source: &str) -> Result<(u32, Arc<Journey>)> {
+        let journey = Journey::parse(file, source, |plugin| {
+            self.registry.resolve(plugin).is_some()
+        })?;
+        let record = self
+            .store
+            .put_journey(journey.name(), source, self.clock.now_ms())?;
+        self.registry.add_journey(record.version, journey);
+        let journey = self
+            .registry
+            .journey(&record.name, record.version)
+            .expect("the version was just added");
+        tracing::info!(journey = %record.name, version = record.version, "journey deployed");
+        Ok((record.version, journey))
+    }
+
+    /// Create or replace a customer's profile.
+    pub fn put_customer(&self, id: &str, profile: &serde_json::Value) -> Result<()> {
+        check_id("customer id", id)?;
+        if !profile.is_object() {
+            return Err(Error::ProfileNotObject {
+                customer: id.to_owned(),
+            });
+        }
+        Ok(self.store.put_customer(id, profile)?)
+    }
+
+    /// Accept an event: once this returns `Ok`, the event and the instances
+    /// it starts are durable and their first steps are scheduled.
+    pub async fn ingest(self: &Arc<Self>, event: IncomingEvent) -> Result<Receipt> {
+        check_id("event id", &event.id)?;
+        check_id("customer id", &event.customer)?;
+        check_name("event type", &event.kind)?;
+        let data: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(event.data.get()).map_err(|_| Error::EventDataNotObject {
+                event: event.id.clone(),
+            })?;
+        let triggered = self.registry.triggered_by(&event.kind);
+        if triggered.is_empty() {
+            return Err(Error::UnknownEventType {
+                event: event.id,
+                kind: event.kind,
+            });
+        }
+        let now = self.clock.now_ms();
+        let mut instances = Vec::with_capacity(triggered.len());
+        for (version, journey) in &triggered {
+            let key = &journey.definition.trigger.correlation_key;
+            let correlation = match data.get(key) {
+                Some(serde_json::Value::String(text)) => text.clone(),
+                Some(serde_json::Value::Number(number)) => number.to_string(),
+                _ => {
+                    return Err(Error::MissingCorrelationKey {
+                        event: event.id,
+                        journey: journey.name().to_owned(),
+                        key: key.clone(),
+                    });
+                }
+            };
+            check_id("correlation value", &correlation)?;
+            instances.push(Instance {
+                id: InstanceId(self.store.next_id()?),
+                journey: journey.name().to_owned(),
+                journey_version: *version,
+                customer_id: event.customer.clone(),
+                correlation,
+                trigger_event_id: event.id.clone(),
+                status: InstanceStatus::Running,
+                current_step: Some(journey.start.clone()),
+                terminal: None,
+                failure: None,
+                state: empty_object(),
+                history_len: 1,
+                created_at_ms: now,
+                updated_at_ms: now,
+            });
+        }
+        let text = data
+            .get("text")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let channel = data
+            .get("channel")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("api")
+            .to_owned();
+        let record = EventRecord {
+            id: event.id,
+            kind: event.kind,
+            customer_id: event.customer,
+            data: event.data,
+            received_at_ms: now,
+            started: instances.iter().map(|instance| instance.id).collect(),
+        };
+        let interaction = Interaction {
+            at_ms: now,
+            channel,
+            kind: record.kind.clone(),
+            text,
+            details: serde_json::Value::Object(data),
+        };
+        let event_id = record.id.clone();
+        let wit_event = Arc::new(wit_event(&record));
+        let applied = self
+            .committer
+            .submit(Write::Ingest(Box::new(IngestCommit {
+                event: record,
+                instances: instances.clone(),
+                interaction,
+            })))
+            .await?;
+        match applied {
+            Applied::DuplicateEvent { started } => Ok(Receipt {
+                event_id,
+                duplicate: true,
+                instances: started,
+            }),
+            Applied::Done | Applied::StaleStep => {
+                metrics::counter!("journeyd_events_accepted_total").increment(1);
+                let ids = instances.iter().map(|instance| instance.id).collect();
+                for instance in instances {
+                    self.spawn_driver(instance, wit_event.clone(), 1);
+                }
+                Ok(Receipt {
+                    event_id,
+                    duplicate: false,
+                    instances: ids,
+                })
+            }
+        }
+    }
+
+    /// Compile the latest version of every plugin the deployed journeys
+    /// use, so the first steps after a start do not wait for compilation.
+    /// Returns how many were loaded.
+    pub async fn load_plugins(&self) -> Result<usize> {
+        let mut loaded = 0;
+        for record in self.store.plugins()? {
+            let latest = self.registry.resolve(&PluginRef {
+                name: record.name.clone(),
+                version: None,
+            });
+            if latest.as_ref() != Some(&record) {
+                continue;
+            }
+            let plugin = PluginRef {
+                name: record.name.clone(),
+                version: Some(record.version),
+            };
+            match self.resolve_plugin(&plugin).await {
+                Ok(_) => loaded += 1,
+                Err(reason) => {
+                    tracing::warn!(plugin = %plugin, %reason, "plugin could not be loaded")
+                }
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Restart every instance that has a step to run. Their interrupted
+    /// step runs again as attempt 2 with the same idempotency key.
+    pub fn resume(self: &Arc<Self>) -> Result<usize> {
+        let running = self.store.running_instances()?;
+        let count = running.len();
+        for instance in running {
+            let Some(event) = self.store.event(&instance.trigger_event_id)? else {
+                tracing::error!(instance = %instance.id, event = %instance.trigger_event_id, "trigger event missing; instance left as is");
+                continue;
+            };
+            self.spawn_driver(instance, Arc::new(wit_event(&event)), 2);
+        }
+        Ok(count)
+    }
+
+    fn spawn_driver(self: &Arc<Self>, instance: Instance, event: Arc<host::Event>, attempt: u32) {
+        let runtime = self.clone();
+        tokio::spawn(async move { runtime.drive(instance, event, attempt).await });
+    }
+
+    async fn drive(
+        self: Arc<Self>,
+        mut instance: Instance,
+        event: Arc<host::Event>,
+        mut attempt: u32,
+    ) {
+        while instance.status == InstanceStatus::Running {
+            match self.run_step(&mut instance, &event, attempt).await {
+                Ok(true) => attempt = 1,
+                Ok(false) => return,
+                Err(error) => {
+                    // Nothing of the step was committed; it runs again when
+                    // the runtime restarts.
+                    tracing::error!(instance = %instance.id, error = %error, "step could not be committed; instance paused until restart");
+                    return;
+                }
+            }
+        }
+        metrics::counter!("journeyd_instances_finished_total", "status" => status_label(instance.status)).increment(1);
+        let _ = self.finished.send(Finished {
+            id: instance.id,
+            status: instance.status,
+        });
+    }
+
+    /// Run the instance's current step and commit its effects. Returns
+    /// false when another attempt already committed this step.
+    async fn run_step(
+        &self,
+        instance: &mut Instance,
+        event: &Arc<host::Event>,
+        attempt: u32,
+    ) -> Result<bool> {
+        let step_name = instance
+            .current_step
+            .clone()
+            .expect("a running instance has a current step");
+        let journey = self
+            .registry
+            .journey(&instance.journey, instance.journey_version);
+        let step = journey
+            .as_ref()
+            .and_then(|journey| journey.step(&step_name));
+        let started_ms = self.clock.now_ms();
+        let idempotency_key = instance.idempotency_key();
+
+        let (plugin, run) = match (&journey, step) {
+            (Some(_), Some(step)) => match self.resolve_plugin(&step.plugin).await {
+                Ok((record, loaded)) => {
+                    let request = StepRequest {
+                        input: host::StepInput {
+                            journey: instance.journey.clone(),
+                            journey_version: instance.journey_version,
+                            instance_id: instance.id.to_string(),
+                            step: step_name.clone(),
+                            event: (**event).clone(),
+                            state: instance.state.get().to_owned(),
+                            config: step.config_json.clone(),
+                            attempt,
+                            idempotency_key: idempotency_key.clone(),
+                        },
+                        customer: host::CustomerSource {
+                            store: self.store.clone(),
+                            customer_id: instance.customer_id.clone(),
+                        },
+                        now_ms: started_ms,
+                        deadline: step.definition.timeout_ms.map(Duration::from_millis),
+                    };
+                    let permit = self
+                        .step_slots
+                        .acquire()
+                        .await
+                        .expect("the step semaphore is never closed");
+                    let host = self.host.clone();
+                    let run = tokio::task::spawn_blocking(move || host.run_step(&loaded, request))
+                        .await?;
+                    drop(permit);
+                    (Some(record), Some(run))
+                }
+                Err(reason) => (None, Some(failed_run(reason))),
+            },
+            _ => (
+                None,
+                Some(failed_run(format!(
+                    "journey `{}` version {} has no step `{step_name}`",
+                    instance.journey, instance.journey_version
+                ))),
+            ),
+        };
+        let run = run.expect("every branch produces a run");
+        let commit = self.build_commit(
+            instance,
+            journey.as_deref(),
+            &step_name,
+            plugin,
+            attempt,
+            idempotency_key,
+            started_ms,
+            run,
+        );
+        let metrics_after = commit.1;
+        let commit = commit.0;
+        let next = commit.instance.clone();
+        match self.committer.submit(Write::Step(Box::new(commit))).await? {
+            Applied::Done => {
+                for sample in metrics_after {
+                    metrics::counter!(format!("journey_plugin_{}_total", sample.name))
+                        .increment(sample.value);
+                }
+                *instance = next;
+                Ok(true)
+            }
+            Applied::StaleStep | Applied::DuplicateEvent { .. } => {
+                tracing::warn!(instance = %instance.id, step = %step_name, "step was already committed by another attempt");
+                Ok(false)
+            }
+        }
+    }
+
+    async fn resolve_plugin(
+        &self,
+        plugin: &PluginRef,
+    ) -> Result<(PluginRecord, Arc<host::LoadedPlugin>), String> {
+        let record = self
+            .registry
+            .resolve(plugin)
+            .ok_or_else(|| format!("plugin `{plugin}` is not pushed"))?;
+        if let Some(loaded) = self.host.cached(&record.digest) {
+            return Ok((record, loaded));
+        }
+        let _loading = self.loading.lock().await;
+        if let Some(loaded) = self.host.cached(&record.digest) {
+            return Ok((record, loaded));
+        }
+        let store = self.store.clone();
+        let host = self.host.clone();
+        let digest = record.digest.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let bytes = store
+                .plugin_bytes(&digest)
+                .map_err(|error| format!("plugin bytes unreadable: {error}"))?
+                .ok_or_else(|| format!("plugin bytes for digest {digest} are missing"))?;
+            host.load(&digest, &bytes)
+                .map_err(|error| error.to_string())
+        })
+        .await
+        .map_err(|error| error.to_string())??;
+        Ok((record, loaded))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build_commit(
+        &self,
+        instance: &Instance,
+        journey: Option<&Journey>,
+        step: &str,
+        plugin: Option<PluginRecord>,
+        attempt: u32,
+        idempotency_key: String,
+        started_ms: u64,
+        run: host::StepRun,
+    ) -> (StepCommit, Vec<host::MetricSample>) {
+        let mut next = instance.clone();
+        next.history_len += 1;
+        next.updated_at_ms = self.clock.now_ms();
+        let duration_us = run.duration.as_micros() as u64;
+        metrics::histogram!("journeyd_step_duration_seconds").record(run.duration.as_secs_f64());
+
+        let decided = match run.result {
+            Ok(output) => {
+                decide(journey, step, output).map(|(outcome, state)| (outcome, state, run.effects))
+            }
+            Err(failure) => Err(failure.to_string()),
+        };
+        let (outcome, effects) = match decided {
+            Ok((outcome, state, effects)) => {
+                if let Some(state) = state {
+                    next.state = state;
+                }
+                (outcome, effects)
+            }
+            // A failed attempt's effects came from an unfinished step:
+            // none of them are committed.
+            Err(reason) => (StepOutcome::Fail { reason }, host::Effects::default()),
+        };
+        match &outcome {
+            StepOutcome::Goto { target, .. } => {
+                match journey.and_then(|journey| journey.step(target)) {
+                    Some(_) => next.current_step = Some(target.clone()),
+                    None => {
+                        next.current_step = None;
+                        next.status = InstanceStatus::Completed;
+                        next.terminal = Some(target.clone());
+                    }
+                }
+            }
+            StepOutcome::Complete => {
+                next.current_step = None;
+                next.status = InstanceStatus::Completed;
+            }
+            StepOutcome::Fail { reason } => {
+                next.current_step = None;
+                next.status = InstanceStatus::Failed;
+                next.failure = Some(format!("step `{step}`: {reason}"));
+            }
+        }
+        metrics::counter!("journeyd_steps_total", "outcome" => outcome_label(&outcome))
+            .increment(1);
+
+        let host::Effects {
+            messages,
+            notes,
+            logs,
+            metrics,
+        } = effects;
+        let messages: Vec<OutboxMessage> = messages
+            .into_iter()
+            .map(|queued| {
+                let message = queued.message;
+                OutboxMessage {
+                    id: queued.id,
+                    instance_id: instance.id,
+                    step: step.to_owned(),
+                    customer_id: instance.customer_id.clone(),
+                    channel: message.channel,
+                    to: message.to,
+                    subject: message.subject,
+                    body: message.body,
+                    metadata: RawValue::from_string(message.metadata)
+                        .unwrap_or_else(|_| empty_object()),
+                    queued_at_ms: started_ms,
+                }
+            })
+            .collect();
+        let notes = notes
+            .into_iter()
+            .map(|note| Interaction {
+                at_ms: note.at_ms,
+                channel: note.interaction.channel,
+                kind: note.interaction.kind,
+                text: note.interaction.text,
+                details: serde_json::from_str(&note.interaction.details)
+                    .unwrap_or(serde_json::Value::Null),
+            })
+            .collect();
+        let (plugin_name, plugin_version, digest) = match plugin {
+            Some(record) => (record.name, record.version, record.digest),
+            None => (String::new(), 0, String::new()),
+        };
+        let entry = HistoryEntry::StepRan(Box::new(StepRecord {
+            at_ms: started_ms,
+            step: step.to_owned(),
+            plugin: plugin_name,
+            plugin_version,
+            digest,
+            attempt,
+            idempotency_key,
+            input_state: serde_json::from_str(instance.state.get())
+                .expect("instance state is JSON the host checked"),
+            outcome,
+            duration_us,
+            messages: messages.iter().map(|message| message.id.clone()).collect(),
+            logs: logs
+                .into_iter()
+                .map(|line| LogLine {
+                    level: line.level,
+                    message: line.message,
+                })
+                .collect(),
+        }));
+        (
+            StepCommit {
+                instance: next,
+                entry,
+                messages,
+                notes,
+            },
+            metrics,
+        )
+    }
+}
+
+/// Turn a plugin's output into a recorded outcome and new state, or the
+/// reason the step fails.
+fn decide(
+    journey: Option<&Journey>,
+    step: &str,
+    output: host::StepOutput,
+) -> Result<(StepOutcome, Option<Box<RawValue>>), String> {
+    let state = match output.state {
+        None => None,
+        Some(text) => match serde_json::from_str::<Box<RawValue>>(&text) {
+            Ok(raw) if raw.get().trim_start().starts_with('{') => Some(raw),
+            _ => return Err("plugin returned a state that is not a JSON object".into()),
+        },
+    };
+    let outcome = match output.outcome {
+        host::Outcome::Goto(transition) => {
+            match journey.and_then(|journey| journey.target(step, &transition)) {
+                Some(Target::Step(target)) | Some(Target::Terminal(target)) => StepOutcome::Goto {
+                    target: target.to_owned(),
+                    transition,
+                },
+                None => {
+                    return Err(format!(
+                        "plugin chose transition `{transition}`, which step `{step}` does not define"
+                    ));
+                }
+            }
+        }
+        host::Outcome::Complete => StepOutcome::Complete,
+        host::Outcome::Fail(reason) => StepOutcome::Fail { reason },
+        host::Outcome::WaitForEvent(_) => {
+            return Err("outcome `wait-for-event` is reserved in contract 0.1 and not supported by this runtime".into());
+        }
+        host::Outcome::SleepUntil(_) => {
+            return Err("outcome `sleep-until` is reserved in contract 0.1 and not supported by this runtime".into());
+        }
+    };
+    Ok((outcome, state))
+}
+
+fn failed_run(reason: String) -> host::StepRun {
+    host::StepRun {
+        result: Err(StepFailure::Instantiate(reason)),
+        effects: host::Effects::default(),
+        duration: Duration::ZERO,
+    }
+}
+
+fn wit_event(record: &EventRecord) -> host::Event {
+    host::Event {
+        id: record.id.clone(),
+        kind: record.kind.clone(),
+        customer_id: record.customer_id.clone(),
+        data: record.data.get().to_owned(),
+        received_at_ms: record.received_at_ms,
+    }
+}
+
+fn status_label(status: InstanceStatus) -> &'static str {
+    match status {
+        InstanceStatus::Running => "running",
+        InstanceStatus::Completed => "completed",
+        InstanceStatus::Failed => "failed",
+    }
+}
+
+fn outcome_label(outcome: &StepOutcome) -> &'static str {
+    match outcome {
+        StepOutcome::Goto { .. } => "goto",
+        StepOutcome::Complete => "complete",
+        StepOutcome::Fail { .. } => "fail",
+    }
+}

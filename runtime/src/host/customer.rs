@@ -1,0 +1,97 @@
+//! `journey:plugin/customer`: the single customer view, read from the
+//! store on demand, and interaction notes collected for the step's commit.
+
+use std::sync::Arc;
+
+use wasmtime::component::{HasSelf, Linker};
+
+use super::StepState;
+use super::bindings::journey::plugin::customer::{self, CustomerView, Interaction};
+use crate::store::Store;
+
+/// Interactions included in the view.
+const VIEW_INTERACTIONS: usize = 100;
+/// Notes one step may add.
+const MAX_NOTES: usize = 16;
+
+/// Where a step's customer view comes from.
+pub struct CustomerSource {
+    /// The store holding customers.
+    pub store: Arc<dyn Store>,
+    /// The instance's customer.
+    pub customer_id: String,
+}
+
+/// An interaction a step noted.
+#[derive(Debug, Clone)]
+pub struct Note {
+    /// When (the step's clock).
+    pub at_ms: u64,
+    /// What the plugin passed.
+    pub interaction: Interaction,
+}
+
+pub struct CustomerCapability {
+    source: CustomerSource,
+    now_ms: u64,
+    notes: Vec<Note>,
+}
+
+impl CustomerCapability {
+    pub fn new(source: CustomerSource, now_ms: u64) -> Self {
+        CustomerCapability {
+            source,
+            now_ms,
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn into_notes(self) -> Vec<Note> {
+        self.notes
+    }
+}
+
+impl customer::Host for CustomerCapability {
+    fn view(&mut self) -> wasmtime::Result<CustomerView> {
+        // A store failure is the host's fault, not the plugin's: trap, so
+        // the step fails without committing and is retried on restart.
+        let view = self
+            .source
+            .store
+            .customer_view(&self.source.customer_id, VIEW_INTERACTIONS)?;
+        Ok(CustomerView {
+            id: view.id,
+            profile: view.profile.to_string(),
+            interactions: view
+                .interactions
+                .into_iter()
+                .map(|interaction| Interaction {
+                    at_ms: interaction.at_ms,
+                    channel: interaction.channel,
+                    kind: interaction.kind,
+                    text: interaction.text,
+                    details: interaction.details.to_string(),
+                })
+                .collect(),
+        })
+    }
+
+    fn note(&mut self, channel: String, kind: String, text: String, details: String) {
+        if self.notes.len() < MAX_NOTES {
+            self.notes.push(Note {
+                at_ms: self.now_ms,
+                interaction: Interaction {
+                    at_ms: self.now_ms,
+                    channel,
+                    kind,
+                    text,
+                    details,
+                },
+            });
+        }
+    }
+}
+
+pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
+    customer::add_to_linker::<_, HasSelf<CustomerCapability>>(linker, |state| &mut state.customer)
+}

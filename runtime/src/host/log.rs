@@ -1,0 +1,86 @@
+//! `journey:plugin/log`: plugin log lines go to the host's `tracing` output
+//! and are kept (bounded) with the step's history entry.
+
+use serde::{Deserialize, Serialize};
+use wasmtime::component::{HasSelf, Linker};
+
+use super::bindings::journey::plugin::log::{self, Level};
+use super::{StepInput, StepState};
+
+/// Lines kept per step; later lines are counted, not kept.
+const MAX_LINES: usize = 32;
+/// Characters kept per line.
+const MAX_LINE_CHARS: usize = 1024;
+
+/// One line a plugin logged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PluginLog {
+    /// `debug`, `info`, `warn` or `error`.
+    pub level: String,
+    /// The text (truncated to 1,024 characters).
+    pub message: String,
+}
+
+pub struct LogCapability {
+    instance: String,
+    step: String,
+    lines: Vec<PluginLog>,
+    dropped: usize,
+}
+
+impl LogCapability {
+    pub fn new(input: &StepInput) -> Self {
+        LogCapability {
+            instance: input.instance_id.clone(),
+            step: input.step.clone(),
+            lines: Vec::new(),
+            dropped: 0,
+        }
+    }
+
+    pub fn into_lines(mut self) -> Vec<PluginLog> {
+        if self.dropped > 0 {
+            self.lines.push(PluginLog {
+                level: "warn".into(),
+                message: format!("{} more log lines were not kept", self.dropped),
+            });
+        }
+        self.lines
+    }
+}
+
+impl log::Host for LogCapability {
+    fn write(&mut self, level: Level, message: String) {
+        let (instance, step) = (&self.instance, &self.step);
+        let name = match level {
+            Level::Debug => {
+                tracing::debug!(target: "plugin", %instance, %step, "{message}");
+                "debug"
+            }
+            Level::Info => {
+                tracing::info!(target: "plugin", %instance, %step, "{message}");
+                "info"
+            }
+            Level::Warn => {
+                tracing::warn!(target: "plugin", %instance, %step, "{message}");
+                "warn"
+            }
+            Level::Error => {
+                tracing::error!(target: "plugin", %instance, %step, "{message}");
+                "error"
+            }
+        };
+        if self.lines.len() >= MAX_LINES {
+            self.dropped += 1;
+            return;
+        }
+        self.lines.push(PluginLog {
+            level: name.into(),
+            message: message.chars().take(MAX_LINE_CHARS).collect(),
+        });
+    }
+}
+
+pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
+    log::add_to_linker::<_, HasSelf<LogCapability>>(linker, |state| &mut state.log)
+}

@@ -1,0 +1,400 @@
+//! The WebAssembly host: where plugins are compiled, checked and run.
+//!
+//! [`Host`] owns one wasmtime [`Engine`] (pooling allocator, epoch
+//! interruption), one [`Linker`] holding exactly the imports a plugin may
+//! use, and a cache of pre-instantiated plugins keyed by digest. Each step
+//! runs in a fresh [`Store`] whose data ([`StepState`]) is composed of one
+//! context per capability (`log`, `customer`, `outbox`, `metrics`, `clock`,
+//! plus the minimal WASI a Rust or Python component needs to start: no
+//! filesystem, no sockets). Capabilities only *collect* effects; the
+//! executor commits them with the step. This module does not know about
+//! journeys, instances or storage layout.
+
+mod clock;
+mod customer;
+mod log;
+mod metrics;
+mod outbox;
+mod wasi;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, Linker, types::ComponentItem};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+
+pub use self::customer::CustomerSource;
+pub use self::log::PluginLog;
+pub use self::metrics::MetricSample;
+pub use self::outbox::QueuedMessage;
+
+/// Bindings generated from `wit/journey.wit`: the one contract.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "step-plugin",
+        imports: { "journey:plugin/customer.view": trappable },
+    });
+}
+
+pub use bindings::journey::plugin::types::{Event, Outcome, StepInput, StepOutput};
+
+/// The export a plugin must provide.
+pub const STEP_EXPORT: &str = "journey:plugin/step@0.1.0";
+
+/// How often the epoch ticks; step deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Why a component was refused or could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Not WebAssembly at all.
+    #[error("not a WebAssembly binary (no `\\0asm` header)")]
+    NotWasm,
+    /// A core module, not a component.
+    #[error(
+        "a core WebAssembly module, not a component: build it for `wasm32-wasip2` (or run `wasm-tools component new`)"
+    )]
+    CoreModule,
+    /// The bytes failed to compile.
+    #[error("invalid component: {0:#}")]
+    Compile(#[source] wasmtime::Error),
+    /// It does not export the step interface.
+    #[error("does not export `{STEP_EXPORT}` (it exports: {exports})")]
+    MissingExport {
+        /// What it does export.
+        exports: String,
+    },
+    /// It imports something the host does not grant, or its step export
+    /// has the wrong shape.
+    #[error("does not implement the `journey:plugin/step-plugin@0.1.0` world: {0:#}")]
+    World(#[source] wasmtime::Error),
+}
+
+/// Why a step run failed. Recorded in the instance's history.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepFailure {
+    /// The plugin returned `err`.
+    #[error("{0}")]
+    Returned(String),
+    /// The plugin trapped.
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+    /// It ran past its deadline and was interrupted.
+    #[error("plugin ran past its {limit_ms} ms deadline and was stopped")]
+    Deadline {
+        /// The deadline.
+        limit_ms: u64,
+    },
+    /// It tried to grow its memory past the limit.
+    #[error("plugin exceeded its memory limit of {limit_mib} MiB")]
+    Memory {
+        /// The limit.
+        limit_mib: u64,
+    },
+    /// It could not be instantiated (e.g. the pool is exhausted).
+    #[error("plugin could not be instantiated: {0}")]
+    Instantiate(String),
+}
+
+/// Limits applied to every step.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Linear memory a step may grow to.
+    pub memory_bytes: usize,
+    /// Wall-clock deadline for one step run, unless the step overrides it.
+    pub deadline: Duration,
+    /// Instances the pool can hold at once (steps running concurrently).
+    pub concurrent_steps: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 64 * 1024 * 1024,
+            deadline: Duration::from_secs(2),
+            concurrent_steps: 64,
+        }
+    }
+}
+
+/// A compiled, linked plugin, ready to instantiate.
+pub struct LoadedPlugin {
+    /// Its content digest.
+    pub digest: String,
+    pre: bindings::StepPluginPre<StepState>,
+}
+
+/// What a step asks of the host.
+pub struct StepRequest {
+    /// The input handed to the plugin.
+    pub input: StepInput,
+    /// Where the customer view comes from.
+    pub customer: CustomerSource,
+    /// The runtime clock at step start.
+    pub now_ms: u64,
+    /// Overrides [`Limits::deadline`].
+    pub deadline: Option<Duration>,
+}
+
+/// Everything a step produced, committed or discarded as a whole.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Messages queued with `outbox.send`.
+    pub messages: Vec<QueuedMessage>,
+    /// Interactions noted with `customer.note`.
+    pub notes: Vec<customer::Note>,
+    /// Log lines (bounded).
+    pub logs: Vec<PluginLog>,
+    /// Counter increments.
+    pub metrics: Vec<MetricSample>,
+}
+
+/// The result of one step run.
+pub struct StepRun {
+    /// The plugin's output, or why there is none.
+    pub result: Result<StepOutput, StepFailure>,
+    /// Effects collected during the run; the executor drops them unless
+    /// `result` is `Ok`.
+    pub effects: Effects,
+    /// Instantiate + call wall time.
+    pub duration: Duration,
+}
+
+pub use self::customer::Note;
+
+/// Per-step store data: one context per capability, nothing shared.
+pub struct StepState {
+    wasi: wasi::WasiState,
+    log: log::LogCapability,
+    customer: customer::CustomerCapability,
+    outbox: outbox::OutboxCapability,
+    metrics: metrics::MetricsCapability,
+    clock: clock::ClockCapability,
+    memory: MemoryLimiter,
+}
+
+/// Enforces the per-step memory limit and remembers that it did.
+struct MemoryLimiter {
+    limit: usize,
+    exceeded: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.exceeded = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// The wasmtime engine, linker and plugin cache.
+pub struct Host {
+    engine: Engine,
+    linker: Linker<StepState>,
+    limits: Limits,
+    plugins: RwLock<HashMap<String, Arc<LoadedPlugin>>>,
+}
+
+impl Host {
+    /// Build the engine and linker, and start the epoch ticker.
+    pub fn new(limits: Limits) -> wasmtime::Result<Host> {
+        let mut pool = PoolingAllocationConfig::default();
+        let slots = limits.concurrent_steps.max(1);
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * 8)
+            .max_core_instances_per_component(16)
+            .total_memories(slots * 2)
+            .max_memories_per_component(4)
+            .total_tables(slots * 8)
+            .max_tables_per_component(16)
+            .max_memory_size(limits.memory_bytes.max(1 << 20) * 2)
+            // Resetting a slot by memset is cheaper than re-faulting pages
+            // for small plugins.
+            .linear_memory_keep_resident(256 * 1024)
+            .table_keep_resident(64 * 1024);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .memory_init_cow(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)?;
+
+        let mut linker = Linker::new(&engine);
+        wasi::add_to_linker(&mut linker)?;
+        log::add_to_linker(&mut linker)?;
+        customer::add_to_linker(&mut linker)?;
+        outbox::add_to_linker(&mut linker)?;
+        metrics::add_to_linker(&mut linker)?;
+        clock::add_to_linker(&mut linker)?;
+
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .expect("spawning a thread at start-up");
+
+        Ok(Host {
+            engine,
+            linker,
+            limits,
+            plugins: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// The limits every step runs under.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Compile and check `bytes` without caching: does it implement the
+    /// step world with only the imports the host grants?
+    pub fn check(&self, bytes: &[u8]) -> Result<LoadedPlugin, LoadError> {
+        match bytes.get(..8) {
+            Some([0x00, b'a', b's', b'm', _, _, 0x01, 0x00]) => {}
+            Some([0x00, b'a', b's', b'm', ..]) => return Err(LoadError::CoreModule),
+            _ => return Err(LoadError::NotWasm),
+        }
+        let component = Component::new(&self.engine, bytes).map_err(LoadError::Compile)?;
+        let ty = component.component_type();
+        let exports_step = ty.exports(&self.engine).any(|(name, item)| {
+            name == STEP_EXPORT && matches!(item.ty, ComponentItem::ComponentInstance(_))
+        });
+        if !exports_step {
+            let exports: Vec<String> = ty
+                .exports(&self.engine)
+                .map(|(name, _)| format!("`{name}`"))
+                .collect();
+            return Err(LoadError::MissingExport {
+                exports: if exports.is_empty() {
+                    "nothing".into()
+                } else {
+                    exports.join(", ")
+                },
+            });
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(LoadError::World)?;
+        let pre = bindings::StepPluginPre::new(pre).map_err(LoadError::World)?;
+        Ok(LoadedPlugin {
+            digest: String::new(),
+            pre,
+        })
+    }
+
+    /// The cached plugin with this digest, if loaded.
+    pub fn cached(&self, digest: &str) -> Option<Arc<LoadedPlugin>> {
+        self.plugins
+            .read()
+            .expect("plugin cache lock is never poisoned")
+            .get(digest)
+            .cloned()
+    }
+
+    /// Compile, check and cache `bytes` under `digest`.
+    pub fn load(&self, digest: &str, bytes: &[u8]) -> Result<Arc<LoadedPlugin>, LoadError> {
+        if let Some(plugin) = self.cached(digest) {
+            return Ok(plugin);
+        }
+        let mut plugin = self.check(bytes)?;
+        plugin.digest = digest.to_owned();
+        let plugin = Arc::new(plugin);
+        self.plugins
+            .write()
+            .expect("plugin cache lock is never poisoned")
+            .insert(digest.to_owned(), plugin.clone());
+        Ok(plugin)
+    }
+
+    /// Run one step in a fresh store. Blocks the calling thread for at most
+    /// the deadline; call it from a blocking-capable thread.
+    pub fn run_step(&self, plugin: &LoadedPlugin, request: StepRequest) -> StepRun {
+        let started = Instant::now();
+        let deadline = request.deadline.unwrap_or(self.limits.deadline);
+        let state = StepState {
+            wasi: wasi::WasiState::new(request.now_ms),
+            log: log::LogCapability::new(&request.input),
+            customer: customer::CustomerCapability::new(request.customer, request.now_ms),
+            outbox: outbox::OutboxCapability::new(&request.input.idempotency_key),
+            metrics: metrics::MetricsCapability::default(),
+            clock: clock::ClockCapability::new(request.now_ms),
+            memory: MemoryLimiter {
+                limit: self.limits.memory_bytes,
+                exceeded: false,
+            },
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.memory);
+        let ticks = (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks + 1);
+
+        let result = match plugin.pre.instantiate(&mut store) {
+            Ok(instance) => instance
+                .journey_plugin_step()
+                .call_run(&mut store, &request.input)
+                .map_err(|error| self.classify_trap(&store, error, deadline))
+                .and_then(|returned| returned.map_err(StepFailure::Returned)),
+            Err(error) => Err(match self.classify_trap(&store, error, deadline) {
+                StepFailure::Trap(message) => StepFailure::Instantiate(message),
+                other => other,
+            }),
+        };
+        let duration = started.elapsed();
+        let state = store.into_data();
+        StepRun {
+            result,
+            effects: Effects {
+                messages: state.outbox.into_messages(),
+                notes: state.customer.into_notes(),
+                logs: state.log.into_lines(),
+                metrics: state.metrics.into_samples(),
+            },
+            duration,
+        }
+    }
+
+    fn classify_trap(
+        &self,
+        store: &Store<StepState>,
+        error: wasmtime::Error,
+        deadline: Duration,
+    ) -> StepFailure {
+        if store.data().memory.exceeded {
+            return StepFailure::Memory {
+                limit_mib: (self.limits.memory_bytes / (1024 * 1024)) as u64,
+            };
+        }
+        if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            return StepFailure::Deadline {
+                limit_ms: deadline.as_millis() as u64,
+            };
+        }
+        StepFailure::Trap(format!("{error:#}"))
+    }
+}

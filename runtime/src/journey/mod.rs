@@ -1,0 +1,553 @@
+//! Journey definitions: the TOML format, parsing and validation.
+//!
+//! A definition names its entry trigger (an event type and the field of the
+//! event data that correlates events to an instance), its steps (each run by
+//! a plugin, with a config table and named transitions) and its terminal
+//! states. [`Journey::parse`] turns TOML into a validated [`Journey`] or an
+//! [`Error`] that names the file, the step and the field at fault. This
+//! module does not store journeys or run them.
+//!
+//! ```toml
+//! name = "enquiry"
+//! terminal = ["resolved"]
+//!
+//! [trigger]
+//! event = "enquiry.received"
+//! correlation_key = "enquiry_id"
+//!
+//! [[steps]]
+//! name = "acknowledge"
+//! plugin = "acknowledge"          # latest version, or "acknowledge@2"
+//! on = { sent = "resolve" }
+//! config = { channel = "email" }
+//!
+//! [[steps]]
+//! name = "resolve"
+//! plugin = "resolve"
+//! on = { done = "resolved" }      # a terminal state
+//! ```
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+/// Why a journey definition was rejected. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Not valid TOML, or a field is missing, mistyped or unknown. The TOML
+    /// error carries the line, column and field name.
+    #[error("{file}: {source}")]
+    Syntax {
+        /// The file name as given.
+        file: String,
+        /// The parser's error.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// The journey has no steps.
+    #[error("{file}: journey `{journey}` has no steps")]
+    NoSteps {
+        /// The file name as given.
+        file: String,
+        /// The journey name.
+        journey: String,
+    },
+    /// A name is empty, too long or has characters outside `[A-Za-z0-9._-]`.
+    #[error("{file}: {field} `{value}` is not a valid name (use 1-64 of A-Z a-z 0-9 . _ -)")]
+    InvalidName {
+        /// The file name as given.
+        file: String,
+        /// Which field holds the name.
+        field: String,
+        /// The offending value.
+        value: String,
+    },
+    /// Two steps share a name.
+    #[error("{file}: step name `{step}` is used twice")]
+    DuplicateStep {
+        /// The file name as given.
+        file: String,
+        /// The duplicated name.
+        step: String,
+    },
+    /// A terminal state has the name of a step.
+    #[error("{file}: terminal state `{name}` has the same name as a step")]
+    TerminalIsStep {
+        /// The file name as given.
+        file: String,
+        /// The clashing name.
+        name: String,
+    },
+    /// `start` names no step.
+    #[error("{file}: start step `{start}` is not defined")]
+    UnknownStart {
+        /// The file name as given.
+        file: String,
+        /// The missing step.
+        start: String,
+    },
+    /// A transition leads nowhere.
+    #[error(
+        "{file}: step `{step}`, transition `{transition}` leads to `{target}`, which is neither a step nor a terminal state"
+    )]
+    DanglingTransition {
+        /// The file name as given.
+        file: String,
+        /// The step with the transition.
+        step: String,
+        /// The transition name.
+        transition: String,
+        /// Where it leads.
+        target: String,
+    },
+    /// No path from the start step reaches this step.
+    #[error("{file}: step `{step}` is unreachable from the start step `{start}`")]
+    UnreachableStep {
+        /// The file name as given.
+        file: String,
+        /// The unreachable step.
+        step: String,
+        /// The start step.
+        start: String,
+    },
+    /// A step's `plugin` is malformed (`name` or `name@version`).
+    #[error("{file}: step `{step}`, field `plugin`: `{plugin}` is not `name` or `name@version`")]
+    BadPluginRef {
+        /// The file name as given.
+        file: String,
+        /// The step.
+        step: String,
+        /// The value.
+        plugin: String,
+    },
+    /// A step's plugin (or plugin version) was never pushed.
+    #[error("{file}: step `{step}` uses plugin `{plugin}`, which has not been pushed")]
+    UnknownPlugin {
+        /// The file name as given.
+        file: String,
+        /// The step.
+        step: String,
+        /// The plugin reference.
+        plugin: String,
+    },
+}
+
+/// Result of journey parsing.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A journey definition as written in TOML.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Definition {
+    /// The journey name.
+    pub name: String,
+    /// What the journey is for, for people.
+    #[serde(default)]
+    pub description: String,
+    /// What starts an instance.
+    pub trigger: Trigger,
+    /// The first step; defaults to the first step listed.
+    #[serde(default)]
+    pub start: Option<String>,
+    /// Names a transition may lead to that end the instance successfully.
+    #[serde(default)]
+    pub terminal: Vec<String>,
+    /// The steps.
+    #[serde(default)]
+    pub steps: Vec<StepDefinition>,
+}
+
+/// The entry trigger.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trigger {
+    /// The event type that starts an instance.
+    pub event: String,
+    /// The field of the event's data whose value correlates later events
+    /// with the instance (e.g. `enquiry_id`).
+    pub correlation_key: String,
+}
+
+/// One step of a journey.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepDefinition {
+    /// The step name, unique in the journey.
+    pub name: String,
+    /// The plugin that runs it: `name` (latest version) or `name@version`.
+    pub plugin: String,
+    /// Given to the plugin as JSON.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// Transition name to the step or terminal state it leads to.
+    #[serde(default)]
+    pub on: BTreeMap<String, String>,
+    /// Deadline for one run of this step, overriding the runtime default.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// A reference from a step to a plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PluginRef {
+    /// The plugin name.
+    pub name: String,
+    /// A pinned version, or `None` for the latest.
+    pub version: Option<u32>,
+}
+
+impl PluginRef {
+    /// Parse `name` or `name@version`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (name, version) = match text.split_once('@') {
+            Some((name, version)) => (name, Some(version.parse().ok()?)),
+            None => (text, None),
+        };
+        is_valid_name(name).then(|| PluginRef {
+            name: name.to_owned(),
+            version,
+        })
+    }
+}
+
+impl std::fmt::Display for PluginRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.version {
+            Some(version) => write!(f, "{}@{version}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// Where a transition leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// Another step.
+    Step(&'a str),
+    /// A terminal state: the instance completes.
+    Terminal(&'a str),
+}
+
+/// A step ready to run: its definition plus what is precomputed once.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// The definition as written.
+    pub definition: StepDefinition,
+    /// The plugin it uses.
+    pub plugin: PluginRef,
+    /// Its config as JSON text, as the plugin receives it.
+    pub config_json: String,
+}
+
+/// A validated journey definition.
+#[derive(Debug, Clone)]
+pub struct Journey {
+    /// The definition as written.
+    pub definition: Definition,
+    /// The start step's name.
+    pub start: String,
+    steps: HashMap<String, Step>,
+    terminal: HashSet<String>,
+}
+
+/// Names of steps, plugins, journeys: short and printable.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
+}
+
+impl Journey {
+    /// Parse and validate TOML. `file` names the source in errors;
+    /// `plugin_exists` says whether a plugin reference resolves.
+    pub fn parse(
+        file: &str,
+        source: &str,
+        plugin_exists: impl Fn(&PluginRef) -> bool,
+    ) -> Result<Journey> {
+        let definition: Definition = toml::from_str(source).map_err(|source| Error::Syntax {
+            file: file.to_owned(),
+            source: Box::new(source),
+        })?;
+        Journey::validate(file, definition, plugin_exists)
+    }
+
+    fn validate(
+        file: &str,
+        definition: Definition,
+        plugin_exists: impl Fn(&PluginRef) -> bool,
+    ) -> Result<Journey> {
+        let file = file.to_owned();
+        let check_name = |field: String, value: &str| {
+            if is_valid_name(value) {
+                Ok(())
+            } else {
+                Err(Error::InvalidName {
+                    file: file.clone(),
+                    field,
+                    value: value.to_owned(),
+                })
+            }
+        };
+        check_name("name".into(), &definition.name)?;
+        check_name("trigger.event".into(), &definition.trigger.event)?;
+        check_name(
+            "trigger.correlation_key".into(),
+            &definition.trigger.correlation_key,
+        )?;
+        let Some(first) = definition.steps.first() else {
+            return Err(Error::NoSteps {
+                file,
+                journey: definition.name,
+            });
+        };
+        let start = definition
+            .start
+            .clone()
+            .unwrap_or_else(|| first.name.clone());
+
+        let mut steps = HashMap::new();
+        for step in &definition.steps {
+            check_name("steps.name".into(), &step.name)?;
+            let plugin = PluginRef::parse(&step.plugin).ok_or_else(|| Error::BadPluginRef {
+                file: file.clone(),
+                step: step.name.clone(),
+                plugin: step.plugin.clone(),
+            })?;
+            if !plugin_exists(&plugin) {
+                return Err(Error::UnknownPlugin {
+                    file,
+                    step: step.name.clone(),
+                    plugin: step.plugin.clone(),
+                });
+            }
+            for transition in step.on.keys() {
+                check_name(format!("steps.{}.on", step.name), transition)?;
+            }
+            let config_json =
+                serde_json::to_string(&step.config).expect("a TOML table always converts to JSON");
+            let ready = Step {
+                definition: step.clone(),
+                plugin,
+                config_json,
+            };
+            if steps.insert(step.name.clone(), ready).is_some() {
+                return Err(Error::DuplicateStep {
+                    file,
+                    step: step.name.clone(),
+                });
+            }
+        }
+
+        let mut terminal = HashSet::new();
+        for name in &definition.terminal {
+            check_name("terminal".into(), name)?;
+            if steps.contains_key(name) {
+                return Err(Error::TerminalIsStep {
+                    file,
+                    name: name.clone(),
+                });
+            }
+            terminal.insert(name.clone());
+        }
+        if !steps.contains_key(&start) {
+            return Err(Error::UnknownStart { file, start });
+        }
+        for step in &definition.steps {
+            for (transition, target) in &step.on {
+                if !steps.contains_key(target) && !terminal.contains(target) {
+                    return Err(Error::DanglingTransition {
+                        file,
+                        step: step.name.clone(),
+                        transition: transition.clone(),
+                        target: target.clone(),
+                    });
+                }
+            }
+        }
+
+        let mut reached = HashSet::from([start.as_str()]);
+        let mut queue = VecDeque::from([start.as_str()]);
+        while let Some(name) = queue.pop_front() {
+            for target in steps[name].definition.on.values() {
+                if steps.contains_key(target) && reached.insert(target.as_str()) {
+                    queue.push_back(target);
+                }
+            }
+        }
+        if let Some(step) = definition
+            .steps
+            .iter()
+            .find(|step| !reached.contains(step.name.as_str()))
+        {
+            return Err(Error::UnreachableStep {
+                file,
+                step: step.name.clone(),
+                start,
+            });
+        }
+
+        Ok(Journey {
+            definition,
+            start,
+            steps,
+            terminal,
+        })
+    }
+
+    /// The journey name.
+    pub fn name(&self) -> &str {
+        &self.definition.name
+    }
+
+    /// A step by name.
+    pub fn step(&self, name: &str) -> Option<&Step> {
+        self.steps.get(name)
+    }
+
+    /// Every step, in definition order.
+    pub fn steps(&self) -> impl Iterator<Item = &Step> {
+        self.definition
+            .steps
+            .iter()
+            .filter_map(|step| self.steps.get(&step.name))
+    }
+
+    /// Where `transition` from `step` leads, if the journey defines it.
+    pub fn target(&self, step: &str, transition: &str) -> Option<Target<'_>> {
+        let target = self.steps.get(step)?.definition.on.get(transition)?;
+        if self.terminal.contains(target) {
+            Some(Target::Terminal(target))
+        } else {
+            Some(Target::Step(target))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = r#"
+        name = "enquiry"
+        terminal = ["resolved"]
+        [trigger]
+        event = "enquiry.received"
+        correlation_key = "enquiry_id"
+        [[steps]]
+        name = "acknowledge"
+        plugin = "acknowledge"
+        on = { sent = "resolve" }
+        config = { channel = "email" }
+        [[steps]]
+        name = "resolve"
+        plugin = "resolve@2"
+        on = { done = "resolved" }
+    "#;
+
+    fn parse(source: &str) -> Result<Journey> {
+        Journey::parse("enquiry.toml", source, |plugin| plugin.name != "missing")
+    }
+
+    #[test]
+    fn a_valid_journey_resolves_transitions() {
+        let journey = parse(VALID).expect("valid");
+        assert_eq!(journey.start, "acknowledge");
+        assert_eq!(
+            journey.target("acknowledge", "sent"),
+            Some(Target::Step("resolve"))
+        );
+        assert_eq!(
+            journey.target("resolve", "done"),
+            Some(Target::Terminal("resolved"))
+        );
+        assert_eq!(journey.target("resolve", "nope"), None);
+        let resolve = journey.step("resolve").expect("step");
+        assert_eq!(resolve.plugin.version, Some(2));
+        assert_eq!(
+            journey.step("acknowledge").expect("step").config_json,
+            r#"{"channel":"email"}"#
+        );
+    }
+
+    #[test]
+    fn a_missing_field_is_named_with_the_file() {
+        let error =
+            parse(&VALID.replace("plugin = \"acknowledge\"", "")).expect_err("missing plugin");
+        let message = error.to_string();
+        assert!(message.starts_with("enquiry.toml:"), "{message}");
+        assert!(message.contains("missing field `plugin`"), "{message}");
+    }
+
+    #[test]
+    fn an_unknown_field_is_rejected() {
+        let error = parse(&VALID.replace("on = { sent", "colour = 1\non = { sent"))
+            .expect_err("unknown field");
+        assert!(
+            error.to_string().contains("unknown field `colour`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_dangling_transition_names_step_transition_and_target() {
+        let error = parse(&VALID.replace("sent = \"resolve\"", "sent = \"nowhere\""))
+            .expect_err("dangling");
+        assert!(
+            matches!(
+                &error,
+                Error::DanglingTransition { step, transition, target, .. }
+                    if step == "acknowledge" && transition == "sent" && target == "nowhere"
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_unreachable_step_is_named() {
+        let source = VALID.replace("sent = \"resolve\"", "sent = \"resolved\"");
+        let error = parse(&source).expect_err("unreachable");
+        assert!(
+            matches!(&error, Error::UnreachableStep { step, .. } if step == "resolve"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_duplicate_step_name_is_named() {
+        let source = VALID.replace("name = \"resolve\"", "name = \"acknowledge\"");
+        let error = parse(&source).expect_err("duplicate");
+        assert!(
+            matches!(&error, Error::DuplicateStep { step, .. } if step == "acknowledge"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_plugin_is_named_with_its_step() {
+        let error = parse(&VALID.replace("plugin = \"acknowledge\"", "plugin = \"missing\""))
+            .expect_err("unknown plugin");
+        assert!(
+            matches!(
+                &error,
+                Error::UnknownPlugin { step, plugin, .. } if step == "acknowledge" && plugin == "missing"
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn plugin_refs_parse_name_and_version() {
+        assert_eq!(
+            PluginRef::parse("classify@3"),
+            Some(PluginRef {
+                name: "classify".into(),
+                version: Some(3)
+            })
+        );
+        assert_eq!(PluginRef::parse("classify@x"), None);
+        assert_eq!(PluginRef::parse("bad name"), None);
+    }
+}

@@ -1,0 +1,23 @@
+//! `journeyd`: a host runtime for customer micro journeys.
+//!
+//! Journey instances live durably in a [`store::Store`] (sled by default);
+//! every touchpoint step runs as a sandboxed WebAssembly component
+//! ([`host`]) implementing the `journey:plugin` WIT contract. The
+//! [`executor`] drives instances and commits each step's effects
+//! atomically with group commit; [`api`] serves it over HTTP and [`cli`]
+//! is the `journeyd` command line, a thin client of that API.
+//!
+//! Module map: [`journey`] parses and validates definitions, [`store`]
+//! owns persistence, [`host`] owns wasmtime, [`executor`] owns running
+//! instances, [`api`] owns HTTP, [`cli`] owns the command line and the
+//! benchmark, [`clock`] owns time.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod cli;
+pub mod clock;
+pub mod executor;
+pub mod host;
+pub mod journey;
+pub mod store;

@@ -1,0 +1,272 @@
+//! Key encoding for the sled backend: the only place that knows the layout.
+//!
+//! Every key starts with a one-byte prefix naming its record kind. Numbers
+//! are big-endian so byte order is numeric order; strings are followed by a
+//! `0x00` separator when something comes after them, which is why names and
+//! ids must not contain NUL (the API rejects them). Prefix scans therefore
+//! return records in the order the runtime reads them: history by sequence,
+//! instances and outbox messages by id, versions in ascending order.
+
+use super::InstanceId;
+
+/// Accepted events by id: `E id`.
+const EVENT: u8 = b'E';
+/// Instances by id: `I id:u64`.
+const INSTANCE: u8 = b'I';
+/// History entries: `H instance:u64 seq:u32`.
+const HISTORY: u8 = b'H';
+/// Outbox messages: `O instance:u64 step-seq:u32 index:u32`. The key is
+/// derived from the message's idempotent id, so a step committed again could
+/// only overwrite its own messages, never add copies.
+const OUTBOX: u8 = b'O';
+/// Instances that still have a step to run: `R instance:u64`.
+const RUNNING: u8 = b'R';
+/// Correlation index: `X journey 0 correlation 0 instance:u64`.
+const CORRELATION: u8 = b'X';
+/// Customer profiles: `C customer`.
+const CUSTOMER: u8 = b'C';
+/// Customer interactions: `N customer 0 seq:u64`.
+const INTERACTION: u8 = b'N';
+/// Journey versions: `J name 0 version:u32`.
+const JOURNEY: u8 = b'J';
+/// Plugin versions: `P name 0 version:u32`.
+const PLUGIN: u8 = b'P';
+/// Plugin bytes by digest: `B digest`.
+const BLOB: u8 = b'B';
+
+fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let len = 1 + parts.iter().map(|part| part.len()).sum::<usize>();
+    let mut key = Vec::with_capacity(len);
+    key.push(prefix);
+    for part in parts {
+        key.extend_from_slice(part);
+    }
+    key
+}
+
+/// The key of an accepted event.
+pub fn event(id: &str) -> Vec<u8> {
+    key(EVENT, &[id.as_bytes()])
+}
+
+/// The key of an instance.
+pub fn instance(id: InstanceId) -> Vec<u8> {
+    key(INSTANCE, &[&id.0.to_be_bytes()])
+}
+
+/// The prefix of all instances.
+pub fn instances() -> Vec<u8> {
+    vec![INSTANCE]
+}
+
+/// The instance id in an instance key.
+pub fn instance_id_of(key: &[u8]) -> Option<InstanceId> {
+    let bytes: [u8; 8] = key.strip_prefix(&[INSTANCE])?.try_into().ok()?;
+    Some(InstanceId(u64::from_be_bytes(bytes)))
+}
+
+/// The key of history entry `seq` of an instance.
+pub fn history(id: InstanceId, seq: u32) -> Vec<u8> {
+    key(HISTORY, &[&id.0.to_be_bytes(), &seq.to_be_bytes()])
+}
+
+/// The prefix of an instance's history.
+pub fn history_of(id: InstanceId) -> Vec<u8> {
+    key(HISTORY, &[&id.0.to_be_bytes()])
+}
+
+/// The key of message `index` queued by the step that wrote history entry
+/// `seq` of an instance.
+pub fn outbox(id: InstanceId, seq: u32, index: u32) -> Vec<u8> {
+    key(
+        OUTBOX,
+        &[
+            &id.0.to_be_bytes(),
+            &seq.to_be_bytes(),
+            &index.to_be_bytes(),
+        ],
+    )
+}
+
+/// The prefix of one instance's outbox messages.
+pub fn outbox_of(id: InstanceId) -> Vec<u8> {
+    key(OUTBOX, &[&id.0.to_be_bytes()])
+}
+
+/// The prefix of the outbox.
+pub fn outbox_all() -> Vec<u8> {
+    vec![OUTBOX]
+}
+
+/// The marker of an instance that still has a step to run.
+pub fn running(id: InstanceId) -> Vec<u8> {
+    key(RUNNING, &[&id.0.to_be_bytes()])
+}
+
+/// The prefix of all running markers.
+pub fn running_all() -> Vec<u8> {
+    vec![RUNNING]
+}
+
+/// The instance id in a running marker.
+pub fn running_id_of(key: &[u8]) -> Option<InstanceId> {
+    let bytes: [u8; 8] = key.strip_prefix(&[RUNNING])?.try_into().ok()?;
+    Some(InstanceId(u64::from_be_bytes(bytes)))
+}
+
+/// The correlation index entry of an instance.
+pub fn correlation(journey: &str, correlation: &str, id: InstanceId) -> Vec<u8> {
+    key(
+        CORRELATION,
+        &[
+            journey.as_bytes(),
+            &[0],
+            correlation.as_bytes(),
+            &[0],
+            &id.0.to_be_bytes(),
+        ],
+    )
+}
+
+/// The prefix of the instances with one correlation value.
+pub fn correlated(journey: &str, correlation: &str) -> Vec<u8> {
+    key(
+        CORRELATION,
+        &[journey.as_bytes(), &[0], correlation.as_bytes(), &[0]],
+    )
+}
+
+/// The instance id at the end of a correlation index key.
+pub fn correlated_id_of(key: &[u8]) -> Option<InstanceId> {
+    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(InstanceId(u64::from_be_bytes(tail)))
+}
+
+/// The key of a customer's profile.
+pub fn customer(id: &str) -> Vec<u8> {
+    key(CUSTOMER, &[id.as_bytes()])
+}
+
+/// The key of interaction `seq` of a customer.
+pub fn interaction(customer: &str, seq: u64) -> Vec<u8> {
+    key(
+        INTERACTION,
+        &[customer.as_bytes(), &[0], &seq.to_be_bytes()],
+    )
+}
+
+/// The prefix of a customer's interactions.
+pub fn interactions_of(customer: &str) -> Vec<u8> {
+    key(INTERACTION, &[customer.as_bytes(), &[0]])
+}
+
+/// The key of version `version` of journey `name`.
+pub fn journey(name: &str, version: u32) -> Vec<u8> {
+    key(JOURNEY, &[name.as_bytes(), &[0], &version.to_be_bytes()])
+}
+
+/// The prefix of every journey version.
+pub fn journeys() -> Vec<u8> {
+    vec![JOURNEY]
+}
+
+/// The prefix of the versions of journey `name`.
+pub fn journey_versions(name: &str) -> Vec<u8> {
+    key(JOURNEY, &[name.as_bytes(), &[0]])
+}
+
+/// The key of version `version` of plugin `name`.
+pub fn plugin(name: &str, version: u32) -> Vec<u8> {
+    key(PLUGIN, &[name.as_bytes(), &[0], &version.to_be_bytes()])
+}
+
+/// The prefix of every plugin version.
+pub fn plugins() -> Vec<u8> {
+    vec![PLUGIN]
+}
+
+/// The prefix of the versions of plugin `name`.
+pub fn plugin_versions(name: &str) -> Vec<u8> {
+    key(PLUGIN, &[name.as_bytes(), &[0]])
+}
+
+/// The key of plugin bytes by digest.
+pub fn blob(digest: &str) -> Vec<u8> {
+    key(BLOB, &[digest.as_bytes()])
+}
+
+/// Prints a key readably for error messages: prefix, then printable bytes
+/// as text and the rest as hex.
+pub fn display(key: &[u8]) -> String {
+    key.iter()
+        .map(|&byte| {
+            if byte.is_ascii_graphic() {
+                (byte as char).to_string()
+            } else {
+                format!("\\x{byte:02x}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_keys_round_trip_and_sort_numerically() {
+        let small = instance(InstanceId(2));
+        let large = instance(InstanceId(300));
+        assert!(small < large, "big-endian ids sort numerically");
+        assert_eq!(instance_id_of(&large), Some(InstanceId(300)));
+        assert_eq!(instance_id_of(&history(InstanceId(300), 1)), None);
+    }
+
+    #[test]
+    fn history_sorts_by_sequence_within_an_instance() {
+        let id = InstanceId(7);
+        let keys: Vec<_> = [0u32, 1, 255, 256, 70_000]
+            .iter()
+            .map(|&seq| history(id, seq))
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert!(keys.iter().all(|key| key.starts_with(&history_of(id))));
+        assert!(!history(InstanceId(8), 0).starts_with(&history_of(id)));
+    }
+
+    #[test]
+    fn correlation_prefix_does_not_match_a_longer_value() {
+        let id = InstanceId(9);
+        let entry = correlation("enquiry", "q-1", id);
+        assert!(entry.starts_with(&correlated("enquiry", "q-1")));
+        assert!(!entry.starts_with(&correlated("enquiry", "q-")));
+        assert!(!correlation("enquiry", "q-10", id).starts_with(&correlated("enquiry", "q-1")));
+        assert_eq!(correlated_id_of(&entry), Some(id));
+    }
+
+    #[test]
+    fn versions_sort_numerically_and_names_do_not_overlap() {
+        assert!(journey("enquiry", 2) < journey("enquiry", 10));
+        assert!(plugin("ack", 9) < plugin("ack", 256));
+        assert!(!plugin("acknowledge", 1).starts_with(&plugin_versions("ack")));
+        assert!(journey("a", 1).starts_with(&journeys()));
+    }
+
+    #[test]
+    fn running_marker_round_trips() {
+        assert_eq!(
+            running_id_of(&running(InstanceId(u64::MAX))),
+            Some(InstanceId(u64::MAX))
+        );
+    }
+
+    #[test]
+    fn display_escapes_binary() {
+        assert_eq!(
+            display(&instance(InstanceId(1))),
+            "I\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x01"
+        );
+    }
+}

@@ -1,0 +1,350 @@
+//! The embedded sled backend of [`Store`].
+//!
+//! All journal records (events, instances, history, outbox, correlation
+//! index, customers) live in sled's default tree, so one [`sled::Batch`]
+//! applies a whole group commit atomically; component bytes live in a
+//! separate `blobs` tree because they are large and written rarely.
+//! sled's own periodic flush is turned off: every write method ends with an
+//! explicit [`sled::Db::flush`], so a return means durable.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{
+    Applied, CustomerView, Error, EventRecord, HistoryEntry, IngestCommit, Instance,
+    InstanceFilter, InstanceId, InstanceStatus, Interaction, JourneyRecord, OutboxMessage,
+    PluginRecord, Result, Store, Write, keys,
+};
+
+/// Tuning for the sled backend.
+#[derive(Debug, Clone)]
+pub struct SledOptions {
+    /// sled's page cache in bytes. It bounds most of the store's memory use;
+    /// the default keeps an idle runtime with 100k finished instances small.
+    pub cache_bytes: u64,
+}
+
+impl Default for SledOptions {
+    fn default() -> Self {
+        SledOptions {
+            cache_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// A [`Store`] on an embedded sled database in one directory.
+pub struct SledStore {
+    db: sled::Db,
+    blobs: sled::Tree,
+}
+
+impl SledStore {
+    /// Open (or create) the store in `dir`.
+    pub fn open(dir: &Path, options: &SledOptions) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(options.cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .flush_every_ms(None)
+            .open()?;
+        let blobs = db.open_tree("blobs")?;
+        Ok(SledStore { db, blobs })
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
+        self.db
+            .get(key)?
+            .map(|bytes| decode(key, &bytes))
+            .transpose()
+    }
+
+    fn scan<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>> {
+        self.db
+            .scan_prefix(prefix)
+            .map(|item| {
+                let (key, bytes) = item?;
+                decode(&key, &bytes)
+            })
+            .collect()
+    }
+
+    fn latest_version(&self, prefix: &[u8]) -> Result<Option<(sled::IVec, sled::IVec)>> {
+        Ok(self.db.scan_prefix(prefix).next_back().transpose()?)
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(Error::Encode)
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| Error::Corrupt {
+        key: keys::display(key),
+        source,
+    })
+}
+
+impl Store for SledStore {
+    fn next_id(&self) -> Result<u64> {
+        // sled never hands out an id twice, also across restarts; 0 is
+        // skipped so ids read well.
+        Ok(self.db.generate_id()? + 1)
+    }
+
+    fn put_plugin(
+        &self,
+        name: &str,
+        digest: &str,
+        bytes: &[u8],
+        at_ms: u64,
+    ) -> Result<PluginRecord> {
+        let latest = match self.latest_version(&keys::plugin_versions(name))? {
+            Some((key, value)) => Some(decode::<PluginRecord>(&key, &value)?),
+            None => None,
+        };
+        if let Some(latest) = &latest
+            && latest.digest == digest
+        {
+            return Ok(latest.clone());
+        }
+        let record = PluginRecord {
+            name: name.to_owned(),
+            version: latest.map_or(1, |latest| latest.version + 1),
+            digest: digest.to_owned(),
+            size: bytes.len() as u64,
+            pushed_at_ms: at_ms,
+        };
+        // The blob is durable before any version points at it.
+        self.blobs.insert(keys::blob(digest), bytes)?;
+        self.blobs.flush()?;
+        self.db
+            .insert(keys::plugin(name, record.version), encode(&record)?)?;
+        self.db.flush()?;
+        Ok(record)
+    }
+
+    fn plugin_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .blobs
+            .get(keys::blob(digest))?
+            .map(|bytes| bytes.to_vec()))
+    }
+
+    fn plugins(&self) -> Result<Vec<PluginRecord>> {
+        self.scan(&keys::plugins())
+    }
+
+    fn put_journey(&self, name: &str, source: &str, at_ms: u64) -> Result<JourneyRecord> {
+        let version = match self.latest_version(&keys::journey_versions(name))? {
+            Some((key, value)) => decode::<JourneyRecord>(&key, &value)?.version + 1,
+            None => 1,
+        };
+        let record = JourneyRecord {
+            name: name.to_owned(),
+            version,
+            source: source.to_owned(),
+            deployed_at_ms: at_ms,
+        };
+        self.db
+            .insert(keys::journey(name, version), encode(&record)?)?;
+        self.db.flush()?;
+        Ok(record)
+    }
+
+    fn journeys(&self) -> Result<Vec<JourneyRecord>> {
+        self.scan(&keys::journeys())
+    }
+
+    fn put_customer(&self, id: &str, profile: &serde_json::Value) -> Result<()> {
+        self.db.insert(keys::customer(id), encode(profile)?)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn customer_view(&self, id: &str, limit: usize) -> Result<CustomerView> {
+        let profile = self
+            .get(&keys::customer(id))?
+            .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+        let mut interactions = self
+            .db
+            .scan_prefix(keys::interactions_of(id))
+            .rev()
+            .take(limit)
+            .map(|item| {
+                let (key, bytes) = item?;
+                decode::<Interaction>(&key, &bytes)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        interactions.reverse();
+        Ok(CustomerView {
+            id: id.to_owned(),
+            profile,
+            interactions,
+        })
+    }
+
+    fn commit(&self, writes: &[Write]) -> Result<Vec<Applied>> {
+        let mut batch = sled::Batch::default();
+        let mut applied = Vec::with_capacity(writes.len());
+        // Writes earlier in this batch are not visible to `get` yet.
+        let mut events_in_batch: HashMap<&str, &[InstanceId]> = HashMap::new();
+        let mut history_in_batch: HashSet<Vec<u8>> = HashSet::new();
+        for write in writes {
+            match write {
+                Write::Ingest(ingest) => {
+                    let IngestCommit {
+                        event,
+                        instances,
+                        interaction,
+                    } = &**ingest;
+                    if let Some(started) = events_in_batch.get(event.id.as_str()) {
+                        applied.push(Applied::DuplicateEvent {
+                            started: started.to_vec(),
+                        });
+                        continue;
+                    }
+                    if let Some(earlier) = self.get::<EventRecord>(&keys::event(&event.id))? {
+                        applied.push(Applied::DuplicateEvent {
+                            started: earlier.started,
+                        });
+                        continue;
+                    }
+                    events_in_batch.insert(&event.id, &event.started);
+                    batch.insert(keys::event(&event.id), encode(event)?);
+                    for instance in instances {
+                        batch.insert(keys::instance(instance.id), encode(instance)?);
+                        batch.insert(keys::running(instance.id), &[]);
+                        batch.insert(
+                            keys::correlation(
+                                &instance.journey,
+                                &instance.correlation,
+                                instance.id,
+                            ),
+                            &[],
+                        );
+                        let received = HistoryEntry::EventReceived {
+                            at_ms: event.received_at_ms,
+                            event_id: event.id.clone(),
+                            kind: event.kind.clone(),
+                        };
+                        batch.insert(keys::history(instance.id, 0), encode(&received)?);
+                    }
+                    let seq = self.db.generate_id()?;
+                    batch.insert(
+                        keys::interaction(&event.customer_id, seq),
+                        encode(interaction)?,
+                    );
+                    applied.push(Applied::Done);
+                }
+                Write::Step(step) => {
+                    let instance = &step.instance;
+                    let seq = instance.history_len.saturating_sub(1);
+                    let history_key = keys::history(instance.id, seq);
+                    if history_in_batch.contains(&history_key)
+                        || self.db.contains_key(&history_key)?
+                    {
+                        applied.push(Applied::StaleStep);
+                        continue;
+                    }
+                    batch.insert(keys::instance(instance.id), encode(instance)?);
+                    batch.insert(history_key.clone(), encode(&step.entry)?);
+                    history_in_batch.insert(history_key);
+                    if instance.status != InstanceStatus::Running {
+                        batch.remove(keys::running(instance.id));
+                    }
+                    for (index, message) in step.messages.iter().enumerate() {
+                        batch.insert(
+                            keys::outbox(instance.id, seq, index as u32),
+                            encode(message)?,
+                        );
+                    }
+                    for note in &step.notes {
+                        let seq = self.db.generate_id()?;
+                        batch.insert(keys::interaction(&instance.customer_id, seq), encode(note)?);
+                    }
+                    applied.push(Applied::Done);
+                }
+            }
+        }
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(applied)
+    }
+
+    fn event(&self, id: &str) -> Result<Option<EventRecord>> {
+        self.get(&keys::event(id))
+    }
+
+    fn instance(&self, id: InstanceId) -> Result<Option<Instance>> {
+        self.get(&keys::instance(id))
+    }
+
+    fn instances(&self, filter: &InstanceFilter) -> Result<Vec<Instance>> {
+        let start = match filter.after {
+            Some(after) => keys::instance(InstanceId(after.0.saturating_add(1))),
+            None => keys::instances(),
+        };
+        let mut found = Vec::new();
+        for item in self.db.range(start..) {
+            let (key, bytes) = item?;
+            if keys::instance_id_of(&key).is_none() {
+                break;
+            }
+            let instance: Instance = decode(&key, &bytes)?;
+            let journey_matches = filter
+                .journey
+                .as_deref()
+                .is_none_or(|journey| instance.journey == journey);
+            let status_matches = filter.status.is_none_or(|status| instance.status == status);
+            if journey_matches && status_matches {
+                found.push(instance);
+                if found.len() >= filter.limit {
+                    break;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    fn running_instances(&self) -> Result<Vec<Instance>> {
+        let mut running = Vec::new();
+        for item in self.db.scan_prefix(keys::running_all()) {
+            let (key, _) = item?;
+            let Some(id) = keys::running_id_of(&key) else {
+                continue;
+            };
+            if let Some(instance) = self.instance(id)? {
+                running.push(instance);
+            }
+        }
+        Ok(running)
+    }
+
+    fn history(&self, id: InstanceId) -> Result<Vec<HistoryEntry>> {
+        self.scan(&keys::history_of(id))
+    }
+
+    fn outbox(&self, instance: Option<InstanceId>, limit: usize) -> Result<Vec<OutboxMessage>> {
+        let prefix = instance.map_or_else(keys::outbox_all, keys::outbox_of);
+        self.db
+            .scan_prefix(prefix)
+            .take(limit)
+            .map(|item| {
+                let (key, bytes) = item?;
+                decode(&key, &bytes)
+            })
+            .collect()
+    }
+
+    fn correlated(&self, journey: &str, correlation: &str) -> Result<Vec<InstanceId>> {
+        self.db
+            .scan_prefix(keys::correlated(journey, correlation))
+            .keys()
+            .map(|key| Ok(keys::correlated_id_of(&key?)))
+            .filter_map(Result::transpose)
+            .collect()
+    }
+}

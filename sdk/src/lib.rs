@@ -1,0 +1,412 @@
+//! Write journey steps for `journeyd` as WebAssembly components.
+//!
+//! A step plugin implements [`Step`] and registers it with [`export_step!`].
+//! Build it with `cargo build --release --target wasm32-wasip2`; the `.wasm`
+//! file is a component implementing the `journey:plugin/step-plugin@0.1.0`
+//! world from the repository's `wit/` folder, which `journeyd plugin push`
+//! accepts.
+//!
+//! ```no_run
+//! use journey_sdk::{Context, Message, Outcome, Step, export_step};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Config {
+//!     greeting: String,
+//! }
+//!
+//! struct Greet;
+//!
+//! impl Step for Greet {
+//!     fn run(ctx: &mut Context) -> journey_sdk::Result<Outcome> {
+//!         let config: Config = ctx.config()?;
+//!         let name = ctx.customer().profile_str("name").unwrap_or("there").to_owned();
+//!         ctx.send(Message::new("email", format!("{}, {name}!", config.greeting)));
+//!         ctx.set("greeted", &true)?;
+//!         Ok(Outcome::goto("done"))
+//!     }
+//! }
+//!
+//! export_step!(Greet);
+//! ```
+//!
+//! What the SDK owns: the typed view of a step's input ([`Context`]), typed
+//! JSON access to config, event data and instance state, and the glue to the
+//! generated WIT bindings. It does not own the contract itself (that is
+//! `wit/journey.wit`) and never talks to the outside world except through the
+//! host imports.
+
+#![deny(missing_docs)]
+
+// The generated bindings name this crate by path, also from inside it.
+extern crate self as journey_sdk;
+
+pub mod text;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+#[doc(hidden)]
+#[allow(missing_docs, unsafe_code, clippy::all)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "step-plugin",
+        pub_export_macro: true,
+        export_macro_name: "__export_step_plugin",
+        default_bindings_module: "::journey_sdk::bindings",
+        runtime_path: "::journey_sdk::__private::wit_bindgen::rt",
+    });
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use wit_bindgen;
+
+    use crate::bindings::journey::plugin::types;
+
+    /// Adapts a [`Step`](crate::Step) to the generated `run` export.
+    pub fn run<S: crate::Step>(input: types::StepInput) -> Result<types::StepOutput, String> {
+        let mut ctx = crate::Context::new(input);
+        let outcome = S::run(&mut ctx).map_err(|error| error.to_string())?;
+        let state = ctx.take_state().map_err(|error| error.to_string())?;
+        Ok(types::StepOutput {
+            outcome: outcome.into_wit(),
+            state,
+        })
+    }
+}
+
+/// The result type of step code.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a step failed. The message is recorded in the instance's history.
+#[derive(Debug)]
+pub enum Error {
+    /// The step's `config` table does not match what the step expects.
+    Config(serde_json::Error),
+    /// The triggering event's data does not match what the step expects.
+    EventData(serde_json::Error),
+    /// A value in the instance state does not match what the step expects.
+    State {
+        /// The state key that could not be read or written.
+        key: String,
+        /// The underlying JSON error.
+        source: serde_json::Error,
+    },
+    /// The step decided to fail, with a reason for people.
+    Failed(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Config(source) => write!(f, "invalid step config: {source}"),
+            Error::EventData(source) => write!(f, "invalid event data: {source}"),
+            Error::State { key, source } => write!(f, "invalid state value `{key}`: {source}"),
+            Error::Failed(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Where an instance goes after a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Follow the named transition (`on.<name>` in the journey definition).
+    Goto(String),
+    /// The instance finished successfully.
+    Complete,
+    /// The instance failed, with a reason for people.
+    Fail(String),
+}
+
+impl Outcome {
+    /// Follow the named transition.
+    pub fn goto(transition: impl Into<String>) -> Self {
+        Outcome::Goto(transition.into())
+    }
+
+    fn into_wit(self) -> bindings::journey::plugin::types::Outcome {
+        use bindings::journey::plugin::types::Outcome as Wit;
+        match self {
+            Outcome::Goto(name) => Wit::Goto(name),
+            Outcome::Complete => Wit::Complete,
+            Outcome::Fail(reason) => Wit::Fail(reason),
+        }
+    }
+}
+
+/// A journey step. Implement it on a unit struct and pass that to [`export_step!`].
+pub trait Step {
+    /// Run the step once. It may be re-run after a crash with the same
+    /// input and [`Context::idempotency_key`]; only one attempt's effects
+    /// (state, messages, notes, metrics) are ever committed.
+    fn run(ctx: &mut Context) -> Result<Outcome>;
+}
+
+/// Registers a [`Step`] implementation as the component's `step` export.
+#[macro_export]
+macro_rules! export_step {
+    ($step:ty) => {
+        // The component export exists only in the wasm build; on the host
+        // the plugin still compiles, so its unit tests and lints run there.
+        #[allow(dead_code)]
+        struct __JourneyStepExport;
+
+        impl $crate::bindings::exports::journey::plugin::step::Guest for __JourneyStepExport {
+            fn run(
+                input: $crate::bindings::journey::plugin::types::StepInput,
+            ) -> ::core::result::Result<
+                $crate::bindings::journey::plugin::types::StepOutput,
+                ::std::string::String,
+            > {
+                $crate::__private::run::<$step>(input)
+            }
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        $crate::bindings::__export_step_plugin!(__JourneyStepExport);
+
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: fn(
+            $crate::bindings::journey::plugin::types::StepInput,
+        ) -> ::core::result::Result<
+            $crate::bindings::journey::plugin::types::StepOutput,
+            ::std::string::String,
+        > = $crate::__private::run::<$step>;
+    };
+}
+
+/// The event that started the instance.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The sender's event id.
+    pub id: String,
+    /// The event type, e.g. `enquiry.received`.
+    pub kind: String,
+    /// The customer the event is about.
+    pub customer_id: String,
+    /// The event data as JSON text.
+    pub data: String,
+    /// When the host accepted it, ms since the Unix epoch.
+    pub received_at_ms: u64,
+}
+
+/// One past interaction from the customer's history.
+pub type Interaction = bindings::journey::plugin::customer::Interaction;
+
+/// The single customer view: profile and interaction history.
+#[derive(Debug, Clone)]
+pub struct CustomerView {
+    /// The customer id.
+    pub id: String,
+    /// The profile JSON object (empty when the customer has none).
+    pub profile: Map<String, Value>,
+    /// Interactions, oldest first.
+    pub interactions: Vec<Interaction>,
+}
+
+impl CustomerView {
+    /// A string field of the profile, if present.
+    pub fn profile_str(&self, field: &str) -> Option<&str> {
+        self.profile.get(field).and_then(Value::as_str)
+    }
+}
+
+/// An outbound message, queued with [`Context::send`].
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The channel: `email`, `sms`, `chat`, ...
+    pub channel: String,
+    /// The address; empty means the customer's address from their profile.
+    pub to: String,
+    /// Subject line (may be empty).
+    pub subject: String,
+    /// Message text.
+    pub body: String,
+    /// Extra data for the channel provider.
+    pub metadata: Value,
+}
+
+impl Message {
+    /// A message on `channel` to the customer's own address.
+    pub fn new(channel: impl Into<String>, body: impl Into<String>) -> Self {
+        Message {
+            channel: channel.into(),
+            to: String::new(),
+            subject: String::new(),
+            body: body.into(),
+            metadata: Value::Object(Map::new()),
+        }
+    }
+
+    /// Set the subject line.
+    pub fn subject(mut self, subject: impl Into<String>) -> Self {
+        self.subject = subject.into();
+        self
+    }
+
+    /// Attach structured metadata for the channel provider.
+    pub fn metadata(mut self, metadata: Value) -> Self {
+        self.metadata = metadata;
+        self
+    }
+}
+
+/// A running step: its input, plus the host capabilities it may use.
+pub struct Context {
+    input: bindings::journey::plugin::types::StepInput,
+    state: Option<Map<String, Value>>,
+    state_changed: bool,
+}
+
+impl Context {
+    fn new(input: bindings::journey::plugin::types::StepInput) -> Self {
+        Context {
+            input,
+            state: None,
+            state_changed: false,
+        }
+    }
+
+    /// The journey's name.
+    pub fn journey(&self) -> &str {
+        &self.input.journey
+    }
+
+    /// The step's name in the journey definition.
+    pub fn step(&self) -> &str {
+        &self.input.step
+    }
+
+    /// The instance id.
+    pub fn instance_id(&self) -> &str {
+        &self.input.instance_id
+    }
+
+    /// 1 on the first attempt, more when re-run after a crash.
+    pub fn attempt(&self) -> u32 {
+        self.input.attempt
+    }
+
+    /// Stable across attempts of this step execution.
+    pub fn idempotency_key(&self) -> &str {
+        &self.input.idempotency_key
+    }
+
+    /// The event that started the instance.
+    pub fn event(&self) -> Event {
+        let event = &self.input.event;
+        Event {
+            id: event.id.clone(),
+            kind: event.kind.clone(),
+            customer_id: event.customer_id.clone(),
+            data: event.data.clone(),
+            received_at_ms: event.received_at_ms,
+        }
+    }
+
+    /// The triggering event's data, deserialized.
+    pub fn event_data<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_str(&self.input.event.data).map_err(Error::EventData)
+    }
+
+    /// The step's config table, deserialized.
+    pub fn config<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_str(&self.input.config).map_err(Error::Config)
+    }
+
+    fn state_map(&mut self) -> &mut Map<String, Value> {
+        let input = &self.input.state;
+        self.state.get_or_insert_with(|| {
+            // The host guarantees state is a JSON object.
+            serde_json::from_str(input).unwrap_or_default()
+        })
+    }
+
+    /// Read `key` from the instance state; `None` when absent.
+    pub fn get<T: DeserializeOwned>(&mut self, key: &str) -> Result<Option<T>> {
+        match self.state_map().get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => T::deserialize(value)
+                .map(Some)
+                .map_err(|source| Error::State {
+                    key: key.to_owned(),
+                    source,
+                }),
+        }
+    }
+
+    /// Set `key` in the instance state. Committed with the step's outcome.
+    pub fn set<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> Result<()> {
+        let value = serde_json::to_value(value).map_err(|source| Error::State {
+            key: key.to_owned(),
+            source,
+        })?;
+        self.state_map().insert(key.to_owned(), value);
+        self.state_changed = true;
+        Ok(())
+    }
+
+    fn take_state(&mut self) -> Result<Option<String>> {
+        match (&self.state, self.state_changed) {
+            (Some(map), true) => {
+                serde_json::to_string(map)
+                    .map(Some)
+                    .map_err(|source| Error::State {
+                        key: String::new(),
+                        source,
+                    })
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The customer's single view (profile and interaction history).
+    pub fn customer(&self) -> CustomerView {
+        let view = bindings::journey::plugin::customer::view();
+        CustomerView {
+            id: view.id,
+            profile: serde_json::from_str(&view.profile).unwrap_or_default(),
+            interactions: view.interactions,
+        }
+    }
+
+    /// Record an interaction in the customer's history, in this step's commit.
+    pub fn note(&mut self, channel: &str, kind: &str, text: &str, details: &Value) {
+        bindings::journey::plugin::customer::note(channel, kind, text, &details.to_string());
+    }
+
+    /// Queue a message in the durable outbox; returns its idempotent id.
+    pub fn send(&mut self, message: Message) -> String {
+        bindings::journey::plugin::outbox::send(&bindings::journey::plugin::outbox::Message {
+            channel: message.channel,
+            to: message.to,
+            subject: message.subject,
+            body: message.body,
+            metadata: message.metadata.to_string(),
+        })
+    }
+
+    /// Add to a counter exported on the host's `/metrics`.
+    pub fn count(&mut self, name: &str, value: u64) {
+        bindings::journey::plugin::metrics::count(name, value);
+    }
+
+    /// The runtime's current time, ms since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        bindings::journey::plugin::clock::now_ms()
+    }
+
+    /// Log at info level, attributed to this instance and step.
+    pub fn info(&self, message: &str) {
+        bindings::journey::plugin::log::write(bindings::journey::plugin::log::Level::Info, message);
+    }
+
+    /// Log at warn level, attributed to this instance and step.
+    pub fn warn(&self, message: &str) {
+        bindings::journey::plugin::log::write(bindings::journey::plugin::log::Level::Warn, message);
+    }
+}

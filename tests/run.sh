@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what it needs, builds once, runs every test.
+#   tests/run.sh
+# Builds the runtime and the tests in one profile (release) so wasmtime is
+# compiled once, builds every plugin and fixture component once, then runs
+# the unit tests beside the code and the black-box tests in tests/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+
+step "lint: cargo fmt --check, cargo clippy -D warnings"
+cargo fmt --all -- --check
+cargo clippy --release --workspace --all-targets --locked -- -D warnings
+
+step "build: journeyd and the test binaries (release)"
+cargo build --release --workspace --all-targets --locked
+
+step "test: unit tests and black-box tests against a real journeyd"
+cargo test --release --workspace --locked -- --test-threads 2

@@ -1,0 +1,233 @@
+//! Test harness: start the real `journeyd` binary on a port of its own,
+//! talk to it over HTTP, kill it, restart it on the same data.
+//!
+//! Expects what `tests/run.sh` builds first: `target/release/journeyd` and
+//! the plugin components in `target/wasm32-wasip2/plugin/`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf()
+}
+
+/// The journeyd binary built in the same profile as this test.
+pub fn journeyd_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    // target/<profile>/deps/<test> → target/<profile>/journeyd
+    let binary = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps")
+        .join("journeyd");
+    assert!(
+        binary.exists(),
+        "{} is missing: run tests through tests/run.sh (it builds journeyd first)",
+        binary.display()
+    );
+    binary
+}
+
+/// Every fixture component, by crate directory name under `tests/fixtures`.
+pub const FIXTURES: [&str; 5] = ["noop", "trap", "spin", "memory-hog", "wrong-world"];
+
+fn component(file: &str) -> Vec<u8> {
+    let path = workspace().join("target/wasm32-wasip2/plugin").join(file);
+    std::fs::read(&path).unwrap_or_else(|error| {
+        panic!(
+            "{}: {error} (run tests through tests/run.sh, which builds the plugins)",
+            path.display()
+        )
+    })
+}
+
+/// A first-party plugin component (`acknowledge`, `classify`, ...).
+pub fn plugin(name: &str) -> Vec<u8> {
+    component(&format!("plugin_{name}.wasm"))
+}
+
+/// A test fixture component, by its name in [`FIXTURES`].
+pub fn fixture(name: &str) -> Vec<u8> {
+    assert!(FIXTURES.contains(&name), "unknown fixture {name}");
+    component(&format!("fixture_{}.wasm", name.replace('-', "_")))
+}
+
+/// A running `journeyd serve`.
+pub struct Journeyd {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Journeyd {
+    /// Start journeyd on `data` and wait for its readiness line.
+    pub fn start(data: &Path) -> Journeyd {
+        Self::start_with(data, &[])
+    }
+
+    /// Start with extra `serve` arguments.
+    pub fn start_with(data: &Path, args: &[&str]) -> Journeyd {
+        let mut child = Command::new(journeyd_binary())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("journeyd starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (ready, url) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            for line in lines.by_ref().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("journeyd listening on ") {
+                    let _ = ready.send(url.to_owned());
+                    break;
+                }
+            }
+            // Keep draining so journeyd never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let url = url
+            .recv_timeout(Duration::from_secs(60))
+            .expect("journeyd printed its readiness line within 60 s");
+        Journeyd {
+            child,
+            url,
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Send a request; returns status and JSON body.
+    pub fn request(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("valid method");
+        let mut request = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request.send().expect("journeyd answers");
+        let status = response.status().as_u16();
+        let text = response.text().expect("a body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body)
+    }
+
+    /// GET a path.
+    pub fn get(&self, path: &str) -> Value {
+        let (status, body) = self.request("GET", path, None);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// Push a component as plugin `name`.
+    pub fn push(&self, name: &str, bytes: Vec<u8>) -> (u16, Value) {
+        self.request("PUT", &format!("/v1/plugins/{name}"), Some(bytes))
+    }
+
+    /// Deploy a journey definition.
+    pub fn deploy(&self, file: &str, source: &str) -> (u16, Value) {
+        self.request(
+            "POST",
+            &format!("/v1/journeys?file={file}"),
+            Some(source.as_bytes().to_vec()),
+        )
+    }
+
+    /// Send an event body.
+    pub fn send_event(&self, event: &Value) -> (u16, Value) {
+        self.request("POST", "/v1/events", Some(event.to_string().into_bytes()))
+    }
+
+    /// Push the four enquiry plugins, import the example customers and
+    /// deploy the shipped enquiry journey.
+    pub fn setup_enquiry(&self) {
+        for name in ["acknowledge", "classify", "handover", "resolve"] {
+            let (status, body) = self.push(name, plugin(name));
+            assert_eq!(status, 201, "push {name}: {body}");
+        }
+        let customers: Value = serde_json::from_str(
+            &std::fs::read_to_string(workspace().join("examples/enquiry/customers.json"))
+                .expect("examples/enquiry/customers.json"),
+        )
+        .expect("customers.json is JSON");
+        for (id, profile) in customers.as_object().expect("an object of customers") {
+            let (status, body) = self.request(
+                "PUT",
+                &format!("/v1/customers/{id}"),
+                Some(profile.to_string().into_bytes()),
+            );
+            assert_eq!(status, 200, "customer {id}: {body}");
+        }
+        let source = std::fs::read_to_string(workspace().join("examples/enquiry/journey.toml"))
+            .expect("examples/enquiry/journey.toml");
+        let (status, body) = self.deploy("journey.toml", &source);
+        assert_eq!(status, 201, "deploy enquiry: {body}");
+    }
+
+    /// The instance view, after waiting up to `wait` for it to finish.
+    pub fn wait_instance(&self, id: u64, wait: Duration) -> Value {
+        self.get(&format!(
+            "/v1/instances/i-{id}?wait_ms={}",
+            wait.as_millis()
+        ))
+    }
+
+    /// Poll until `check` holds or `timeout` passes.
+    pub fn eventually(&self, timeout: Duration, mut check: impl FnMut(&Self) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if check(self) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        check(self)
+    }
+}
+
+impl Drop for Journeyd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An enquiry event.
+pub fn enquiry(id: &str, customer: &str, enquiry_id: &str, text: &str) -> Value {
+    json!({
+        "id": id,
+        "type": "enquiry.received",
+        "customer": customer,
+        "data": { "enquiry_id": enquiry_id, "text": text, "channel": "email" },
+    })
+}
+
+/// The step names of an instance's history, in order.
+pub fn steps_of(view: &Value) -> Vec<String> {
+    view["history"]
+        .as_array()
+        .expect("history is a list")
+        .iter()
+        .filter(|entry| entry["type"] == "step_ran")
+        .map(|entry| entry["step"].as_str().expect("step name").to_owned())
+        .collect()
+}
