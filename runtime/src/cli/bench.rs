@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -83,6 +84,23 @@ fn peak_rss_mib() -> f64 {
             let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
             let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
             Some(kib / 1024.0)
+        })
+        .unwrap_or(0.0)
+}
+
+/// User + system CPU time of this process so far, seconds.
+fn process_cpu_seconds() -> f64 {
+    let ticks_per_second = 100.0; // USER_HZ on Linux
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Fields after the parenthesised command name; utime and stime
+            // are the 12th and 13th of them.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let user: f64 = fields.get(11)?.parse().ok()?;
+            let system: f64 = fields.get(12)?.parse().ok()?;
+            Some((user + system) / ticks_per_second)
         })
         .unwrap_or(0.0)
 }
@@ -209,16 +227,19 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         }
     });
 
-    let before_batches = runtime
-        .committer()
-        .stats()
-        .batches
-        .load(std::sync::atomic::Ordering::Relaxed);
-    let before_writes = runtime
-        .committer()
-        .stats()
-        .writes
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let counters = |runtime: &Runtime| {
+        let commits = runtime.committer().stats();
+        let steps = runtime.step_stats();
+        [
+            commits.batches.load(Ordering::Relaxed),
+            commits.writes.load(Ordering::Relaxed),
+            commits.busy_nanos.load(Ordering::Relaxed),
+            steps.steps.load(Ordering::Relaxed),
+            steps.sandbox_nanos.load(Ordering::Relaxed),
+        ]
+    };
+    let before = counters(&runtime);
+    let cpu_before = process_cpu_seconds();
     let in_flight = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -281,18 +302,10 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
     dispatcher.abort();
-    let batches = runtime
-        .committer()
-        .stats()
-        .batches
-        .load(std::sync::atomic::Ordering::Relaxed)
-        - before_batches;
-    let writes = runtime
-        .committer()
-        .stats()
-        .writes
-        .load(std::sync::atomic::Ordering::Relaxed)
-        - before_writes;
+    let cpu = process_cpu_seconds() - cpu_before;
+    let after = counters(&runtime);
+    let [batches, writes, busy_nanos, steps_run, sandbox_nanos]: [u64; 5] =
+        std::array::from_fn(|index| after[index] - before[index]);
 
     latencies.sort_by(f64::total_cmp);
     let journeys_per_s = args.journeys as f64 / elapsed.as_secs_f64();
@@ -313,6 +326,15 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     );
     println!(
         "  group commit: {writes} writes in {batches} flushes ({steps_per_flush:.1} per flush)"
+    );
+    println!(
+        "  where the time goes: sandbox {:.0} µs/step; committer busy {:.0}% ({:.2} ms per batch, {:.0} µs per write); process CPU {:.2} of {} cores",
+        sandbox_nanos as f64 / steps_run.max(1) as f64 / 1e3,
+        busy_nanos as f64 / elapsed.as_nanos() as f64 * 100.0,
+        busy_nanos as f64 / batches.max(1) as f64 / 1e6,
+        busy_nanos as f64 / writes.max(1) as f64 / 1e3,
+        cpu / elapsed.as_secs_f64(),
+        std::thread::available_parallelism().map_or(1, |cores| cores.get()),
     );
     println!("  outbox: {outbox} messages; failed journeys: {failed}; peak RSS {rss:.0} MiB");
     if failed > 0 {

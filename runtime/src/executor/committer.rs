@@ -40,6 +40,8 @@ pub struct CommitStats {
     pub batches: AtomicU64,
     /// Writes applied.
     pub writes: AtomicU64,
+    /// Time spent inside [`Store::commit`] (encode, apply, flush), ns.
+    pub busy_nanos: AtomicU64,
 }
 
 /// Handle to the committer thread. Cloning shares the thread.
@@ -94,7 +96,11 @@ fn run(store: Arc<dyn Store>, mut receiver: mpsc::UnboundedReceiver<Request>, st
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         let result = store.commit(&writes);
+        stats
+            .busy_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats
             .writes

@@ -169,6 +169,15 @@ impl Default for Settings {
     }
 }
 
+/// Counters of the step path.
+#[derive(Debug, Default)]
+pub struct StepStats {
+    /// Steps run in the sandbox.
+    pub steps: std::sync::atomic::AtomicU64,
+    /// Wall time of those runs (instantiate + call), ns.
+    pub sandbox_nanos: std::sync::atomic::AtomicU64,
+}
+
 /// The runtime: store, sandbox, committer, and the instances in flight.
 pub struct Runtime {
     store: Arc<dyn Store>,
@@ -181,6 +190,7 @@ pub struct Runtime {
     /// cache wait for one compilation instead of each starting their own.
     loading: tokio::sync::Mutex<()>,
     finished: broadcast::Sender<Finished>,
+    step_stats: StepStats,
 }
 
 fn check_id(field: &'static str, value: &str) -> Result<()> {
@@ -246,6 +256,7 @@ impl Runtime {
             step_slots: Semaphore::new(settings.parallel_steps.max(1)),
             loading: tokio::sync::Mutex::new(()),
             finished,
+            step_stats: StepStats::default(),
         }))
     }
 
@@ -262,6 +273,11 @@ impl Runtime {
     /// The committer (for its statistics).
     pub fn committer(&self) -> &Committer {
         &self.committer
+    }
+
+    /// Counters of the step path.
+    pub fn step_stats(&self) -> &StepStats {
+        &self.step_stats
     }
 
     /// Subscribe to instances finishing.
@@ -640,6 +656,13 @@ impl Runtime {
         next.history_len += 1;
         next.updated_at_ms = self.clock.now_ms();
         let duration_us = run.duration.as_micros() as u64;
+        self.step_stats
+            .steps
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.step_stats.sandbox_nanos.fetch_add(
+            run.duration.as_nanos() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         metrics::histogram!("journeyd_step_duration_seconds").record(run.duration.as_secs_f64());
 
         let decided = match run.result {
