@@ -38,6 +38,9 @@ pub struct BenchArgs {
     /// The journey definition to run.
     #[arg(long, default_value = "examples/enquiry/journey.toml")]
     pub journey: PathBuf,
+    /// Steps running in the sandbox at once (default: the number of cores).
+    #[arg(long)]
+    pub parallel_steps: Option<usize>,
     /// Instantiate + call rounds for the step-overhead figure.
     #[arg(long, default_value_t = 5_000)]
     pub overhead_rounds: usize,
@@ -86,6 +89,33 @@ fn peak_rss_mib() -> f64 {
             Some(kib / 1024.0)
         })
         .unwrap_or(0.0)
+}
+
+/// Mean recorded duration of each step over the first `journeys`
+/// instances, in journey order.
+fn step_durations(store: &dyn Store, journeys: usize) -> anyhow::Result<Vec<(String, f64)>> {
+    let filter = crate::store::InstanceFilter {
+        limit: journeys,
+        ..Default::default()
+    };
+    let mut totals: Vec<(String, u64, u64)> = Vec::new();
+    for instance in store.instances(&filter)? {
+        for entry in store.history(instance.id)? {
+            if let crate::store::HistoryEntry::StepRan(step) = entry {
+                match totals.iter_mut().find(|(name, ..)| *name == step.step) {
+                    Some((_, sum, count)) => {
+                        *sum += step.duration_us;
+                        *count += 1;
+                    }
+                    None => totals.push((step.step.clone(), step.duration_us, 1)),
+                }
+            }
+        }
+    }
+    Ok(totals
+        .into_iter()
+        .map(|(name, sum, count)| (name, sum as f64 / count.max(1) as f64))
+        .collect())
 }
 
 /// User + system CPU time of this process so far, seconds.
@@ -172,7 +202,10 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", args.journey.display()))?;
     let data = tempfile::tempdir()?;
     let store = Arc::new(SledStore::open(data.path(), &SledOptions::default())?);
-    let settings = Settings::default();
+    let mut settings = Settings::default();
+    if let Some(parallel_steps) = args.parallel_steps {
+        settings.parallel_steps = parallel_steps;
+    }
     let runtime = Runtime::new(store.clone(), Arc::new(SystemClock), settings.clone())?;
 
     for name in ENQUIRY_PLUGINS {
@@ -231,9 +264,10 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         let commits = runtime.committer().stats();
         let steps = runtime.step_stats();
         [
-            commits.batches.load(Ordering::Relaxed),
+            commits.syncs.load(Ordering::Relaxed),
             commits.writes.load(Ordering::Relaxed),
-            commits.busy_nanos.load(Ordering::Relaxed),
+            commits.apply_nanos.load(Ordering::Relaxed),
+            commits.sync_nanos.load(Ordering::Relaxed),
             steps.steps.load(Ordering::Relaxed),
             steps.sandbox_nanos.load(Ordering::Relaxed),
         ]
@@ -304,14 +338,20 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     dispatcher.abort();
     let cpu = process_cpu_seconds() - cpu_before;
     let after = counters(&runtime);
-    let [batches, writes, busy_nanos, steps_run, sandbox_nanos]: [u64; 5] =
-        std::array::from_fn(|index| after[index] - before[index]);
+    let [
+        syncs,
+        writes,
+        apply_nanos,
+        sync_nanos,
+        steps_run,
+        sandbox_nanos,
+    ]: [u64; 6] = std::array::from_fn(|index| after[index] - before[index]);
 
     latencies.sort_by(f64::total_cmp);
     let journeys_per_s = args.journeys as f64 / elapsed.as_secs_f64();
     let steps = args.journeys * steps_per_journey;
     let steps_per_s = steps as f64 / elapsed.as_secs_f64();
-    let steps_per_flush = writes as f64 / batches.max(1) as f64;
+    let steps_per_flush = writes as f64 / syncs.max(1) as f64;
     let (p50, p99) = (percentile(&latencies, 50.0), percentile(&latencies, 99.0));
     let rss = peak_rss_mib();
     let outbox = store.outbox(None, usize::MAX)?.len();
@@ -324,17 +364,26 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         "  event accepted → journey complete: p50 {p50:.2} ms, p99 {p99:.2} ms, max {:.2} ms",
         latencies.last().copied().unwrap_or(0.0)
     );
+    println!("  group commit: {writes} writes in {syncs} flushes ({steps_per_flush:.1} per flush)");
+    let elapsed_ns = elapsed.as_nanos() as f64;
     println!(
-        "  group commit: {writes} writes in {batches} flushes ({steps_per_flush:.1} per flush)"
-    );
-    println!(
-        "  where the time goes: sandbox {:.0} µs/step; committer busy {:.0}% ({:.2} ms per batch, {:.0} µs per write); process CPU {:.2} of {} cores",
+        "  where the time goes: sandbox {:.0} µs/step; apply {:.0} µs/write ({:.0}% busy); sync {:.2} ms/flush ({:.0}% busy); process CPU {:.2} of {} cores",
         sandbox_nanos as f64 / steps_run.max(1) as f64 / 1e3,
-        busy_nanos as f64 / elapsed.as_nanos() as f64 * 100.0,
-        busy_nanos as f64 / batches.max(1) as f64 / 1e6,
-        busy_nanos as f64 / writes.max(1) as f64 / 1e3,
+        apply_nanos as f64 / writes.max(1) as f64 / 1e3,
+        apply_nanos as f64 / elapsed_ns * 100.0,
+        sync_nanos as f64 / syncs.max(1) as f64 / 1e6,
+        sync_nanos as f64 / elapsed_ns * 100.0,
         cpu / elapsed.as_secs_f64(),
         std::thread::available_parallelism().map_or(1, |cores| cores.get()),
+    );
+    let per_step = step_durations(&*store, 200)?;
+    println!(
+        "  sandbox time by step (mean of 200 journeys): {}",
+        per_step
+            .iter()
+            .map(|(step, us)| format!("{step} {us:.0} µs"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!("  outbox: {outbox} messages; failed journeys: {failed}; peak RSS {rss:.0} MiB");
     if failed > 0 {

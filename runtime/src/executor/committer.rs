@@ -1,14 +1,20 @@
-//! Group commit: one thread owns the journal write path.
+//! Group commit: two threads own the journal write path.
 //!
-//! Callers hand a [`Write`] to [`Committer::submit`] and wait. The committer
-//! thread takes everything that is waiting (up to [`MAX_BATCH`]), applies it
-//! with one [`Store::commit`] (one atomic batch, one flush) and then answers
-//! every caller. While it flushes, new writes queue up and form the next
-//! batch, so many concurrent steps share each flush and nobody waits for a
-//! timer. A caller's write is durable when `submit` returns `Ok`.
+//! Callers hand a [`Write`] to [`Committer::submit`] and wait. The *apply*
+//! thread takes everything that is waiting (up to [`MAX_BATCH`]) and applies
+//! it with one atomic [`Store::apply`]; the *sync* thread makes applied
+//! batches durable with one [`Store::sync`] for all of them and only then
+//! answers their callers. The two overlap: while one batch is being
+//! flushed, the next one is already being applied, and everything that
+//! arrives meanwhile forms the next batch, so many concurrent steps share
+//! each flush and nobody waits for a timer.
+//!
+//! Guarantee: `submit` returns `Ok` only after a sync that started after
+//! the write was applied, i.e. the write is durable.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -20,7 +26,7 @@ pub const MAX_BATCH: usize = 512;
 /// Why a write was not committed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CommitError {
-    /// The store failed; the whole batch was not committed.
+    /// The store failed; the batch was not committed.
     #[error("commit failed")]
     Store(#[source] Arc<store::Error>),
     /// The committer has stopped (the runtime is shutting down).
@@ -28,23 +34,34 @@ pub enum CommitError {
     Stopped,
 }
 
+type Reply = oneshot::Sender<Result<Applied, CommitError>>;
+
 struct Request {
     write: Write,
-    reply: oneshot::Sender<Result<Applied, CommitError>>,
+    reply: Reply,
+}
+
+/// A batch that is applied but not yet known durable.
+struct Applying {
+    replies: Vec<(Reply, Applied)>,
 }
 
 /// Counters of the commit path.
 #[derive(Debug, Default)]
 pub struct CommitStats {
-    /// Batches applied (one flush each).
+    /// Batches applied.
     pub batches: AtomicU64,
+    /// Syncs (flushes); each covers one or more batches.
+    pub syncs: AtomicU64,
     /// Writes applied.
     pub writes: AtomicU64,
-    /// Time spent inside [`Store::commit`] (encode, apply, flush), ns.
-    pub busy_nanos: AtomicU64,
+    /// Time spent in [`Store::apply`], ns.
+    pub apply_nanos: AtomicU64,
+    /// Time spent in [`Store::sync`], ns.
+    pub sync_nanos: AtomicU64,
 }
 
-/// Handle to the committer thread. Cloning shares the thread.
+/// Handle to the committer threads. Cloning shares them.
 #[derive(Clone)]
 pub struct Committer {
     requests: mpsc::UnboundedSender<Request>,
@@ -52,15 +69,21 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Start the committer thread on `store`. It stops when every handle
+    /// Start the committer threads on `store`. They stop when every handle
     /// is dropped.
     pub fn start(store: Arc<dyn Store>) -> Committer {
         let (requests, receiver) = mpsc::unbounded_channel();
+        let (applied, to_sync) = std::sync::mpsc::channel();
         let stats = Arc::new(CommitStats::default());
-        let thread_stats = stats.clone();
+        let (apply_store, apply_stats) = (store.clone(), stats.clone());
         std::thread::Builder::new()
-            .name("committer".into())
-            .spawn(move || run(store, receiver, &thread_stats))
+            .name("commit-apply".into())
+            .spawn(move || apply_batches(&*apply_store, receiver, &applied, &apply_stats))
+            .expect("spawning a thread at start-up");
+        let sync_stats = stats.clone();
+        std::thread::Builder::new()
+            .name("commit-sync".into())
+            .spawn(move || sync_batches(&*store, &to_sync, &sync_stats))
             .expect("spawning a thread at start-up");
         Committer { requests, stats }
     }
@@ -75,13 +98,18 @@ impl Committer {
         answer.await.map_err(|_| CommitError::Stopped)?
     }
 
-    /// Batches and writes so far.
+    /// Counters so far.
     pub fn stats(&self) -> &CommitStats {
         &self.stats
     }
 }
 
-fn run(store: Arc<dyn Store>, mut receiver: mpsc::UnboundedReceiver<Request>, stats: &CommitStats) {
+fn apply_batches(
+    store: &dyn Store,
+    mut receiver: mpsc::UnboundedReceiver<Request>,
+    to_sync: &std::sync::mpsc::Sender<Applying>,
+    stats: &CommitStats,
+) {
     let mut writes = Vec::with_capacity(MAX_BATCH);
     let mut replies = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = receiver.blocking_recv() {
@@ -96,10 +124,10 @@ fn run(store: Arc<dyn Store>, mut receiver: mpsc::UnboundedReceiver<Request>, st
                 Err(_) => break,
             }
         }
-        let started = std::time::Instant::now();
-        let result = store.commit(&writes);
+        let started = Instant::now();
+        let result = store.apply(&writes);
         stats
-            .busy_nanos
+            .apply_nanos
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats
@@ -107,21 +135,57 @@ fn run(store: Arc<dyn Store>, mut receiver: mpsc::UnboundedReceiver<Request>, st
             .fetch_add(writes.len() as u64, Ordering::Relaxed);
         metrics::counter!("journeyd_commit_batches_total").increment(1);
         metrics::counter!("journeyd_commit_writes_total").increment(writes.len() as u64);
+        writes.clear();
         match result {
             Ok(applied) => {
-                for (reply, applied) in replies.drain(..).zip(applied) {
+                let batch = Applying {
+                    replies: replies.drain(..).zip(applied).collect(),
+                };
+                if to_sync.send(batch).is_err() {
+                    return;
+                }
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "group commit failed to apply");
+                fail_all(replies.drain(..), error);
+            }
+        }
+    }
+}
+
+fn sync_batches(
+    store: &dyn Store,
+    applied: &std::sync::mpsc::Receiver<Applying>,
+    stats: &CommitStats,
+) {
+    while let Ok(first) = applied.recv() {
+        let mut batches = vec![first];
+        batches.extend(applied.try_iter());
+        let started = Instant::now();
+        let result = store.sync();
+        stats
+            .sync_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        stats.syncs.fetch_add(1, Ordering::Relaxed);
+        let replies = batches.into_iter().flat_map(|batch| batch.replies);
+        match result {
+            Ok(()) => {
+                for (reply, applied) in replies {
                     // A caller that went away no longer needs the answer.
                     let _ = reply.send(Ok(applied));
                 }
             }
             Err(error) => {
-                tracing::error!(error = %error, writes = writes.len(), "group commit failed");
-                let error = Arc::new(error);
-                for reply in replies.drain(..) {
-                    let _ = reply.send(Err(CommitError::Store(error.clone())));
-                }
+                tracing::error!(error = %error, "group commit failed to sync");
+                fail_all(replies.map(|(reply, _)| reply), error);
             }
         }
-        writes.clear();
+    }
+}
+
+fn fail_all(replies: impl Iterator<Item = Reply>, error: store::Error) {
+    let error = Arc::new(error);
+    for reply in replies {
+        let _ = reply.send(Err(CommitError::Store(error.clone())));
     }
 }

@@ -368,7 +368,8 @@ pub struct InstanceFilter {
 /// The storage interface. Implementations are safe to share across threads.
 ///
 /// Durability contract: every method that writes returns only after the
-/// write is durable (flushed to stable storage).
+/// write is durable (flushed to stable storage), except [`Store::apply`],
+/// which the group committer pairs with [`Store::sync`].
 pub trait Store: Send + Sync + 'static {
     /// A fresh id, never handed out before by this store.
     fn next_id(&self) -> Result<u64>;
@@ -399,10 +400,22 @@ pub trait Store: Send + Sync + 'static {
     /// A customer nobody upserted has an empty profile.
     fn customer_view(&self, id: &str, limit: usize) -> Result<CustomerView>;
 
-    /// Apply `writes` as one atomic unit and make it durable, returning one
-    /// [`Applied`] per write, in order. Duplicate events and stale steps are
-    /// skipped (not errors) so one bad write never fails the others.
-    fn commit(&self, writes: &[Write]) -> Result<Vec<Applied>>;
+    /// Apply `writes` as one atomic unit, returning one [`Applied`] per
+    /// write, in order. Duplicate events and stale steps are skipped (not
+    /// errors) so one bad write never fails the others. The writes are
+    /// visible to reads at once but durable only after [`Store::sync`]
+    /// returns; a crash before that loses them whole, never in part.
+    fn apply(&self, writes: &[Write]) -> Result<Vec<Applied>>;
+
+    /// Make everything applied so far durable.
+    fn sync(&self) -> Result<()>;
+
+    /// [`Store::apply`] then [`Store::sync`]: durable on return.
+    fn commit(&self, writes: &[Write]) -> Result<Vec<Applied>> {
+        let applied = self.apply(writes)?;
+        self.sync()?;
+        Ok(applied)
+    }
 
     /// An accepted event.
     fn event(&self, id: &str) -> Result<Option<EventRecord>>;

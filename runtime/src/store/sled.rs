@@ -186,7 +186,7 @@ impl Store for SledStore {
         })
     }
 
-    fn commit(&self, writes: &[Write]) -> Result<Vec<Applied>> {
+    fn apply(&self, writes: &[Write]) -> Result<Vec<Applied>> {
         let mut batch = sled::Batch::default();
         let mut applied = Vec::with_capacity(writes.len());
         // Writes earlier in this batch are not visible to `get` yet.
@@ -270,8 +270,12 @@ impl Store for SledStore {
             }
         }
         self.db.apply_batch(batch)?;
-        self.db.flush()?;
         Ok(applied)
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
     }
 
     fn event(&self, id: &str) -> Result<Option<EventRecord>> {
