@@ -124,7 +124,7 @@ impl From<executor::Error> for ApiError {
             E::Commit(executor::CommitError::Stopped) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
             }
-            E::Store(_) | E::Commit(_) | E::Task(_) | E::Engine(_) => {
+            E::Store(_) | E::Commit(_) | E::Task(_) | E::Engine(_) | E::Thread(_) => {
                 return ApiError::internal(&error);
             }
         };

@@ -52,6 +52,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         &args.data,
         &SledOptions {
             cache_bytes: args.cache_mib * 1024 * 1024,
+            ..SledOptions::default()
         },
     )
     .with_context(|| format!("opening the store in {}", args.data.display()))?;

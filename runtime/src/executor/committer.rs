@@ -34,7 +34,11 @@ pub enum CommitError {
     Stopped,
 }
 
-type Reply = oneshot::Sender<Result<Applied, CommitError>>;
+/// What runs once a write's fate is known: on the sync thread after a
+/// durable commit, or wherever the failure is detected. Keep it short.
+pub type Then = Box<dyn FnOnce(Result<Applied, CommitError>) + Send>;
+
+type Reply = Then;
 
 struct Request {
     write: Write,
@@ -92,10 +96,23 @@ impl Committer {
     /// waiting.
     pub async fn submit(&self, write: Write) -> Result<Applied, CommitError> {
         let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request { write, reply })
-            .map_err(|_| CommitError::Stopped)?;
+        self.submit_then(
+            write,
+            Box::new(move |result| {
+                // A caller that went away no longer needs the answer.
+                let _ = reply.send(result);
+            }),
+        );
         answer.await.map_err(|_| CommitError::Stopped)?
+    }
+
+    /// Commit `write` durably, then call `then` with the outcome. Never
+    /// blocks; `then` runs on a committer thread (or here, if the
+    /// committer has stopped).
+    pub fn submit_then(&self, write: Write, then: Then) {
+        if let Err(refused) = self.requests.send(Request { write, reply: then }) {
+            (refused.0.reply)(Err(CommitError::Stopped));
+        }
     }
 
     /// Counters so far.
@@ -171,8 +188,7 @@ fn sync_batches(
         match result {
             Ok(()) => {
                 for (reply, applied) in replies {
-                    // A caller that went away no longer needs the answer.
-                    let _ = reply.send(Ok(applied));
+                    reply(Ok(applied));
                 }
             }
             Err(error) => {
@@ -186,6 +202,6 @@ fn sync_batches(
 fn fail_all(replies: impl Iterator<Item = Reply>, error: store::Error) {
     let error = Arc::new(error);
     for reply in replies {
-        let _ = reply.send(Err(CommitError::Store(error.clone())));
+        reply(Err(CommitError::Store(error.clone())));
     }
 }

@@ -2,15 +2,17 @@
 //!
 //! [`Runtime`] is the one engine behind the HTTP API and the benchmark.
 //! An accepted event is committed (through the [`Committer`]) together with
-//! the instances it starts before the caller hears `accepted`. Each running
-//! instance is driven by one task, so its steps run in strict order while
-//! instances run concurrently. A step runs in the sandbox on a blocking
-//! thread, outside any store transaction; its outcome, new state, history
+//! the instances it starts before the caller hears `accepted`. Steps run on
+//! a fixed pool of step-worker threads (about one per core), in the sandbox,
+//! outside any store transaction; a step's outcome, new state, history
 //! entry, outbox messages and notes then go to the committer as one
-//! [`StepCommit`] and the instance moves on only once that is durable. On
-//! start, [`Runtime::resume`] picks up every instance that still has a step
-//! to run; a step interrupted by a crash runs again with the same
-//! idempotency key. This module does not parse HTTP or know sled's layout.
+//! [`StepCommit`]. Only when that is durable does the committer queue the
+//! instance's next step, so an instance has at most one step queued,
+//! running or committing (strict order within an instance, concurrency
+//! across instances) and tokio is not on the step path at all. On start,
+//! [`Runtime::resume`] queues every instance that still has a step to run;
+//! a step interrupted by a crash runs again with the same idempotency key.
+//! This module does not parse HTTP or know sled's layout.
 
 pub mod committer;
 pub mod registry;
@@ -20,7 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tokio::sync::{Semaphore, broadcast};
+use tokio::sync::broadcast;
 
 use crate::clock::Clock;
 use crate::host::{self, Host, LoadError, StepFailure, StepRequest};
@@ -106,6 +108,9 @@ pub enum Error {
     /// The WebAssembly engine could not be configured.
     #[error("the WebAssembly engine could not be set up: {0:#}")]
     Engine(#[source] wasmtime::Error),
+    /// A step worker thread could not be started.
+    #[error("a step worker thread could not be started")]
+    Thread(#[source] std::io::Error),
     /// A blocking task panicked or was cancelled.
     #[error("internal task failed")]
     Task(#[from] tokio::task::JoinError),
@@ -149,13 +154,21 @@ pub struct Finished {
     pub status: InstanceStatus,
 }
 
+/// A step ready to run: the instance as last committed, the event that
+/// started it, and which attempt this is.
+struct StepJob {
+    instance: Instance,
+    event: Arc<host::Event>,
+    attempt: u32,
+}
+
 /// Settings of a [`Runtime`].
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Sandbox limits.
     pub limits: host::Limits,
-    /// Steps running in the sandbox at once (CPU-bound: about the number of
-    /// cores).
+    /// Step worker threads: steps running in the sandbox at once. Steps
+    /// are CPU-bound, so about the number of cores.
     pub parallel_steps: usize,
 }
 
@@ -164,7 +177,7 @@ impl Default for Settings {
         let cores = std::thread::available_parallelism().map_or(2, |cores| cores.get());
         Settings {
             limits: host::Limits::default(),
-            parallel_steps: cores * 2,
+            parallel_steps: cores,
         }
     }
 }
@@ -185,10 +198,11 @@ pub struct Runtime {
     committer: Committer,
     clock: Arc<dyn Clock>,
     registry: Registry,
-    step_slots: Semaphore,
+    /// Steps waiting for a step worker.
+    jobs: crossbeam_channel::Sender<StepJob>,
     /// Held while a plugin compiles, so concurrent steps that miss the
     /// cache wait for one compilation instead of each starting their own.
-    loading: tokio::sync::Mutex<()>,
+    loading: std::sync::Mutex<()>,
     finished: broadcast::Sender<Finished>,
     step_stats: StepStats,
 }
@@ -247,17 +261,27 @@ impl Runtime {
             registry.add_journey(record.version, journey);
         }
         let (finished, _) = broadcast::channel(65_536);
-        Ok(Arc::new(Runtime {
+        let (jobs, queued) = crossbeam_channel::unbounded();
+        let runtime = Arc::new(Runtime {
             committer: Committer::start(store.clone()),
             store,
             host: Arc::new(host),
             clock,
             registry,
-            step_slots: Semaphore::new(settings.parallel_steps.max(1)),
-            loading: tokio::sync::Mutex::new(()),
+            jobs,
+            loading: std::sync::Mutex::new(()),
             finished,
             step_stats: StepStats::default(),
-        }))
+        });
+        // The workers hold the runtime: it lives as long as the process.
+        for worker in 0..settings.parallel_steps.max(1) {
+            let (runtime, queued) = (runtime.clone(), queued.clone());
+            std::thread::Builder::new()
+                .name(format!("step-worker-{worker}"))
+                .spawn(move || runtime.work(queued))
+                .map_err(Error::Thread)?;
+        }
+        Ok(runtime)
     }
 
     /// The store.
@@ -432,7 +456,11 @@ impl Runtime {
                 metrics::counter!("journeyd_events_accepted_total").increment(1);
                 let ids = instances.iter().map(|instance| instance.id).collect();
                 for instance in instances {
-                    self.spawn_driver(instance, wit_event.clone(), 1);
+                    self.schedule(StepJob {
+                        instance,
+                        event: wit_event.clone(),
+                        attempt: 1,
+                    });
                 }
                 Ok(Receipt {
                     event_id,
@@ -446,33 +474,30 @@ impl Runtime {
     /// Compile the latest version of every plugin the deployed journeys
     /// use, so the first steps after a start do not wait for compilation.
     /// Returns how many were loaded.
-    pub async fn load_plugins(&self) -> Result<usize> {
-        let mut loaded = 0;
-        for record in self.store.plugins()? {
-            let latest = self.registry.resolve(&PluginRef {
-                name: record.name.clone(),
-                version: None,
-            });
-            if latest.as_ref() != Some(&record) {
-                continue;
-            }
-            let plugin = PluginRef {
-                name: record.name.clone(),
-                version: Some(record.version),
-            };
-            match self.resolve_plugin(&plugin).await {
-                Ok(_) => loaded += 1,
-                Err(reason) => {
-                    tracing::warn!(plugin = %plugin, %reason, "plugin could not be loaded")
+    pub async fn load_plugins(self: &Arc<Self>) -> Result<usize> {
+        let runtime = self.clone();
+        Ok(tokio::task::spawn_blocking(move || {
+            let mut loaded = 0;
+            for record in runtime.registry.latest_plugins() {
+                let plugin = PluginRef {
+                    name: record.name.clone(),
+                    version: Some(record.version),
+                };
+                match runtime.resolve_plugin(&plugin) {
+                    Ok(_) => loaded += 1,
+                    Err(reason) => {
+                        tracing::warn!(plugin = %plugin, %reason, "plugin could not be loaded")
+                    }
                 }
             }
-        }
-        Ok(loaded)
+            loaded
+        })
+        .await?)
     }
 
     /// Restart every instance that has a step to run. Their interrupted
     /// step runs again as attempt 2 with the same idempotency key.
-    pub fn resume(self: &Arc<Self>) -> Result<usize> {
+    pub fn resume(&self) -> Result<usize> {
         let running = self.store.running_instances()?;
         let count = running.len();
         for instance in running {
@@ -480,49 +505,39 @@ impl Runtime {
                 tracing::error!(instance = %instance.id, event = %instance.trigger_event_id, "trigger event missing; instance left as is");
                 continue;
             };
-            self.spawn_driver(instance, Arc::new(wit_event(&event)), 2);
+            self.schedule(StepJob {
+                instance,
+                event: Arc::new(wit_event(&event)),
+                attempt: 2,
+            });
         }
         Ok(count)
     }
 
-    fn spawn_driver(self: &Arc<Self>, instance: Instance, event: Arc<host::Event>, attempt: u32) {
-        let runtime = self.clone();
-        tokio::spawn(async move { runtime.drive(instance, event, attempt).await });
-    }
-
-    async fn drive(
-        self: Arc<Self>,
-        mut instance: Instance,
-        event: Arc<host::Event>,
-        mut attempt: u32,
-    ) {
-        while instance.status == InstanceStatus::Running {
-            match self.run_step(&mut instance, &event, attempt).await {
-                Ok(true) => attempt = 1,
-                Ok(false) => return,
-                Err(error) => {
-                    // Nothing of the step was committed; it runs again when
-                    // the runtime restarts.
-                    tracing::error!(instance = %instance.id, error = %error, "step could not be committed; instance paused until restart");
-                    return;
-                }
-            }
+    /// Queue an instance's current step for a step worker.
+    fn schedule(&self, job: StepJob) {
+        if self.jobs.send(job).is_err() {
+            tracing::error!("step workers have stopped; instance left for the next start");
         }
-        metrics::counter!("journeyd_instances_finished_total", "status" => status_label(instance.status)).increment(1);
-        let _ = self.finished.send(Finished {
-            id: instance.id,
-            status: instance.status,
-        });
     }
 
-    /// Run the instance's current step and commit its effects. Returns
-    /// false when another attempt already committed this step.
-    async fn run_step(
-        &self,
-        instance: &mut Instance,
-        event: &Arc<host::Event>,
-        attempt: u32,
-    ) -> Result<bool> {
+    /// A step worker: runs queued steps until the runtime goes away.
+    fn work(self: Arc<Self>, jobs: crossbeam_channel::Receiver<StepJob>) {
+        while let Ok(job) = jobs.recv() {
+            self.run_step(job);
+        }
+    }
+
+    /// Run an instance's current step on this thread and hand its effects
+    /// to the committer. Once they are durable, the committer thread
+    /// schedules the instance's next step (or records it finished), so an
+    /// instance has at most one step queued, running or committing.
+    fn run_step(self: &Arc<Self>, job: StepJob) {
+        let StepJob {
+            instance,
+            event,
+            attempt,
+        } = job;
         let step_name = instance
             .current_step
             .clone()
@@ -536,8 +551,8 @@ impl Runtime {
         let started_ms = self.clock.now_ms();
         let idempotency_key = instance.idempotency_key();
 
-        let (plugin, run) = match (&journey, step) {
-            (Some(_), Some(step)) => match self.resolve_plugin(&step.plugin).await {
+        let (plugin, run) = match step {
+            Some(step) => match self.resolve_plugin(&step.plugin) {
                 Ok((record, loaded)) => {
                     let request = StepRequest {
                         input: host::StepInput {
@@ -545,7 +560,7 @@ impl Runtime {
                             journey_version: instance.journey_version,
                             instance_id: instance.id.to_string(),
                             step: step_name.clone(),
-                            event: (**event).clone(),
+                            event: (*event).clone(),
                             state: instance.state.get().to_owned(),
                             config: step.config_json.clone(),
                             attempt,
@@ -558,30 +573,20 @@ impl Runtime {
                         now_ms: started_ms,
                         deadline: step.definition.timeout_ms.map(Duration::from_millis),
                     };
-                    let permit = self
-                        .step_slots
-                        .acquire()
-                        .await
-                        .expect("the step semaphore is never closed");
-                    let host = self.host.clone();
-                    let run = tokio::task::spawn_blocking(move || host.run_step(&loaded, request))
-                        .await?;
-                    drop(permit);
-                    (Some(record), Some(run))
+                    (Some(record), self.host.run_step(&loaded, request))
                 }
-                Err(reason) => (None, Some(failed_run(reason))),
+                Err(reason) => (None, failed_run(reason)),
             },
-            _ => (
+            None => (
                 None,
-                Some(failed_run(format!(
+                failed_run(format!(
                     "journey `{}` version {} has no step `{step_name}`",
                     instance.journey, instance.journey_version
-                ))),
+                )),
             ),
         };
-        let run = run.expect("every branch produces a run");
-        let commit = self.build_commit(
-            instance,
+        let (commit, samples) = self.build_commit(
+            &instance,
             journey.as_deref(),
             &step_name,
             plugin,
@@ -590,26 +595,50 @@ impl Runtime {
             started_ms,
             run,
         );
-        let metrics_after = commit.1;
-        let commit = commit.0;
         let next = commit.instance.clone();
-        match self.committer.submit(Write::Step(Box::new(commit))).await? {
-            Applied::Done => {
-                for sample in metrics_after {
-                    metrics::counter!(format!("journey_plugin_{}_total", sample.name))
-                        .increment(sample.value);
+        let runtime = self.clone();
+        self.committer.submit_then(
+            Write::Step(Box::new(commit)),
+            Box::new(move |result| match result {
+                Ok(Applied::Done) => {
+                    for sample in samples {
+                        metrics::counter!(format!("journey_plugin_{}_total", sample.name))
+                            .increment(sample.value);
+                    }
+                    if next.status == InstanceStatus::Running {
+                        runtime.schedule(StepJob {
+                            instance: next,
+                            event,
+                            attempt: 1,
+                        });
+                    } else {
+                        runtime.finish(&next);
+                    }
                 }
-                *instance = next;
-                Ok(true)
-            }
-            Applied::StaleStep | Applied::DuplicateEvent { .. } => {
-                tracing::warn!(instance = %instance.id, step = %step_name, "step was already committed by another attempt");
-                Ok(false)
-            }
-        }
+                Ok(_) => {
+                    tracing::warn!(instance = %next.id, step = %step_name, "step was already committed by another attempt");
+                }
+                Err(error) => {
+                    // Nothing of the step was committed; it runs again when
+                    // the runtime restarts.
+                    tracing::error!(instance = %next.id, error = %error, "step could not be committed; instance paused until restart");
+                }
+            }),
+        );
     }
 
-    async fn resolve_plugin(
+    fn finish(&self, instance: &Instance) {
+        metrics::counter!("journeyd_instances_finished_total", "status" => status_label(instance.status)).increment(1);
+        let _ = self.finished.send(Finished {
+            id: instance.id,
+            status: instance.status,
+        });
+    }
+
+    /// The plugin version a reference resolves to now, compiled. Compiles
+    /// on a cache miss, one compilation at a time, so steps that miss
+    /// together wait for one compilation instead of each starting one.
+    fn resolve_plugin(
         &self,
         plugin: &PluginRef,
     ) -> Result<(PluginRecord, Arc<host::LoadedPlugin>), String> {
@@ -620,23 +649,22 @@ impl Runtime {
         if let Some(loaded) = self.host.cached(&record.digest) {
             return Ok((record, loaded));
         }
-        let _loading = self.loading.lock().await;
+        let _loading = self
+            .loading
+            .lock()
+            .expect("the plugin loading lock is never poisoned");
         if let Some(loaded) = self.host.cached(&record.digest) {
             return Ok((record, loaded));
         }
-        let store = self.store.clone();
-        let host = self.host.clone();
-        let digest = record.digest.clone();
-        let loaded = tokio::task::spawn_blocking(move || {
-            let bytes = store
-                .plugin_bytes(&digest)
-                .map_err(|error| format!("plugin bytes unreadable: {error}"))?
-                .ok_or_else(|| format!("plugin bytes for digest {digest} are missing"))?;
-            host.load(&digest, &bytes)
-                .map_err(|error| error.to_string())
-        })
-        .await
-        .map_err(|error| error.to_string())??;
+        let bytes = self
+            .store
+            .plugin_bytes(&record.digest)
+            .map_err(|error| format!("plugin bytes unreadable: {error}"))?
+            .ok_or_else(|| format!("plugin bytes for digest {} are missing", record.digest))?;
+        let loaded = self
+            .host
+            .load(&record.digest, &bytes)
+            .map_err(|error| error.to_string())?;
         Ok((record, loaded))
     }
 

@@ -84,6 +84,15 @@ impl Registry {
         }
     }
 
+    /// The latest version of every plugin.
+    pub fn latest_plugins(&self) -> Vec<PluginRecord> {
+        self.read()
+            .plugins
+            .values()
+            .filter_map(|versions| versions.last().cloned())
+            .collect()
+    }
+
     /// The plugin version a reference resolves to now.
     pub fn resolve(&self, plugin: &PluginRef) -> Option<PluginRecord> {
         let index = self.read();

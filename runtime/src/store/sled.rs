@@ -25,12 +25,47 @@ pub struct SledOptions {
     /// sled's page cache in bytes. It bounds most of the store's memory use;
     /// the default keeps an idle runtime with 100k finished instances small.
     pub cache_bytes: u64,
+    /// Customer views kept in memory (profile plus the most recent
+    /// interactions each).
+    pub cached_customers: usize,
 }
 
 impl Default for SledOptions {
     fn default() -> Self {
         SledOptions {
             cache_bytes: 64 * 1024 * 1024,
+            cached_customers: 10_000,
+        }
+    }
+}
+
+/// Interactions kept per cached customer view; longer views bypass the cache.
+const CACHED_INTERACTIONS: usize = 100;
+
+/// Customer views in memory. Every step reads its customer's view, and a
+/// sled read waits behind the group commit's batch and flush, so the views
+/// are served from here; the store's own write methods keep them current.
+struct CustomerCache {
+    views: HashMap<String, CustomerView>,
+    capacity: usize,
+}
+
+impl CustomerCache {
+    fn insert(&mut self, view: CustomerView) {
+        if self.views.len() >= self.capacity
+            && !self.views.contains_key(&view.id)
+            && let Some(evicted) = self.views.keys().next().cloned()
+        {
+            self.views.remove(&evicted);
+        }
+        self.views.insert(view.id.clone(), view);
+    }
+
+    fn append(&mut self, customer: &str, interaction: &Interaction) {
+        if let Some(view) = self.views.get_mut(customer) {
+            view.interactions.push(interaction.clone());
+            let excess = view.interactions.len().saturating_sub(CACHED_INTERACTIONS);
+            view.interactions.drain(..excess);
         }
     }
 }
@@ -39,6 +74,7 @@ impl Default for SledOptions {
 pub struct SledStore {
     db: sled::Db,
     blobs: sled::Tree,
+    customers: std::sync::Mutex<CustomerCache>,
 }
 
 impl SledStore {
@@ -51,7 +87,42 @@ impl SledStore {
             .flush_every_ms(None)
             .open()?;
         let blobs = db.open_tree("blobs")?;
-        Ok(SledStore { db, blobs })
+        Ok(SledStore {
+            db,
+            blobs,
+            customers: std::sync::Mutex::new(CustomerCache {
+                views: HashMap::new(),
+                capacity: options.cached_customers.max(1),
+            }),
+        })
+    }
+
+    fn customer_cache(&self) -> std::sync::MutexGuard<'_, CustomerCache> {
+        self.customers
+            .lock()
+            .expect("the customer cache lock is never poisoned")
+    }
+
+    fn read_customer_view(&self, id: &str, limit: usize) -> Result<CustomerView> {
+        let profile = self
+            .get(&keys::customer(id))?
+            .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+        let mut interactions = self
+            .db
+            .scan_prefix(keys::interactions_of(id))
+            .rev()
+            .take(limit)
+            .map(|item| {
+                let (key, bytes) = item?;
+                decode::<Interaction>(&key, &bytes)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        interactions.reverse();
+        Ok(CustomerView {
+            id: id.to_owned(),
+            profile,
+            interactions,
+        })
     }
 
     fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
@@ -161,29 +232,32 @@ impl Store for SledStore {
     fn put_customer(&self, id: &str, profile: &serde_json::Value) -> Result<()> {
         self.db.insert(keys::customer(id), encode(profile)?)?;
         self.db.flush()?;
+        if let Some(view) = self.customer_cache().views.get_mut(id) {
+            view.profile = profile.clone();
+        }
         Ok(())
     }
 
     fn customer_view(&self, id: &str, limit: usize) -> Result<CustomerView> {
-        let profile = self
-            .get(&keys::customer(id))?
-            .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
-        let mut interactions = self
-            .db
-            .scan_prefix(keys::interactions_of(id))
-            .rev()
-            .take(limit)
-            .map(|item| {
-                let (key, bytes) = item?;
-                decode::<Interaction>(&key, &bytes)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        interactions.reverse();
-        Ok(CustomerView {
-            id: id.to_owned(),
-            profile,
-            interactions,
-        })
+        if limit > CACHED_INTERACTIONS {
+            return self.read_customer_view(id, limit);
+        }
+        // The lock is held across a miss's read so that an interaction
+        // applied meanwhile cannot be left out of the cached view.
+        let mut cache = self.customer_cache();
+        let view = match cache.views.get(id) {
+            Some(view) => view.clone(),
+            None => {
+                let view = self.read_customer_view(id, CACHED_INTERACTIONS)?;
+                cache.insert(view.clone());
+                view
+            }
+        };
+        drop(cache);
+        let mut view = view;
+        let excess = view.interactions.len().saturating_sub(limit);
+        view.interactions.drain(..excess);
+        Ok(view)
     }
 
     fn apply(&self, writes: &[Write]) -> Result<Vec<Applied>> {
@@ -191,6 +265,7 @@ impl Store for SledStore {
         let mut applied = Vec::with_capacity(writes.len());
         // Writes earlier in this batch are not visible to `get` yet.
         let mut events_in_batch: HashMap<&str, &[InstanceId]> = HashMap::new();
+        let mut interactions: Vec<(&str, &Interaction)> = Vec::new();
         let mut history_in_batch: HashSet<Vec<u8>> = HashSet::new();
         for write in writes {
             match write {
@@ -237,6 +312,7 @@ impl Store for SledStore {
                         keys::interaction(&event.customer_id, seq),
                         encode(interaction)?,
                     );
+                    interactions.push((&event.customer_id, interaction));
                     applied.push(Applied::Done);
                 }
                 Write::Step(step) => {
@@ -264,12 +340,19 @@ impl Store for SledStore {
                     for note in &step.notes {
                         let seq = self.db.generate_id()?;
                         batch.insert(keys::interaction(&instance.customer_id, seq), encode(note)?);
+                        interactions.push((&instance.customer_id, note));
                     }
                     applied.push(Applied::Done);
                 }
             }
         }
         self.db.apply_batch(batch)?;
+        if !interactions.is_empty() {
+            let mut cache = self.customer_cache();
+            for (customer, interaction) in interactions {
+                cache.append(customer, interaction);
+            }
+        }
         Ok(applied)
     }
 
