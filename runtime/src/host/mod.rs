@@ -114,7 +114,9 @@ impl Default for Limits {
         Limits {
             memory_bytes: 64 * 1024 * 1024,
             deadline: Duration::from_secs(2),
-            concurrent_steps: 64,
+            // One step per worker runs at a time; the spare slots keep
+            // warm instances of each plugin for reuse (module affinity).
+            concurrent_steps: 16,
         }
     }
 }
