@@ -434,7 +434,7 @@ impl Runtime {
             channel,
             kind: record.kind.clone(),
             text,
-            details: serde_json::Value::Object(data),
+            details: record.data.clone(),
         };
         let event_id = record.id.clone();
         let wit_event = Arc::new(wit_event(&record));
@@ -766,8 +766,9 @@ impl Runtime {
                 channel: note.interaction.channel,
                 kind: note.interaction.kind,
                 text: note.interaction.text,
-                details: serde_json::from_str(&note.interaction.details)
-                    .unwrap_or(serde_json::Value::Null),
+                // A plugin's details that are not JSON are kept as `null`.
+                details: RawValue::from_string(note.interaction.details)
+                    .unwrap_or_else(|_| raw_json("null".to_owned())),
             })
             .collect();
         let (plugin_name, plugin_version, digest) = match plugin {

@@ -61,7 +61,7 @@ impl customer::Host for CustomerCapability {
             .customer_view(&self.source.customer_id, VIEW_INTERACTIONS)?;
         Ok(CustomerView {
             id: view.id,
-            profile: view.profile.to_string(),
+            profile: view.profile.get().to_owned(),
             interactions: view
                 .interactions
                 .into_iter()
@@ -70,7 +70,7 @@ impl customer::Host for CustomerCapability {
                     channel: interaction.channel,
                     kind: interaction.kind,
                     text: interaction.text,
-                    details: interaction.details.to_string(),
+                    details: interaction.details.get().to_owned(),
                 })
                 .collect(),
         })

@@ -276,7 +276,7 @@ pub struct OutboxMessage {
 }
 
 /// One interaction in a customer's history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Interaction {
     /// When, ms since the Unix epoch.
     pub at_ms: u64,
@@ -286,8 +286,9 @@ pub struct Interaction {
     pub kind: String,
     /// Free text.
     pub text: String,
-    /// Structured details (a JSON object).
-    pub details: serde_json::Value,
+    /// Structured details as JSON text, kept as text: plugins receive it
+    /// as text, so it is never re-serialized on the step path.
+    pub details: Box<RawValue>,
 }
 
 /// Profile plus interaction history of one customer.
@@ -295,8 +296,8 @@ pub struct Interaction {
 pub struct CustomerView {
     /// The customer id.
     pub id: String,
-    /// The profile object (`{}` when none was upserted).
-    pub profile: serde_json::Value,
+    /// The profile object as JSON text (`{}` when none was upserted).
+    pub profile: Box<RawValue>,
     /// The most recent interactions, oldest first.
     pub interactions: Vec<Interaction>,
 }

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 
 use super::{
     Applied, CustomerView, Error, EventRecord, HistoryEntry, IngestCommit, Instance,
@@ -104,9 +105,10 @@ impl SledStore {
     }
 
     fn read_customer_view(&self, id: &str, limit: usize) -> Result<CustomerView> {
-        let profile = self
-            .get(&keys::customer(id))?
-            .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+        let profile = match self.get::<Box<RawValue>>(&keys::customer(id))? {
+            Some(profile) => profile,
+            None => RawValue::from_string("{}".to_owned()).map_err(Error::Encode)?,
+        };
         let mut interactions = self
             .db
             .scan_prefix(keys::interactions_of(id))
@@ -230,10 +232,11 @@ impl Store for SledStore {
     }
 
     fn put_customer(&self, id: &str, profile: &serde_json::Value) -> Result<()> {
-        self.db.insert(keys::customer(id), encode(profile)?)?;
+        let text = serde_json::to_string(profile).map_err(Error::Encode)?;
+        self.db.insert(keys::customer(id), text.as_bytes())?;
         self.db.flush()?;
         if let Some(view) = self.customer_cache().views.get_mut(id) {
-            view.profile = profile.clone();
+            view.profile = RawValue::from_string(text).map_err(Error::Encode)?;
         }
         Ok(())
     }
