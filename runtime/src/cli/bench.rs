@@ -41,6 +41,10 @@ pub struct BenchArgs {
     /// Steps running in the sandbox at once (default: the number of cores).
     #[arg(long)]
     pub parallel_steps: Option<usize>,
+    /// Keep the store in this (new or empty) directory instead of a
+    /// temporary one, e.g. to start `journeyd serve` on it afterwards.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
     /// Instantiate + call rounds for the step-overhead figure.
     #[arg(long, default_value_t = 5_000)]
     pub overhead_rounds: usize,
@@ -200,8 +204,9 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let dir = args.plugins.clone().unwrap_or_else(default_plugin_dir);
     let journey_source = std::fs::read_to_string(&args.journey)
         .with_context(|| format!("reading {}", args.journey.display()))?;
-    let data = tempfile::tempdir()?;
-    let store = Arc::new(SledStore::open(data.path(), &SledOptions::default())?);
+    let temporary = tempfile::tempdir()?;
+    let data = args.data.as_deref().unwrap_or(temporary.path());
+    let store = Arc::new(SledStore::open(data, &SledOptions::default())?);
     let mut settings = Settings::default();
     if let Some(parallel_steps) = args.parallel_steps {
         settings.parallel_steps = parallel_steps;
