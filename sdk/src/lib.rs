@@ -364,9 +364,17 @@ impl Context {
         }
     }
 
-    /// The customer's single view (profile and interaction history).
+    /// The customer's single view: profile and their 20 most recent
+    /// interactions.
     pub fn customer(&self) -> CustomerView {
-        let view = bindings::journey::plugin::customer::view();
+        self.customer_with_history(20)
+    }
+
+    /// The customer's profile and up to `max_interactions` (at most 100) of
+    /// their most recent interactions. The view is copied into the plugin
+    /// on every call, so ask for 0 when the profile is all you need.
+    pub fn customer_with_history(&self, max_interactions: u32) -> CustomerView {
+        let view = bindings::journey::plugin::customer::view(max_interactions);
         CustomerView {
             id: view.id,
             profile: serde_json::from_str(&view.profile).unwrap_or_default(),

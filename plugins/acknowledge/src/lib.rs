@@ -50,7 +50,7 @@ impl Step for Acknowledge {
     fn run(ctx: &mut Context) -> journey_sdk::Result<Outcome> {
         let config: Config = ctx.config()?;
         let enquiry: Enquiry = ctx.event_data()?;
-        let customer = ctx.customer();
+        let customer = ctx.customer_with_history(0);
         let name = customer.profile_str("name").unwrap_or("there");
         let channel = reply_channel(
             &enquiry,

@@ -121,7 +121,7 @@ impl Step for Classify {
     fn run(ctx: &mut Context) -> journey_sdk::Result<Outcome> {
         let config: Config = ctx.config()?;
         let enquiry: Enquiry = ctx.event_data()?;
-        let customer = ctx.customer();
+        let customer = ctx.customer_with_history(0);
         let classification = classify(&config, &enquiry.text, customer.profile_str("tier"));
         ctx.info(&format!(
             "{} ({:.0}%), priority {}, sentiment {}",

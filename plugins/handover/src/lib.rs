@@ -98,7 +98,8 @@ impl Step for HandoverStep {
                 "no classification in the instance state: the classify step must run first".into(),
             ));
         };
-        let customer = ctx.customer();
+        // Its own resolved enquiries are the best source of suggested replies.
+        let customer = ctx.customer_with_history(100);
         let history: Vec<(String, String)> = customer
             .interactions
             .iter()

@@ -46,7 +46,7 @@ impl Step for Resolve {
             .and_then(|c| c["category"].as_str().map(str::to_owned))
             .unwrap_or_default();
         let name = ctx
-            .customer()
+            .customer_with_history(0)
             .profile_str("name")
             .unwrap_or("there")
             .to_owned();

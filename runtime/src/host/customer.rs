@@ -9,8 +9,8 @@ use super::StepState;
 use super::bindings::journey::plugin::customer::{self, CustomerView, Interaction};
 use crate::store::Store;
 
-/// Interactions included in the view.
-const VIEW_INTERACTIONS: usize = 100;
+/// Most interactions a view may include.
+const MAX_VIEW_INTERACTIONS: u32 = 100;
 /// Notes one step may add.
 const MAX_NOTES: usize = 16;
 
@@ -52,13 +52,13 @@ impl CustomerCapability {
 }
 
 impl customer::Host for CustomerCapability {
-    fn view(&mut self) -> wasmtime::Result<CustomerView> {
+    fn view(&mut self, max_interactions: u32) -> wasmtime::Result<CustomerView> {
         // A store failure is the host's fault, not the plugin's: trap, so
         // the step fails without committing and is retried on restart.
-        let view = self
-            .source
-            .store
-            .customer_view(&self.source.customer_id, VIEW_INTERACTIONS)?;
+        let view = self.source.store.customer_view(
+            &self.source.customer_id,
+            max_interactions.min(MAX_VIEW_INTERACTIONS) as usize,
+        )?;
         Ok(CustomerView {
             id: view.id,
             profile: view.profile.get().to_owned(),

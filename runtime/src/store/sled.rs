@@ -248,19 +248,18 @@ impl Store for SledStore {
         // The lock is held across a miss's read so that an interaction
         // applied meanwhile cannot be left out of the cached view.
         let mut cache = self.customer_cache();
-        let view = match cache.views.get(id) {
-            Some(view) => view.clone(),
-            None => {
-                let view = self.read_customer_view(id, CACHED_INTERACTIONS)?;
-                cache.insert(view.clone());
-                view
-            }
-        };
-        drop(cache);
-        let mut view = view;
-        let excess = view.interactions.len().saturating_sub(limit);
-        view.interactions.drain(..excess);
-        Ok(view)
+        if !cache.views.contains_key(id) {
+            let view = self.read_customer_view(id, CACHED_INTERACTIONS)?;
+            cache.insert(view);
+        }
+        let cached = &cache.views[id];
+        // Copy only what was asked for: views are read on every step.
+        let from = cached.interactions.len().saturating_sub(limit);
+        Ok(CustomerView {
+            id: cached.id.clone(),
+            profile: cached.profile.clone(),
+            interactions: cached.interactions[from..].to_vec(),
+        })
     }
 
     fn apply(&self, writes: &[Write]) -> Result<Vec<Applied>> {
