@@ -433,3 +433,220 @@ pub trait Store: Send + Sync + 'static {
     /// Instances of `journey` with this correlation value.
     fn correlated(&self, journey: &str, correlation: &str) -> Result<Vec<InstanceId>>;
 }
+
+/// The behaviour every [`Store`] backend must have. Each backend's tests
+/// call [`suite::run`] on a fresh store.
+#[cfg(test)]
+pub(crate) mod suite {
+    use serde_json::json;
+    use serde_json::value::RawValue;
+
+    use super::*;
+
+    fn raw(text: &str) -> Box<RawValue> {
+        RawValue::from_string(text.to_owned()).expect("test JSON")
+    }
+
+    fn instance(id: u64, customer: &str) -> Instance {
+        Instance {
+            id: InstanceId(id),
+            journey: "enquiry".into(),
+            journey_version: 1,
+            customer_id: customer.into(),
+            correlation: format!("q-{id}"),
+            trigger_event_id: format!("evt-{id}"),
+            status: InstanceStatus::Running,
+            current_step: Some("acknowledge".into()),
+            terminal: None,
+            failure: None,
+            state: raw("{}"),
+            history_len: 1,
+            created_at_ms: 1,
+            updated_at_ms: 1,
+        }
+    }
+
+    fn interaction(kind: &str, text: &str) -> Interaction {
+        Interaction {
+            at_ms: 1,
+            channel: "email".into(),
+            kind: kind.into(),
+            text: text.into(),
+            details: raw(r#"{"k":1}"#),
+        }
+    }
+
+    fn ingest(id: u64, customer: &str) -> Write {
+        let instance = instance(id, customer);
+        Write::Ingest(Box::new(IngestCommit {
+            event: EventRecord {
+                id: instance.trigger_event_id.clone(),
+                kind: "enquiry.received".into(),
+                customer_id: customer.into(),
+                data: raw(r#"{"enquiry_id":"q"}"#),
+                received_at_ms: 1,
+                started: vec![instance.id],
+            },
+            instances: vec![instance],
+            interaction: interaction("enquiry.received", "hello"),
+        }))
+    }
+
+    fn step(id: u64, customer: &str, notes: Vec<Interaction>) -> Write {
+        let mut next = instance(id, customer);
+        next.history_len = 2;
+        next.status = InstanceStatus::Completed;
+        next.current_step = None;
+        next.state = raw(r#"{"done":true}"#);
+        let entry = HistoryEntry::StepRan(Box::new(StepRecord {
+            at_ms: 2,
+            step: "acknowledge".into(),
+            plugin: "acknowledge".into(),
+            plugin_version: 1,
+            digest: "d".into(),
+            attempt: 1,
+            idempotency_key: next.idempotency_key(),
+            input_state: json!({}),
+            outcome: StepOutcome::Complete,
+            duration_us: 5,
+            messages: vec![format!("i-{id}/1/m0")],
+            logs: vec![],
+        }));
+        let message = OutboxMessage {
+            id: format!("i-{id}/1/m0"),
+            instance_id: InstanceId(id),
+            step: "acknowledge".into(),
+            customer_id: customer.into(),
+            channel: "email".into(),
+            to: String::new(),
+            subject: String::new(),
+            body: "hi".into(),
+            metadata: raw("{}"),
+            queued_at_ms: 2,
+        };
+        Write::Step(Box::new(StepCommit {
+            instance: next,
+            entry,
+            messages: vec![message],
+            notes,
+        }))
+    }
+
+    /// Run every check on `store`, which must be empty.
+    pub(crate) fn run(store: &dyn Store) {
+        an_event_is_accepted_once(store);
+        a_step_commits_once_with_its_effects(store);
+        customer_views_follow_writes(store);
+        plugin_and_journey_versions_count_up(store);
+    }
+
+    fn an_event_is_accepted_once(store: &dyn Store) {
+        let applied = store
+            .commit(&[ingest(1, "c-1"), ingest(1, "c-1")])
+            .expect("commit");
+        assert_eq!(
+            applied,
+            [
+                Applied::Done,
+                Applied::DuplicateEvent {
+                    started: vec![InstanceId(1)]
+                }
+            ],
+            "a duplicate in the same batch is skipped"
+        );
+        let again = store.commit(&[ingest(1, "c-1")]).expect("commit");
+        assert_eq!(
+            again,
+            [Applied::DuplicateEvent {
+                started: vec![InstanceId(1)]
+            }]
+        );
+        assert_eq!(store.history(InstanceId(1)).expect("history").len(), 1);
+        let running: Vec<InstanceId> = store
+            .running_instances()
+            .expect("running")
+            .iter()
+            .map(|instance| instance.id)
+            .collect();
+        assert_eq!(running, [InstanceId(1)]);
+        assert_eq!(
+            store.correlated("enquiry", "q-1").expect("index"),
+            [InstanceId(1)]
+        );
+    }
+
+    fn a_step_commits_once_with_its_effects(store: &dyn Store) {
+        let applied = store.commit(&[step(1, "c-1", vec![])]).expect("commit");
+        assert_eq!(applied, [Applied::Done]);
+        let stale = store.commit(&[step(1, "c-1", vec![])]).expect("commit");
+        assert_eq!(stale, [Applied::StaleStep], "the history slot is taken");
+        let instance = store
+            .instance(InstanceId(1))
+            .expect("read")
+            .expect("exists");
+        assert_eq!(instance.status, InstanceStatus::Completed);
+        assert_eq!(instance.state.get(), r#"{"done":true}"#);
+        assert_eq!(store.history(InstanceId(1)).expect("history").len(), 2);
+        assert_eq!(
+            store.outbox(Some(InstanceId(1)), 10).expect("outbox").len(),
+            1
+        );
+        assert!(
+            store.running_instances().expect("running").is_empty(),
+            "a finished instance is no longer running"
+        );
+    }
+
+    fn customer_views_follow_writes(store: &dyn Store) {
+        store
+            .put_customer("c-2", &json!({"name": "Ada"}))
+            .expect("put");
+        // Read once so a caching backend holds the view, then write more.
+        let first = store.customer_view("c-2", 10).expect("view");
+        assert!(first.interactions.is_empty());
+        store.commit(&[ingest(2, "c-2")]).expect("commit");
+        store
+            .commit(&[step(
+                2,
+                "c-2",
+                vec![interaction("enquiry.resolved", "fixed")],
+            )])
+            .expect("commit");
+        store
+            .put_customer("c-2", &json!({"name": "Ada L."}))
+            .expect("put");
+        let view = store.customer_view("c-2", 10).expect("view");
+        assert_eq!(view.profile.get(), r#"{"name":"Ada L."}"#);
+        let kinds: Vec<&str> = view.interactions.iter().map(|i| i.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["enquiry.received", "enquiry.resolved"],
+            "oldest first"
+        );
+        let last = store.customer_view("c-2", 1).expect("view");
+        assert_eq!(last.interactions.len(), 1);
+        assert_eq!(
+            last.interactions[0].kind, "enquiry.resolved",
+            "the most recent"
+        );
+        let none = store.customer_view("c-2", 0).expect("view");
+        assert!(none.interactions.is_empty());
+        let unknown = store.customer_view("nobody", 10).expect("view");
+        assert_eq!(unknown.profile.get(), "{}");
+    }
+
+    fn plugin_and_journey_versions_count_up(store: &dyn Store) {
+        let first = store.put_plugin("ack", "aa", b"one", 1).expect("push");
+        let same = store.put_plugin("ack", "aa", b"one", 2).expect("push");
+        let second = store.put_plugin("ack", "bb", b"two", 3).expect("push");
+        assert_eq!((first.version, same.version, second.version), (1, 1, 2));
+        assert_eq!(
+            store.plugin_bytes("bb").expect("read").as_deref(),
+            Some(&b"two"[..])
+        );
+        assert_eq!(store.plugins().expect("list").len(), 2);
+        let v1 = store.put_journey("enquiry", "a", 1).expect("deploy");
+        let v2 = store.put_journey("enquiry", "b", 2).expect("deploy");
+        assert_eq!((v1.version, v2.version), (1, 2));
+    }
+}

@@ -437,3 +437,36 @@ impl Store for SledStore {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sled_store_passes_the_store_suite() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SledStore::open(dir.path(), &SledOptions::default()).expect("open");
+        crate::store::suite::run(&store);
+    }
+
+    #[test]
+    fn the_customer_cache_evicts_beyond_its_capacity_and_stays_correct() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options = SledOptions {
+            cached_customers: 2,
+            ..SledOptions::default()
+        };
+        let store = SledStore::open(dir.path(), &options).expect("open");
+        for id in ["a", "b", "c"] {
+            store
+                .put_customer(id, &serde_json::json!({ "name": id }))
+                .expect("put");
+            store.customer_view(id, 5).expect("view");
+        }
+        assert!(store.customer_cache().views.len() <= 2);
+        for id in ["a", "b", "c"] {
+            let view = store.customer_view(id, 5).expect("view");
+            assert_eq!(view.profile.get(), format!(r#"{{"name":"{id}"}}"#));
+        }
+    }
+}
