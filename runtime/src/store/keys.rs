@@ -155,6 +155,12 @@ pub fn interaction(customer: &str, seq: u64) -> Vec<u8> {
     )
 }
 
+/// The sequence number at the end of an interaction key.
+pub fn interaction_seq_of(key: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
+
 /// The prefix of a customer's interactions.
 pub fn interactions_of(customer: &str) -> Vec<u8> {
     key(INTERACTION, &[customer.as_bytes(), &[0]])
@@ -252,6 +258,15 @@ mod tests {
         assert!(plugin("ack", 9) < plugin("ack", 256));
         assert!(!plugin("acknowledge", 1).starts_with(&plugin_versions("ack")));
         assert!(journey("a", 1).starts_with(&journeys()));
+    }
+
+    #[test]
+    fn interaction_keys_sort_by_sequence_and_round_trip() {
+        let (early, late) = (interaction("c-1", 9), interaction("c-1", 300));
+        assert!(early < late);
+        assert!(late.starts_with(&interactions_of("c-1")));
+        assert!(!interaction("c-10", 1).starts_with(&interactions_of("c-1")));
+        assert_eq!(interaction_seq_of(&late), Some(300));
     }
 
     #[test]

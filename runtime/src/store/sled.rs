@@ -47,26 +47,39 @@ const CACHED_INTERACTIONS: usize = 100;
 /// sled read waits behind the group commit's batch and flush, so the views
 /// are served from here; the store's own write methods keep them current.
 struct CustomerCache {
-    views: HashMap<String, CustomerView>,
+    views: HashMap<String, CachedView>,
     capacity: usize,
 }
 
+struct CachedView {
+    view: CustomerView,
+    /// Sequence number of the newest interaction in `view` (0: none). An
+    /// interaction applied while the view was being read from sled may
+    /// already be in it; appends at or below this number are skipped.
+    newest: u64,
+}
+
 impl CustomerCache {
-    fn insert(&mut self, view: CustomerView) {
+    fn insert(&mut self, cached: CachedView) {
+        let id = cached.view.id.clone();
         if self.views.len() >= self.capacity
-            && !self.views.contains_key(&view.id)
+            && !self.views.contains_key(&id)
             && let Some(evicted) = self.views.keys().next().cloned()
         {
             self.views.remove(&evicted);
         }
-        self.views.insert(view.id.clone(), view);
+        self.views.insert(id, cached);
     }
 
-    fn append(&mut self, customer: &str, interaction: &Interaction) {
-        if let Some(view) = self.views.get_mut(customer) {
-            view.interactions.push(interaction.clone());
-            let excess = view.interactions.len().saturating_sub(CACHED_INTERACTIONS);
-            view.interactions.drain(..excess);
+    fn append(&mut self, customer: &str, seq: u64, interaction: &Interaction) {
+        if let Some(cached) = self.views.get_mut(customer)
+            && seq > cached.newest
+        {
+            cached.newest = seq;
+            let interactions = &mut cached.view.interactions;
+            interactions.push(interaction.clone());
+            let excess = interactions.len().saturating_sub(CACHED_INTERACTIONS);
+            interactions.drain(..excess);
         }
     }
 }
@@ -104,26 +117,31 @@ impl SledStore {
             .expect("the customer cache lock is never poisoned")
     }
 
-    fn read_customer_view(&self, id: &str, limit: usize) -> Result<CustomerView> {
+    fn read_customer_view(&self, id: &str, limit: usize) -> Result<CachedView> {
         let profile = match self.get::<Box<RawValue>>(&keys::customer(id))? {
             Some(profile) => profile,
             None => RawValue::from_string("{}".to_owned()).map_err(Error::Encode)?,
         };
-        let mut interactions = self
+        let mut newest = 0;
+        let mut interactions = Vec::new();
+        for item in self
             .db
             .scan_prefix(keys::interactions_of(id))
             .rev()
             .take(limit)
-            .map(|item| {
-                let (key, bytes) = item?;
-                decode::<Interaction>(&key, &bytes)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        {
+            let (key, bytes) = item?;
+            newest = newest.max(keys::interaction_seq_of(&key).unwrap_or(0));
+            interactions.push(decode::<Interaction>(&key, &bytes)?);
+        }
         interactions.reverse();
-        Ok(CustomerView {
-            id: id.to_owned(),
-            profile,
-            interactions,
+        Ok(CachedView {
+            view: CustomerView {
+                id: id.to_owned(),
+                profile,
+                interactions,
+            },
+            newest,
         })
     }
 
@@ -232,27 +250,24 @@ impl Store for SledStore {
     }
 
     fn put_customer(&self, id: &str, profile: &serde_json::Value) -> Result<()> {
-        let text = serde_json::to_string(profile).map_err(Error::Encode)?;
-        self.db.insert(keys::customer(id), text.as_bytes())?;
+        self.db.insert(keys::customer(id), encode(profile)?)?;
         self.db.flush()?;
-        if let Some(view) = self.customer_cache().views.get_mut(id) {
-            view.profile = RawValue::from_string(text).map_err(Error::Encode)?;
-        }
+        // Dropped, not patched: concurrent upserts could patch in the
+        // wrong order, while the next read always sees the stored profile.
+        self.customer_cache().views.remove(id);
         Ok(())
     }
 
     fn customer_view(&self, id: &str, limit: usize) -> Result<CustomerView> {
         if limit > CACHED_INTERACTIONS {
-            return self.read_customer_view(id, limit);
+            return Ok(self.read_customer_view(id, limit)?.view);
         }
-        // The lock is held across a miss's read so that an interaction
-        // applied meanwhile cannot be left out of the cached view.
         let mut cache = self.customer_cache();
         if !cache.views.contains_key(id) {
-            let view = self.read_customer_view(id, CACHED_INTERACTIONS)?;
-            cache.insert(view);
+            let cached = self.read_customer_view(id, CACHED_INTERACTIONS)?;
+            cache.insert(cached);
         }
-        let cached = &cache.views[id];
+        let cached = &cache.views[id].view;
         // Copy only what was asked for: views are read on every step.
         let from = cached.interactions.len().saturating_sub(limit);
         Ok(CustomerView {
@@ -267,7 +282,7 @@ impl Store for SledStore {
         let mut applied = Vec::with_capacity(writes.len());
         // Writes earlier in this batch are not visible to `get` yet.
         let mut events_in_batch: HashMap<&str, &[InstanceId]> = HashMap::new();
-        let mut interactions: Vec<(&str, &Interaction)> = Vec::new();
+        let mut interactions: Vec<(&str, u64, &Interaction)> = Vec::new();
         let mut history_in_batch: HashSet<Vec<u8>> = HashSet::new();
         for write in writes {
             match write {
@@ -314,7 +329,7 @@ impl Store for SledStore {
                         keys::interaction(&event.customer_id, seq),
                         encode(interaction)?,
                     );
-                    interactions.push((&event.customer_id, interaction));
+                    interactions.push((&event.customer_id, seq, interaction));
                     applied.push(Applied::Done);
                 }
                 Write::Step(step) => {
@@ -342,7 +357,7 @@ impl Store for SledStore {
                     for note in &step.notes {
                         let seq = self.db.generate_id()?;
                         batch.insert(keys::interaction(&instance.customer_id, seq), encode(note)?);
-                        interactions.push((&instance.customer_id, note));
+                        interactions.push((&instance.customer_id, seq, note));
                     }
                     applied.push(Applied::Done);
                 }
@@ -351,8 +366,8 @@ impl Store for SledStore {
         self.db.apply_batch(batch)?;
         if !interactions.is_empty() {
             let mut cache = self.customer_cache();
-            for (customer, interaction) in interactions {
-                cache.append(customer, interaction);
+            for (customer, seq, interaction) in interactions {
+                cache.append(customer, seq, interaction);
             }
         }
         Ok(applied)
@@ -447,6 +462,47 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SledStore::open(dir.path(), &SledOptions::default()).expect("open");
         crate::store::suite::run(&store);
+    }
+
+    #[test]
+    fn an_interaction_read_from_sled_is_not_appended_to_the_cached_view_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SledStore::open(dir.path(), &SledOptions::default()).expect("open");
+        let interaction = Interaction {
+            at_ms: 1,
+            channel: "email".into(),
+            kind: "enquiry.received".into(),
+            text: "hello".into(),
+            details: RawValue::from_string("{}".into()).expect("JSON"),
+        };
+        // As apply does: the batch is visible in sled before the cache is
+        // told; a reader that missed the cache in between has read it.
+        let seq = store.db.generate_id().expect("id");
+        store
+            .db
+            .insert(
+                keys::interaction("c-1", seq),
+                encode(&interaction).expect("encode"),
+            )
+            .expect("insert");
+        assert_eq!(
+            store
+                .customer_view("c-1", 10)
+                .expect("view")
+                .interactions
+                .len(),
+            1
+        );
+        store.customer_cache().append("c-1", seq, &interaction);
+        assert_eq!(
+            store
+                .customer_view("c-1", 10)
+                .expect("view")
+                .interactions
+                .len(),
+            1,
+            "the interaction is in the view once"
+        );
     }
 
     #[test]
