@@ -95,16 +95,15 @@ fn peak_rss_mib() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Mean recorded duration of each step over the first `journeys`
-/// instances, in journey order.
-fn step_durations(store: &dyn Store, journeys: usize) -> anyhow::Result<Vec<(String, f64)>> {
-    let filter = crate::store::InstanceFilter {
-        limit: journeys,
-        ..Default::default()
-    };
+/// Mean recorded duration of each step over the given instances, in
+/// journey order.
+fn step_durations(
+    store: &dyn Store,
+    instances: &[InstanceId],
+) -> anyhow::Result<Vec<(String, f64)>> {
     let mut totals: Vec<(String, u64, u64)> = Vec::new();
-    for instance in store.instances(&filter)? {
-        for entry in store.history(instance.id)? {
+    for &instance in instances {
+        for entry in store.history(instance)? {
             if let crate::store::HistoryEntry::StepRan(step) = entry {
                 match totals.iter_mut().find(|(name, ..)| *name == step.step) {
                     Some((_, sum, count)) => {
@@ -319,7 +318,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 }
             }
             let (at, status) = rx.await.context("the runtime stopped")?;
-            anyhow::Ok((at.duration_since(accepted), status))
+            anyhow::Ok((id, at.duration_since(accepted), status))
         });
         if (n + 1) % progress_every == 0 {
             eprintln!(
@@ -331,9 +330,12 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     let mut latencies = Vec::with_capacity(args.journeys);
+    // In completion order: the last ones sample the steady state.
+    let mut finished_ids = Vec::with_capacity(args.journeys);
     let mut failed = 0usize;
     while let Some(result) = tasks.join_next().await {
-        let (latency, status) = result??;
+        let (id, latency, status) = result??;
+        finished_ids.push(id);
         if status != InstanceStatus::Completed {
             failed += 1;
         }
@@ -381,9 +383,11 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         cpu / elapsed.as_secs_f64(),
         std::thread::available_parallelism().map_or(1, |cores| cores.get()),
     );
-    let per_step = step_durations(&*store, 200)?;
+    let sampled = &finished_ids[finished_ids.len().saturating_sub(200)..];
+    let per_step = step_durations(&*store, sampled)?;
     println!(
-        "  sandbox time by step (mean of 200 journeys): {}",
+        "  sandbox time by step (mean of the last {} journeys to finish): {}",
+        sampled.len(),
         per_step
             .iter()
             .map(|(step, us)| format!("{step} {us:.0} µs"))

@@ -38,16 +38,14 @@ pub enum CommitError {
 /// durable commit, or wherever the failure is detected. Keep it short.
 pub type Then = Box<dyn FnOnce(Result<Applied, CommitError>) + Send>;
 
-type Reply = Then;
-
 struct Request {
     write: Write,
-    reply: Reply,
+    reply: Then,
 }
 
 /// A batch that is applied but not yet known durable.
 struct Applying {
-    replies: Vec<(Reply, Applied)>,
+    replies: Vec<(Then, Applied)>,
 }
 
 /// Counters of the commit path.
@@ -199,7 +197,7 @@ fn sync_batches(
     }
 }
 
-fn fail_all(replies: impl Iterator<Item = Reply>, error: store::Error) {
+fn fail_all(replies: impl Iterator<Item = Then>, error: store::Error) {
     let error = Arc::new(error);
     for reply in replies {
         reply(Err(CommitError::Store(error.clone())));
