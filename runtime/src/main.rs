@@ -1,5 +1,12 @@
 //! The `journeyd` binary: see [`journey_runtime::cli`].
 
+/// mimalloc instead of glibc's malloc: step workers, the committer and the
+/// store hand allocations between threads all the time, which glibc's
+/// per-thread arenas answer with heap trimming and the TLB shootdowns that
+/// come with it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     journey_runtime::cli::main()
 }

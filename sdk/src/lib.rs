@@ -370,11 +370,20 @@ impl Context {
         self.customer_with_history(20)
     }
 
-    /// The customer's profile and up to `max_interactions` (at most 100) of
-    /// their most recent interactions. The view is copied into the plugin
-    /// on every call, so ask for 0 when the profile is all you need.
+    /// The customer's profile and up to `max_interactions` of their most
+    /// recent interactions (the view covers their 100 most recent). The view
+    /// is copied into the plugin on every call, so ask for 0 when the
+    /// profile is all you need.
     pub fn customer_with_history(&self, max_interactions: u32) -> CustomerView {
-        let view = bindings::journey::plugin::customer::view(max_interactions);
+        self.customer_with_history_of(max_interactions, &[])
+    }
+
+    /// Like [`Context::customer_with_history`], with only the interactions
+    /// whose kind is one of `kinds` (every kind when empty): the host
+    /// filters, so only what the step reads is copied in.
+    pub fn customer_with_history_of(&self, max_interactions: u32, kinds: &[&str]) -> CustomerView {
+        let kinds: Vec<String> = kinds.iter().map(|kind| (*kind).to_owned()).collect();
+        let view = bindings::journey::plugin::customer::view(max_interactions, &kinds);
         CustomerView {
             id: view.id,
             profile: serde_json::from_str(&view.profile).unwrap_or_default(),

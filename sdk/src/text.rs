@@ -5,10 +5,19 @@ use std::collections::HashMap;
 
 /// Lower-case alphanumeric words of `text`, in order (apostrophes dropped).
 pub fn tokens(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric() && c != '\'')
-        .map(|word| word.replace('\'', "").to_lowercase())
-        .filter(|word| !word.is_empty())
-        .collect()
+    let mut tokens = Vec::new();
+    let mut word = String::new();
+    for c in text.chars() {
+        if c.is_alphanumeric() {
+            word.extend(c.to_lowercase());
+        } else if c != '\'' && !word.is_empty() {
+            tokens.push(std::mem::take(&mut word));
+        }
+    }
+    if !word.is_empty() {
+        tokens.push(word);
+    }
+    tokens
 }
 
 /// Word counts of `text`.

@@ -22,6 +22,17 @@ struct Resolved {
     reply: String,
 }
 
+/// Resolved enquiries of the customer's own that are compared with a new one.
+const RESOLVED_LOOKBACK: u32 = 20;
+/// Interactions attached to the hand-over, most recent first.
+const RECENT_INTERACTIONS: u32 = 10;
+
+/// The details `resolve` notes with an `enquiry.resolved` interaction.
+#[derive(Deserialize)]
+struct ResolvedDetails {
+    reply: String,
+}
+
 #[derive(Deserialize)]
 struct Config {
     teams: HashMap<String, String>,
@@ -99,22 +110,18 @@ impl Step for HandoverStep {
             ));
         };
         // Its own resolved enquiries are the best source of suggested replies.
-        let customer = ctx.customer_with_history(100);
-        let history: Vec<(String, String)> = customer
+        let resolved = ctx.customer_with_history_of(RESOLVED_LOOKBACK, &["enquiry.resolved"]);
+        let history: Vec<(&str, String)> = resolved
             .interactions
             .iter()
-            .filter(|interaction| interaction.kind == "enquiry.resolved")
             .filter_map(|interaction| {
-                let details: serde_json::Value = serde_json::from_str(&interaction.details).ok()?;
-                Some((
-                    interaction.text.clone(),
-                    details["reply"].as_str()?.to_owned(),
-                ))
+                let details: ResolvedDetails = serde_json::from_str(&interaction.details).ok()?;
+                Some((interaction.text.as_str(), details.reply))
             })
             .collect();
         let candidates = history
             .iter()
-            .map(|(text, reply)| (text.as_str(), reply.as_str()))
+            .map(|(text, reply)| (*text, reply.as_str()))
             .chain(
                 config
                     .playbook
@@ -131,11 +138,11 @@ impl Step for HandoverStep {
             similarity: (similarity * 1000.0).round() / 1000.0,
             similar_to: similar_to.to_owned(),
         };
+        let customer = ctx.customer_with_history(RECENT_INTERACTIONS);
         let recent: Vec<_> = customer
             .interactions
             .iter()
             .rev()
-            .take(10)
             .map(|interaction| json!({ "at_ms": interaction.at_ms, "channel": interaction.channel, "kind": interaction.kind, "text": interaction.text }))
             .collect();
         let mut message = Message::new(

@@ -34,6 +34,7 @@ use serde_json::json;
 use crate::executor::{self, IncomingEvent, Runtime};
 use crate::store::{
     HistoryEntry, Instance, InstanceFilter, InstanceId, InstanceStatus, OutboxMessage,
+    VIEW_INTERACTIONS,
 };
 
 /// Largest event body accepted.
@@ -228,7 +229,11 @@ async fn get_customer(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<crate::store::CustomerView>> {
-    Ok(Json(state.runtime.store().customer_view(&id, 100)?))
+    Ok(Json(state.runtime.store().customer_view(
+        &id,
+        VIEW_INTERACTIONS,
+        &[],
+    )?))
 }
 
 #[derive(Deserialize)]

@@ -29,8 +29,8 @@ use crate::host::{self, Host, LoadError, StepFailure, StepRequest};
 use crate::journey::{self, Journey, PluginRef, Target};
 use crate::store::{
     self, Applied, EventRecord, HistoryEntry, IngestCommit, Instance, InstanceId, InstanceStatus,
-    Interaction, LogLine, OutboxMessage, PluginRecord, StepCommit, StepOutcome, StepRecord, Store,
-    Write,
+    Interaction, LogLine, OutboxMessage, PluginRecord, StateChanges, StepCommit, StepOutcome,
+    StepRecord, Store, Write,
 };
 
 pub use self::committer::{CommitError, Committer};
@@ -440,11 +440,11 @@ impl Runtime {
         let wit_event = Arc::new(wit_event(&record));
         let applied = self
             .committer
-            .submit(Write::Ingest(Box::new(IngestCommit {
-                event: record,
-                instances: instances.clone(),
+            .submit(Write::Ingest(Box::new(IngestCommit::new(
+                &record,
+                &instances,
                 interaction,
-            })))
+            )?)))
             .await?;
         match applied {
             Applied::DuplicateEvent { started } => Ok(Receipt {
@@ -680,9 +680,6 @@ impl Runtime {
         started_ms: u64,
         run: host::StepRun,
     ) -> (StepCommit, Vec<host::MetricSample>) {
-        let mut next = instance.clone();
-        next.history_len += 1;
-        next.updated_at_ms = self.clock.now_ms();
         let duration_us = run.duration.as_micros() as u64;
         self.step_stats
             .steps
@@ -699,38 +696,12 @@ impl Runtime {
             }
             Err(failure) => Err(failure.to_string()),
         };
-        let (outcome, effects) = match decided {
-            Ok((outcome, state, effects)) => {
-                if let Some(state) = state {
-                    next.state = state;
-                }
-                (outcome, effects)
-            }
+        let (outcome, new_state, effects) = match decided {
+            Ok(decided) => decided,
             // A failed attempt's effects came from an unfinished step:
             // none of them are committed.
-            Err(reason) => (StepOutcome::Fail { reason }, host::Effects::default()),
+            Err(reason) => (StepOutcome::Fail { reason }, None, host::Effects::default()),
         };
-        match &outcome {
-            StepOutcome::Goto { target, .. } => {
-                match journey.and_then(|journey| journey.step(target)) {
-                    Some(_) => next.current_step = Some(target.clone()),
-                    None => {
-                        next.current_step = None;
-                        next.status = InstanceStatus::Completed;
-                        next.terminal = Some(target.clone());
-                    }
-                }
-            }
-            StepOutcome::Complete => {
-                next.current_step = None;
-                next.status = InstanceStatus::Completed;
-            }
-            StepOutcome::Fail { reason } => {
-                next.current_step = None;
-                next.status = InstanceStatus::Failed;
-                next.failure = Some(format!("step `{step}`: {reason}"));
-            }
-        }
         metrics::counter!("journeyd_steps_total", "outcome" => outcome_label(&outcome))
             .increment(1);
 
@@ -771,11 +742,17 @@ impl Runtime {
                     .unwrap_or_else(|_| raw_json("null".to_owned())),
             })
             .collect();
+        let state = match &new_state {
+            Some(new_state) => {
+                StateChanges::between(&object(instance.state.get()), object(new_state.get()))
+            }
+            None => StateChanges::default(),
+        };
         let (plugin_name, plugin_version, digest) = match plugin {
             Some(record) => (record.name, record.version, record.digest),
             None => (String::new(), 0, String::new()),
         };
-        let entry = HistoryEntry::StepRan(Box::new(StepRecord {
+        let record = StepRecord {
             at_ms: started_ms,
             step: step.to_owned(),
             plugin: plugin_name,
@@ -783,8 +760,7 @@ impl Runtime {
             digest,
             attempt,
             idempotency_key,
-            input_state: serde_json::from_str(instance.state.get())
-                .expect("instance state is JSON the host checked"),
+            state,
             outcome,
             duration_us,
             messages: messages.iter().map(|message| message.id.clone()).collect(),
@@ -795,16 +771,18 @@ impl Runtime {
                     message: line.message,
                 })
                 .collect(),
-        }));
-        (
-            StepCommit {
-                instance: next,
-                entry,
-                messages,
-                notes,
-            },
-            metrics,
-        )
+        };
+        let mut next = instance.clone();
+        next.advance(&record, |target| {
+            journey.is_some_and(|journey| journey.step(target).is_some())
+        });
+        if let Some(new_state) = new_state {
+            next.state = new_state;
+        }
+        let entry = HistoryEntry::StepRan(Box::new(record));
+        let commit = StepCommit::new(next, &entry, &messages, notes)
+            .expect("step records are plain data that always encode as JSON");
+        (commit, metrics)
     }
 }
 
@@ -817,8 +795,8 @@ fn decide(
 ) -> Result<(StepOutcome, Option<Box<RawValue>>), String> {
     let state = match output.state {
         None => None,
-        Some(text) => match serde_json::from_str::<Box<RawValue>>(&text) {
-            Ok(raw) if raw.get().trim_start().starts_with('{') => Some(raw),
+        Some(text) => match RawValue::from_string(text) {
+            Ok(state) if state.get().trim_start().starts_with('{') => Some(state),
             _ => return Err("plugin returned a state that is not a JSON object".into()),
         },
     };
@@ -846,6 +824,12 @@ fn decide(
         }
     };
     Ok((outcome, state))
+}
+
+/// Instance state as a map. It is always a JSON object: [`decide`]
+/// checks what plugins return before it is recorded.
+fn object(state: &str) -> serde_json::Map<String, serde_json::Value> {
+    serde_json::from_str(state).unwrap_or_default()
 }
 
 fn failed_run(reason: String) -> host::StepRun {

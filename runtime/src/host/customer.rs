@@ -3,14 +3,13 @@
 
 use std::sync::Arc;
 
+use serde_json::value::RawValue;
 use wasmtime::component::{HasSelf, Linker};
 
 use super::StepState;
 use super::bindings::journey::plugin::customer::{self, CustomerView, Interaction};
 use crate::store::Store;
 
-/// Most interactions a view may include.
-const MAX_VIEW_INTERACTIONS: u32 = 100;
 /// Notes one step may add.
 const MAX_NOTES: usize = 16;
 
@@ -52,16 +51,21 @@ impl CustomerCapability {
 }
 
 impl customer::Host for CustomerCapability {
-    fn view(&mut self, max_interactions: u32) -> wasmtime::Result<CustomerView> {
+    fn view(
+        &mut self,
+        max_interactions: u32,
+        kinds: Vec<String>,
+    ) -> wasmtime::Result<CustomerView> {
         // A store failure is the host's fault, not the plugin's: trap, so
         // the step fails without committing and is retried on restart.
         let view = self.source.store.customer_view(
             &self.source.customer_id,
-            max_interactions.min(MAX_VIEW_INTERACTIONS) as usize,
+            max_interactions as usize,
+            &kinds,
         )?;
         Ok(CustomerView {
             id: view.id,
-            profile: view.profile.get().to_owned(),
+            profile: json_text(view.profile),
             interactions: view
                 .interactions
                 .into_iter()
@@ -70,7 +74,7 @@ impl customer::Host for CustomerCapability {
                     channel: interaction.channel,
                     kind: interaction.kind,
                     text: interaction.text,
-                    details: interaction.details.get().to_owned(),
+                    details: json_text(interaction.details),
                 })
                 .collect(),
         })
@@ -90,6 +94,11 @@ impl customer::Host for CustomerCapability {
             });
         }
     }
+}
+
+/// Raw JSON as the plugin's `json` text, without copying it.
+fn json_text(raw: Box<RawValue>) -> String {
+    Box::<str>::from(raw).into()
 }
 
 pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {

@@ -241,6 +241,11 @@ impl Host {
             .epoch_interruption(true)
             .memory_init_cow(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        // `JOURNEYD_PERF_MAP=1` writes /tmp/perf-PID.map so `perf report`
+        // names the functions of plugin code.
+        if std::env::var_os("JOURNEYD_PERF_MAP").is_some_and(|value| value == "1") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)?;
 
         let mut linker = Linker::new(&engine);

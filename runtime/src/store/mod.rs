@@ -3,11 +3,19 @@
 //! [`Store`] is everything the runtime asks of a storage backend: plugins and
 //! journey definitions (versioned), customers, and the journal of events,
 //! instances, history and outbox. The write path that matters is
-//! [`Store::commit`]: it applies many [`Write`]s as one atomic unit and makes
-//! them durable before returning, so the executor can group-commit many
-//! concurrent steps with one flush. Nothing outside this module knows how a
-//! backend lays out its keys; `sled.rs` is the embedded default and a later
-//! PostgreSQL backend implements the same trait.
+//! [`Store::apply`] + [`Store::sync`]: many [`Write`]s applied as one atomic
+//! unit, then made durable with one flush, so the executor can group-commit
+//! many concurrent steps. Nothing outside this module knows how a backend
+//! lays out its keys; `sled.rs` is the embedded default.
+//!
+//! Records are JSON documents in every backend. A [`Write`] carries them
+//! already encoded (its constructor encodes on the caller's thread), so the
+//! one thread that applies batches only moves bytes.
+//!
+//! An instance is its record plus its history: the record is written when
+//! the instance starts and again when it stops running, and each step in
+//! between appends only its history entry, from which the instance's
+//! position and state follow ([`Instance::advance`]).
 
 pub mod keys;
 pub mod sled;
@@ -161,6 +169,34 @@ impl Instance {
     pub fn idempotency_key(&self) -> String {
         format!("{}/{}", self.id, self.history_len)
     }
+
+    /// Move a running instance past one step entry: the next history slot
+    /// and where the step's outcome leads (its state changes are the
+    /// caller's). A `goto` target for which `is_step` is false is a
+    /// terminal state, which completes the instance.
+    pub fn advance(&mut self, step: &StepRecord, is_step: impl Fn(&str) -> bool) {
+        self.history_len += 1;
+        self.updated_at_ms = step.at_ms + step.duration_us / 1000;
+        match &step.outcome {
+            StepOutcome::Goto { target, .. } if is_step(target) => {
+                self.current_step = Some(target.clone());
+            }
+            StepOutcome::Goto { target, .. } => {
+                self.current_step = None;
+                self.status = InstanceStatus::Completed;
+                self.terminal = Some(target.clone());
+            }
+            StepOutcome::Complete => {
+                self.current_step = None;
+                self.status = InstanceStatus::Completed;
+            }
+            StepOutcome::Fail { reason } => {
+                self.current_step = None;
+                self.status = InstanceStatus::Failed;
+                self.failure = Some(format!("step `{}`: {reason}", step.step));
+            }
+        }
+    }
 }
 
 /// One plugin log line kept with a step's history entry.
@@ -226,10 +262,14 @@ pub struct StepRecord {
     pub attempt: u32,
     /// The idempotency key the step saw.
     pub idempotency_key: String,
-    /// The instance state the step was given. A parsed value, not raw
-    /// text: history entries are internally tagged, which serde cannot
-    /// combine with raw JSON.
-    pub input_state: serde_json::Value,
+    /// How the step changed the instance state (top-level keys).
+    /// Replaying the changes of the entries before a step gives the state
+    /// that step was given, so with the trigger event, the journey
+    /// version's step config and the attempt and idempotency key above,
+    /// the entry records the step's whole input without copying the state
+    /// into every entry.
+    #[serde(default, skip_serializing_if = "StateChanges::is_empty")]
+    pub state: StateChanges,
     /// How it ended.
     pub outcome: StepOutcome,
     /// Wall time of instantiate + run, microseconds.
@@ -238,6 +278,51 @@ pub struct StepRecord {
     pub messages: Vec<String>,
     /// Plugin log lines (bounded).
     pub logs: Vec<LogLine>,
+}
+
+/// The top-level keys of the instance state a step set or removed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StateChanges {
+    /// Keys the step set, with their new values.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub set: serde_json::Map<String, serde_json::Value>,
+    /// Keys the step removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
+}
+
+impl StateChanges {
+    /// What turns state `before` into state `after`.
+    pub fn between(
+        before: &serde_json::Map<String, serde_json::Value>,
+        after: serde_json::Map<String, serde_json::Value>,
+    ) -> Self {
+        let removed = before
+            .keys()
+            .filter(|key| !after.contains_key(*key))
+            .cloned()
+            .collect();
+        let set = after
+            .into_iter()
+            .filter(|(key, value)| before.get(key) != Some(value))
+            .collect();
+        StateChanges { set, removed }
+    }
+
+    /// Whether the step left the state as it was.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.removed.is_empty()
+    }
+
+    /// Apply the changes to `state`.
+    pub fn apply_to(&self, state: &mut serde_json::Map<String, serde_json::Value>) {
+        for key in &self.removed {
+            state.remove(key);
+        }
+        for (key, value) in &self.set {
+            state.insert(key.clone(), value.clone());
+        }
+    }
 }
 
 impl HistoryEntry {
@@ -291,6 +376,9 @@ pub struct Interaction {
     pub details: Box<RawValue>,
 }
 
+/// How many of a customer's most recent interactions their view covers.
+pub const VIEW_INTERACTIONS: usize = 100;
+
 /// Profile plus interaction history of one customer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CustomerView {
@@ -302,30 +390,134 @@ pub struct CustomerView {
     pub interactions: Vec<Interaction>,
 }
 
-/// A step's effects, committed atomically.
+/// An interaction and its encoded record.
+#[derive(Debug, Clone)]
+pub struct EncodedInteraction {
+    /// The interaction (a caching backend keeps it).
+    pub interaction: Interaction,
+    /// Its JSON record.
+    pub bytes: Vec<u8>,
+}
+
+impl EncodedInteraction {
+    fn new(interaction: Interaction) -> Result<Self> {
+        let bytes = encode(&interaction)?;
+        Ok(EncodedInteraction { interaction, bytes })
+    }
+}
+
+/// A step's effects, committed atomically, encoded by [`StepCommit::new`].
 #[derive(Debug, Clone)]
 pub struct StepCommit {
     /// The instance after the step (state, position, status, `history_len`
-    /// already advanced past `entry`).
+    /// already advanced past the entry).
     pub instance: Instance,
+    /// The instance record, present when the step finished the instance:
+    /// a running instance's record is not rewritten per step.
+    pub instance_record: Option<Vec<u8>>,
     /// The history entry, written at `instance.history_len - 1`.
-    pub entry: HistoryEntry,
-    /// Messages for the outbox.
-    pub messages: Vec<OutboxMessage>,
+    pub entry: Vec<u8>,
+    /// Outbox message records, in send order.
+    pub messages: Vec<Vec<u8>>,
     /// Interactions to add to the customer's history.
-    pub notes: Vec<Interaction>,
+    pub notes: Vec<EncodedInteraction>,
 }
 
-/// An accepted event and the instances it starts (each with its first
-/// history entry written at sequence 0), committed atomically.
+impl StepCommit {
+    /// Encode a step's effects. `instance` is the instance after the step.
+    pub fn new(
+        instance: Instance,
+        entry: &HistoryEntry,
+        messages: &[OutboxMessage],
+        notes: Vec<Interaction>,
+    ) -> Result<Self> {
+        let instance_record = match instance.status {
+            InstanceStatus::Running => None,
+            InstanceStatus::Completed | InstanceStatus::Failed => Some(encode(&instance)?),
+        };
+        Ok(StepCommit {
+            instance_record,
+            entry: encode(entry)?,
+            messages: messages.iter().map(encode).collect::<Result<_>>()?,
+            notes: notes
+                .into_iter()
+                .map(EncodedInteraction::new)
+                .collect::<Result<_>>()?,
+            instance,
+        })
+    }
+
+    /// The history slot this step fills.
+    pub fn seq(&self) -> u32 {
+        self.instance.history_len.saturating_sub(1)
+    }
+}
+
+/// An instance an event starts, with its encoded record.
+#[derive(Debug, Clone)]
+pub struct StartedInstance {
+    /// Its id.
+    pub id: InstanceId,
+    /// Its journey.
+    pub journey: String,
+    /// Its correlation value (indexed).
+    pub correlation: String,
+    /// The instance record.
+    pub record: Vec<u8>,
+}
+
+/// An accepted event and the instances it starts, committed atomically,
+/// encoded by [`IngestCommit::new`]. An instance's history begins with the
+/// event that started it: that first entry is not stored but derived from
+/// the instance and event records.
 #[derive(Debug, Clone)]
 pub struct IngestCommit {
-    /// The event.
-    pub event: EventRecord,
-    /// New instances.
-    pub instances: Vec<Instance>,
+    /// The event id (one record per id).
+    pub event_id: String,
+    /// The customer the event is about.
+    pub customer_id: String,
+    /// The instances it starts, as recorded in the event record.
+    pub started: Vec<InstanceId>,
+    /// The event record.
+    pub event: Vec<u8>,
+    /// The new instances.
+    pub instances: Vec<StartedInstance>,
     /// The interaction this event adds to the customer's history.
-    pub interaction: Interaction,
+    pub interaction: EncodedInteraction,
+}
+
+impl IngestCommit {
+    /// Encode an accepted event, the instances it starts and the
+    /// interaction it adds to its customer's history.
+    pub fn new(
+        event: &EventRecord,
+        instances: &[Instance],
+        interaction: Interaction,
+    ) -> Result<Self> {
+        Ok(IngestCommit {
+            event_id: event.id.clone(),
+            customer_id: event.customer_id.clone(),
+            started: event.started.clone(),
+            event: encode(event)?,
+            instances: instances
+                .iter()
+                .map(|instance| {
+                    Ok(StartedInstance {
+                        id: instance.id,
+                        journey: instance.journey.clone(),
+                        correlation: instance.correlation.clone(),
+                        record: encode(instance)?,
+                    })
+                })
+                .collect::<Result<_>>()?,
+            interaction: EncodedInteraction::new(interaction)?,
+        })
+    }
+}
+
+/// Encode a record.
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(Error::Encode)
 }
 
 /// One unit of the journal write path.
@@ -397,9 +589,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Create or replace a customer's profile.
     fn put_customer(&self, id: &str, profile: &serde_json::Value) -> Result<()>;
-    /// The customer's profile and up to `limit` most recent interactions.
-    /// A customer nobody upserted has an empty profile.
-    fn customer_view(&self, id: &str, limit: usize) -> Result<CustomerView>;
+    /// The customer's profile and, of their [`VIEW_INTERACTIONS`] most
+    /// recent interactions, the most recent `limit` whose kind is in `kinds`
+    /// (any kind when `kinds` is empty). A customer nobody upserted has an
+    /// empty profile.
+    fn customer_view(&self, id: &str, limit: usize, kinds: &[String]) -> Result<CustomerView>;
 
     /// Apply `writes` as one atomic unit, returning one [`Applied`] per
     /// write, in order. Duplicate events and stale steps are skipped (not
@@ -478,26 +672,43 @@ pub(crate) mod suite {
 
     fn ingest(id: u64, customer: &str) -> Write {
         let instance = instance(id, customer);
-        Write::Ingest(Box::new(IngestCommit {
-            event: EventRecord {
-                id: instance.trigger_event_id.clone(),
-                kind: "enquiry.received".into(),
-                customer_id: customer.into(),
-                data: raw(r#"{"enquiry_id":"q"}"#),
-                received_at_ms: 1,
-                started: vec![instance.id],
-            },
-            instances: vec![instance],
-            interaction: interaction("enquiry.received", "hello"),
-        }))
+        let event = EventRecord {
+            id: instance.trigger_event_id.clone(),
+            kind: "enquiry.received".into(),
+            customer_id: customer.into(),
+            data: raw(r#"{"enquiry_id":"q"}"#),
+            received_at_ms: 1,
+            started: vec![instance.id],
+        };
+        Write::Ingest(Box::new(
+            IngestCommit::new(
+                &event,
+                &[instance],
+                interaction("enquiry.received", "hello"),
+            )
+            .expect("encode"),
+        ))
     }
 
-    fn step(id: u64, customer: &str, notes: Vec<Interaction>) -> Write {
+    /// The step that writes history slot `seq` of instance `id`: it goes
+    /// on to `classify`, or completes the instance when `last`.
+    fn step(id: u64, customer: &str, seq: u32, last: bool, notes: Vec<Interaction>) -> Write {
         let mut next = instance(id, customer);
-        next.history_len = 2;
-        next.status = InstanceStatus::Completed;
-        next.current_step = None;
-        next.state = raw(r#"{"done":true}"#);
+        next.history_len = seq;
+        let key = next.idempotency_key();
+        next.history_len = seq + 1;
+        next.state = raw(&format!(r#"{{"seq":{seq}}}"#));
+        let outcome = if last {
+            next.status = InstanceStatus::Completed;
+            next.current_step = None;
+            StepOutcome::Complete
+        } else {
+            next.current_step = Some("classify".into());
+            StepOutcome::Goto {
+                transition: "sent".into(),
+                target: "classify".into(),
+            }
+        };
         let entry = HistoryEntry::StepRan(Box::new(StepRecord {
             at_ms: 2,
             step: "acknowledge".into(),
@@ -505,15 +716,21 @@ pub(crate) mod suite {
             plugin_version: 1,
             digest: "d".into(),
             attempt: 1,
-            idempotency_key: next.idempotency_key(),
-            input_state: json!({}),
-            outcome: StepOutcome::Complete,
+            idempotency_key: key,
+            state: StateChanges {
+                set: json!({ "seq": seq })
+                    .as_object()
+                    .cloned()
+                    .expect("an object"),
+                removed: vec![],
+            },
+            outcome,
             duration_us: 5,
-            messages: vec![format!("i-{id}/1/m0")],
+            messages: vec![format!("i-{id}/{seq}/m0")],
             logs: vec![],
         }));
         let message = OutboxMessage {
-            id: format!("i-{id}/1/m0"),
+            id: format!("i-{id}/{seq}/m0"),
             instance_id: InstanceId(id),
             step: "acknowledge".into(),
             customer_id: customer.into(),
@@ -524,12 +741,9 @@ pub(crate) mod suite {
             metadata: raw("{}"),
             queued_at_ms: 2,
         };
-        Write::Step(Box::new(StepCommit {
-            instance: next,
-            entry,
-            messages: vec![message],
-            notes,
-        }))
+        Write::Step(Box::new(
+            StepCommit::new(next, &entry, &[message], notes).expect("encode"),
+        ))
     }
 
     /// Run every check on `store`, which must be empty.
@@ -576,20 +790,54 @@ pub(crate) mod suite {
     }
 
     fn a_step_commits_once_with_its_effects(store: &dyn Store) {
-        let applied = store.commit(&[step(1, "c-1", vec![])]).expect("commit");
+        let applied = store
+            .commit(&[step(1, "c-1", 1, false, vec![])])
+            .expect("commit");
         assert_eq!(applied, [Applied::Done]);
-        let stale = store.commit(&[step(1, "c-1", vec![])]).expect("commit");
+        let stale = store
+            .commit(&[step(1, "c-1", 1, false, vec![])])
+            .expect("commit");
         assert_eq!(stale, [Applied::StaleStep], "the history slot is taken");
+        let running = store
+            .instance(InstanceId(1))
+            .expect("read")
+            .expect("exists");
+        assert_eq!(
+            (running.status, running.current_step.as_deref()),
+            (InstanceStatus::Running, Some("classify")),
+            "a running instance reads as of its last step"
+        );
+        assert_eq!(
+            (running.history_len, running.state.get()),
+            (2, r#"{"seq":1}"#)
+        );
+        assert_eq!(
+            store.running_instances().expect("running")[0]
+                .current_step
+                .as_deref(),
+            Some("classify"),
+            "a resumed instance continues where it was"
+        );
+
+        store
+            .commit(&[step(1, "c-1", 2, true, vec![])])
+            .expect("commit");
         let instance = store
             .instance(InstanceId(1))
             .expect("read")
             .expect("exists");
         assert_eq!(instance.status, InstanceStatus::Completed);
-        assert_eq!(instance.state.get(), r#"{"done":true}"#);
-        assert_eq!(store.history(InstanceId(1)).expect("history").len(), 2);
+        assert_eq!(instance.state.get(), r#"{"seq":2}"#);
+        let history = store.history(InstanceId(1)).expect("history");
+        assert_eq!(history.len(), 3);
+        assert!(
+            matches!(&history[0], HistoryEntry::EventReceived { event_id, kind, .. }
+                if event_id == "evt-1" && kind == "enquiry.received"),
+            "history starts with the event: {history:?}"
+        );
         assert_eq!(
             store.outbox(Some(InstanceId(1)), 10).expect("outbox").len(),
-            1
+            2
         );
         assert!(
             store.running_instances().expect("running").is_empty(),
@@ -602,20 +850,22 @@ pub(crate) mod suite {
             .put_customer("c-2", &json!({"name": "Ada"}))
             .expect("put");
         // Read once so a caching backend holds the view, then write more.
-        let first = store.customer_view("c-2", 10).expect("view");
+        let first = store.customer_view("c-2", 10, &[]).expect("view");
         assert!(first.interactions.is_empty());
         store.commit(&[ingest(2, "c-2")]).expect("commit");
         store
             .commit(&[step(
                 2,
                 "c-2",
+                1,
+                true,
                 vec![interaction("enquiry.resolved", "fixed")],
             )])
             .expect("commit");
         store
             .put_customer("c-2", &json!({"name": "Ada L."}))
             .expect("put");
-        let view = store.customer_view("c-2", 10).expect("view");
+        let view = store.customer_view("c-2", 10, &[]).expect("view");
         assert_eq!(view.profile.get(), r#"{"name":"Ada L."}"#);
         let kinds: Vec<&str> = view.interactions.iter().map(|i| i.kind.as_str()).collect();
         assert_eq!(
@@ -623,15 +873,20 @@ pub(crate) mod suite {
             ["enquiry.received", "enquiry.resolved"],
             "oldest first"
         );
-        let last = store.customer_view("c-2", 1).expect("view");
+        let last = store.customer_view("c-2", 1, &[]).expect("view");
         assert_eq!(last.interactions.len(), 1);
         assert_eq!(
             last.interactions[0].kind, "enquiry.resolved",
             "the most recent"
         );
-        let none = store.customer_view("c-2", 0).expect("view");
+        let resolved = store
+            .customer_view("c-2", 10, &["enquiry.resolved".to_owned()])
+            .expect("view");
+        assert_eq!(resolved.interactions.len(), 1, "only the kinds asked for");
+        assert_eq!(resolved.interactions[0].text, "fixed");
+        let none = store.customer_view("c-2", 0, &[]).expect("view");
         assert!(none.interactions.is_empty());
-        let unknown = store.customer_view("nobody", 10).expect("view");
+        let unknown = store.customer_view("nobody", 10, &[]).expect("view");
         assert_eq!(unknown.profile.get(), "{}");
     }
 
@@ -648,5 +903,32 @@ pub(crate) mod suite {
         let v1 = store.put_journey("enquiry", "a", 1).expect("deploy");
         let v2 = store.put_journey("enquiry", "b", 2).expect("deploy");
         assert_eq!((v1.version, v2.version), (1, 2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn object(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        value.as_object().cloned().expect("an object")
+    }
+
+    #[test]
+    fn state_changes_record_only_what_a_step_changed_and_replay_to_its_state() {
+        let before = object(json!({ "kept": 1, "changed": "a", "dropped": true }));
+        let after = object(json!({ "kept": 1, "changed": "b", "added": [1, 2] }));
+        let changes = StateChanges::between(&before, after.clone());
+        assert_eq!(
+            changes.set,
+            object(json!({ "changed": "b", "added": [1, 2] }))
+        );
+        assert_eq!(changes.removed, ["dropped"]);
+        let mut replayed = before.clone();
+        changes.apply_to(&mut replayed);
+        assert_eq!(replayed, after);
+        assert!(StateChanges::between(&after, after.clone()).is_empty());
     }
 }

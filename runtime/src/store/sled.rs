@@ -1,7 +1,7 @@
 //! The embedded sled backend of [`Store`].
 //!
 //! All journal records (events, instances, history, outbox, correlation
-//! index, customers) live in sled's default tree, so one [`sled::Batch`]
+//! index, running index, customers) live in sled's default tree, so one [`sled::Batch`]
 //! applies a whole group commit atomically; component bytes live in a
 //! separate `blobs` tree because they are large and written rarely.
 //! sled's own periodic flush is turned off: every write method ends with an
@@ -10,14 +10,13 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use super::{
-    Applied, CustomerView, Error, EventRecord, HistoryEntry, IngestCommit, Instance,
-    InstanceFilter, InstanceId, InstanceStatus, Interaction, JourneyRecord, OutboxMessage,
-    PluginRecord, Result, Store, Write, keys,
+    Applied, CustomerView, Error, EventRecord, HistoryEntry, Instance, InstanceFilter, InstanceId,
+    InstanceStatus, Interaction, JourneyRecord, OutboxMessage, PluginRecord, Result, Store,
+    VIEW_INTERACTIONS, Write, encode, keys,
 };
 
 /// Tuning for the sled backend.
@@ -39,9 +38,6 @@ impl Default for SledOptions {
         }
     }
 }
-
-/// Interactions kept per cached customer view; longer views bypass the cache.
-const CACHED_INTERACTIONS: usize = 100;
 
 /// Customer views in memory. Every step reads its customer's view, and a
 /// sled read waits behind the group commit's batch and flush, so the views
@@ -78,7 +74,7 @@ impl CustomerCache {
             cached.newest = seq;
             let interactions = &mut cached.view.interactions;
             interactions.push(interaction.clone());
-            let excess = interactions.len().saturating_sub(CACHED_INTERACTIONS);
+            let excess = interactions.len().saturating_sub(VIEW_INTERACTIONS);
             interactions.drain(..excess);
         }
     }
@@ -162,13 +158,46 @@ impl SledStore {
             .collect()
     }
 
+    /// A stored instance record brought up to date: a running instance's
+    /// record is as of its start, so its step entries are folded onto it
+    /// (every entry's target is a step: the entry that finishes an
+    /// instance is written together with its final record).
+    fn current(&self, mut instance: Instance) -> Result<Instance> {
+        if instance.status != InstanceStatus::Running {
+            return Ok(instance);
+        }
+        let record_key = keys::instance(instance.id);
+        let mut state: Option<serde_json::Map<String, serde_json::Value>> = None;
+        let prefix = keys::history_of(instance.id);
+        for item in self
+            .db
+            .range(keys::history(instance.id, instance.history_len)..)
+            .take_while(|item| {
+                item.as_ref()
+                    .map_or(true, |(key, _)| key.starts_with(&prefix))
+            })
+        {
+            let (key, bytes) = item?;
+            if let HistoryEntry::StepRan(step) = decode::<HistoryEntry>(&key, &bytes)? {
+                instance.advance(&step, |_| true);
+                if !step.state.is_empty() {
+                    let state = match &mut state {
+                        Some(state) => state,
+                        None => state.insert(decode(&record_key, instance.state.get().as_bytes())?),
+                    };
+                    step.state.apply_to(state);
+                }
+            }
+        }
+        if let Some(state) = state {
+            instance.state = serde_json::value::to_raw_value(&state).map_err(Error::Encode)?;
+        }
+        Ok(instance)
+    }
+
     fn latest_version(&self, prefix: &[u8]) -> Result<Option<(sled::IVec, sled::IVec)>> {
         Ok(self.db.scan_prefix(prefix).next_back().transpose()?)
     }
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(Error::Encode)
 }
 
 fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T> {
@@ -258,22 +287,27 @@ impl Store for SledStore {
         Ok(())
     }
 
-    fn customer_view(&self, id: &str, limit: usize) -> Result<CustomerView> {
-        if limit > CACHED_INTERACTIONS {
-            return Ok(self.read_customer_view(id, limit)?.view);
-        }
+    fn customer_view(&self, id: &str, limit: usize, kinds: &[String]) -> Result<CustomerView> {
         let mut cache = self.customer_cache();
         if !cache.views.contains_key(id) {
-            let cached = self.read_customer_view(id, CACHED_INTERACTIONS)?;
+            let cached = self.read_customer_view(id, VIEW_INTERACTIONS)?;
             cache.insert(cached);
         }
         let cached = &cache.views[id].view;
         // Copy only what was asked for: views are read on every step.
-        let from = cached.interactions.len().saturating_sub(limit);
+        let mut interactions: Vec<Interaction> = cached
+            .interactions
+            .iter()
+            .rev()
+            .filter(|interaction| kinds.is_empty() || kinds.contains(&interaction.kind))
+            .take(limit)
+            .cloned()
+            .collect();
+        interactions.reverse();
         Ok(CustomerView {
             id: cached.id.clone(),
             profile: cached.profile.clone(),
-            interactions: cached.interactions[from..].to_vec(),
+            interactions,
         })
     }
 
@@ -282,32 +316,29 @@ impl Store for SledStore {
         let mut applied = Vec::with_capacity(writes.len());
         // Writes earlier in this batch are not visible to `get` yet.
         let mut events_in_batch: HashMap<&str, &[InstanceId]> = HashMap::new();
+        let mut history_in_batch: HashSet<(InstanceId, u32)> = HashSet::new();
         let mut interactions: Vec<(&str, u64, &Interaction)> = Vec::new();
-        let mut history_in_batch: HashSet<Vec<u8>> = HashSet::new();
         for write in writes {
             match write {
                 Write::Ingest(ingest) => {
-                    let IngestCommit {
-                        event,
-                        instances,
-                        interaction,
-                    } = &**ingest;
-                    if let Some(started) = events_in_batch.get(event.id.as_str()) {
+                    if let Some(started) = events_in_batch.get(ingest.event_id.as_str()) {
                         applied.push(Applied::DuplicateEvent {
                             started: started.to_vec(),
                         });
                         continue;
                     }
-                    if let Some(earlier) = self.get::<EventRecord>(&keys::event(&event.id))? {
+                    if let Some(earlier) =
+                        self.get::<EventRecord>(&keys::event(&ingest.event_id))?
+                    {
                         applied.push(Applied::DuplicateEvent {
                             started: earlier.started,
                         });
                         continue;
                     }
-                    events_in_batch.insert(&event.id, &event.started);
-                    batch.insert(keys::event(&event.id), encode(event)?);
-                    for instance in instances {
-                        batch.insert(keys::instance(instance.id), encode(instance)?);
+                    events_in_batch.insert(&ingest.event_id, &ingest.started);
+                    batch.insert(keys::event(&ingest.event_id), &*ingest.event);
+                    for instance in &ingest.instances {
+                        batch.insert(keys::instance(instance.id), &*instance.record);
                         batch.insert(keys::running(instance.id), &[]);
                         batch.insert(
                             keys::correlation(
@@ -317,47 +348,39 @@ impl Store for SledStore {
                             ),
                             &[],
                         );
-                        let received = HistoryEntry::EventReceived {
-                            at_ms: event.received_at_ms,
-                            event_id: event.id.clone(),
-                            kind: event.kind.clone(),
-                        };
-                        batch.insert(keys::history(instance.id, 0), encode(&received)?);
                     }
                     let seq = self.db.generate_id()?;
+                    let interaction = &ingest.interaction;
                     batch.insert(
-                        keys::interaction(&event.customer_id, seq),
-                        encode(interaction)?,
+                        keys::interaction(&ingest.customer_id, seq),
+                        &*interaction.bytes,
                     );
-                    interactions.push((&event.customer_id, seq, interaction));
+                    interactions.push((&ingest.customer_id, seq, &interaction.interaction));
                     applied.push(Applied::Done);
                 }
                 Write::Step(step) => {
                     let instance = &step.instance;
-                    let seq = instance.history_len.saturating_sub(1);
+                    let seq = step.seq();
                     let history_key = keys::history(instance.id, seq);
-                    if history_in_batch.contains(&history_key)
+                    if history_in_batch.contains(&(instance.id, seq))
                         || self.db.contains_key(&history_key)?
                     {
                         applied.push(Applied::StaleStep);
                         continue;
                     }
-                    batch.insert(keys::instance(instance.id), encode(instance)?);
-                    batch.insert(history_key.clone(), encode(&step.entry)?);
-                    history_in_batch.insert(history_key);
-                    if instance.status != InstanceStatus::Running {
+                    history_in_batch.insert((instance.id, seq));
+                    batch.insert(history_key, &*step.entry);
+                    if let Some(record) = &step.instance_record {
+                        batch.insert(keys::instance(instance.id), &**record);
                         batch.remove(keys::running(instance.id));
                     }
                     for (index, message) in step.messages.iter().enumerate() {
-                        batch.insert(
-                            keys::outbox(instance.id, seq, index as u32),
-                            encode(message)?,
-                        );
+                        batch.insert(keys::outbox(instance.id, seq, index as u32), &**message);
                     }
                     for note in &step.notes {
                         let seq = self.db.generate_id()?;
-                        batch.insert(keys::interaction(&instance.customer_id, seq), encode(note)?);
-                        interactions.push((&instance.customer_id, seq, note));
+                        batch.insert(keys::interaction(&instance.customer_id, seq), &*note.bytes);
+                        interactions.push((&instance.customer_id, seq, &note.interaction));
                     }
                     applied.push(Applied::Done);
                 }
@@ -383,7 +406,9 @@ impl Store for SledStore {
     }
 
     fn instance(&self, id: InstanceId) -> Result<Option<Instance>> {
-        self.get(&keys::instance(id))
+        self.get::<Instance>(&keys::instance(id))?
+            .map(|record| self.current(record))
+            .transpose()
     }
 
     fn instances(&self, filter: &InstanceFilter) -> Result<Vec<Instance>> {
@@ -397,7 +422,7 @@ impl Store for SledStore {
             if keys::instance_id_of(&key).is_none() {
                 break;
             }
-            let instance: Instance = decode(&key, &bytes)?;
+            let instance = self.current(decode(&key, &bytes)?)?;
             let journey_matches = filter
                 .journey
                 .as_deref()
@@ -428,7 +453,24 @@ impl Store for SledStore {
     }
 
     fn history(&self, id: InstanceId) -> Result<Vec<HistoryEntry>> {
-        self.scan(&keys::history_of(id))
+        let Some(instance) = self.get::<Instance>(&keys::instance(id))? else {
+            return Ok(Vec::new());
+        };
+        let received = match self.event(&instance.trigger_event_id)? {
+            Some(event) => HistoryEntry::EventReceived {
+                at_ms: event.received_at_ms,
+                event_id: event.id,
+                kind: event.kind,
+            },
+            None => HistoryEntry::EventReceived {
+                at_ms: instance.created_at_ms,
+                event_id: instance.trigger_event_id,
+                kind: String::new(),
+            },
+        };
+        let mut history = vec![received];
+        history.extend(self.scan::<HistoryEntry>(&keys::history_of(id))?);
+        Ok(history)
     }
 
     fn outbox(&self, instance: Option<InstanceId>, limit: usize) -> Result<Vec<OutboxMessage>> {
@@ -487,7 +529,7 @@ mod tests {
             .expect("insert");
         assert_eq!(
             store
-                .customer_view("c-1", 10)
+                .customer_view("c-1", 10, &[])
                 .expect("view")
                 .interactions
                 .len(),
@@ -496,7 +538,7 @@ mod tests {
         store.customer_cache().append("c-1", seq, &interaction);
         assert_eq!(
             store
-                .customer_view("c-1", 10)
+                .customer_view("c-1", 10, &[])
                 .expect("view")
                 .interactions
                 .len(),
@@ -517,11 +559,11 @@ mod tests {
             store
                 .put_customer(id, &serde_json::json!({ "name": id }))
                 .expect("put");
-            store.customer_view(id, 5).expect("view");
+            store.customer_view(id, 5, &[]).expect("view");
         }
         assert!(store.customer_cache().views.len() <= 2);
         for id in ["a", "b", "c"] {
-            let view = store.customer_view(id, 5).expect("view");
+            let view = store.customer_view(id, 5, &[]).expect("view");
             assert_eq!(view.profile.get(), format!(r#"{{"name":"{id}"}}"#));
         }
     }
