@@ -158,13 +158,33 @@ impl Journeyd {
         self.request("POST", "/v1/events", Some(event.to_string().into_bytes()))
     }
 
+    /// Point `tag` of plugin `name` (body as the API takes it).
+    pub fn set_tag(&self, name: &str, tag: &str, body: &Value) -> (u16, Value) {
+        self.request(
+            "PUT",
+            &format!("/v1/plugins/{name}/tags/{tag}"),
+            Some(body.to_string().into_bytes()),
+        )
+    }
+
     /// Push the four enquiry plugins, import the example customers and
     /// deploy the shipped enquiry journey.
     pub fn setup_enquiry(&self) {
+        self.setup_enquiry_with(|_| {}, |source| source);
+    }
+
+    /// [`Journeyd::setup_enquiry`], running `after_push` once the plugins
+    /// are pushed and deploying the journey as `edit` changes it.
+    pub fn setup_enquiry_with(
+        &self,
+        after_push: impl FnOnce(&Self),
+        edit: impl FnOnce(String) -> String,
+    ) {
         for name in ["acknowledge", "classify", "handover", "resolve"] {
             let (status, body) = self.push(name, plugin(name));
             assert_eq!(status, 201, "push {name}: {body}");
         }
+        after_push(self);
         let customers: Value = serde_json::from_str(
             &std::fs::read_to_string(workspace().join("examples/enquiry/customers.json"))
                 .expect("examples/enquiry/customers.json"),
@@ -180,7 +200,7 @@ impl Journeyd {
         }
         let source = std::fs::read_to_string(workspace().join("examples/enquiry/journey.toml"))
             .expect("examples/enquiry/journey.toml");
-        let (status, body) = self.deploy("journey.toml", &source);
+        let (status, body) = self.deploy("journey.toml", &edit(source));
         assert_eq!(status, 201, "deploy enquiry: {body}");
     }
 
@@ -231,3 +251,5 @@ pub fn steps_of(view: &Value) -> Vec<String> {
         .map(|entry| entry["step"].as_str().expect("step name").to_owned())
         .collect()
 }
+
+pub use journey_runtime::host::with_custom_section;

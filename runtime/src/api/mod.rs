@@ -11,7 +11,10 @@
 //! | PUT, GET | `/v1/customers/{id}` | upsert a profile; read the single view |
 //! | POST, GET | `/v1/journeys` | deploy a TOML definition (`?file=`); list versions |
 //! | PUT | `/v1/plugins/{name}` | push a component (the body is the `.wasm`) |
-//! | GET | `/v1/plugins` | list plugin versions |
+//! | GET | `/v1/plugins` | every plugin version with its run counts, and every tag |
+//! | GET | `/v1/plugins/{name}` | one plugin: versions, counts, tags and every tag change |
+//! | PUT | `/v1/plugins/{name}/tags/{tag}` | point a tag at a version, with an optional rollout |
+//! | POST | `/v1/plugins/{name}/tags/{tag}/rollback` | end a tag's rollout |
 //! | GET | `/v1/instances` | list (`?journey=&status=&after=&limit=`) |
 //! | GET | `/v1/instances/{id}` | one instance with its timeline (`?wait_ms=` waits for it to finish) |
 //! | GET | `/v1/outbox` | queued messages (`?instance=&limit=`) |
@@ -33,8 +36,8 @@ use serde_json::json;
 
 use crate::executor::{self, IncomingEvent, Runtime};
 use crate::store::{
-    HistoryEntry, Instance, InstanceFilter, InstanceId, InstanceStatus, OutboxMessage,
-    VIEW_INTERACTIONS,
+    Canary, HistoryEntry, Instance, InstanceFilter, InstanceId, InstanceStatus, OutboxMessage,
+    PluginRecord, TagRecord, VIEW_INTERACTIONS,
 };
 
 /// Largest event body accepted.
@@ -122,6 +125,12 @@ impl From<executor::Error> for ApiError {
             }
             E::ProfileNotObject { .. } => (StatusCode::BAD_REQUEST, "invalid_profile"),
             E::UnknownInstance(_) => (StatusCode::NOT_FOUND, "unknown_instance"),
+            E::UnknownPlugin(_) => (StatusCode::NOT_FOUND, "unknown_plugin"),
+            E::UnknownPluginVersion { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "unknown_plugin_version")
+            }
+            E::UnknownTag { .. } => (StatusCode::NOT_FOUND, "unknown_tag"),
+            E::InvalidTag { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_tag"),
             E::Commit(executor::CommitError::Stopped) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
             }
@@ -173,9 +182,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/v1/plugins/{name}",
-            put(push_plugin).layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES)),
+            put(push_plugin)
+                .get(show_plugin)
+                .layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES)),
         )
         .route("/v1/plugins", get(list_plugins))
+        .route("/v1/plugins/{name}/tags/{tag}", put(set_tag))
+        .route("/v1/plugins/{name}/tags/{tag}/rollback", post(roll_back))
         .route("/v1/instances", get(list_instances))
         .route("/v1/instances/{id}", get(show_instance))
         .route("/v1/outbox", get(list_outbox))
@@ -296,8 +309,176 @@ async fn push_plugin(
     Ok((StatusCode::CREATED, Json(record)))
 }
 
-async fn list_plugins(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
-    Ok(Json(json!({ "plugins": state.runtime.store().plugins()? })))
+/// A plugin version with its run counts.
+#[derive(Serialize)]
+struct VersionView {
+    #[serde(flatten)]
+    record: PluginRecord,
+    runs: u64,
+    failures: u64,
+    failure_rate: f64,
+    p50_us: Option<u64>,
+    p99_us: Option<u64>,
+}
+
+/// A tag with the counts of its rollout in progress.
+#[derive(Serialize)]
+struct TagView {
+    #[serde(flatten)]
+    record: TagRecord,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    canary_runs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    canary_failures: Option<u64>,
+}
+
+impl TagView {
+    fn new(tag: &executor::Tag) -> Self {
+        let rollout = tag.record.canary.is_some();
+        let count = |counter: &std::sync::atomic::AtomicU64| {
+            rollout.then(|| counter.load(std::sync::atomic::Ordering::Relaxed))
+        };
+        TagView {
+            record: tag.record.clone(),
+            canary_runs: count(&tag.canary_runs),
+            canary_failures: count(&tag.canary_failures),
+        }
+    }
+}
+
+fn versions_of(runtime: &Runtime, plugin: Option<&str>) -> Vec<VersionView> {
+    runtime
+        .version_stats()
+        .into_iter()
+        .filter(|(record, _)| plugin.is_none_or(|name| record.name == name))
+        .map(|(record, stats)| VersionView {
+            record,
+            runs: stats.runs,
+            failures: stats.failures,
+            failure_rate: (stats.failure_rate() * 1000.0).round() / 1000.0,
+            p50_us: stats.percentile_us(50.0),
+            p99_us: stats.percentile_us(99.0),
+        })
+        .collect()
+}
+
+fn tags_of(runtime: &Runtime, plugin: Option<&str>) -> Vec<TagView> {
+    runtime
+        .tags()
+        .iter()
+        .filter(|tag| plugin.is_none_or(|name| tag.record.plugin == name))
+        .map(|tag| TagView::new(tag))
+        .collect()
+}
+
+async fn list_plugins(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({
+        "plugins": versions_of(&state.runtime, None),
+        "tags": tags_of(&state.runtime, None),
+    }))
+}
+
+async fn show_plugin(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let versions = versions_of(&state.runtime, Some(&name));
+    if versions.is_empty() {
+        return Err(executor::Error::UnknownPlugin(name).into());
+    }
+    Ok(Json(json!({
+        "name": name,
+        "versions": versions,
+        "tags": tags_of(&state.runtime, Some(&name)),
+        "tag_changes": state.runtime.store().tag_changes(&name)?,
+    })))
+}
+
+/// The body of `PUT /v1/plugins/{name}/tags/{tag}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetTag {
+    version: u32,
+    #[serde(default)]
+    canary: Option<Canary>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    what: &str,
+) -> ApiResult<T> {
+    let body = body.map_err(|rejection| ApiError::body(rejection, what, MAX_EVENT_BYTES))?;
+    serde_json::from_slice(&body).map_err(|error| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            format!("{what} is not valid: {error}"),
+        )
+    })
+}
+
+async fn set_tag(
+    State(state): State<AppState>,
+    Path((name, tag)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<TagView>> {
+    let request: SetTag = json_body(body, "the tag change")?;
+    let reason = request.reason.unwrap_or_else(|| match &request.canary {
+        Some(canary) => format!(
+            "operator: roll out version {} to {}%",
+            canary.version, canary.percent
+        ),
+        None => format!("operator: point at version {}", request.version),
+    });
+    change_tag(state.runtime, move |runtime| {
+        runtime.set_tag(&name, &tag, request.version, request.canary, &reason)
+    })
+    .await
+}
+
+/// Apply a tag change off the async threads (it waits for a flush) and
+/// answer with the tag as it is now.
+async fn change_tag(
+    runtime: Arc<Runtime>,
+    change: impl FnOnce(&Runtime) -> executor::Result<TagRecord> + Send + 'static,
+) -> ApiResult<Json<TagView>> {
+    tokio::task::spawn_blocking(move || {
+        let record = change(&runtime)?;
+        let tag = runtime.registry_tag(&record.plugin, &record.tag);
+        Ok::<_, executor::Error>(TagView::new(&tag))
+    })
+    .await
+    .map_err(executor::Error::from)?
+    .map(Json)
+    .map_err(ApiError::from)
+}
+
+/// The body of `POST /v1/plugins/{name}/tags/{tag}/rollback` (optional).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RollBack {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn roll_back(
+    State(state): State<AppState>,
+    Path((name, tag)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<TagView>> {
+    let request: RollBack = match &body {
+        Ok(bytes) if bytes.is_empty() => RollBack::default(),
+        _ => json_body(body, "the rollback")?,
+    };
+    let reason = request
+        .reason
+        .unwrap_or_else(|| "operator: rollback".to_owned());
+    change_tag(state.runtime, move |runtime| {
+        runtime.end_rollout(&name, &tag, reason)
+    })
+    .await
 }
 
 #[derive(Deserialize)]

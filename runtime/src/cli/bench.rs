@@ -48,7 +48,17 @@ pub struct BenchArgs {
     /// Instantiate + call rounds for the step-overhead figure.
     #[arg(long, default_value_t = 5_000)]
     pub overhead_rounds: usize,
+    /// Hot-swap test: the classify step names `classify:stable`, and for
+    /// the second half of the journeys the tag is moved between two
+    /// versions every MS milliseconds. Adds `p99_ms_steady` (first half),
+    /// `p99_ms_swapping` (second half), `swaps` and `swap_visible_ms` (tag
+    /// change to the first step start on the new digest, the largest).
+    #[arg(long, value_name = "MS")]
+    pub swap_every: Option<u64>,
 }
+
+/// The step whose plugin `--swap-every` swaps.
+const SWAPPED_PLUGIN: &str = "classify";
 
 const ENQUIRY_PLUGINS: [&str; 4] = ["acknowledge", "classify", "handover", "resolve"];
 
@@ -212,10 +222,31 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     let runtime = Runtime::new(store.clone(), Arc::new(SystemClock), settings.clone())?;
 
+    let mut swap_digests = Vec::new();
     for name in ENQUIRY_PLUGINS {
         let bytes = read_component(&dir, &format!("plugin_{name}.wasm"))?;
-        runtime.push_plugin(name, bytes).await?;
+        if name == SWAPPED_PLUGIN && args.swap_every.is_some() {
+            // Two versions of the same code under different digests.
+            let second = host::with_custom_section(bytes.clone(), "bench-build", b"2");
+            swap_digests.push(runtime.push_plugin(name, bytes).await?.digest);
+            swap_digests.push(runtime.push_plugin(name, second).await?.digest);
+            runtime.set_tag(name, "stable", 1, None, "bench")?;
+        } else {
+            runtime.push_plugin(name, bytes).await?;
+        }
     }
+    let journey_source = if args.swap_every.is_some() {
+        let plain = format!(r#"plugin = "{SWAPPED_PLUGIN}""#);
+        if !journey_source.contains(&plain) {
+            bail!(
+                "--swap-every needs a journey whose step uses {plain}; {} has none",
+                args.journey.display()
+            );
+        }
+        journey_source.replace(&plain, &format!(r#"plugin = "{SWAPPED_PLUGIN}:stable""#))
+    } else {
+        journey_source
+    };
     let file = args.journey.display().to_string();
     let (version, journey) = runtime.deploy_journey(&file, &journey_source)?;
     let steps_per_journey = journey.steps().count();
@@ -280,9 +311,25 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let cpu_before = process_cpu_seconds();
     let in_flight = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let started = Instant::now();
+    // The swapper starts with the second half of the journeys.
+    let swap_from = args.swap_every.map(|_| args.journeys / 2);
+    let mut swapper: Option<tokio::task::JoinHandle<anyhow::Result<(u32, f64)>>> = None;
+    let (stop_swapping, swapping_stopped) = tokio::sync::watch::channel(false);
+    let mut swap_started: Option<Instant> = None;
     let mut tasks = tokio::task::JoinSet::new();
     let progress_every = (args.journeys / 10).max(1);
     for n in 0..args.journeys {
+        if let (Some(every), Some(from)) = (args.swap_every, swap_from)
+            && n == from
+        {
+            swap_started = Some(Instant::now());
+            swapper = Some(tokio::spawn(swap_tags(
+                runtime.clone(),
+                swap_digests.clone(),
+                std::time::Duration::from_millis(every.max(1)),
+                swapping_stopped.clone(),
+            )));
+        }
         let permit = in_flight.clone().acquire_owned().await?;
         let runtime = runtime.clone();
         let waiters = waiters.clone();
@@ -318,7 +365,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 }
             }
             let (at, status) = rx.await.context("the runtime stopped")?;
-            anyhow::Ok((id, at.duration_since(accepted), status))
+            anyhow::Ok((id, accepted, at.duration_since(accepted), status))
         });
         if (n + 1) % progress_every == 0 {
             eprintln!(
@@ -333,15 +380,26 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     // In completion order: the last ones sample the steady state.
     let mut finished_ids = Vec::with_capacity(args.journeys);
     let mut failed = 0usize;
+    let (mut steady, mut swapping) = (Vec::new(), Vec::new());
     while let Some(result) = tasks.join_next().await {
-        let (id, latency, status) = result??;
+        let (id, accepted, latency, status) = result??;
         finished_ids.push(id);
         if status != InstanceStatus::Completed {
             failed += 1;
         }
-        latencies.push(latency.as_secs_f64() * 1000.0);
+        let latency_ms = latency.as_secs_f64() * 1000.0;
+        latencies.push(latency_ms);
+        match swap_started {
+            Some(swap_started) if accepted >= swap_started => swapping.push(latency_ms),
+            _ => steady.push(latency_ms),
+        }
     }
     let elapsed = started.elapsed();
+    let _ = stop_swapping.send(true);
+    let swaps = match swapper {
+        Some(swapper) => Some(swapper.await??),
+        None => None,
+    };
     dispatcher.abort();
     let cpu = process_cpu_seconds() - cpu_before;
     let after = counters(&runtime);
@@ -398,9 +456,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if failed > 0 {
         bail!("{failed} journeys failed; see the log");
     }
-    println!(
-        "{}",
-        json!({
+    let mut figures = json!({
             "journeys": args.journeys,
             "concurrency": args.concurrency,
             "journeys_per_s": (journeys_per_s * 10.0).round() / 10.0,
@@ -410,7 +466,62 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             "step_overhead_us": (overhead * 10.0).round() / 10.0,
             "steps_per_flush": (steps_per_flush * 10.0).round() / 10.0,
             "peak_rss_mib": rss.round(),
-        })
-    );
+    });
+    if let Some((swaps, swap_visible_ms)) = swaps {
+        steady.sort_by(f64::total_cmp);
+        swapping.sort_by(f64::total_cmp);
+        let (p99_steady, p99_swapping) = (percentile(&steady, 99.0), percentile(&swapping, 99.0));
+        println!(
+            "  hot swap: {swaps} retags of {SWAPPED_PLUGIN}:stable; p99 steady {p99_steady:.2} ms ({} journeys), while swapping {p99_swapping:.2} ms ({} journeys, {:.2}x); tag change to first step on the new digest: at most {swap_visible_ms:.2} ms",
+            steady.len(),
+            swapping.len(),
+            p99_swapping / p99_steady.max(f64::MIN_POSITIVE),
+        );
+        figures["p99_ms_steady"] = json!((p99_steady * 100.0).round() / 100.0);
+        figures["p99_ms_swapping"] = json!((p99_swapping * 100.0).round() / 100.0);
+        figures["swaps"] = json!(swaps);
+        figures["swap_visible_ms"] = json!((swap_visible_ms * 100.0).round() / 100.0);
+    }
+    println!("{figures}");
     Ok(())
+}
+
+/// Move `classify:stable` between the two versions every `every` until
+/// told to stop; returns the retags done and the longest time from a retag
+/// to the first step start on its digest, in ms.
+async fn swap_tags(
+    runtime: Arc<Runtime>,
+    digests: Vec<String>,
+    every: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<(u32, f64)> {
+    let mut swaps = 0u32;
+    let mut visible_ms: f64 = 0.0;
+    let mut ticker = tokio::time::interval(every);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => break,
+        }
+        let version = if swaps.is_multiple_of(2) { 2 } else { 1 };
+        let digest = &digests[version as usize - 1];
+        let first_start = runtime.first_start_on(digest);
+        let changed = Instant::now();
+        let tagger = runtime.clone();
+        tokio::task::spawn_blocking(move || {
+            tagger.set_tag(SWAPPED_PLUGIN, "stable", version, None, "bench swap")
+        })
+        .await??;
+        swaps += 1;
+        tokio::select! {
+            started = first_start => {
+                if let Ok(started) = started {
+                    visible_ms = visible_ms.max(started.duration_since(changed).as_secs_f64() * 1000.0);
+                }
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    Ok((swaps, visible_ms))
 }

@@ -102,7 +102,8 @@ impl Client {
         Ok(())
     }
 
-    pub async fn push_plugin(&self, name: &str, file: &Path) -> anyhow::Result<()> {
+    /// Push a plugin; returns the version it became.
+    pub async fn push_plugin(&self, name: &str, file: &Path) -> anyhow::Result<u64> {
         let body = self
             .send(
                 self.http
@@ -116,17 +117,82 @@ impl Client {
             body["digest"].as_str().unwrap_or("?"),
             body["size"].as_u64().unwrap_or(0) / 1024
         );
+        body["version"]
+            .as_u64()
+            .context("the push answer has no version")
+    }
+
+    pub async fn set_tag(&self, name: &str, tag: &str, body: Value) -> anyhow::Result<()> {
+        let answer = self
+            .send(
+                self.http
+                    .put(format!("{}/v1/plugins/{name}/tags/{tag}", self.base))
+                    .json(&body),
+            )
+            .await?;
+        println!("{}", tag_line(&answer));
+        Ok(())
+    }
+
+    /// The version a tag points at (its stable side during a rollout).
+    pub async fn tag_version(&self, name: &str, tag: &str) -> anyhow::Result<u64> {
+        let plugin = self.get(&format!("/v1/plugins/{name}")).await?;
+        plugin["tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|known| known["tag"] == tag)
+            .and_then(|known| known["version"].as_u64())
+            .with_context(|| {
+                format!("plugin `{name}` has no tag `{tag}` yet: point it at a version first (journeyd plugin tag {name} {tag} VERSION)")
+            })
+    }
+
+    pub async fn roll_back(
+        &self,
+        name: &str,
+        tag: &str,
+        reason: Option<String>,
+    ) -> anyhow::Result<()> {
+        let body = match reason {
+            Some(reason) => json!({ "reason": reason }),
+            None => json!({}),
+        };
+        let answer = self
+            .send(
+                self.http
+                    .post(format!(
+                        "{}/v1/plugins/{name}/tags/{tag}/rollback",
+                        self.base
+                    ))
+                    .json(&body),
+            )
+            .await?;
+        println!("{}", tag_line(&answer));
         Ok(())
     }
 
     pub async fn list_plugins(&self) -> anyhow::Result<()> {
         let body = self.get("/v1/plugins").await?;
-        for plugin in body["plugins"].as_array().into_iter().flatten() {
+        print_versions(&body["plugins"]);
+        for tag in body["tags"].as_array().into_iter().flatten() {
+            println!("{}", tag_line(tag));
+        }
+        Ok(())
+    }
+
+    pub async fn show_plugin(&self, name: &str) -> anyhow::Result<()> {
+        let body = self.get(&format!("/v1/plugins/{name}")).await?;
+        print_versions(&body["versions"]);
+        for tag in body["tags"].as_array().into_iter().flatten() {
+            println!("{}", tag_line(tag));
+        }
+        println!("tag changes:");
+        for change in body["tag_changes"].as_array().into_iter().flatten() {
             println!(
-                "{:<16} v{:<4} sha256:{}",
-                plugin["name"].as_str().unwrap_or("?"),
-                plugin["version"],
-                plugin["digest"].as_str().unwrap_or("?")
+                "  {}  {}",
+                change["changed_at_ms"],
+                tag_line(change).trim_start()
             );
         }
         Ok(())
@@ -264,4 +330,61 @@ impl Client {
         }
         Ok(())
     }
+}
+
+fn print_versions(versions: &Value) {
+    println!(
+        "{:<16} {:>5}  {:<12} {:>8} {:>8} {:>8} {:>8}",
+        "plugin", "ver", "digest", "runs", "failed", "p50 µs", "p99 µs"
+    );
+    for version in versions.as_array().into_iter().flatten() {
+        let digest = version["digest"].as_str().unwrap_or("?");
+        println!(
+            "{:<16} {:>5}  {:<12} {:>8} {:>8} {:>8} {:>8}",
+            version["name"].as_str().unwrap_or("?"),
+            format!("v{}", version["version"]),
+            &digest[..digest.len().min(12)],
+            version["runs"].as_u64().unwrap_or(0),
+            version["failures"].as_u64().unwrap_or(0),
+            version["p50_us"]
+                .as_u64()
+                .map_or("-".into(), |us| us.to_string()),
+            version["p99_us"]
+                .as_u64()
+                .map_or("-".into(), |us| us.to_string()),
+        );
+    }
+}
+
+/// `classify:stable → v2 (v3 for 10%: 4 runs, 0 failed)  why`
+fn tag_line(tag: &Value) -> String {
+    let mut line = format!(
+        "{}:{} → v{}",
+        tag["plugin"].as_str().unwrap_or("?"),
+        tag["tag"].as_str().unwrap_or("?"),
+        tag["version"]
+    );
+    let canary = &tag["canary"];
+    if canary.is_object() {
+        line.push_str(&format!(
+            " (v{} for {}%",
+            canary["version"], canary["percent"]
+        ));
+        if let (Some(runs), Some(failures)) =
+            (tag["canary_runs"].as_u64(), tag["canary_failures"].as_u64())
+        {
+            line.push_str(&format!(": {runs} runs, {failures} failed"));
+        }
+        let rule = &canary["rollback"];
+        if rule.is_object() {
+            line.push_str(&format!(
+                "; rolls back above {}% failed after {} runs",
+                rule["max_error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                rule["min_runs"]
+            ));
+        }
+        line.push(')');
+    }
+    line.push_str(&format!("  {}", tag["reason"].as_str().unwrap_or("")));
+    line
 }

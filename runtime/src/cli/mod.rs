@@ -89,9 +89,55 @@ pub enum PluginCommand {
         name: String,
         /// The `.wasm` component.
         file: PathBuf,
+        /// Also point this tag at the new version (e.g. `stable`).
+        #[arg(long)]
+        tag: Option<String>,
     },
-    /// List plugin versions.
+    /// Point tag TAG of plugin NAME at VERSION (ending any rollout on it).
+    Tag {
+        /// The plugin.
+        name: String,
+        /// The tag (e.g. `stable`).
+        tag: String,
+        /// The version steps naming `NAME:TAG` run from their next start.
+        version: u32,
+    },
+    /// Roll VERSION out to a share of the instances whose steps name NAME:TAG.
+    Rollout {
+        /// The plugin.
+        name: String,
+        /// The tag whose steps take part.
+        tag: String,
+        /// The version to roll out.
+        version: u32,
+        /// Share of instances, 0 to 100.
+        #[arg(long)]
+        percent: u8,
+        /// Roll back on its own when more than this share of the canary's
+        /// runs fail (0 to 1) ...
+        #[arg(long, requires = "min_runs")]
+        max_error_rate: Option<f64>,
+        /// ... once it has run at least this many times.
+        #[arg(long, requires = "max_error_rate")]
+        min_runs: Option<u64>,
+    },
+    /// End the rollout on NAME:TAG: every instance runs the tag's version.
+    Rollback {
+        /// The plugin.
+        name: String,
+        /// The tag.
+        tag: String,
+        /// Why, recorded with the change.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// List plugin versions with their run counts, and tags.
     List,
+    /// Show one plugin: versions, counts, tags and every tag change.
+    Show {
+        /// The plugin.
+        name: String,
+    },
 }
 
 /// `journeyd customer ...`
@@ -183,10 +229,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::bench(args).await,
         Command::Journey(JourneyCommand::Deploy { file }) => client.deploy_journey(&file).await,
         Command::Journey(JourneyCommand::List) => client.list_journeys().await,
-        Command::Plugin(PluginCommand::Push { name, file }) => {
-            client.push_plugin(&name, &file).await
-        }
-        Command::Plugin(PluginCommand::List) => client.list_plugins().await,
+        Command::Plugin(command) => plugin_command(&client, command).await,
         Command::Customer(CustomerCommand::Import { file }) => client.import_customers(&file).await,
         Command::Customer(CustomerCommand::Show { id }) => client.show_customer(&id).await,
         Command::Event(EventCommand::Send(args)) => client.send_events(args).await,
@@ -199,5 +242,55 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             limit,
         }) => client.list_instances(journey, status, limit).await,
         Command::Outbox { instance, limit } => client.list_outbox(instance, limit).await,
+    }
+}
+
+async fn plugin_command(client: &client::Client, command: PluginCommand) -> anyhow::Result<()> {
+    match command {
+        PluginCommand::Push { name, file, tag } => {
+            let version = client.push_plugin(&name, &file).await?;
+            if let Some(tag) = tag {
+                client
+                    .set_tag(&name, &tag, serde_json::json!({ "version": version }))
+                    .await?;
+            }
+            Ok(())
+        }
+        PluginCommand::Tag { name, tag, version } => {
+            client
+                .set_tag(&name, &tag, serde_json::json!({ "version": version }))
+                .await
+        }
+        PluginCommand::Rollout {
+            name,
+            tag,
+            version,
+            percent,
+            max_error_rate,
+            min_runs,
+        } => {
+            let current = client.tag_version(&name, &tag).await?;
+            let rollback = max_error_rate
+                .zip(min_runs)
+                .map(|(max_error_rate, min_runs)| {
+                    serde_json::json!({ "max_error_rate": max_error_rate, "min_runs": min_runs })
+                });
+            let mut canary = serde_json::json!({ "version": version, "percent": percent });
+            if let Some(rollback) = rollback {
+                canary["rollback"] = rollback;
+            }
+            client
+                .set_tag(
+                    &name,
+                    &tag,
+                    serde_json::json!({ "version": current, "canary": canary }),
+                )
+                .await
+        }
+        PluginCommand::Rollback { name, tag, reason } => {
+            client.roll_back(&name, &tag, reason).await
+        }
+        PluginCommand::List => client.list_plugins().await,
+        PluginCommand::Show { name } => client.show_plugin(&name).await,
     }
 }

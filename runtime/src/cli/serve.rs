@@ -65,6 +65,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             deadline: Duration::from_millis(args.step_deadline_ms),
             ..Limits::default()
         },
+        compiled_cache: Some(args.data.join("compiled")),
         ..Settings::default()
     };
     let runtime = Runtime::new(Arc::new(store), Arc::new(SystemClock), settings)?;
@@ -73,8 +74,22 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(
         plugins,
         elapsed_ms = loading.elapsed().as_millis() as u64,
-        "plugins compiled"
+        "plugins loaded"
     );
+    // Run counts per plugin version survive restarts, saved every 2 s.
+    let saver = runtime.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            every.tick().await;
+            let saver = saver.clone();
+            match tokio::task::spawn_blocking(move || saver.save_version_stats()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(error = %error, "saving plugin run counts failed"),
+                Err(error) => tracing::warn!(error = %error, "saving plugin run counts failed"),
+            }
+        }
+    });
     let resumed = runtime.resume()?;
     if resumed > 0 {
         tracing::info!(resumed, "resumed unfinished instances");
@@ -90,6 +105,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await?;
     stdout.flush().await?;
     tracing::info!(%address, data = %args.data.display(), "serving");
+    let runtime_for_shutdown = runtime.clone();
     let app = api::router(AppState {
         runtime,
         metrics: Some(metrics),
@@ -97,6 +113,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    if let Err(error) = runtime_for_shutdown.save_version_stats() {
+        tracing::warn!(error = %error, "saving plugin run counts failed");
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -17,6 +17,7 @@
 pub mod committer;
 pub mod registry;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,17 +25,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::broadcast;
 
+use self::registry::Resolved;
 use crate::clock::Clock;
 use crate::host::{self, Host, LoadError, StepFailure, StepRequest};
 use crate::journey::{self, Journey, PluginRef, Target};
 use crate::store::{
-    self, Applied, EventRecord, HistoryEntry, IngestCommit, Instance, InstanceId, InstanceStatus,
-    Interaction, LogLine, OutboxMessage, PluginRecord, StateChanges, StepCommit, StepOutcome,
-    StepRecord, Store, Write,
+    self, Applied, Canary, EventRecord, HistoryEntry, IngestCommit, Instance, InstanceId,
+    InstanceStatus, Interaction, LogLine, OutboxMessage, PluginRecord, StateChanges, StepCommit,
+    StepOutcome, StepRecord, Store, TagRecord, VersionStats, Write,
 };
 
 pub use self::committer::{CommitError, Committer};
-pub use self::registry::Registry;
+pub use self::registry::{Registry, Tag};
 
 /// Longest event id, customer id or correlation value accepted.
 pub const MAX_ID_LEN: usize = 200;
@@ -105,6 +107,35 @@ pub enum Error {
     /// The instance does not exist.
     #[error("instance `{0}` does not exist")]
     UnknownInstance(InstanceId),
+    /// No plugin of this name was pushed.
+    #[error("plugin `{0}` has not been pushed")]
+    UnknownPlugin(String),
+    /// The plugin has no such version.
+    #[error("plugin `{plugin}` has no version {version}")]
+    UnknownPluginVersion {
+        /// The plugin.
+        plugin: String,
+        /// The version asked for.
+        version: u32,
+    },
+    /// The plugin has no such tag.
+    #[error("plugin `{plugin}` has no tag `{tag}`")]
+    UnknownTag {
+        /// The plugin.
+        plugin: String,
+        /// The tag.
+        tag: String,
+    },
+    /// A tag change is malformed.
+    #[error("plugin `{plugin}`, tag `{tag}`: {reason}")]
+    InvalidTag {
+        /// The plugin.
+        plugin: String,
+        /// The tag.
+        tag: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The WebAssembly engine could not be configured.
     #[error("the WebAssembly engine could not be set up: {0:#}")]
     Engine(#[source] wasmtime::Error),
@@ -170,6 +201,9 @@ pub struct Settings {
     /// Step worker threads: steps running in the sandbox at once. Steps
     /// are CPU-bound, so about the number of cores.
     pub parallel_steps: usize,
+    /// Where compiled plugins are kept across starts (keyed by component
+    /// and engine configuration); `None` compiles on every start.
+    pub compiled_cache: Option<std::path::PathBuf>,
 }
 
 impl Default for Settings {
@@ -178,6 +212,7 @@ impl Default for Settings {
         Settings {
             limits: host::Limits::default(),
             parallel_steps: cores,
+            compiled_cache: None,
         }
     }
 }
@@ -189,6 +224,29 @@ pub struct StepStats {
     pub steps: std::sync::atomic::AtomicU64,
     /// Wall time of those runs (instantiate + call), ns.
     pub sandbox_nanos: std::sync::atomic::AtomicU64,
+}
+
+/// Run counts by plugin name, then version: counted on every step without
+/// allocating.
+#[derive(Default)]
+struct VersionCounts(HashMap<String, HashMap<u32, VersionStats>>);
+
+impl VersionCounts {
+    fn record(&mut self, plugin: &str, version: u32, failed: bool, duration_us: u64) {
+        if !self.0.contains_key(plugin) {
+            self.0.insert(plugin.to_owned(), HashMap::new());
+        }
+        self.0
+            .get_mut(plugin)
+            .expect("inserted above")
+            .entry(version)
+            .or_insert_with(|| VersionStats {
+                plugin: plugin.to_owned(),
+                version,
+                ..VersionStats::default()
+            })
+            .record(failed, duration_us);
+    }
 }
 
 /// The runtime: store, sandbox, committer, and the instances in flight.
@@ -205,6 +263,12 @@ pub struct Runtime {
     loading: std::sync::Mutex<()>,
     finished: broadcast::Sender<Finished>,
     step_stats: StepStats,
+    /// Run counts per plugin version (saved by [`Runtime::save_version_stats`]).
+    versions: std::sync::Mutex<VersionCounts>,
+    /// Waiting for the first step start on a digest (see
+    /// [`Runtime::first_start_on`]); checked with one atomic load per step.
+    start_probes: std::sync::Mutex<Vec<(String, tokio::sync::oneshot::Sender<std::time::Instant>)>>,
+    has_start_probes: std::sync::atomic::AtomicBool,
 }
 
 fn check_id(field: &'static str, value: &str) -> Result<()> {
@@ -249,10 +313,22 @@ impl Runtime {
         clock: Arc<dyn Clock>,
         settings: Settings,
     ) -> Result<Arc<Self>> {
-        let host = Host::new(settings.limits.clone()).map_err(Error::Engine)?;
+        let host = Host::new(settings.limits.clone(), settings.compiled_cache.as_deref())
+            .map_err(Error::Engine)?;
         let registry = Registry::default();
         for record in store.plugins()? {
             registry.add_plugin(record);
+        }
+        for record in store.tags()? {
+            registry.set_tag(record);
+        }
+        let mut versions = VersionCounts::default();
+        for stats in store.version_stats()? {
+            versions
+                .0
+                .entry(stats.plugin.clone())
+                .or_default()
+                .insert(stats.version, stats);
         }
         for record in store.journeys()? {
             // Stored definitions were valid when deployed; plugins are never
@@ -272,6 +348,9 @@ impl Runtime {
             loading: std::sync::Mutex::new(()),
             finished,
             step_stats: StepStats::default(),
+            versions: std::sync::Mutex::new(versions),
+            start_probes: std::sync::Mutex::new(Vec::new()),
+            has_start_probes: std::sync::atomic::AtomicBool::new(false),
         });
         // The workers hold the runtime: it lives as long as the process.
         for worker in 0..settings.parallel_steps.max(1) {
@@ -335,9 +414,7 @@ impl Runtime {
 
     /// Validate and store a journey definition as its next version.
     pub fn deploy_journey(&self, file: &str, source: &str) -> Result<(u32, Arc<Journey>)> {
-        let journey = Journey::parse(file, source, |plugin| {
-            self.registry.resolve(plugin).is_some()
-        })?;
+        let journey = Journey::parse(file, source, |plugin| self.registry.exists(plugin))?;
         let record = self
             .store
             .put_journey(journey.name(), source, self.clock.now_ms())?;
@@ -471,19 +548,16 @@ impl Runtime {
         }
     }
 
-    /// Compile the latest version of every plugin the deployed journeys
-    /// use, so the first steps after a start do not wait for compilation.
-    /// Returns how many were loaded.
+    /// Load every plugin version (from the compiled-code cache when the
+    /// engine has one), so no step after a start or a swap waits for a
+    /// compilation. Returns how many were loaded.
     pub async fn load_plugins(self: &Arc<Self>) -> Result<usize> {
         let runtime = self.clone();
         Ok(tokio::task::spawn_blocking(move || {
             let mut loaded = 0;
-            for record in runtime.registry.latest_plugins() {
-                let plugin = PluginRef {
-                    name: record.name.clone(),
-                    version: Some(record.version),
-                };
-                match runtime.resolve_plugin(&plugin) {
+            for record in runtime.registry.plugins() {
+                let plugin = PluginRef::version(&record.name, record.version);
+                match runtime.resolve_plugin(&plugin, InstanceId(0)) {
                     Ok(_) => loaded += 1,
                     Err(reason) => {
                         tracing::warn!(plugin = %plugin, %reason, "plugin could not be loaded")
@@ -552,8 +626,9 @@ impl Runtime {
         let idempotency_key = instance.idempotency_key();
 
         let (plugin, run) = match step {
-            Some(step) => match self.resolve_plugin(&step.plugin) {
-                Ok((record, loaded)) => {
+            Some(step) => match self.resolve_plugin(&step.plugin, instance.id) {
+                Ok((resolved, loaded)) => {
+                    self.notify_start(&resolved.record.digest);
                     let request = StepRequest {
                         input: host::StepInput {
                             journey: instance.journey.clone(),
@@ -573,7 +648,7 @@ impl Runtime {
                         now_ms: started_ms,
                         deadline: step.definition.timeout_ms.map(Duration::from_millis),
                     };
-                    (Some(record), self.host.run_step(&loaded, request))
+                    (Some(resolved), self.host.run_step(&loaded, request))
                 }
                 Err(reason) => (None, failed_run(reason)),
             },
@@ -635,37 +710,252 @@ impl Runtime {
         });
     }
 
-    /// The plugin version a reference resolves to now, compiled. Compiles
-    /// on a cache miss, one compilation at a time, so steps that miss
-    /// together wait for one compilation instead of each starting one.
+    /// The plugin version a reference resolves to now for `instance`,
+    /// compiled. Compiles on a cache miss, one compilation at a time, so
+    /// steps that miss together wait for one compilation instead of each
+    /// starting one.
     fn resolve_plugin(
         &self,
         plugin: &PluginRef,
-    ) -> Result<(PluginRecord, Arc<host::LoadedPlugin>), String> {
-        let record = self
+        instance: InstanceId,
+    ) -> Result<(Resolved, Arc<host::LoadedPlugin>), String> {
+        let resolved = self
             .registry
-            .resolve(plugin)
-            .ok_or_else(|| format!("plugin `{plugin}` is not pushed"))?;
-        if let Some(loaded) = self.host.cached(&record.digest) {
-            return Ok((record, loaded));
+            .resolve(plugin, instance)
+            .ok_or_else(|| format!("plugin `{plugin}` is not pushed (or tagged)"))?;
+        let digest = resolved.record.digest.clone();
+        if let Some(loaded) = self.host.cached(&digest) {
+            return Ok((resolved, loaded));
         }
         let _loading = self
             .loading
             .lock()
             .expect("the plugin loading lock is never poisoned");
-        if let Some(loaded) = self.host.cached(&record.digest) {
-            return Ok((record, loaded));
+        if let Some(loaded) = self.host.cached(&digest) {
+            return Ok((resolved, loaded));
         }
         let bytes = self
             .store
-            .plugin_bytes(&record.digest)
+            .plugin_bytes(&digest)
             .map_err(|error| format!("plugin bytes unreadable: {error}"))?
-            .ok_or_else(|| format!("plugin bytes for digest {} are missing", record.digest))?;
+            .ok_or_else(|| format!("plugin bytes for digest {digest} are missing"))?;
         let loaded = self
             .host
-            .load(&record.digest, &bytes)
+            .load(&digest, &bytes)
             .map_err(|error| error.to_string())?;
-        Ok((record, loaded))
+        Ok((resolved, loaded))
+    }
+
+    /// Count a step's run against its plugin version and, when it ran a
+    /// canary, against the rollout, rolling the tag back if its rule says so.
+    fn count_run(&self, resolved: &Resolved, failed: bool, duration_us: u64) {
+        let record = &resolved.record;
+        self.versions
+            .lock()
+            .expect("the version counts lock is never poisoned")
+            .record(&record.name, record.version, failed, duration_us);
+        let Some(tag) = resolved.tag.as_ref().filter(|_| resolved.canary) else {
+            return;
+        };
+        if tag.count_canary_run(failed) {
+            let runs = tag.canary_runs.load(std::sync::atomic::Ordering::Relaxed);
+            let failures = tag
+                .canary_failures
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let reason = format!(
+                "automatic rollback: version {} failed {failures} of {runs} runs ({:.0}%), above the rule's {:.0}%",
+                record.version,
+                failures as f64 * 100.0 / runs as f64,
+                tag.record
+                    .canary
+                    .as_ref()
+                    .and_then(|canary| canary.rollback)
+                    .map_or(0.0, |rule| rule.max_error_rate * 100.0),
+            );
+            if let Err(error) = self.end_rollout(&tag.record.plugin, &tag.record.tag, reason) {
+                tracing::error!(plugin = %tag.record.plugin, tag = %tag.record.tag, error = %error, "automatic rollback failed");
+            }
+        }
+    }
+
+    /// Point `tag` of `plugin` at `version`, optionally rolling `canary`
+    /// out to a share of instances. Validated before anything changes.
+    pub fn set_tag(
+        &self,
+        plugin: &str,
+        tag: &str,
+        version: u32,
+        canary: Option<Canary>,
+        reason: &str,
+    ) -> Result<TagRecord> {
+        check_name("plugin name", plugin)?;
+        check_name("tag", tag)?;
+        let invalid = |reason: String| Error::InvalidTag {
+            plugin: plugin.to_owned(),
+            tag: tag.to_owned(),
+            reason,
+        };
+        if !self.registry.has_plugin(plugin) {
+            return Err(Error::UnknownPlugin(plugin.to_owned()));
+        }
+        let versions = std::iter::once(version).chain(canary.as_ref().map(|canary| canary.version));
+        for wanted in versions {
+            if self.registry.plugin_version(plugin, wanted).is_none() {
+                return Err(Error::UnknownPluginVersion {
+                    plugin: plugin.to_owned(),
+                    version: wanted,
+                });
+            }
+        }
+        if let Some(canary) = &canary {
+            if canary.percent > 100 {
+                return Err(invalid(format!(
+                    "a rollout percentage must be 0 to 100, not {}",
+                    canary.percent
+                )));
+            }
+            if canary.version == version {
+                return Err(invalid(format!(
+                    "the canary is version {version}, which the tag already points at"
+                )));
+            }
+            if let Some(rule) = canary.rollback {
+                if !(0.0..=1.0).contains(&rule.max_error_rate) {
+                    return Err(invalid(format!(
+                        "`max_error_rate` must be 0 to 1, not {}",
+                        rule.max_error_rate
+                    )));
+                }
+                if rule.min_runs == 0 {
+                    return Err(invalid("`min_runs` must be at least 1".into()));
+                }
+            }
+        }
+        let record = TagRecord {
+            plugin: plugin.to_owned(),
+            tag: tag.to_owned(),
+            version,
+            canary,
+            changed_at_ms: self.clock.now_ms(),
+            reason: reason.to_owned(),
+        };
+        self.store.put_tag(&record)?;
+        self.registry.set_tag(record.clone());
+        tracing::info!(plugin, tag, version, canary = ?record.canary, reason, "plugin tag moved");
+        Ok(record)
+    }
+
+    /// End the rollout on `tag` of `plugin`: every instance runs the
+    /// tag's version again. `reason` is recorded with the change.
+    pub fn end_rollout(&self, plugin: &str, tag: &str, reason: String) -> Result<TagRecord> {
+        let current = self
+            .registry
+            .tag(plugin, tag)
+            .ok_or_else(|| Error::UnknownTag {
+                plugin: plugin.to_owned(),
+                tag: tag.to_owned(),
+            })?;
+        if current.record.canary.is_none() {
+            return Err(Error::InvalidTag {
+                plugin: plugin.to_owned(),
+                tag: tag.to_owned(),
+                reason: "there is no rollout to roll back".into(),
+            });
+        }
+        self.set_tag(plugin, tag, current.record.version, None, &reason)
+    }
+
+    /// Every plugin version with its run counts.
+    pub fn version_stats(&self) -> Vec<(PluginRecord, VersionStats)> {
+        let counts = self
+            .versions
+            .lock()
+            .expect("the version counts lock is never poisoned");
+        self.registry
+            .plugins()
+            .into_iter()
+            .map(|record| {
+                let stats = counts
+                    .0
+                    .get(&record.name)
+                    .and_then(|versions| versions.get(&record.version))
+                    .cloned()
+                    .unwrap_or_else(|| VersionStats {
+                        plugin: record.name.clone(),
+                        version: record.version,
+                        ..VersionStats::default()
+                    });
+                (record, stats)
+            })
+            .collect()
+    }
+
+    /// Resolves with the time the next step starts on the component with
+    /// `digest` (how long a swap takes to become visible).
+    pub fn first_start_on(
+        &self,
+        digest: &str,
+    ) -> tokio::sync::oneshot::Receiver<std::time::Instant> {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let mut probes = self
+            .start_probes
+            .lock()
+            .expect("the start probes lock is never poisoned");
+        probes.push((digest.to_owned(), sender));
+        self.has_start_probes
+            .store(true, std::sync::atomic::Ordering::Release);
+        receiver
+    }
+
+    fn notify_start(&self, digest: &str) {
+        if !self
+            .has_start_probes
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let mut probes = self
+            .start_probes
+            .lock()
+            .expect("the start probes lock is never poisoned");
+        let mut kept = Vec::with_capacity(probes.len());
+        for (wanted, sender) in probes.drain(..) {
+            if wanted == digest {
+                let _ = sender.send(now);
+            } else {
+                kept.push((wanted, sender));
+            }
+        }
+        *probes = kept;
+        self.has_start_probes
+            .store(!probes.is_empty(), std::sync::atomic::Ordering::Release);
+    }
+
+    /// Every plugin tag.
+    pub fn tags(&self) -> Vec<Arc<Tag>> {
+        self.registry.tags()
+    }
+
+    /// A tag that was just set.
+    pub fn registry_tag(&self, plugin: &str, tag: &str) -> Arc<Tag> {
+        self.registry
+            .tag(plugin, tag)
+            .expect("the tag was set before it is read")
+    }
+
+    /// Save the run counts of every plugin version.
+    pub fn save_version_stats(&self) -> Result<()> {
+        let counts: Vec<VersionStats> = self
+            .versions
+            .lock()
+            .expect("the version counts lock is never poisoned")
+            .0
+            .values()
+            .flat_map(HashMap::values)
+            .cloned()
+            .collect();
+        Ok(self.store.put_version_stats(&counts)?)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -674,7 +964,7 @@ impl Runtime {
         instance: &Instance,
         journey: Option<&Journey>,
         step: &str,
-        plugin: Option<PluginRecord>,
+        plugin: Option<Resolved>,
         attempt: u32,
         idempotency_key: String,
         started_ms: u64,
@@ -748,8 +1038,16 @@ impl Runtime {
             }
             None => StateChanges::default(),
         };
+        if let Some(resolved) = &plugin {
+            let failed = matches!(outcome, StepOutcome::Fail { .. });
+            self.count_run(resolved, failed, duration_us);
+        }
         let (plugin_name, plugin_version, digest) = match plugin {
-            Some(record) => (record.name, record.version, record.digest),
+            Some(resolved) => (
+                resolved.record.name,
+                resolved.record.version,
+                resolved.record.digest,
+            ),
             None => (String::new(), 0, String::new()),
         };
         let record = StepRecord {

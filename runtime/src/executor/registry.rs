@@ -1,14 +1,74 @@
-//! The in-memory index of deployed journeys and pushed plugins.
+//! The in-memory index of deployed journeys, pushed plugins and their tags.
 //!
 //! Loaded from the store at start and updated after every successful
-//! deploy or push, so resolving a step's plugin or an event's journeys
-//! never touches the store on the step path.
+//! deploy, push or tag change, so resolving a step's plugin or an event's
+//! journeys never touches the store on the step path. Resolution happens at
+//! each step start: an instance already running picks up a moved tag at its
+//! next step.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use crate::journey::{Journey, PluginRef};
-use crate::store::PluginRecord;
+use crate::journey::{Journey, PluginRef, Selector};
+use crate::store::{InstanceId, PluginRecord, TagRecord};
+
+/// A tag as the step path sees it: where it points, plus the counts of the
+/// rollout in progress (since it started or since this process started).
+#[derive(Debug)]
+pub struct Tag {
+    /// Where it points.
+    pub record: TagRecord,
+    /// Steps the canary version ran in this rollout.
+    pub canary_runs: AtomicU64,
+    /// Of those, steps that failed.
+    pub canary_failures: AtomicU64,
+    /// Set once an automatic rollback has been started.
+    pub rolling_back: AtomicBool,
+}
+
+impl Tag {
+    fn new(record: TagRecord) -> Self {
+        Tag {
+            record,
+            canary_runs: AtomicU64::new(0),
+            canary_failures: AtomicU64::new(0),
+            rolling_back: AtomicBool::new(false),
+        }
+    }
+
+    /// Count one run of the canary version; true when its rollback rule
+    /// now says to roll back (once per rollout).
+    pub fn count_canary_run(&self, failed: bool) -> bool {
+        let runs = self.canary_runs.fetch_add(1, Ordering::Relaxed) + 1;
+        let failures = self
+            .canary_failures
+            .fetch_add(u64::from(failed), Ordering::Relaxed)
+            + u64::from(failed);
+        let Some(rule) = self
+            .record
+            .canary
+            .as_ref()
+            .and_then(|canary| canary.rollback)
+        else {
+            return false;
+        };
+        runs >= rule.min_runs
+            && failures as f64 / runs as f64 > rule.max_error_rate
+            && !self.rolling_back.swap(true, Ordering::AcqRel)
+    }
+}
+
+/// What a step runs: the plugin version, and the tag it came through.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The plugin version.
+    pub record: PluginRecord,
+    /// The tag, when the step named one.
+    pub tag: Option<Arc<Tag>>,
+    /// Whether the instance is in the tag's rollout share.
+    pub canary: bool,
+}
 
 #[derive(Default)]
 struct Index {
@@ -18,12 +78,30 @@ struct Index {
     triggers: HashMap<String, Vec<String>>,
     /// Plugin versions by name, ascending.
     plugins: HashMap<String, Vec<PluginRecord>>,
+    /// Tags by plugin, then tag name.
+    tags: HashMap<String, HashMap<String, Arc<Tag>>>,
 }
 
-/// Deployed journeys and pushed plugins.
+/// Deployed journeys, pushed plugins and their tags.
 #[derive(Default)]
 pub struct Registry {
     index: RwLock<Index>,
+}
+
+/// Which side of a rollout an instance is on: a number in `0..100` that
+/// depends only on the instance, plugin and tag, so an instance keeps its
+/// side for every step and across restarts.
+pub fn rollout_bucket(instance: InstanceId, plugin: &str, tag: &str) -> u8 {
+    // FNV-1a over the names, mixed with the id (splitmix64 finaliser).
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in plugin.bytes().chain([0]).chain(tag.bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut mixed = hash ^ instance.0;
+    mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    mixed ^= mixed >> 31;
+    (mixed % 100) as u8
 }
 
 impl Registry {
@@ -84,23 +162,164 @@ impl Registry {
         }
     }
 
-    /// The latest version of every plugin.
-    pub fn latest_plugins(&self) -> Vec<PluginRecord> {
-        self.read()
-            .plugins
-            .values()
-            .filter_map(|versions| versions.last().cloned())
-            .collect()
+    /// Every plugin version, by name then version.
+    pub fn plugins(&self) -> Vec<PluginRecord> {
+        let index = self.read();
+        let mut all: Vec<PluginRecord> = index.plugins.values().flatten().cloned().collect();
+        all.sort_by(|a, b| (&a.name, a.version).cmp(&(&b.name, b.version)));
+        all
     }
 
-    /// The plugin version a reference resolves to now.
-    pub fn resolve(&self, plugin: &PluginRef) -> Option<PluginRecord> {
+    /// Whether any version of plugin `name` was pushed.
+    pub fn has_plugin(&self, name: &str) -> bool {
+        self.read().plugins.contains_key(name)
+    }
+
+    /// Version `version` of plugin `name`, if pushed.
+    pub fn plugin_version(&self, name: &str, version: u32) -> Option<PluginRecord> {
+        let index = self.read();
+        index
+            .plugins
+            .get(name)?
+            .iter()
+            .find(|known| known.version == version)
+            .cloned()
+    }
+
+    /// Point a tag at `record`, starting its rollout counts afresh.
+    pub fn set_tag(&self, record: TagRecord) {
+        let mut index = self.write();
+        index
+            .tags
+            .entry(record.plugin.clone())
+            .or_default()
+            .insert(record.tag.clone(), Arc::new(Tag::new(record)));
+    }
+
+    /// A tag, if set.
+    pub fn tag(&self, plugin: &str, tag: &str) -> Option<Arc<Tag>> {
+        self.read().tags.get(plugin)?.get(tag).cloned()
+    }
+
+    /// Every tag, by plugin then tag name.
+    pub fn tags(&self) -> Vec<Arc<Tag>> {
+        let index = self.read();
+        let mut all: Vec<Arc<Tag>> = index
+            .tags
+            .values()
+            .flat_map(|tags| tags.values().cloned())
+            .collect();
+        all.sort_by(|a, b| {
+            (&a.record.plugin, &a.record.tag).cmp(&(&b.record.plugin, &b.record.tag))
+        });
+        all
+    }
+
+    /// Whether a reference resolves (for validating journeys).
+    pub fn exists(&self, plugin: &PluginRef) -> bool {
+        self.resolve(plugin, InstanceId(0)).is_some()
+    }
+
+    /// The plugin version a reference resolves to now for `instance`.
+    pub fn resolve(&self, plugin: &PluginRef, instance: InstanceId) -> Option<Resolved> {
         let index = self.read();
         let versions = index.plugins.get(&plugin.name)?;
-        match plugin.version {
-            Some(version) => versions.iter().find(|known| known.version == version),
-            None => versions.last(),
+        let find = |version: u32| versions.iter().find(|known| known.version == version);
+        match &plugin.selector {
+            Selector::Latest => Some(Resolved {
+                record: versions.last()?.clone(),
+                tag: None,
+                canary: false,
+            }),
+            Selector::Version(version) => Some(Resolved {
+                record: find(*version)?.clone(),
+                tag: None,
+                canary: false,
+            }),
+            Selector::Tag(name) => {
+                let tag = index.tags.get(&plugin.name)?.get(name)?;
+                let canary =
+                    tag.record.canary.as_ref().filter(|canary| {
+                        rollout_bucket(instance, &plugin.name, name) < canary.percent
+                    });
+                let version = canary.map_or(tag.record.version, |canary| canary.version);
+                Some(Resolved {
+                    record: find(version)?.clone(),
+                    tag: Some(tag.clone()),
+                    canary: canary.is_some(),
+                })
+            }
         }
-        .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Canary, RollbackRule};
+
+    fn version(version: u32) -> PluginRecord {
+        PluginRecord {
+            name: "classify".into(),
+            version,
+            digest: format!("d{version}"),
+            size: 1,
+            pushed_at_ms: 1,
+        }
+    }
+
+    fn rollout(percent: u8, rollback: Option<RollbackRule>) -> TagRecord {
+        TagRecord {
+            plugin: "classify".into(),
+            tag: "stable".into(),
+            version: 1,
+            canary: Some(Canary {
+                version: 2,
+                percent,
+                rollback,
+            }),
+            changed_at_ms: 1,
+            reason: "test".into(),
+        }
+    }
+
+    #[test]
+    fn a_rollout_sends_its_share_of_instances_to_the_canary_and_each_instance_stays() {
+        let registry = Registry::default();
+        registry.add_plugin(version(1));
+        registry.add_plugin(version(2));
+        registry.set_tag(rollout(25, None));
+        let plugin = PluginRef::parse("classify:stable").expect("valid");
+        let canaries = (0..4000)
+            .filter(|id| {
+                let resolved = registry.resolve(&plugin, InstanceId(*id)).expect("tag");
+                assert_eq!(resolved.canary, resolved.record.version == 2);
+                resolved.canary
+            })
+            .count();
+        assert!((900..1100).contains(&canaries), "{canaries} of 4000");
+        for id in 0..50 {
+            let first = registry.resolve(&plugin, InstanceId(id)).expect("tag");
+            let again = registry.resolve(&plugin, InstanceId(id)).expect("tag");
+            assert_eq!(first.record.version, again.record.version);
+        }
+        assert!(registry.exists(&plugin));
+        assert!(!registry.exists(&PluginRef::parse("classify:canary").expect("valid")));
+    }
+
+    #[test]
+    fn the_rollback_rule_fires_once_after_enough_failed_runs() {
+        let tag = Tag::new(rollout(
+            50,
+            Some(RollbackRule {
+                max_error_rate: 0.5,
+                min_runs: 4,
+            }),
+        ));
+        assert!(!tag.count_canary_run(true), "too few runs");
+        assert!(!tag.count_canary_run(true));
+        assert!(!tag.count_canary_run(false));
+        assert!(tag.count_canary_run(true), "3 of 4 failed");
+        assert!(!tag.count_canary_run(true), "only once");
     }
 }

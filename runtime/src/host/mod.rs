@@ -217,7 +217,7 @@ pub struct Host {
 
 impl Host {
     /// Build the engine and linker, and start the epoch ticker.
-    pub fn new(limits: Limits) -> wasmtime::Result<Host> {
+    pub fn new(limits: Limits, compiled_cache: Option<&std::path::Path>) -> wasmtime::Result<Host> {
         let mut pool = PoolingAllocationConfig::default();
         let slots = limits.concurrent_steps.max(1);
         pool.total_component_instances(slots)
@@ -241,6 +241,14 @@ impl Host {
             .epoch_interruption(true)
             .memory_init_cow(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if let Some(directory) = compiled_cache {
+            // wasmtime keys each entry by the component's bytes and the
+            // engine's configuration, so an upgrade or a changed setting
+            // never loads code compiled for another engine.
+            let mut cache = wasmtime::CacheConfig::new();
+            cache.with_directory(directory);
+            config.cache(Some(wasmtime::Cache::new(cache)?));
+        }
         // `JOURNEYD_PERF_MAP=1` writes /tmp/perf-PID.map so `perf report`
         // names the functions of plugin code.
         if std::env::var_os("JOURNEYD_PERF_MAP").is_some_and(|value| value == "1") {
@@ -407,4 +415,29 @@ impl Host {
         }
         StepFailure::Trap(format!("{error:#}"))
     }
+}
+
+/// `component` with a custom section appended: the same code under another
+/// digest, as a rebuilt plugin would be (benchmarks and tests use it to
+/// make versions to swap between).
+pub fn with_custom_section(mut component: Vec<u8>, name: &str, payload: &[u8]) -> Vec<u8> {
+    fn leb128(mut value: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut content = Vec::new();
+    leb128(name.len(), &mut content);
+    content.extend_from_slice(name.as_bytes());
+    content.extend_from_slice(payload);
+    component.push(0);
+    leb128(content.len(), &mut component);
+    component.extend_from_slice(&content);
+    component
 }

@@ -110,8 +110,10 @@ pub enum Error {
         /// The start step.
         start: String,
     },
-    /// A step's `plugin` is malformed (`name` or `name@version`).
-    #[error("{file}: step `{step}`, field `plugin`: `{plugin}` is not `name` or `name@version`")]
+    /// A step's `plugin` is malformed (`name`, `name@version` or `name:tag`).
+    #[error(
+        "{file}: step `{step}`, field `plugin`: `{plugin}` is not `name`, `name@version` or `name:tag`"
+    )]
     BadPluginRef {
         /// The file name as given.
         file: String,
@@ -121,7 +123,7 @@ pub enum Error {
         plugin: String,
     },
     /// A step's plugin (or plugin version) was never pushed.
-    #[error("{file}: step `{step}` uses plugin `{plugin}`, which has not been pushed")]
+    #[error("{file}: step `{step}` uses plugin `{plugin}`, which has not been pushed (or tagged)")]
     UnknownPlugin {
         /// The file name as given.
         file: String,
@@ -192,29 +194,55 @@ pub struct StepDefinition {
 pub struct PluginRef {
     /// The plugin name.
     pub name: String,
-    /// A pinned version, or `None` for the latest.
-    pub version: Option<u32>,
+    /// Which of its versions.
+    pub selector: Selector,
+}
+
+/// Which version of a plugin a step runs, decided at each step start.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Selector {
+    /// The latest version pushed (`name`).
+    Latest,
+    /// One version (`name@3`).
+    Version(u32),
+    /// Wherever a tag points (`name:stable`), including its rollout.
+    Tag(String),
 }
 
 impl PluginRef {
-    /// Parse `name` or `name@version`.
+    /// Parse `name`, `name@version` or `name:tag`.
     pub fn parse(text: &str) -> Option<Self> {
-        let (name, version) = match text.split_once('@') {
-            Some((name, version)) => (name, Some(version.parse().ok()?)),
-            None => (text, None),
+        let (name, selector) = if let Some((name, version)) = text.split_once('@') {
+            (name, Selector::Version(version.parse().ok()?))
+        } else if let Some((name, tag)) = text.split_once(':') {
+            if !is_valid_name(tag) {
+                return None;
+            }
+            (name, Selector::Tag(tag.to_owned()))
+        } else {
+            (text, Selector::Latest)
         };
         is_valid_name(name).then(|| PluginRef {
             name: name.to_owned(),
-            version,
+            selector,
         })
+    }
+
+    /// A reference to one version.
+    pub fn version(name: &str, version: u32) -> Self {
+        PluginRef {
+            name: name.to_owned(),
+            selector: Selector::Version(version),
+        }
     }
 }
 
 impl std::fmt::Display for PluginRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.version {
-            Some(version) => write!(f, "{}@{version}", self.name),
-            None => f.write_str(&self.name),
+        match &self.selector {
+            Selector::Latest => f.write_str(&self.name),
+            Selector::Version(version) => write!(f, "{}@{version}", self.name),
+            Selector::Tag(tag) => write!(f, "{}:{tag}", self.name),
         }
     }
 }
@@ -465,7 +493,7 @@ mod tests {
         );
         assert_eq!(journey.target("resolve", "nope"), None);
         let resolve = journey.step("resolve").expect("step");
-        assert_eq!(resolve.plugin.version, Some(2));
+        assert_eq!(resolve.plugin.selector, Selector::Version(2));
         assert_eq!(
             journey.step("acknowledge").expect("step").config_json,
             r#"{"channel":"email"}"#
@@ -539,15 +567,27 @@ mod tests {
     }
 
     #[test]
-    fn plugin_refs_parse_name_and_version() {
+    fn plugin_refs_parse_name_version_and_tag() {
         assert_eq!(
             PluginRef::parse("classify@3"),
-            Some(PluginRef {
-                name: "classify".into(),
-                version: Some(3)
-            })
+            Some(PluginRef::version("classify", 3))
         );
-        assert_eq!(PluginRef::parse("classify@x"), None);
-        assert_eq!(PluginRef::parse("bad name"), None);
+        assert_eq!(
+            PluginRef::parse("classify:stable").map(|plugin| plugin.selector),
+            Some(Selector::Tag("stable".into()))
+        );
+        assert_eq!(
+            PluginRef::parse("classify").map(|plugin| plugin.selector),
+            Some(Selector::Latest)
+        );
+        for bad in ["classify@x", "bad name", "classify:", "classify:a b", "@3"] {
+            assert_eq!(PluginRef::parse(bad), None, "{bad}");
+        }
+        assert_eq!(
+            PluginRef::parse("classify:canary")
+                .expect("valid")
+                .to_string(),
+            "classify:canary"
+        );
     }
 }

@@ -33,6 +33,12 @@ const JOURNEY: u8 = b'J';
 const PLUGIN: u8 = b'P';
 /// Plugin bytes by digest: `B digest`.
 const BLOB: u8 = b'B';
+/// Plugin tags: `T plugin 0 tag`.
+const TAG: u8 = b'T';
+/// Every change of a plugin tag: `G plugin 0 seq:u64`.
+const TAG_CHANGE: u8 = b'G';
+/// Run counts per plugin version: `S plugin 0 version:u32`.
+const VERSION_STATS: u8 = b'S';
 
 fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     let len = 1 + parts.iter().map(|part| part.len()).sum::<usize>();
@@ -201,6 +207,39 @@ pub fn blob(digest: &str) -> Vec<u8> {
     key(BLOB, &[digest.as_bytes()])
 }
 
+/// The key of tag `tag` of plugin `plugin`.
+pub fn tag(plugin: &str, tag: &str) -> Vec<u8> {
+    key(TAG, &[plugin.as_bytes(), &[0], tag.as_bytes()])
+}
+
+/// The prefix of every plugin tag.
+pub fn tags() -> Vec<u8> {
+    vec![TAG]
+}
+
+/// The key of change `seq` of a tag of plugin `plugin`.
+pub fn tag_change(plugin: &str, seq: u64) -> Vec<u8> {
+    key(TAG_CHANGE, &[plugin.as_bytes(), &[0], &seq.to_be_bytes()])
+}
+
+/// The prefix of the tag changes of plugin `plugin`.
+pub fn tag_changes_of(plugin: &str) -> Vec<u8> {
+    key(TAG_CHANGE, &[plugin.as_bytes(), &[0]])
+}
+
+/// The key of the run counts of version `version` of plugin `plugin`.
+pub fn version_stats(plugin: &str, version: u32) -> Vec<u8> {
+    key(
+        VERSION_STATS,
+        &[plugin.as_bytes(), &[0], &version.to_be_bytes()],
+    )
+}
+
+/// The prefix of every version's run counts.
+pub fn all_version_stats() -> Vec<u8> {
+    vec![VERSION_STATS]
+}
+
 /// Prints a key readably for error messages: prefix, then printable bytes
 /// as text and the rest as hex.
 pub fn display(key: &[u8]) -> String {
@@ -267,6 +306,15 @@ mod tests {
         assert!(late.starts_with(&interactions_of("c-1")));
         assert!(!interaction("c-10", 1).starts_with(&interactions_of("c-1")));
         assert_eq!(interaction_seq_of(&late), Some(300));
+    }
+
+    #[test]
+    fn tag_changes_sort_in_order_and_plugins_do_not_overlap() {
+        assert!(tag_change("classify", 9) < tag_change("classify", 300));
+        assert!(tag_change("classify", 1).starts_with(&tag_changes_of("classify")));
+        assert!(!tag_change("classify2", 1).starts_with(&tag_changes_of("classify")));
+        assert!(tag("classify", "stable").starts_with(&tags()));
+        assert!(version_stats("ack", 2) < version_stats("ack", 10));
     }
 
     #[test]

@@ -88,6 +88,108 @@ pub struct PluginRecord {
     pub pushed_at_ms: u64,
 }
 
+/// Where a plugin tag points: the version its steps run and, during a
+/// rollout, a second version that a share of instances runs instead.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TagRecord {
+    /// The plugin.
+    pub plugin: String,
+    /// The tag name (`stable`, `canary`, ...).
+    pub tag: String,
+    /// The version steps run (outside a rollout's share).
+    pub version: u32,
+    /// A rollout in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
+    /// When the tag last changed, ms since the Unix epoch.
+    pub changed_at_ms: u64,
+    /// Why it last changed, for people.
+    pub reason: String,
+}
+
+/// A rollout: a share of instances runs another version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Canary {
+    /// The version being rolled out.
+    pub version: u32,
+    /// The share of instances, 0 to 100, that runs it; which instances is
+    /// decided by the instance id, so an instance keeps its side.
+    pub percent: u8,
+    /// When to roll back on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackRule>,
+}
+
+/// Roll a canary back automatically once it has run `min_runs` times and
+/// more than `max_error_rate` of its runs failed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RollbackRule {
+    /// Failed runs over runs above which the canary is rolled back, 0 to 1.
+    pub max_error_rate: f64,
+    /// Runs needed before the rule is applied.
+    pub min_runs: u64,
+}
+
+/// How often one plugin version ran, failed, and how long it took.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VersionStats {
+    /// The plugin.
+    pub plugin: String,
+    /// The version.
+    pub version: u32,
+    /// Steps it ran.
+    pub runs: u64,
+    /// Of those, steps that failed (the plugin failed, trapped or timed out).
+    pub failures: u64,
+    /// Run time (instantiate + call) by bucket: bucket `i` counts runs of
+    /// about `2^(i/4)` µs; see [`VersionStats::percentile_us`].
+    pub latency_buckets: Vec<u64>,
+}
+
+/// Latency buckets per doubling of run time.
+const BUCKETS_PER_DOUBLING: f64 = 4.0;
+/// Buckets kept: up to about 2^24 µs (17 s); longer runs count in the last.
+const LATENCY_BUCKETS: usize = 96;
+
+impl VersionStats {
+    /// Count one run.
+    pub fn record(&mut self, failed: bool, duration_us: u64) {
+        self.runs += 1;
+        self.failures += u64::from(failed);
+        let bucket = ((duration_us.max(1) as f64).log2() * BUCKETS_PER_DOUBLING) as usize;
+        if self.latency_buckets.len() < LATENCY_BUCKETS {
+            self.latency_buckets.resize(LATENCY_BUCKETS, 0);
+        }
+        self.latency_buckets[bucket.min(LATENCY_BUCKETS - 1)] += 1;
+    }
+
+    /// The run time below which `percent` of runs finished, in µs (the top
+    /// of its bucket: within 19%), or `None` before the first run.
+    pub fn percentile_us(&self, percent: f64) -> Option<u64> {
+        let wanted = (self.runs as f64 * percent / 100.0).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (bucket, count) in self.latency_buckets.iter().enumerate() {
+            seen += count;
+            if seen >= wanted {
+                return Some(
+                    2f64.powf((bucket + 1) as f64 / BUCKETS_PER_DOUBLING)
+                        .round() as u64,
+                );
+            }
+        }
+        None
+    }
+
+    /// Failed runs over runs (0 before the first run).
+    pub fn failure_rate(&self) -> f64 {
+        if self.runs == 0 {
+            0.0
+        } else {
+            self.failures as f64 / self.runs as f64
+        }
+    }
+}
+
 /// A deployed journey definition version.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JourneyRecord {
@@ -582,6 +684,18 @@ pub trait Store: Send + Sync + 'static {
     /// Every plugin version, by name then version.
     fn plugins(&self) -> Result<Vec<PluginRecord>>;
 
+    /// Point a plugin tag at `record` and append it to the plugin's tag
+    /// changes. Durable on return.
+    fn put_tag(&self, record: &TagRecord) -> Result<()>;
+    /// Every plugin tag, by plugin then tag.
+    fn tags(&self) -> Result<Vec<TagRecord>>;
+    /// Every change of the tags of `plugin`, oldest first.
+    fn tag_changes(&self, plugin: &str) -> Result<Vec<TagRecord>>;
+    /// Save run counts (replacing the saved ones of the same versions).
+    fn put_version_stats(&self, stats: &[VersionStats]) -> Result<()>;
+    /// The saved run counts of every plugin version.
+    fn version_stats(&self) -> Result<Vec<VersionStats>>;
+
     /// Store a journey definition as the next version of `name`.
     fn put_journey(&self, name: &str, source: &str, at_ms: u64) -> Result<JourneyRecord>;
     /// Every journey version, by name then version.
@@ -752,6 +866,52 @@ pub(crate) mod suite {
         a_step_commits_once_with_its_effects(store);
         customer_views_follow_writes(store);
         plugin_and_journey_versions_count_up(store);
+        tags_keep_their_changes_and_run_counts_are_saved(store);
+    }
+
+    fn tags_keep_their_changes_and_run_counts_are_saved(store: &dyn Store) {
+        let stable = TagRecord {
+            plugin: "classify".into(),
+            tag: "stable".into(),
+            version: 1,
+            canary: None,
+            changed_at_ms: 1,
+            reason: "first".into(),
+        };
+        let rollout = TagRecord {
+            version: 1,
+            canary: Some(Canary {
+                version: 2,
+                percent: 10,
+                rollback: Some(RollbackRule {
+                    max_error_rate: 0.2,
+                    min_runs: 20,
+                }),
+            }),
+            changed_at_ms: 2,
+            reason: "rollout".into(),
+            ..stable.clone()
+        };
+        store.put_tag(&stable).expect("tag");
+        store.put_tag(&rollout).expect("tag");
+        assert_eq!(store.tags().expect("tags"), std::slice::from_ref(&rollout));
+        assert_eq!(
+            store.tag_changes("classify").expect("changes"),
+            [stable, rollout],
+            "oldest first"
+        );
+        assert!(store.tag_changes("class").expect("changes").is_empty());
+
+        let mut counts = VersionStats {
+            plugin: "classify".into(),
+            version: 2,
+            ..VersionStats::default()
+        };
+        counts.record(false, 40);
+        store.put_version_stats(&[counts.clone()]).expect("save");
+        counts.record(true, 900);
+        store.put_version_stats(&[counts.clone()]).expect("save");
+        assert_eq!(store.version_stats().expect("read"), [counts]);
     }
 
     fn an_event_is_accepted_once(store: &dyn Store) {
@@ -914,6 +1074,27 @@ mod tests {
 
     fn object(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
         value.as_object().cloned().expect("an object")
+    }
+
+    #[test]
+    fn run_counts_give_failure_rate_and_percentiles() {
+        let mut stats = VersionStats::default();
+        assert_eq!(stats.percentile_us(50.0), None);
+        for duration_us in 1..=100 {
+            stats.record(duration_us % 10 == 0, duration_us);
+        }
+        assert_eq!((stats.runs, stats.failures), (100, 10));
+        assert!((stats.failure_rate() - 0.1).abs() < 1e-9);
+        let p50 = stats.percentile_us(50.0).expect("runs");
+        let p99 = stats.percentile_us(99.0).expect("runs");
+        assert!((50..=60).contains(&p50), "{p50}");
+        assert!((99..=120).contains(&p99), "{p99}");
+        stats.record(false, u64::MAX);
+        assert_eq!(
+            stats.latency_buckets.len(),
+            96,
+            "very long runs share the last bucket"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use super::{
     Applied, CustomerView, Error, EventRecord, HistoryEntry, Instance, InstanceFilter, InstanceId,
     InstanceStatus, Interaction, JourneyRecord, OutboxMessage, PluginRecord, Result, Store,
-    VIEW_INTERACTIONS, Write, encode, keys,
+    TagRecord, VIEW_INTERACTIONS, VersionStats, Write, encode, keys,
 };
 
 /// Tuning for the sled backend.
@@ -255,6 +255,44 @@ impl Store for SledStore {
 
     fn plugins(&self) -> Result<Vec<PluginRecord>> {
         self.scan(&keys::plugins())
+    }
+
+    fn put_tag(&self, record: &TagRecord) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        let encoded = encode(record)?;
+        batch.insert(keys::tag(&record.plugin, &record.tag), &*encoded);
+        batch.insert(
+            keys::tag_change(&record.plugin, self.db.generate_id()?),
+            encoded,
+        );
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn tags(&self) -> Result<Vec<TagRecord>> {
+        self.scan(&keys::tags())
+    }
+
+    fn tag_changes(&self, plugin: &str) -> Result<Vec<TagRecord>> {
+        self.scan(&keys::tag_changes_of(plugin))
+    }
+
+    fn put_version_stats(&self, stats: &[VersionStats]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for version in stats {
+            batch.insert(
+                keys::version_stats(&version.plugin, version.version),
+                encode(version)?,
+            );
+        }
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn version_stats(&self) -> Result<Vec<VersionStats>> {
+        self.scan(&keys::all_version_stats())
     }
 
     fn put_journey(&self, name: &str, source: &str, at_ms: u64) -> Result<JourneyRecord> {
