@@ -55,6 +55,23 @@ pub struct BenchArgs {
     /// change to the first step start on the new digest, the largest).
     #[arg(long, value_name = "MS")]
     pub swap_every: Option<u64>,
+    /// What to measure: `enquiry` journeys, or `restart` (a store with
+    /// `--plugin-versions` plugin versions, then the time from starting
+    /// `journeyd serve` on it to its readiness line).
+    #[arg(long, value_enum, default_value_t = Scenario::Enquiry)]
+    pub scenario: Scenario,
+    /// Plugin versions in the store for `--scenario restart`.
+    #[arg(long, default_value_t = 50)]
+    pub plugin_versions: usize,
+}
+
+/// What `journeyd bench` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// Enquiry journeys through the executor.
+    Enquiry,
+    /// Restarting on a store with many plugin versions.
+    Restart,
 }
 
 /// The step whose plugin `--swap-every` swaps.
@@ -210,6 +227,9 @@ struct Waiters {
 }
 
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    if args.scenario == Scenario::Restart {
+        return restart(&args).await;
+    }
     let dir = args.plugins.clone().unwrap_or_else(default_plugin_dir);
     let journey_source = std::fs::read_to_string(&args.journey)
         .with_context(|| format!("reading {}", args.journey.display()))?;
@@ -524,4 +544,105 @@ async fn swap_tags(
         }
     }
     Ok((swaps, visible_ms))
+}
+
+/// `--scenario restart`: push `--plugin-versions` versions of the enquiry
+/// plugins (the same code under different digests) into a store, compiling
+/// each once into the store's compiled-code cache, then start `journeyd
+/// serve` on that store and time it to its readiness line (every version
+/// loaded).
+async fn restart(args: &BenchArgs) -> anyhow::Result<()> {
+    let dir = args.plugins.clone().unwrap_or_else(default_plugin_dir);
+    let temporary = tempfile::tempdir()?;
+    let data = args.data.as_deref().unwrap_or(temporary.path()).to_owned();
+    let versions = args.plugin_versions.max(1);
+    println!(
+        "bench: restart with {versions} plugin versions in the store ({})",
+        data.display()
+    );
+    let seeding = Instant::now();
+    {
+        let store = SledStore::open(&data, &SledOptions::default())?;
+        let host = host::Host::new(host::Limits::default(), Some(&data.join("compiled")))
+            .map_err(|error| anyhow::anyhow!("{error:#}"))?;
+        let mut sources = Vec::new();
+        for name in ENQUIRY_PLUGINS {
+            sources.push((name, read_component(&dir, &format!("plugin_{name}.wasm"))?));
+        }
+        for n in 0..versions {
+            let (name, bytes) = &sources[n % sources.len()];
+            let bytes =
+                host::with_custom_section(bytes.clone(), "bench-version", n.to_string().as_bytes());
+            let digest = {
+                use sha2::Digest as _;
+                format!("{:x}", sha2::Sha256::digest(&bytes))
+            };
+            host.load(&digest, &bytes)?;
+            store.put_plugin(name, &digest, &bytes, 0)?;
+            if (n + 1) % 10 == 0 || n + 1 == versions {
+                eprintln!(
+                    "  … {} / {versions} versions pushed and compiled ({:.1} s)",
+                    n + 1,
+                    seeding.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
+
+    let exe = std::env::current_exe().context("finding the journeyd binary")?;
+    let started = Instant::now();
+    let mut child = std::process::Command::new(exe)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting journeyd serve")?;
+    let stdout = child.stdout.take().context("stdout is piped")?;
+    let ready = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead as _;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| {
+                line.strip_prefix("journeyd listening on ")
+                    .map(str::to_owned)
+            })
+    })
+    .await?;
+    let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let Some(url) = ready else {
+        let _ = child.kill();
+        bail!("journeyd serve exited before it was ready");
+    };
+    let metrics = reqwest::get(format!("{url}/metrics")).await?.text().await?;
+    let _ = child.kill();
+    let _ = child.wait();
+    let gauge = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .map(|value| value as u64)
+    };
+    let (from_cache, compiled) = (
+        gauge("journeyd_start_plugins_from_cache"),
+        gauge("journeyd_start_plugins_compiled"),
+    );
+    let (Some(from_cache), Some(compiled)) = (from_cache, compiled) else {
+        bail!("journeyd serve did not report how it loaded its plugins");
+    };
+    println!(
+        "  restart: ready in {ready_ms:.0} ms with {versions} versions loaded ({from_cache} from the compiled-code cache, {compiled} compiled)"
+    );
+    println!(
+        "{}",
+        json!({
+            "scenario": "restart",
+            "plugin_versions": versions,
+            "restart_ready_ms": ready_ms.round(),
+            "plugins_from_cache": from_cache,
+            "plugins_compiled": compiled,
+        })
+    );
+    Ok(())
 }

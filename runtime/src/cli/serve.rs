@@ -71,11 +71,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = Runtime::new(Arc::new(store), Arc::new(SystemClock), settings)?;
     let loading = std::time::Instant::now();
     let plugins = runtime.load_plugins().await?;
+    let counts = runtime.host().cache_counts();
     tracing::info!(
         plugins,
+        from_cache = counts.map_or(0, |counts| counts.hits),
+        compiled = counts.map_or(0, |counts| counts.misses),
         elapsed_ms = loading.elapsed().as_millis() as u64,
         "plugins loaded"
     );
+    if let Some(counts) = counts {
+        metrics::gauge!("journeyd_start_plugins_from_cache").set(counts.hits as f64);
+        metrics::gauge!("journeyd_start_plugins_compiled").set(counts.misses as f64);
+    }
     // Run counts per plugin version survive restarts, saved every 2 s.
     let saver = runtime.clone();
     tokio::spawn(async move {

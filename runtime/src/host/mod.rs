@@ -213,6 +213,16 @@ pub struct Host {
     linker: Linker<StepState>,
     limits: Limits,
     plugins: RwLock<HashMap<String, Arc<LoadedPlugin>>>,
+    compiled_cache: Option<wasmtime::Cache>,
+}
+
+/// How plugin loads were served by the compiled-code cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheCounts {
+    /// Loaded from compiled code in the cache.
+    pub hits: usize,
+    /// Compiled (and then stored in the cache).
+    pub misses: usize,
 }
 
 impl Host {
@@ -241,14 +251,18 @@ impl Host {
             .epoch_interruption(true)
             .memory_init_cow(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        if let Some(directory) = compiled_cache {
-            // wasmtime keys each entry by the component's bytes and the
-            // engine's configuration, so an upgrade or a changed setting
-            // never loads code compiled for another engine.
-            let mut cache = wasmtime::CacheConfig::new();
-            cache.with_directory(directory);
-            config.cache(Some(wasmtime::Cache::new(cache)?));
-        }
+        let compiled_cache = match compiled_cache {
+            Some(directory) => {
+                // wasmtime keys each entry by the component's bytes and the
+                // engine's configuration, so an upgrade or a changed setting
+                // never loads code compiled for another engine.
+                let mut cache = wasmtime::CacheConfig::new();
+                cache.with_directory(directory);
+                Some(wasmtime::Cache::new(cache)?)
+            }
+            None => None,
+        };
+        config.cache(compiled_cache.clone());
         // `JOURNEYD_PERF_MAP=1` writes /tmp/perf-PID.map so `perf report`
         // names the functions of plugin code.
         if std::env::var_os("JOURNEYD_PERF_MAP").is_some_and(|value| value == "1") {
@@ -281,6 +295,16 @@ impl Host {
             linker,
             limits,
             plugins: RwLock::new(HashMap::new()),
+            compiled_cache,
+        })
+    }
+
+    /// Loads served from the compiled-code cache and compilations so far,
+    /// when the host has a cache.
+    pub fn cache_counts(&self) -> Option<CacheCounts> {
+        self.compiled_cache.as_ref().map(|cache| CacheCounts {
+            hits: cache.cache_hits(),
+            misses: cache.cache_misses(),
         })
     }
 
