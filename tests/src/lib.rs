@@ -38,7 +38,7 @@ pub fn journeyd_binary() -> PathBuf {
 }
 
 /// Every fixture component, by crate directory name under `tests/fixtures`.
-pub const FIXTURES: [&str; 5] = ["noop", "trap", "spin", "memory-hog", "wrong-world"];
+pub const FIXTURES: [&str; 6] = ["noop", "trap", "spin", "memory-hog", "wrong-world", "slow"];
 
 fn component(file: &str) -> Vec<u8> {
     let path = workspace().join("target/wasm32-wasip2/plugin").join(file);

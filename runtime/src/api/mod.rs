@@ -10,6 +10,7 @@
 //! | POST | `/v1/events` | ingest an event; `202` once durable |
 //! | PUT, GET | `/v1/customers/{id}` | upsert a profile; read the single view |
 //! | POST, GET | `/v1/journeys` | deploy a TOML definition (`?file=`); list versions |
+//! | POST, GET | `/v1/journeys/{name}/migrations` | move running instances of one version to another (validated first); list |
 //! | PUT | `/v1/plugins/{name}` | push a component (the body is the `.wasm`) |
 //! | GET | `/v1/plugins` | every plugin version with its run counts, and every tag |
 //! | GET | `/v1/plugins/{name}` | one plugin: versions, counts, tags and every tag change |
@@ -36,8 +37,8 @@ use serde_json::json;
 
 use crate::executor::{self, IncomingEvent, Runtime};
 use crate::store::{
-    Canary, HistoryEntry, Instance, InstanceFilter, InstanceId, InstanceStatus, OutboxMessage,
-    PluginRecord, TagRecord, VIEW_INTERACTIONS,
+    Canary, HistoryEntry, Instance, InstanceFilter, InstanceId, InstanceStatus, MigrationRecord,
+    OutboxMessage, PluginRecord, TagRecord, VIEW_INTERACTIONS,
 };
 
 /// Largest event body accepted.
@@ -125,6 +126,11 @@ impl From<executor::Error> for ApiError {
             }
             E::ProfileNotObject { .. } => (StatusCode::BAD_REQUEST, "invalid_profile"),
             E::UnknownInstance(_) => (StatusCode::NOT_FOUND, "unknown_instance"),
+            E::UnknownJourney(_) => (StatusCode::NOT_FOUND, "unknown_journey"),
+            E::UnknownJourneyVersion { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "unknown_journey_version")
+            }
+            E::InvalidMigration { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_migration"),
             E::UnknownPlugin(_) => (StatusCode::NOT_FOUND, "unknown_plugin"),
             E::UnknownPluginVersion { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "unknown_plugin_version")
@@ -179,6 +185,10 @@ pub fn router(state: AppState) -> Router {
             post(deploy_journey)
                 .get(list_journeys)
                 .layer(DefaultBodyLimit::max(MAX_JOURNEY_BYTES)),
+        )
+        .route(
+            "/v1/journeys/{name}/migrations",
+            post(migrate_journey).get(list_migrations),
         )
         .route(
             "/v1/plugins/{name}",
@@ -296,6 +306,44 @@ async fn list_journeys(State(state): State<AppState>) -> ApiResult<Json<serde_js
         })
         .collect();
     Ok(Json(json!({ "journeys": journeys })))
+}
+
+/// The body of `POST /v1/journeys/{name}/migrations`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Migrate {
+    from: u32,
+    to: u32,
+    #[serde(default)]
+    steps: std::collections::BTreeMap<String, String>,
+}
+
+async fn migrate_journey(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<MigrationRecord>)> {
+    let request: Migrate = json_body(body, "the migration")?;
+    let runtime = state.runtime.clone();
+    let record = tokio::task::spawn_blocking(move || {
+        runtime.migrate_journey(&name, request.from, request.to, request.steps)
+    })
+    .await
+    .map_err(executor::Error::from)??;
+    Ok((StatusCode::CREATED, Json(record)))
+}
+
+async fn list_migrations(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Json<serde_json::Value> {
+    let migrations: Vec<MigrationRecord> = state
+        .runtime
+        .migrations_of(&name)
+        .iter()
+        .map(|migration| (**migration).clone())
+        .collect();
+    Json(json!({ "migrations": migrations }))
 }
 
 async fn push_plugin(

@@ -102,6 +102,24 @@ impl Client {
         Ok(())
     }
 
+    pub async fn migrate_journey(&self, name: &str, body: Value) -> anyhow::Result<()> {
+        let record = self
+            .send(
+                self.http
+                    .post(format!("{}/v1/journeys/{name}/migrations", self.base))
+                    .json(&body),
+            )
+            .await?;
+        println!(
+            "journey {name}: running instances of v{} move to v{} at their next step",
+            record["from_version"], record["to_version"]
+        );
+        for (old, new) in record["steps"].as_object().into_iter().flatten() {
+            println!("  {old} → {}", new.as_str().unwrap_or("?"));
+        }
+        Ok(())
+    }
+
     /// Push a plugin; returns the version it became.
     pub async fn push_plugin(&self, name: &str, file: &Path) -> anyhow::Result<u64> {
         let body = self

@@ -78,6 +78,22 @@ pub enum JourneyCommand {
     },
     /// List deployed journey versions.
     List,
+    /// Move the running instances of version FROM to version TO, each at
+    /// its next step start (validated before anything changes).
+    Migrate {
+        /// The journey.
+        name: String,
+        /// The version instances leave.
+        #[arg(long)]
+        from: u32,
+        /// The version they move to.
+        #[arg(long)]
+        to: u32,
+        /// `OLD=NEW`: an instance about to run step OLD continues at step
+        /// NEW. Steps not named keep their name.
+        #[arg(long = "map", value_name = "OLD=NEW")]
+        steps: Vec<String>,
+    },
 }
 
 /// `journeyd plugin ...`
@@ -229,6 +245,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::bench(args).await,
         Command::Journey(JourneyCommand::Deploy { file }) => client.deploy_journey(&file).await,
         Command::Journey(JourneyCommand::List) => client.list_journeys().await,
+        Command::Journey(JourneyCommand::Migrate {
+            name,
+            from,
+            to,
+            steps,
+        }) => {
+            let mut mapping = serde_json::Map::new();
+            for pair in steps {
+                let Some((old, new)) = pair.split_once('=') else {
+                    anyhow::bail!("--map takes OLD=NEW, not `{pair}`");
+                };
+                mapping.insert(old.to_owned(), new.into());
+            }
+            client
+                .migrate_journey(
+                    &name,
+                    serde_json::json!({ "from": from, "to": to, "steps": mapping }),
+                )
+                .await
+        }
         Command::Plugin(command) => plugin_command(&client, command).await,
         Command::Customer(CustomerCommand::Import { file }) => client.import_customers(&file).await,
         Command::Customer(CustomerCommand::Show { id }) => client.show_customer(&id).await,

@@ -114,6 +114,16 @@ pub fn render(view: &Value) -> String {
                     }
                 }
             }
+            "migrated" => {
+                let _ = writeln!(
+                    out,
+                    "  +{at:>5}ms  migrated v{} → v{} ({} → {})",
+                    entry["from_version"],
+                    entry["to_version"],
+                    text(&entry["from_step"]),
+                    text(&entry["to_step"])
+                );
+            }
             other => {
                 let _ = writeln!(out, "  +{at:>5}ms  {other}");
             }

@@ -31,8 +31,8 @@ use crate::host::{self, Host, LoadError, StepFailure, StepRequest};
 use crate::journey::{self, Journey, PluginRef, Target};
 use crate::store::{
     self, Applied, Canary, EventRecord, HistoryEntry, IngestCommit, Instance, InstanceId,
-    InstanceStatus, Interaction, LogLine, OutboxMessage, PluginRecord, StateChanges, StepCommit,
-    StepOutcome, StepRecord, Store, TagRecord, VersionStats, Write,
+    InstanceStatus, Interaction, LogLine, MigrationRecord, OutboxMessage, PluginRecord,
+    StateChanges, StepCommit, StepOutcome, StepRecord, Store, TagRecord, VersionStats, Write,
 };
 
 pub use self::committer::{CommitError, Committer};
@@ -107,6 +107,29 @@ pub enum Error {
     /// The instance does not exist.
     #[error("instance `{0}` does not exist")]
     UnknownInstance(InstanceId),
+    /// No journey of this name was deployed.
+    #[error("journey `{0}` has not been deployed")]
+    UnknownJourney(String),
+    /// The journey has no such version.
+    #[error("journey `{journey}` has no version {version}")]
+    UnknownJourneyVersion {
+        /// The journey.
+        journey: String,
+        /// The version asked for.
+        version: u32,
+    },
+    /// A migration is malformed; nothing was changed.
+    #[error("journey `{journey}`: migration from version {from} to {to}: {reason}")]
+    InvalidMigration {
+        /// The journey.
+        journey: String,
+        /// The version instances would leave.
+        from: u32,
+        /// The version they would move to.
+        to: u32,
+        /// What is wrong.
+        reason: String,
+    },
     /// No plugin of this name was pushed.
     #[error("plugin `{0}` has not been pushed")]
     UnknownPlugin(String),
@@ -322,6 +345,9 @@ impl Runtime {
         for record in store.tags()? {
             registry.set_tag(record);
         }
+        for record in store.migrations()? {
+            registry.set_migration(record);
+        }
         let mut versions = VersionCounts::default();
         for stats in store.version_stats()? {
             versions
@@ -425,6 +451,93 @@ impl Runtime {
             .expect("the version was just added");
         tracing::info!(journey = %record.name, version = record.version, "journey deployed");
         Ok((record.version, journey))
+    }
+
+    /// Move the running instances of version `from` of `journey` to
+    /// version `to`, each at its next step start, to the step `steps` maps
+    /// its step to (steps not named keep their name, which `to` must have).
+    /// The whole mapping is checked before anything is stored.
+    pub fn migrate_journey(
+        &self,
+        journey: &str,
+        from: u32,
+        to: u32,
+        steps: std::collections::BTreeMap<String, String>,
+    ) -> Result<MigrationRecord> {
+        let deployed = self.registry.journey_versions(journey);
+        if deployed == 0 {
+            return Err(Error::UnknownJourney(journey.to_owned()));
+        }
+        let version = |version: u32| {
+            self.registry
+                .journey(journey, version)
+                .ok_or_else(|| Error::UnknownJourneyVersion {
+                    journey: journey.to_owned(),
+                    version,
+                })
+        };
+        let (old, new) = (version(from)?, version(to)?);
+        let invalid = |reason: String| Error::InvalidMigration {
+            journey: journey.to_owned(),
+            from,
+            to,
+            reason,
+        };
+        if from == to {
+            return Err(invalid("the versions are the same".into()));
+        }
+        for (source, target) in &steps {
+            if old.step(source).is_none() {
+                return Err(invalid(format!(
+                    "`{source}` is not a step of version {from}"
+                )));
+            }
+            if new.step(target).is_none() {
+                return Err(invalid(format!(
+                    "`{source}` maps to `{target}`, which is not a step of version {to}"
+                )));
+            }
+        }
+        let mut mapping = std::collections::BTreeMap::new();
+        for step in old.steps() {
+            let name = &step.definition.name;
+            let target = match steps.get(name) {
+                Some(target) => target.clone(),
+                None if new.step(name).is_some() => name.clone(),
+                None => {
+                    return Err(invalid(format!(
+                        "step `{name}` has no step of the same name in version {to}: map it to one"
+                    )));
+                }
+            };
+            mapping.insert(name.clone(), target);
+        }
+        // Following the migrations on from `to` must not lead back to `from`.
+        let mut next = to;
+        while let Some(onward) = self.registry.migration(journey, next) {
+            if onward.to_version == from {
+                return Err(invalid(format!(
+                    "version {to} already migrates on to version {from}: instances would move in a circle"
+                )));
+            }
+            next = onward.to_version;
+        }
+        let record = MigrationRecord {
+            journey: journey.to_owned(),
+            from_version: from,
+            to_version: to,
+            steps: mapping,
+            created_at_ms: self.clock.now_ms(),
+        };
+        self.store.put_migration(&record)?;
+        self.registry.set_migration(record.clone());
+        tracing::info!(journey, from, to, "journey migration stored");
+        Ok(record)
+    }
+
+    /// Every migration of `journey`.
+    pub fn migrations_of(&self, journey: &str) -> Vec<Arc<MigrationRecord>> {
+        self.registry.migrations_of(journey)
     }
 
     /// Create or replace a customer's profile.
@@ -607,6 +720,13 @@ impl Runtime {
     /// schedules the instance's next step (or records it finished), so an
     /// instance has at most one step queued, running or committing.
     fn run_step(self: &Arc<Self>, job: StepJob) {
+        if let Some(migration) = self
+            .registry
+            .migration(&job.instance.journey, job.instance.journey_version)
+        {
+            self.migrate(job, &migration);
+            return;
+        }
         let StepJob {
             instance,
             event,
@@ -697,6 +817,54 @@ impl Runtime {
                     // Nothing of the step was committed; it runs again when
                     // the runtime restarts.
                     tracing::error!(instance = %next.id, error = %error, "step could not be committed; instance paused until restart");
+                }
+            }),
+        );
+    }
+
+    /// Move an instance to the version `migration` leads to, before its
+    /// next step; once that is durable, the step runs under the new version.
+    fn migrate(self: &Arc<Self>, job: StepJob, migration: &MigrationRecord) {
+        let StepJob {
+            instance, event, ..
+        } = job;
+        let from_step = instance
+            .current_step
+            .clone()
+            .expect("a running instance has a current step");
+        let to_step = migration
+            .steps
+            .get(&from_step)
+            .cloned()
+            .unwrap_or_else(|| from_step.clone());
+        let mut next = instance.clone();
+        next.journey_version = migration.to_version;
+        next.current_step = Some(to_step.clone());
+        next.history_len += 1;
+        next.updated_at_ms = self.clock.now_ms();
+        let entry = HistoryEntry::Migrated {
+            at_ms: next.updated_at_ms,
+            from_version: migration.from_version,
+            to_version: migration.to_version,
+            from_step,
+            to_step,
+        };
+        let commit = StepCommit::migration(next.clone(), &entry)
+            .expect("a migration entry is plain data that always encodes as JSON");
+        let runtime = self.clone();
+        self.committer.submit_then(
+            Write::Step(Box::new(commit)),
+            Box::new(move |result| match result {
+                Ok(Applied::Done) => runtime.schedule(StepJob {
+                    instance: next,
+                    event,
+                    attempt: 1,
+                }),
+                Ok(_) => {
+                    tracing::warn!(instance = %next.id, "migration was already committed by another attempt");
+                }
+                Err(error) => {
+                    tracing::error!(instance = %next.id, error = %error, "migration could not be committed; instance paused until restart");
                 }
             }),
         );

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::journey::{Journey, PluginRef, Selector};
-use crate::store::{InstanceId, PluginRecord, TagRecord};
+use crate::store::{InstanceId, MigrationRecord, PluginRecord, TagRecord};
 
 /// A tag as the step path sees it: where it points, plus the counts of the
 /// rollout in progress (since it started or since this process started).
@@ -80,6 +80,8 @@ struct Index {
     plugins: HashMap<String, Vec<PluginRecord>>,
     /// Tags by plugin, then tag name.
     tags: HashMap<String, HashMap<String, Arc<Tag>>>,
+    /// Migrations by journey, then the version they move instances away from.
+    migrations: HashMap<String, HashMap<u32, Arc<MigrationRecord>>>,
 }
 
 /// Deployed journeys, pushed plugins and their tags.
@@ -213,6 +215,42 @@ impl Registry {
             (&a.record.plugin, &a.record.tag).cmp(&(&b.record.plugin, &b.record.tag))
         });
         all
+    }
+
+    /// Record a journey migration (replacing one from the same version).
+    pub fn set_migration(&self, record: MigrationRecord) {
+        let mut index = self.write();
+        index
+            .migrations
+            .entry(record.journey.clone())
+            .or_default()
+            .insert(record.from_version, Arc::new(record));
+    }
+
+    /// The migration away from `version` of `journey`, if any.
+    pub fn migration(&self, journey: &str, version: u32) -> Option<Arc<MigrationRecord>> {
+        self.read().migrations.get(journey)?.get(&version).cloned()
+    }
+
+    /// Every migration of `journey`, by the version it moves away from.
+    pub fn migrations_of(&self, journey: &str) -> Vec<Arc<MigrationRecord>> {
+        let index = self.read();
+        let mut all: Vec<_> = index
+            .migrations
+            .get(journey)
+            .into_iter()
+            .flat_map(|migrations| migrations.values().cloned())
+            .collect();
+        all.sort_by_key(|migration| migration.from_version);
+        all
+    }
+
+    /// How many versions of `journey` are deployed.
+    pub fn journey_versions(&self, journey: &str) -> u32 {
+        self.read()
+            .journeys
+            .get(journey)
+            .map_or(0, |versions| versions.len() as u32)
     }
 
     /// Whether a reference resolves (for validating journeys).

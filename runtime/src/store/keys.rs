@@ -39,6 +39,8 @@ const TAG: u8 = b'T';
 const TAG_CHANGE: u8 = b'G';
 /// Run counts per plugin version: `S plugin 0 version:u32`.
 const VERSION_STATS: u8 = b'S';
+/// Journey migrations: `M journey 0 from-version:u32`.
+const MIGRATION: u8 = b'M';
 
 fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     let len = 1 + parts.iter().map(|part| part.len()).sum::<usize>();
@@ -238,6 +240,16 @@ pub fn version_stats(plugin: &str, version: u32) -> Vec<u8> {
 /// The prefix of every version's run counts.
 pub fn all_version_stats() -> Vec<u8> {
     vec![VERSION_STATS]
+}
+
+/// The key of the migration of journey `journey` away from version `from`.
+pub fn migration(journey: &str, from: u32) -> Vec<u8> {
+    key(MIGRATION, &[journey.as_bytes(), &[0], &from.to_be_bytes()])
+}
+
+/// The prefix of every journey migration.
+pub fn migrations() -> Vec<u8> {
+    vec![MIGRATION]
 }
 
 /// Prints a key readably for error messages: prefix, then printable bytes

@@ -190,6 +190,23 @@ impl VersionStats {
     }
 }
 
+/// Moves running instances of one journey version to another at their next
+/// step start, each to the step the mapping names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationRecord {
+    /// The journey.
+    pub journey: String,
+    /// The version instances leave.
+    pub from_version: u32,
+    /// The version they move to.
+    pub to_version: u32,
+    /// For every step of `from_version`, the step of `to_version` an
+    /// instance waiting to run it continues at.
+    pub steps: std::collections::BTreeMap<String, String>,
+    /// When it was made, ms since the Unix epoch.
+    pub created_at_ms: u64,
+}
+
 /// A deployed journey definition version.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JourneyRecord {
@@ -345,6 +362,20 @@ pub enum HistoryEntry {
     },
     /// A step ran and its effects were committed.
     StepRan(Box<StepRecord>),
+    /// The instance moved to another version of its journey (an operator's
+    /// migration), before its next step started.
+    Migrated {
+        /// Entry time, ms since the Unix epoch.
+        at_ms: u64,
+        /// The version it left.
+        from_version: u32,
+        /// The version it moved to.
+        to_version: u32,
+        /// The step it was about to run.
+        from_step: String,
+        /// The step it continues at.
+        to_step: String,
+    },
 }
 
 /// Everything recorded about one committed step execution.
@@ -431,7 +462,9 @@ impl HistoryEntry {
     /// When the entry was recorded.
     pub fn at_ms(&self) -> u64 {
         match self {
-            HistoryEntry::EventReceived { at_ms, .. } => *at_ms,
+            HistoryEntry::EventReceived { at_ms, .. } | HistoryEntry::Migrated { at_ms, .. } => {
+                *at_ms
+            }
             HistoryEntry::StepRan(step) => step.at_ms,
         }
     }
@@ -545,6 +578,18 @@ impl StepCommit {
                 .into_iter()
                 .map(EncodedInteraction::new)
                 .collect::<Result<_>>()?,
+            instance,
+        })
+    }
+
+    /// Encode an instance's move to another journey version: the history
+    /// entry and, since its version and position change, its record.
+    pub fn migration(instance: Instance, entry: &HistoryEntry) -> Result<Self> {
+        Ok(StepCommit {
+            instance_record: Some(encode(&instance)?),
+            entry: encode(entry)?,
+            messages: Vec::new(),
+            notes: Vec::new(),
             instance,
         })
     }
@@ -695,6 +740,12 @@ pub trait Store: Send + Sync + 'static {
     fn put_version_stats(&self, stats: &[VersionStats]) -> Result<()>;
     /// The saved run counts of every plugin version.
     fn version_stats(&self) -> Result<Vec<VersionStats>>;
+
+    /// Store a journey migration (replacing one away from the same version).
+    /// Durable on return.
+    fn put_migration(&self, record: &MigrationRecord) -> Result<()>;
+    /// Every journey migration.
+    fn migrations(&self) -> Result<Vec<MigrationRecord>>;
 
     /// Store a journey definition as the next version of `name`.
     fn put_journey(&self, name: &str, source: &str, at_ms: u64) -> Result<JourneyRecord>;
@@ -867,6 +918,25 @@ pub(crate) mod suite {
         customer_views_follow_writes(store);
         plugin_and_journey_versions_count_up(store);
         tags_keep_their_changes_and_run_counts_are_saved(store);
+        a_migration_replaces_the_one_from_the_same_version(store);
+    }
+
+    fn a_migration_replaces_the_one_from_the_same_version(store: &dyn Store) {
+        let first = MigrationRecord {
+            journey: "enquiry".into(),
+            from_version: 1,
+            to_version: 2,
+            steps: [("classify".to_owned(), "classify".to_owned())].into(),
+            created_at_ms: 1,
+        };
+        let again = MigrationRecord {
+            to_version: 3,
+            created_at_ms: 2,
+            ..first.clone()
+        };
+        store.put_migration(&first).expect("store");
+        store.put_migration(&again).expect("store");
+        assert_eq!(store.migrations().expect("read"), [again]);
     }
 
     fn tags_keep_their_changes_and_run_counts_are_saved(store: &dyn Store) {

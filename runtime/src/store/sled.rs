@@ -15,8 +15,8 @@ use serde_json::value::RawValue;
 
 use super::{
     Applied, CustomerView, Error, EventRecord, HistoryEntry, Instance, InstanceFilter, InstanceId,
-    InstanceStatus, Interaction, JourneyRecord, OutboxMessage, PluginRecord, Result, Store,
-    TagRecord, VIEW_INTERACTIONS, VersionStats, Write, encode, keys,
+    InstanceStatus, Interaction, JourneyRecord, MigrationRecord, OutboxMessage, PluginRecord,
+    Result, Store, TagRecord, VIEW_INTERACTIONS, VersionStats, Write, encode, keys,
 };
 
 /// Tuning for the sled backend.
@@ -293,6 +293,19 @@ impl Store for SledStore {
 
     fn version_stats(&self) -> Result<Vec<VersionStats>> {
         self.scan(&keys::all_version_stats())
+    }
+
+    fn put_migration(&self, record: &MigrationRecord) -> Result<()> {
+        self.db.insert(
+            keys::migration(&record.journey, record.from_version),
+            encode(record)?,
+        )?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn migrations(&self) -> Result<Vec<MigrationRecord>> {
+        self.scan(&keys::migrations())
     }
 
     fn put_journey(&self, name: &str, source: &str, at_ms: u64) -> Result<JourneyRecord> {
