@@ -1,15 +1,24 @@
 //! The one clock the runtime reads time from.
 //!
-//! Everything that stamps or compares time (events, steps, the `clock`
-//! capability, the WASI wall clock a plugin sees) asks a [`Clock`], so a
-//! controllable clock can replace the system one without touching callers.
+//! Everything that stamps or compares time (events, steps, timers, the
+//! `clock` capability, the WASI wall clock a plugin sees) asks a [`Clock`],
+//! so a controllable clock can replace the system one without touching
+//! callers. [`SimulatedClock`] is that controllable clock: it stands still
+//! until it is advanced (`journeyd serve --simulated-clock`, then
+//! `POST /v1/clock/advance`), so days of waiting take no time in tests.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A source of wall-clock time in milliseconds since the Unix epoch.
 pub trait Clock: Send + Sync + 'static {
     /// Now, in ms since the Unix epoch.
     fn now_ms(&self) -> u64;
+
+    /// The simulated clock, when this is one.
+    fn simulated(&self) -> Option<&SimulatedClock> {
+        None
+    }
 }
 
 /// The machine's wall clock.
@@ -21,5 +30,60 @@ impl Clock for SystemClock {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_millis() as u64)
+    }
+}
+
+/// A clock that moves only when told to, and only forwards.
+#[derive(Debug)]
+pub struct SimulatedClock {
+    now_ms: AtomicU64,
+}
+
+impl SimulatedClock {
+    /// A clock standing at `now_ms`.
+    pub fn starting_at(now_ms: u64) -> Self {
+        SimulatedClock {
+            now_ms: AtomicU64::new(now_ms),
+        }
+    }
+
+    /// Move forward by `ms`; returns the new time.
+    pub fn advance(&self, ms: u64) -> u64 {
+        self.now_ms
+            .fetch_add(ms, Ordering::AcqRel)
+            .saturating_add(ms)
+    }
+
+    /// Move forward to `to_ms` (a time in the past leaves it where it is);
+    /// returns the new time.
+    pub fn advance_to(&self, to_ms: u64) -> u64 {
+        self.now_ms.fetch_max(to_ms, Ordering::AcqRel).max(to_ms)
+    }
+}
+
+impl Clock for SimulatedClock {
+    fn now_ms(&self) -> u64 {
+        self.now_ms.load(Ordering::Acquire)
+    }
+
+    fn simulated(&self) -> Option<&SimulatedClock> {
+        Some(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_simulated_clock_moves_only_forward_and_only_when_told() {
+        let clock = SimulatedClock::starting_at(1_000);
+        assert_eq!(clock.now_ms(), 1_000);
+        assert_eq!(clock.advance(500), 1_500);
+        assert_eq!(clock.advance_to(1_200), 1_500, "never backwards");
+        assert_eq!(clock.advance_to(86_400_000), 86_400_000);
+        assert_eq!(clock.now_ms(), 86_400_000);
+        assert!(clock.simulated().is_some());
+        assert!(SystemClock.simulated().is_none());
     }
 }

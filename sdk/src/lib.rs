@@ -120,6 +120,15 @@ pub enum Outcome {
     Complete,
     /// The instance failed, with a reason for people.
     Fail(String),
+    /// Sleep until `until_ms` (ms since the Unix epoch), then follow the
+    /// transition `then`. The timer is durable: it fires after restarts,
+    /// and a time already past wakes the instance at once.
+    SleepUntil {
+        /// When to wake.
+        until_ms: u64,
+        /// The transition to follow on waking.
+        then: String,
+    },
 }
 
 impl Outcome {
@@ -128,12 +137,23 @@ impl Outcome {
         Outcome::Goto(transition.into())
     }
 
+    /// Sleep until `until_ms`, then follow transition `then`.
+    pub fn sleep_until(until_ms: u64, then: impl Into<String>) -> Self {
+        Outcome::SleepUntil {
+            until_ms,
+            then: then.into(),
+        }
+    }
+
     fn into_wit(self) -> bindings::journey::plugin::types::Outcome {
         use bindings::journey::plugin::types::Outcome as Wit;
         match self {
             Outcome::Goto(name) => Wit::Goto(name),
             Outcome::Complete => Wit::Complete,
             Outcome::Fail(reason) => Wit::Fail(reason),
+            Outcome::SleepUntil { until_ms, then } => {
+                Wit::SleepUntil(bindings::journey::plugin::types::SleepSpec { until_ms, then })
+            }
         }
     }
 }

@@ -19,6 +19,8 @@
 //! | GET | `/v1/instances` | list (`?journey=&status=&after=&limit=`) |
 //! | GET | `/v1/instances/{id}` | one instance with its timeline (`?wait_ms=` waits for it to finish) |
 //! | GET | `/v1/outbox` | queued messages (`?instance=&limit=`) |
+//! | GET | `/v1/clock` | the runtime's time and whether it is simulated |
+//! | POST | `/v1/clock/advance` | move a simulated clock forward (`{"ms"}` or `{"to_ms"}`); due timers fire |
 //! | GET | `/healthz`, `/metrics` | liveness; Prometheus text |
 
 use std::sync::Arc;
@@ -202,6 +204,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/instances", get(list_instances))
         .route("/v1/instances/{id}", get(show_instance))
         .route("/v1/outbox", get(list_outbox))
+        .route("/v1/clock", get(show_clock))
+        .route("/v1/clock/advance", post(advance_clock))
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
@@ -592,7 +596,10 @@ async fn show_instance(
         .ok_or(executor::Error::UnknownInstance(id))?;
     if let Some(wait_ms) = query.wait_ms {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms).min(MAX_WAIT);
-        while instance.status == InstanceStatus::Running {
+        while matches!(
+            instance.status,
+            InstanceStatus::Running | InstanceStatus::Waiting
+        ) {
             match tokio::time::timeout_at(deadline, finished.recv()).await {
                 Ok(Ok(done)) if done.id != id => continue,
                 Err(_) | Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => break,
@@ -631,6 +638,59 @@ async fn list_outbox(
     let limit = query.limit.unwrap_or(100).clamp(1, 100_000);
     let messages = state.runtime.store().outbox(instance, limit)?;
     Ok(Json(json!({ "messages": messages })))
+}
+
+async fn show_clock(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let clock = state.runtime.clock();
+    Json(json!({ "now_ms": clock.now_ms(), "simulated": clock.simulated().is_some() }))
+}
+
+/// The body of `POST /v1/clock/advance`: by `ms`, or to `to_ms`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Advance {
+    #[serde(default)]
+    ms: Option<u64>,
+    #[serde(default)]
+    to_ms: Option<u64>,
+}
+
+async fn advance_clock(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let request: Advance = json_body(body, "the clock advance")?;
+    let now = state.runtime.clock().now_ms();
+    let to_ms = match (request.ms, request.to_ms) {
+        (Some(ms), None) => now.saturating_add(ms),
+        (None, Some(to_ms)) if to_ms >= now => to_ms,
+        (None, Some(to_ms)) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "clock_backwards",
+                format!("the clock is at {now} ms and only moves forward, not to {to_ms} ms"),
+            ));
+        }
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                "give exactly one of `ms` (how far) and `to_ms` (to when)",
+            ));
+        }
+    };
+    let runtime = state.runtime.clone();
+    let advanced = tokio::task::spawn_blocking(move || runtime.advance_clock(to_ms))
+        .await
+        .map_err(executor::Error::from)??;
+    match advanced {
+        Some(now_ms) => Ok(Json(json!({ "now_ms": now_ms, "simulated": true }))),
+        None => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "clock_not_simulated",
+            "this journeyd runs on the system clock; start it with --simulated-clock to move time",
+        )),
+    }
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -11,9 +11,10 @@ use clap::Args;
 use tokio::io::AsyncWriteExt as _;
 
 use crate::api::{self, AppState};
-use crate::clock::SystemClock;
-use crate::executor::{Runtime, Settings};
+use crate::clock::{Clock, SimulatedClock, SystemClock};
+use crate::executor::{Runtime, SIMULATED_CLOCK_META, Settings};
 use crate::host::Limits;
+use crate::store::Store;
 use crate::store::sled::{SledOptions, SledStore};
 
 /// Arguments of `journeyd serve`.
@@ -34,6 +35,16 @@ pub struct ServeArgs {
     /// sled page cache, MiB.
     #[arg(long, default_value_t = 64)]
     pub cache_mib: u64,
+    /// Run on a simulated clock that stands still until moved with
+    /// `POST /v1/clock/advance` (kept in the store across restarts; the
+    /// first start begins at the system time).
+    #[arg(long)]
+    pub simulated_clock: bool,
+    /// Start the simulated clock at this time (ms since the Unix epoch)
+    /// instead of where it stood, e.g. to have time pass while journeyd was
+    /// down. Never moves it backwards.
+    #[arg(long, requires = "simulated_clock", value_name = "MS")]
+    pub simulated_clock_start: Option<u64>,
 }
 
 /// Log to stderr; `RUST_LOG` overrides the default level.
@@ -68,7 +79,23 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         compiled_cache: Some(args.data.join("compiled")),
         ..Settings::default()
     };
-    let runtime = Runtime::new(Arc::new(store), Arc::new(SystemClock), settings)?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let clock: Arc<dyn Clock> = if args.simulated_clock {
+        let kept = store
+            .meta(SIMULATED_CLOCK_META)?
+            .and_then(|value| value.as_u64());
+        let start = match (kept, args.simulated_clock_start) {
+            (Some(kept), Some(start)) => kept.max(start),
+            (None, Some(start)) => start,
+            (Some(kept), None) => kept,
+            (None, None) => SystemClock.now_ms(),
+        };
+        tracing::info!(now_ms = start, "running on a simulated clock");
+        Arc::new(SimulatedClock::starting_at(start))
+    } else {
+        Arc::new(SystemClock)
+    };
+    let runtime = Runtime::new(store, clock, settings)?;
     let loading = std::time::Instant::now();
     let plugins = runtime.load_plugins().await?;
     let counts = runtime.host().cache_counts();
@@ -97,6 +124,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         }
     });
+    tokio::spawn(runtime.clone().run_timers());
     let resumed = runtime.resume()?;
     if resumed > 0 {
         tracing::info!(resumed, "resumed unfinished instances");

@@ -84,6 +84,15 @@ pub fn render(view: &Value) -> String {
                         text(&outcome["target"])
                     ),
                     "complete" => "complete".to_owned(),
+                    "sleep" => format!(
+                        "sleep until +{}ms, then {} → {}",
+                        outcome["until_ms"]
+                            .as_u64()
+                            .unwrap_or(start)
+                            .saturating_sub(start),
+                        text(&outcome["transition"]),
+                        text(&outcome["target"])
+                    ),
                     "fail" => format!("FAILED: {}", text(&outcome["reason"])),
                     other => other.to_owned(),
                 };
@@ -113,6 +122,13 @@ pub fn render(view: &Value) -> String {
                         let _ = writeln!(out, "              message {}", message_line(message));
                     }
                 }
+            }
+            "woke" => {
+                let late = entry["at_ms"]
+                    .as_u64()
+                    .unwrap_or(0)
+                    .saturating_sub(entry["due_ms"].as_u64().unwrap_or(0));
+                let _ = writeln!(out, "  +{at:>5}ms  woke    (timer, {late} ms late)");
             }
             "migrated" => {
                 let _ = writeln!(

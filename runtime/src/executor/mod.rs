@@ -38,6 +38,13 @@ use crate::store::{
 pub use self::committer::{CommitError, Committer};
 pub use self::registry::{Registry, Tag};
 
+/// Timers woken per store scan.
+const TIMER_BATCH: usize = 1_000;
+/// Longest the timer loop sleeps without looking again.
+const MAX_TIMER_SLEEP: Duration = Duration::from_secs(1);
+/// Where a simulated clock's time is kept across starts.
+pub const SIMULATED_CLOCK_META: &str = "simulated_clock_ms";
+
 /// Longest event id, customer id or correlation value accepted.
 pub const MAX_ID_LEN: usize = 200;
 
@@ -291,6 +298,8 @@ pub struct Runtime {
     /// Waiting for the first step start on a digest (see
     /// [`Runtime::first_start_on`]); checked with one atomic load per step.
     start_probes: std::sync::Mutex<Vec<(String, tokio::sync::oneshot::Sender<std::time::Instant>)>>,
+    /// Wakes the timer loop: a timer was set or the clock was advanced.
+    timers_changed: tokio::sync::Notify,
     has_start_probes: std::sync::atomic::AtomicBool,
 }
 
@@ -376,6 +385,7 @@ impl Runtime {
             step_stats: StepStats::default(),
             versions: std::sync::Mutex::new(versions),
             start_probes: std::sync::Mutex::new(Vec::new()),
+            timers_changed: tokio::sync::Notify::new(),
             has_start_probes: std::sync::atomic::AtomicBool::new(false),
         });
         // The workers hold the runtime: it lives as long as the process.
@@ -599,6 +609,7 @@ impl Runtime {
                 history_len: 1,
                 created_at_ms: now,
                 updated_at_ms: now,
+                wake_at_ms: None,
             });
         }
         let text = data
@@ -800,14 +811,18 @@ impl Runtime {
                         metrics::counter!(format!("journey_plugin_{}_total", sample.name))
                             .increment(sample.value);
                     }
-                    if next.status == InstanceStatus::Running {
-                        runtime.schedule(StepJob {
+                    match next.status {
+                        InstanceStatus::Running => runtime.schedule(StepJob {
                             instance: next,
                             event,
                             attempt: 1,
-                        });
-                    } else {
-                        runtime.finish(&next);
+                        }),
+                        // Its timer is in the store; the timer loop may be
+                        // sleeping until a later one.
+                        InstanceStatus::Waiting => runtime.timers_changed.notify_one(),
+                        InstanceStatus::Completed | InstanceStatus::Failed => {
+                            runtime.finish(&next);
+                        }
                     }
                 }
                 Ok(_) => {
@@ -820,6 +835,102 @@ impl Runtime {
                 }
             }),
         );
+    }
+
+    /// The clock the runtime reads.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Move the simulated clock forward to `to_ms` and let timers that
+    /// fell due fire; returns the new time. `None` on the system clock.
+    pub fn advance_clock(&self, to_ms: u64) -> Result<Option<u64>> {
+        let Some(clock) = self.clock.simulated() else {
+            return Ok(None);
+        };
+        let now = clock.advance_to(to_ms);
+        self.store
+            .put_meta(SIMULATED_CLOCK_META, &serde_json::json!(now))?;
+        self.timers_changed.notify_one();
+        Ok(Some(now))
+    }
+
+    /// Fire timers as they fall due, for as long as the runtime lives.
+    /// Timers that fell due while the runtime was down fire at once.
+    pub async fn run_timers(self: Arc<Self>) {
+        loop {
+            let wait = match self.fire_due_timers().await {
+                Ok(wait) => wait,
+                Err(error) => {
+                    tracing::error!(error = %error, "firing timers failed; retrying in 1 s");
+                    Duration::from_secs(1)
+                }
+            };
+            let _ = tokio::time::timeout(wait, self.timers_changed.notified()).await;
+        }
+    }
+
+    /// Wake every instance whose timer is due; returns how long the loop
+    /// may sleep before the next timer (the system clock) or until it is
+    /// told the clock moved (a simulated clock).
+    async fn fire_due_timers(self: &Arc<Self>) -> Result<Duration> {
+        loop {
+            let now = self.clock.now_ms();
+            let due = self.store.due_timers(now, TIMER_BATCH)?;
+            let batch = due.len();
+            let mut woken = tokio::task::JoinSet::new();
+            for (due_ms, id) in due {
+                let runtime = self.clone();
+                woken.spawn(async move { runtime.wake(id, due_ms, now).await });
+            }
+            while let Some(result) = woken.join_next().await {
+                if let Err(error) = result? {
+                    tracing::error!(error = %error, "an instance could not be woken; retrying");
+                }
+            }
+            if batch < TIMER_BATCH {
+                break;
+            }
+        }
+        let next = self.store.next_timer()?;
+        Ok(match (next, self.clock.simulated()) {
+            (_, Some(_)) | (None, None) => MAX_TIMER_SLEEP,
+            (Some(due), None) => {
+                Duration::from_millis(due.saturating_sub(self.clock.now_ms())).min(MAX_TIMER_SLEEP)
+            }
+        })
+    }
+
+    /// Commit a waiting instance's wake-up, then run its next step.
+    async fn wake(self: &Arc<Self>, id: InstanceId, due_ms: u64, now: u64) -> Result<()> {
+        let Some(instance) = self.store.instance(id)? else {
+            return Err(Error::UnknownInstance(id));
+        };
+        if instance.status != InstanceStatus::Waiting {
+            return Ok(());
+        }
+        let Some(event) = self.store.event(&instance.trigger_event_id)? else {
+            tracing::error!(instance = %id, "trigger event missing; instance left waiting");
+            return Ok(());
+        };
+        let mut next = instance;
+        next.status = InstanceStatus::Running;
+        next.wake_at_ms = None;
+        next.history_len += 1;
+        next.updated_at_ms = now;
+        let entry = HistoryEntry::Woke { at_ms: now, due_ms };
+        let commit = StepCommit::wake(next.clone(), &entry, due_ms)
+            .expect("a wake-up entry is plain data that always encodes as JSON");
+        metrics::histogram!("journeyd_timer_lateness_seconds")
+            .record(now.saturating_sub(due_ms) as f64 / 1000.0);
+        if self.committer.submit(Write::Step(Box::new(commit))).await? == Applied::Done {
+            self.schedule(StepJob {
+                instance: next,
+                event: Arc::new(wit_event(&event)),
+                attempt: 1,
+            });
+        }
+        Ok(())
     }
 
     /// Move an instance to the version `migration` leads to, before its
@@ -1285,8 +1396,26 @@ fn decide(
         host::Outcome::WaitForEvent(_) => {
             return Err("outcome `wait-for-event` is reserved in contract 0.1 and not supported by this runtime".into());
         }
-        host::Outcome::SleepUntil(_) => {
-            return Err("outcome `sleep-until` is reserved in contract 0.1 and not supported by this runtime".into());
+        host::Outcome::SleepUntil(spec) => {
+            match journey.and_then(|journey| journey.target(step, &spec.then)) {
+                Some(Target::Step(target)) => StepOutcome::Sleep {
+                    until_ms: spec.until_ms,
+                    target: target.to_owned(),
+                    transition: spec.then,
+                },
+                Some(Target::Terminal(target)) => {
+                    return Err(format!(
+                        "plugin chose to sleep, then take transition `{}`, which ends the journey in `{target}`: a sleep must lead to a step",
+                        spec.then
+                    ));
+                }
+                None => {
+                    return Err(format!(
+                        "plugin chose to sleep, then take transition `{}`, which step `{step}` does not define",
+                        spec.then
+                    ));
+                }
+            }
         }
     };
     Ok((outcome, state))
@@ -1319,6 +1448,7 @@ fn wit_event(record: &EventRecord) -> host::Event {
 fn status_label(status: InstanceStatus) -> &'static str {
     match status {
         InstanceStatus::Running => "running",
+        InstanceStatus::Waiting => "waiting",
         InstanceStatus::Completed => "completed",
         InstanceStatus::Failed => "failed",
     }
@@ -1327,6 +1457,7 @@ fn status_label(status: InstanceStatus) -> &'static str {
 fn outcome_label(outcome: &StepOutcome) -> &'static str {
     match outcome {
         StepOutcome::Goto { .. } => "goto",
+        StepOutcome::Sleep { .. } => "sleep",
         StepOutcome::Complete => "complete",
         StepOutcome::Fail { .. } => "fail",
     }

@@ -41,6 +41,10 @@ const TAG_CHANGE: u8 = b'G';
 const VERSION_STATS: u8 = b'S';
 /// Journey migrations: `M journey 0 from-version:u32`.
 const MIGRATION: u8 = b'M';
+/// Timers of waiting instances, in due order: `W due-ms:u64 instance:u64`.
+const TIMER: u8 = b'W';
+/// Runtime settings kept across starts: `K name`.
+const META: u8 = b'K';
 
 fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     let len = 1 + parts.iter().map(|part| part.len()).sum::<usize>();
@@ -252,6 +256,29 @@ pub fn migrations() -> Vec<u8> {
     vec![MIGRATION]
 }
 
+/// The key of the timer that wakes `instance` at `due_ms`.
+pub fn timer(due_ms: u64, instance: InstanceId) -> Vec<u8> {
+    key(TIMER, &[&due_ms.to_be_bytes(), &instance.0.to_be_bytes()])
+}
+
+/// The prefix of every timer.
+pub fn timers() -> Vec<u8> {
+    vec![TIMER]
+}
+
+/// The due time and instance of a timer key.
+pub fn timer_of(key: &[u8]) -> Option<(u64, InstanceId)> {
+    let rest = key.strip_prefix(&[TIMER])?;
+    let due = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+    let id = u64::from_be_bytes(rest.get(8..16)?.try_into().ok()?);
+    Some((due, InstanceId(id)))
+}
+
+/// The key of runtime setting `name`.
+pub fn meta(name: &str) -> Vec<u8> {
+    key(META, &[name.as_bytes()])
+}
+
 /// Prints a key readably for error messages: prefix, then printable bytes
 /// as text and the rest as hex.
 pub fn display(key: &[u8]) -> String {
@@ -327,6 +354,16 @@ mod tests {
         assert!(!tag_change("classify2", 1).starts_with(&tag_changes_of("classify")));
         assert!(tag("classify", "stable").starts_with(&tags()));
         assert!(version_stats("ack", 2) < version_stats("ack", 10));
+    }
+
+    #[test]
+    fn timers_sort_by_due_time_and_round_trip() {
+        let early = timer(1_000, InstanceId(900));
+        let late = timer(70_000, InstanceId(2));
+        assert!(early < late, "due time first, whatever the instance");
+        assert_eq!(timer_of(&late), Some((70_000, InstanceId(2))));
+        assert!(late.starts_with(&timers()));
+        assert_eq!(timer_of(&instance(InstanceId(1))), None);
     }
 
     #[test]

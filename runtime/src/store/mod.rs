@@ -243,6 +243,8 @@ pub struct EventRecord {
 pub enum InstanceStatus {
     /// It has a step to run.
     Running,
+    /// It sleeps until a timer wakes it to run its next step.
+    Waiting,
     /// It reached a terminal state or a step completed it.
     Completed,
     /// A step failed it.
@@ -280,6 +282,9 @@ pub struct Instance {
     pub created_at_ms: u64,
     /// When it last changed, ms since the Unix epoch.
     pub updated_at_ms: u64,
+    /// While waiting: when its timer fires, ms since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_at_ms: Option<u64>,
 }
 
 impl Instance {
@@ -304,6 +309,13 @@ impl Instance {
                 self.current_step = None;
                 self.status = InstanceStatus::Completed;
                 self.terminal = Some(target.clone());
+            }
+            StepOutcome::Sleep {
+                until_ms, target, ..
+            } => {
+                self.current_step = Some(target.clone());
+                self.status = InstanceStatus::Waiting;
+                self.wake_at_ms = Some(*until_ms);
             }
             StepOutcome::Complete => {
                 self.current_step = None;
@@ -338,6 +350,16 @@ pub enum StepOutcome {
         /// The step or terminal state it leads to.
         target: String,
     },
+    /// It put the instance to sleep until a time, then to follow a
+    /// transition.
+    Sleep {
+        /// When it wakes, ms since the Unix epoch.
+        until_ms: u64,
+        /// The transition it follows then.
+        transition: String,
+        /// The step that transition leads to.
+        target: String,
+    },
     /// It completed the instance.
     Complete,
     /// It failed the instance (returned `fail`, an error, or trapped).
@@ -362,6 +384,13 @@ pub enum HistoryEntry {
     },
     /// A step ran and its effects were committed.
     StepRan(Box<StepRecord>),
+    /// The instance's timer fired: it runs its next step.
+    Woke {
+        /// Entry time, ms since the Unix epoch.
+        at_ms: u64,
+        /// When the timer was due.
+        due_ms: u64,
+    },
     /// The instance moved to another version of its journey (an operator's
     /// migration), before its next step started.
     Migrated {
@@ -462,9 +491,9 @@ impl HistoryEntry {
     /// When the entry was recorded.
     pub fn at_ms(&self) -> u64 {
         match self {
-            HistoryEntry::EventReceived { at_ms, .. } | HistoryEntry::Migrated { at_ms, .. } => {
-                *at_ms
-            }
+            HistoryEntry::EventReceived { at_ms, .. }
+            | HistoryEntry::Migrated { at_ms, .. }
+            | HistoryEntry::Woke { at_ms, .. } => *at_ms,
             HistoryEntry::StepRan(step) => step.at_ms,
         }
     }
@@ -556,6 +585,10 @@ pub struct StepCommit {
     pub messages: Vec<Vec<u8>>,
     /// Interactions to add to the customer's history.
     pub notes: Vec<EncodedInteraction>,
+    /// A timer to set (the instance waits until then).
+    pub set_timer: Option<u64>,
+    /// A timer to clear (it fired).
+    pub clear_timer: Option<u64>,
 }
 
 impl StepCommit {
@@ -568,7 +601,13 @@ impl StepCommit {
     ) -> Result<Self> {
         let instance_record = match instance.status {
             InstanceStatus::Running => None,
-            InstanceStatus::Completed | InstanceStatus::Failed => Some(encode(&instance)?),
+            InstanceStatus::Waiting | InstanceStatus::Completed | InstanceStatus::Failed => {
+                Some(encode(&instance)?)
+            }
+        };
+        let set_timer = match instance.status {
+            InstanceStatus::Waiting => instance.wake_at_ms,
+            _ => None,
         };
         Ok(StepCommit {
             instance_record,
@@ -578,7 +617,18 @@ impl StepCommit {
                 .into_iter()
                 .map(EncodedInteraction::new)
                 .collect::<Result<_>>()?,
+            set_timer,
+            clear_timer: None,
             instance,
+        })
+    }
+
+    /// Encode a waiting instance's wake-up: its timer (due at `due_ms`)
+    /// is cleared and it is running again, with `entry` in its history.
+    pub fn wake(instance: Instance, entry: &HistoryEntry, due_ms: u64) -> Result<Self> {
+        Ok(StepCommit {
+            clear_timer: Some(due_ms),
+            ..StepCommit::migration(instance, entry)?
         })
     }
 
@@ -590,6 +640,8 @@ impl StepCommit {
             entry: encode(entry)?,
             messages: Vec::new(),
             notes: Vec::new(),
+            set_timer: None,
+            clear_timer: None,
             instance,
         })
     }
@@ -741,6 +793,15 @@ pub trait Store: Send + Sync + 'static {
     /// The saved run counts of every plugin version.
     fn version_stats(&self) -> Result<Vec<VersionStats>>;
 
+    /// Timers due at or before `now_ms`, earliest first, at most `limit`.
+    fn due_timers(&self, now_ms: u64, limit: usize) -> Result<Vec<(u64, InstanceId)>>;
+    /// When the earliest timer is due.
+    fn next_timer(&self) -> Result<Option<u64>>;
+    /// Keep a runtime setting across starts. Durable on return.
+    fn put_meta(&self, name: &str, value: &serde_json::Value) -> Result<()>;
+    /// A runtime setting, if kept.
+    fn meta(&self, name: &str) -> Result<Option<serde_json::Value>>;
+
     /// Store a journey migration (replacing one away from the same version).
     /// Durable on return.
     fn put_migration(&self, record: &MigrationRecord) -> Result<()>;
@@ -822,6 +883,7 @@ pub(crate) mod suite {
             history_len: 1,
             created_at_ms: 1,
             updated_at_ms: 1,
+            wake_at_ms: None,
         }
     }
 
@@ -855,6 +917,29 @@ pub(crate) mod suite {
         ))
     }
 
+    /// The history entry of an `acknowledge` step.
+    fn acknowledged(
+        idempotency_key: String,
+        state: StateChanges,
+        outcome: StepOutcome,
+        messages: Vec<String>,
+    ) -> HistoryEntry {
+        HistoryEntry::StepRan(Box::new(StepRecord {
+            at_ms: 2,
+            step: "acknowledge".into(),
+            plugin: "acknowledge".into(),
+            plugin_version: 1,
+            digest: "d".into(),
+            attempt: 1,
+            idempotency_key,
+            state,
+            outcome,
+            duration_us: 5,
+            messages,
+            logs: vec![],
+        }))
+    }
+
     /// The step that writes history slot `seq` of instance `id`: it goes
     /// on to `classify`, or completes the instance when `last`.
     fn step(id: u64, customer: &str, seq: u32, last: bool, notes: Vec<Interaction>) -> Write {
@@ -874,26 +959,14 @@ pub(crate) mod suite {
                 target: "classify".into(),
             }
         };
-        let entry = HistoryEntry::StepRan(Box::new(StepRecord {
-            at_ms: 2,
-            step: "acknowledge".into(),
-            plugin: "acknowledge".into(),
-            plugin_version: 1,
-            digest: "d".into(),
-            attempt: 1,
-            idempotency_key: key,
-            state: StateChanges {
-                set: json!({ "seq": seq })
-                    .as_object()
-                    .cloned()
-                    .expect("an object"),
-                removed: vec![],
-            },
-            outcome,
-            duration_us: 5,
-            messages: vec![format!("i-{id}/{seq}/m0")],
-            logs: vec![],
-        }));
+        let state = StateChanges {
+            set: json!({ "seq": seq })
+                .as_object()
+                .cloned()
+                .expect("an object"),
+            removed: vec![],
+        };
+        let entry = acknowledged(key, state, outcome, vec![format!("i-{id}/{seq}/m0")]);
         let message = OutboxMessage {
             id: format!("i-{id}/{seq}/m0"),
             instance_id: InstanceId(id),
@@ -919,6 +992,73 @@ pub(crate) mod suite {
         plugin_and_journey_versions_count_up(store);
         tags_keep_their_changes_and_run_counts_are_saved(store);
         a_migration_replaces_the_one_from_the_same_version(store);
+        a_sleeping_instance_has_a_timer_until_it_wakes(store);
+    }
+
+    fn a_sleeping_instance_has_a_timer_until_it_wakes(store: &dyn Store) {
+        store.commit(&[ingest(30, "c-3")]).expect("commit");
+        let mut asleep = instance(30, "c-3");
+        asleep.history_len = 2;
+        asleep.status = InstanceStatus::Waiting;
+        asleep.current_step = Some("classify".into());
+        asleep.wake_at_ms = Some(5_000);
+        let sleep = StepOutcome::Sleep {
+            until_ms: 5_000,
+            transition: "later".into(),
+            target: "classify".into(),
+        };
+        let entry = acknowledged("i-30/1".into(), StateChanges::default(), sleep, vec![]);
+        let sleep = StepCommit::new(asleep.clone(), &entry, &[], vec![]).expect("encode");
+        store
+            .commit(&[Write::Step(Box::new(sleep))])
+            .expect("commit");
+        assert!(store.due_timers(4_999, 10).expect("timers").is_empty());
+        assert_eq!(
+            store.due_timers(5_000, 10).expect("timers"),
+            [(5_000, InstanceId(30))]
+        );
+        assert_eq!(store.next_timer().expect("timers"), Some(5_000));
+        assert!(
+            store
+                .running_instances()
+                .expect("running")
+                .iter()
+                .all(|running| running.id != InstanceId(30)),
+            "a waiting instance is not resumed as running"
+        );
+        let read = store
+            .instance(InstanceId(30))
+            .expect("read")
+            .expect("exists");
+        assert_eq!(
+            (read.status, read.wake_at_ms),
+            (InstanceStatus::Waiting, Some(5_000))
+        );
+
+        let mut awake = asleep;
+        awake.status = InstanceStatus::Running;
+        awake.wake_at_ms = None;
+        awake.history_len = 3;
+        let woke = HistoryEntry::Woke {
+            at_ms: 5_001,
+            due_ms: 5_000,
+        };
+        let wake = StepCommit::wake(awake, &woke, 5_000).expect("encode");
+        store
+            .commit(&[Write::Step(Box::new(wake))])
+            .expect("commit");
+        assert_eq!(store.next_timer().expect("timers"), None);
+        assert!(
+            store
+                .running_instances()
+                .expect("running")
+                .iter()
+                .any(|running| running.id == InstanceId(30)),
+            "a woken instance is running again"
+        );
+        store.put_meta("clock", &json!(5_001)).expect("meta");
+        assert_eq!(store.meta("clock").expect("meta"), Some(json!(5_001)));
+        assert_eq!(store.meta("other").expect("meta"), None);
     }
 
     fn a_migration_replaces_the_one_from_the_same_version(store: &dyn Store) {

@@ -295,6 +295,38 @@ impl Store for SledStore {
         self.scan(&keys::all_version_stats())
     }
 
+    fn due_timers(&self, now_ms: u64, limit: usize) -> Result<Vec<(u64, InstanceId)>> {
+        let end = keys::timer(now_ms, InstanceId(u64::MAX));
+        self.db
+            .range(keys::timers()..=end)
+            .keys()
+            .take(limit)
+            .map(|key| Ok(keys::timer_of(&key?)))
+            .filter_map(Result::transpose)
+            .collect()
+    }
+
+    fn next_timer(&self) -> Result<Option<u64>> {
+        Ok(self
+            .db
+            .scan_prefix(keys::timers())
+            .keys()
+            .next()
+            .transpose()?
+            .and_then(|key| keys::timer_of(&key))
+            .map(|(due, _)| due))
+    }
+
+    fn put_meta(&self, name: &str, value: &serde_json::Value) -> Result<()> {
+        self.db.insert(keys::meta(name), encode(value)?)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn meta(&self, name: &str) -> Result<Option<serde_json::Value>> {
+        self.get(&keys::meta(name))
+    }
+
     fn put_migration(&self, record: &MigrationRecord) -> Result<()> {
         self.db.insert(
             keys::migration(&record.journey, record.from_version),
@@ -423,7 +455,17 @@ impl Store for SledStore {
                     batch.insert(history_key, &*step.entry);
                     if let Some(record) = &step.instance_record {
                         batch.insert(keys::instance(instance.id), &**record);
-                        batch.remove(keys::running(instance.id));
+                        if instance.status == InstanceStatus::Running {
+                            batch.insert(keys::running(instance.id), &[]);
+                        } else {
+                            batch.remove(keys::running(instance.id));
+                        }
+                    }
+                    if let Some(due) = step.set_timer {
+                        batch.insert(keys::timer(due, instance.id), &[]);
+                    }
+                    if let Some(due) = step.clear_timer {
+                        batch.remove(keys::timer(due, instance.id));
                     }
                     for (index, message) in step.messages.iter().enumerate() {
                         batch.insert(keys::outbox(instance.id, seq, index as u32), &**message);
