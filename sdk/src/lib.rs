@@ -129,6 +129,20 @@ pub enum Outcome {
         /// The transition to follow on waking.
         then: String,
     },
+    /// Wait for an event of type `kind` about this instance (its customer,
+    /// or the value the journey step correlates on), at most `timeout_ms`;
+    /// then follow `on_event` (the next step sees that event) or
+    /// `on_timeout`. Durable like a sleep.
+    WaitForEvent {
+        /// The event type.
+        kind: String,
+        /// How long to wait, ms.
+        timeout_ms: u64,
+        /// The transition when the event arrives.
+        on_event: String,
+        /// The transition when it does not arrive in time.
+        on_timeout: String,
+    },
 }
 
 impl Outcome {
@@ -154,6 +168,17 @@ impl Outcome {
             Outcome::SleepUntil { until_ms, then } => {
                 Wit::SleepUntil(bindings::journey::plugin::types::SleepSpec { until_ms, then })
             }
+            Outcome::WaitForEvent {
+                kind,
+                timeout_ms,
+                on_event,
+                on_timeout,
+            } => Wit::WaitForEvent(bindings::journey::plugin::types::WaitSpec {
+                kind,
+                timeout_ms,
+                on_event,
+                on_timeout,
+            }),
         }
     }
 }

@@ -84,6 +84,19 @@ pub fn render(view: &Value) -> String {
                         text(&outcome["target"])
                     ),
                     "complete" => "complete".to_owned(),
+                    "wait_for_event" => format!(
+                        "wait for {} ({}) until +{}ms: {} → {}, else {} → {}",
+                        text(&outcome["event"]),
+                        text(&outcome["correlation"]),
+                        outcome["until_ms"]
+                            .as_u64()
+                            .unwrap_or(start)
+                            .saturating_sub(start),
+                        text(&outcome["on_event"]),
+                        text(&outcome["event_target"]),
+                        text(&outcome["on_timeout"]),
+                        text(&outcome["timeout_target"])
+                    ),
                     "sleep" => format!(
                         "sleep until +{}ms, then {} → {}",
                         outcome["until_ms"]
@@ -122,6 +135,14 @@ pub fn render(view: &Value) -> String {
                         let _ = writeln!(out, "              message {}", message_line(message));
                     }
                 }
+            }
+            "event_arrived" => {
+                let _ = writeln!(
+                    out,
+                    "  +{at:>5}ms  event   {} ({}) ended the wait",
+                    text(&entry["kind"]),
+                    text(&entry["event_id"])
+                );
             }
             "woke" => {
                 let late = entry["at_ms"]

@@ -86,7 +86,9 @@ pub enum Error {
         event: String,
     },
     /// No deployed journey is triggered by this event type.
-    #[error("event `{event}`: no deployed journey is triggered by event type `{kind}`")]
+    #[error(
+        "event `{event}`: no deployed journey is triggered by event type `{kind}`, and no instance waits for one"
+    )]
     UnknownEventType {
         /// The event id.
         event: String,
@@ -572,12 +574,6 @@ impl Runtime {
                 event: event.id.clone(),
             })?;
         let triggered = self.registry.triggered_by(&event.kind);
-        if triggered.is_empty() {
-            return Err(Error::UnknownEventType {
-                event: event.id,
-                kind: event.kind,
-            });
-        }
         let now = self.clock.now_ms();
         let mut instances = Vec::with_capacity(triggered.len());
         for (version, journey) in &triggered {
@@ -610,6 +606,8 @@ impl Runtime {
                 created_at_ms: now,
                 updated_at_ms: now,
                 wake_at_ms: None,
+                waiting_for: None,
+                last_event_id: None,
             });
         }
         let text = data
@@ -637,15 +635,29 @@ impl Runtime {
             text,
             details: record.data.clone(),
         };
+        let wakes = self.wakes_for(&record, &data)?;
+        if instances.is_empty() && wakes.is_empty() {
+            // A re-sent event is a no-op even once nothing waits for it.
+            if let Some(earlier) = self.store.event(&record.id)? {
+                return Ok(Receipt {
+                    event_id: record.id,
+                    duplicate: true,
+                    instances: earlier.started,
+                });
+            }
+            return Err(Error::UnknownEventType {
+                event: record.id,
+                kind: record.kind,
+            });
+        }
+        let woken: Vec<Instance> = wakes.iter().map(|wake| wake.instance.clone()).collect();
         let event_id = record.id.clone();
         let wit_event = Arc::new(wit_event(&record));
+        let mut commit = IngestCommit::new(&record, &instances, interaction)?;
+        commit.wakes = wakes;
         let applied = self
             .committer
-            .submit(Write::Ingest(Box::new(IngestCommit::new(
-                &record,
-                &instances,
-                interaction,
-            )?)))
+            .submit(Write::Ingest(Box::new(commit)))
             .await?;
         match applied {
             Applied::DuplicateEvent { started } => Ok(Receipt {
@@ -662,6 +674,21 @@ impl Runtime {
                         event: wit_event.clone(),
                         attempt: 1,
                     });
+                }
+                for instance in woken {
+                    // Its wake-up is skipped when its timer fired first.
+                    let current = self.store.instance(instance.id)?;
+                    let woke_here = current.is_some_and(|current| {
+                        current.history_len == instance.history_len
+                            && current.last_event_id.as_deref() == Some(event_id.as_str())
+                    });
+                    if woke_here {
+                        self.schedule(StepJob {
+                            instance,
+                            event: wit_event.clone(),
+                            attempt: 1,
+                        });
+                    }
                 }
                 Ok(Receipt {
                     event_id,
@@ -699,8 +726,8 @@ impl Runtime {
         let running = self.store.running_instances()?;
         let count = running.len();
         for instance in running {
-            let Some(event) = self.store.event(&instance.trigger_event_id)? else {
-                tracing::error!(instance = %instance.id, event = %instance.trigger_event_id, "trigger event missing; instance left as is");
+            let Some(event) = self.store.event(instance.current_event_id())? else {
+                tracing::error!(instance = %instance.id, event = %instance.current_event_id(), "its event is missing; instance left as is");
                 continue;
             };
             self.schedule(StepJob {
@@ -903,23 +930,22 @@ impl Runtime {
 
     /// Commit a waiting instance's wake-up, then run its next step.
     async fn wake(self: &Arc<Self>, id: InstanceId, due_ms: u64, now: u64) -> Result<()> {
-        let Some(instance) = self.store.instance(id)? else {
+        let Some(asleep) = self.store.instance(id)? else {
             return Err(Error::UnknownInstance(id));
         };
-        if instance.status != InstanceStatus::Waiting {
+        if asleep.status != InstanceStatus::Waiting {
             return Ok(());
         }
-        let Some(event) = self.store.event(&instance.trigger_event_id)? else {
-            tracing::error!(instance = %id, "trigger event missing; instance left waiting");
+        let Some(event) = self.store.event(asleep.current_event_id())? else {
+            tracing::error!(instance = %id, "its event is missing; instance left waiting");
             return Ok(());
         };
-        let mut next = instance;
-        next.status = InstanceStatus::Running;
-        next.wake_at_ms = None;
-        next.history_len += 1;
-        next.updated_at_ms = now;
+        let mut next = awake(&asleep, now);
+        if let Some(wait) = &asleep.waiting_for {
+            next.current_step = Some(wait.on_timeout.clone());
+        }
         let entry = HistoryEntry::Woke { at_ms: now, due_ms };
-        let commit = StepCommit::wake(next.clone(), &entry, due_ms)
+        let commit = StepCommit::wake(next.clone(), &entry, &asleep)
             .expect("a wake-up entry is plain data that always encodes as JSON");
         metrics::histogram!("journeyd_timer_lateness_seconds")
             .record(now.saturating_sub(due_ms) as f64 / 1000.0);
@@ -931,6 +957,55 @@ impl Runtime {
             });
         }
         Ok(())
+    }
+
+    /// The wake-ups an accepted event causes: every instance waiting for an
+    /// event of its type about its customer, or carrying the value it
+    /// correlates on.
+    fn wakes_for(
+        &self,
+        event: &EventRecord,
+        data: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Vec<StepCommit>> {
+        if !self.store.any_waiting_for(&event.kind)? {
+            return Ok(Vec::new());
+        }
+        let mut correlations = vec![format!("customer={}", event.customer_id)];
+        for (key, value) in data {
+            match value {
+                serde_json::Value::String(text) => correlations.push(format!("{key}={text}")),
+                serde_json::Value::Number(number) => correlations.push(format!("{key}={number}")),
+                _ => {}
+            }
+        }
+        let mut wakes = Vec::new();
+        for correlation in &correlations {
+            for id in self.store.waiting_for(&event.kind, correlation)? {
+                let Some(asleep) = self.store.instance(id)? else {
+                    continue;
+                };
+                let Some(wait) = asleep
+                    .waiting_for
+                    .as_ref()
+                    .filter(|wait| wait.kind == event.kind && &wait.correlation == correlation)
+                else {
+                    continue;
+                };
+                let mut next = awake(&asleep, event.received_at_ms);
+                next.current_step = Some(wait.on_event.clone());
+                next.last_event_id = Some(event.id.clone());
+                let entry = HistoryEntry::EventArrived {
+                    at_ms: event.received_at_ms,
+                    event_id: event.id.clone(),
+                    kind: event.kind.clone(),
+                };
+                wakes.push(
+                    StepCommit::wake(next, &entry, &asleep)
+                        .expect("a wake-up entry is plain data that always encodes as JSON"),
+                );
+            }
+        }
+        Ok(wakes)
     }
 
     /// Move an instance to the version `migration` leads to, before its
@@ -1260,9 +1335,8 @@ impl Runtime {
         metrics::histogram!("journeyd_step_duration_seconds").record(run.duration.as_secs_f64());
 
         let decided = match run.result {
-            Ok(output) => {
-                decide(journey, step, output).map(|(outcome, state)| (outcome, state, run.effects))
-            }
+            Ok(output) => decide(journey, step, instance, output, started_ms)
+                .map(|(outcome, state)| (outcome, state, run.effects)),
             Err(failure) => Err(failure.to_string()),
         };
         let (outcome, new_state, effects) = match decided {
@@ -1368,8 +1442,23 @@ impl Runtime {
 fn decide(
     journey: Option<&Journey>,
     step: &str,
+    instance: &Instance,
     output: host::StepOutput,
+    started_ms: u64,
 ) -> Result<(StepOutcome, Option<Box<RawValue>>), String> {
+    // A wait or sleep must lead on to a step: a terminal state there has
+    // nothing to wait for.
+    let step_target = |transition: &str, what: &str| match journey
+        .and_then(|journey| journey.target(step, transition))
+    {
+        Some(Target::Step(target)) => Ok(target.to_owned()),
+        Some(Target::Terminal(target)) => Err(format!(
+            "plugin chose to {what}, then take transition `{transition}`, which ends the journey in `{target}`: it must lead to a step"
+        )),
+        None => Err(format!(
+            "plugin chose to {what}, then take transition `{transition}`, which step `{step}` does not define"
+        )),
+    };
     let state = match output.state {
         None => None,
         Some(text) => match RawValue::from_string(text) {
@@ -1393,32 +1482,46 @@ fn decide(
         }
         host::Outcome::Complete => StepOutcome::Complete,
         host::Outcome::Fail(reason) => StepOutcome::Fail { reason },
-        host::Outcome::WaitForEvent(_) => {
-            return Err("outcome `wait-for-event` is reserved in contract 0.1 and not supported by this runtime".into());
-        }
-        host::Outcome::SleepUntil(spec) => {
-            match journey.and_then(|journey| journey.target(step, &spec.then)) {
-                Some(Target::Step(target)) => StepOutcome::Sleep {
-                    until_ms: spec.until_ms,
-                    target: target.to_owned(),
-                    transition: spec.then,
-                },
-                Some(Target::Terminal(target)) => {
-                    return Err(format!(
-                        "plugin chose to sleep, then take transition `{}`, which ends the journey in `{target}`: a sleep must lead to a step",
-                        spec.then
-                    ));
-                }
-                None => {
-                    return Err(format!(
-                        "plugin chose to sleep, then take transition `{}`, which step `{step}` does not define",
-                        spec.then
-                    ));
-                }
+        host::Outcome::WaitForEvent(spec) => {
+            if spec.kind.is_empty() {
+                return Err("plugin chose to wait for an event with no event type".into());
+            }
+            let correlation = match journey
+                .and_then(|journey| journey.step(step))
+                .and_then(|step| step.definition.correlate_on.as_deref())
+            {
+                Some(key) => format!("{key}={}", instance.correlation),
+                None => format!("customer={}", instance.customer_id),
+            };
+            StepOutcome::WaitForEvent {
+                event_target: step_target(&spec.on_event, "wait for an event")?,
+                timeout_target: step_target(&spec.on_timeout, "wait for an event")?,
+                event: spec.kind,
+                correlation,
+                until_ms: started_ms.saturating_add(spec.timeout_ms),
+                on_event: spec.on_event,
+                on_timeout: spec.on_timeout,
             }
         }
+        host::Outcome::SleepUntil(spec) => StepOutcome::Sleep {
+            until_ms: spec.until_ms,
+            target: step_target(&spec.then, "sleep")?,
+            transition: spec.then,
+        },
     };
     Ok((outcome, state))
+}
+
+/// A waiting instance running again: its next history slot, no timer or
+/// wait (the caller sets where it continues).
+fn awake(asleep: &Instance, now: u64) -> Instance {
+    let mut next = asleep.clone();
+    next.status = InstanceStatus::Running;
+    next.wake_at_ms = None;
+    next.waiting_for = None;
+    next.history_len += 1;
+    next.updated_at_ms = now;
+    next
 }
 
 /// Instance state as a map. It is always a JSON object: [`decide`]
@@ -1458,6 +1561,7 @@ fn outcome_label(outcome: &StepOutcome) -> &'static str {
     match outcome {
         StepOutcome::Goto { .. } => "goto",
         StepOutcome::Sleep { .. } => "sleep",
+        StepOutcome::WaitForEvent { .. } => "wait_for_event",
         StepOutcome::Complete => "complete",
         StepOutcome::Fail { .. } => "fail",
     }

@@ -176,7 +176,8 @@ pub struct Trigger {
 pub struct StepDefinition {
     /// The step name, unique in the journey.
     pub name: String,
-    /// The plugin that runs it: `name` (latest version) or `name@version`.
+    /// The plugin that runs it: `name` (latest version), `name@version` or
+    /// `name:tag`.
     pub plugin: String,
     /// Given to the plugin as JSON.
     #[serde(default)]
@@ -187,6 +188,11 @@ pub struct StepDefinition {
     /// Deadline for one run of this step, overriding the runtime default.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// When the step waits for an event: the event data key whose value
+    /// must equal the instance's correlation value. Without it, events
+    /// about the instance's customer match.
+    #[serde(default)]
+    pub correlate_on: Option<String>,
 }
 
 /// A reference from a step to a plugin.

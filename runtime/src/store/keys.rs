@@ -43,6 +43,8 @@ const VERSION_STATS: u8 = b'S';
 const MIGRATION: u8 = b'M';
 /// Timers of waiting instances, in due order: `W due-ms:u64 instance:u64`.
 const TIMER: u8 = b'W';
+/// Instances waiting for an event: `V kind 0 correlation 0 instance:u64`.
+const WAIT: u8 = b'V';
 /// Runtime settings kept across starts: `K name`.
 const META: u8 = b'K';
 
@@ -274,6 +276,36 @@ pub fn timer_of(key: &[u8]) -> Option<(u64, InstanceId)> {
     Some((due, InstanceId(id)))
 }
 
+/// The key of `instance` waiting for an event of `kind` with `correlation`.
+pub fn wait(kind: &str, correlation: &str, instance: InstanceId) -> Vec<u8> {
+    key(
+        WAIT,
+        &[
+            kind.as_bytes(),
+            &[0],
+            correlation.as_bytes(),
+            &[0],
+            &instance.0.to_be_bytes(),
+        ],
+    )
+}
+
+/// The prefix of the instances waiting for an event of `kind` with `correlation`.
+pub fn waiting(kind: &str, correlation: &str) -> Vec<u8> {
+    key(WAIT, &[kind.as_bytes(), &[0], correlation.as_bytes(), &[0]])
+}
+
+/// The prefix of every instance waiting for an event of `kind`.
+pub fn waiting_kind(kind: &str) -> Vec<u8> {
+    key(WAIT, &[kind.as_bytes(), &[0]])
+}
+
+/// The instance of a wait key.
+pub fn waiting_id_of(key: &[u8]) -> Option<InstanceId> {
+    let id = key.get(key.len().checked_sub(8)?..)?;
+    Some(InstanceId(u64::from_be_bytes(id.try_into().ok()?)))
+}
+
 /// The key of runtime setting `name`.
 pub fn meta(name: &str) -> Vec<u8> {
     key(META, &[name.as_bytes()])
@@ -364,6 +396,19 @@ mod tests {
         assert_eq!(timer_of(&late), Some((70_000, InstanceId(2))));
         assert!(late.starts_with(&timers()));
         assert_eq!(timer_of(&instance(InstanceId(1))), None);
+    }
+
+    #[test]
+    fn wait_keys_do_not_match_a_longer_correlation() {
+        let id = InstanceId(4);
+        let entry = wait("registered", "customer=c-1", id);
+        assert!(entry.starts_with(&waiting("registered", "customer=c-1")));
+        assert!(!entry.starts_with(&waiting("registered", "customer=c-")));
+        assert!(
+            !wait("registered", "customer=c-10", id)
+                .starts_with(&waiting("registered", "customer=c-1"))
+        );
+        assert_eq!(waiting_id_of(&entry), Some(id));
     }
 
     #[test]

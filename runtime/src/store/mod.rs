@@ -285,6 +285,36 @@ pub struct Instance {
     /// While waiting: when its timer fires, ms since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wake_at_ms: Option<u64>,
+    /// While waiting for an event: which, and where each ending leads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<EventWait>,
+    /// The event that ended its last wait, which its steps now see (the
+    /// trigger event until then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event_id: Option<String>,
+}
+
+/// What a waiting instance waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventWait {
+    /// The event type.
+    pub kind: String,
+    /// What a matching event carries: `customer=<id>` or `<key>=<value>`.
+    pub correlation: String,
+    /// The step it continues at when the event arrives.
+    pub on_event: String,
+    /// The step it continues at when the timeout passes first.
+    pub on_timeout: String,
+}
+
+impl Instance {
+    /// The event its steps see: the one that ended its last wait, or the
+    /// one that started it.
+    pub fn current_event_id(&self) -> &str {
+        self.last_event_id
+            .as_deref()
+            .unwrap_or(&self.trigger_event_id)
+    }
 }
 
 impl Instance {
@@ -316,6 +346,24 @@ impl Instance {
                 self.current_step = Some(target.clone());
                 self.status = InstanceStatus::Waiting;
                 self.wake_at_ms = Some(*until_ms);
+            }
+            StepOutcome::WaitForEvent {
+                event,
+                correlation,
+                until_ms,
+                event_target,
+                timeout_target,
+                ..
+            } => {
+                self.current_step = None;
+                self.status = InstanceStatus::Waiting;
+                self.wake_at_ms = Some(*until_ms);
+                self.waiting_for = Some(EventWait {
+                    kind: event.clone(),
+                    correlation: correlation.clone(),
+                    on_event: event_target.clone(),
+                    on_timeout: timeout_target.clone(),
+                });
             }
             StepOutcome::Complete => {
                 self.current_step = None;
@@ -360,6 +408,23 @@ pub enum StepOutcome {
         /// The step that transition leads to.
         target: String,
     },
+    /// It made the instance wait for an event, with a timeout.
+    WaitForEvent {
+        /// The event type.
+        event: String,
+        /// What a matching event carries: `customer=<id>` or `<key>=<value>`.
+        correlation: String,
+        /// When the wait times out, ms since the Unix epoch.
+        until_ms: u64,
+        /// The transition followed when the event arrives ...
+        on_event: String,
+        /// ... and the step it leads to.
+        event_target: String,
+        /// The transition followed on timeout ...
+        on_timeout: String,
+        /// ... and the step it leads to.
+        timeout_target: String,
+    },
     /// It completed the instance.
     Complete,
     /// It failed the instance (returned `fail`, an error, or trapped).
@@ -384,7 +449,18 @@ pub enum HistoryEntry {
     },
     /// A step ran and its effects were committed.
     StepRan(Box<StepRecord>),
-    /// The instance's timer fired: it runs its next step.
+    /// The event an instance waited for arrived: it runs its next step
+    /// with that event.
+    EventArrived {
+        /// Entry time, ms since the Unix epoch.
+        at_ms: u64,
+        /// The event id.
+        event_id: String,
+        /// The event type.
+        kind: String,
+    },
+    /// The instance's timer fired (a sleep ended or a wait timed out): it
+    /// runs its next step.
     Woke {
         /// Entry time, ms since the Unix epoch.
         at_ms: u64,
@@ -493,7 +569,8 @@ impl HistoryEntry {
         match self {
             HistoryEntry::EventReceived { at_ms, .. }
             | HistoryEntry::Migrated { at_ms, .. }
-            | HistoryEntry::Woke { at_ms, .. } => *at_ms,
+            | HistoryEntry::Woke { at_ms, .. }
+            | HistoryEntry::EventArrived { at_ms, .. } => *at_ms,
             HistoryEntry::StepRan(step) => step.at_ms,
         }
     }
@@ -587,8 +664,12 @@ pub struct StepCommit {
     pub notes: Vec<EncodedInteraction>,
     /// A timer to set (the instance waits until then).
     pub set_timer: Option<u64>,
-    /// A timer to clear (it fired).
+    /// A timer to clear (it fired, or the event came first).
     pub clear_timer: Option<u64>,
+    /// An event wait to index: (kind, correlation).
+    pub set_wait: Option<(String, String)>,
+    /// An event wait to drop: (kind, correlation).
+    pub clear_wait: Option<(String, String)>,
 }
 
 impl StepCommit {
@@ -609,6 +690,10 @@ impl StepCommit {
             InstanceStatus::Waiting => instance.wake_at_ms,
             _ => None,
         };
+        let set_wait = instance
+            .waiting_for
+            .as_ref()
+            .map(|wait| (wait.kind.clone(), wait.correlation.clone()));
         Ok(StepCommit {
             instance_record,
             entry: encode(entry)?,
@@ -619,15 +704,22 @@ impl StepCommit {
                 .collect::<Result<_>>()?,
             set_timer,
             clear_timer: None,
+            set_wait,
+            clear_wait: None,
             instance,
         })
     }
 
-    /// Encode a waiting instance's wake-up: its timer (due at `due_ms`)
-    /// is cleared and it is running again, with `entry` in its history.
-    pub fn wake(instance: Instance, entry: &HistoryEntry, due_ms: u64) -> Result<Self> {
+    /// Encode a waiting instance's wake-up: `instance` is running again,
+    /// with `entry` in its history; `asleep` is its record while it
+    /// waited, whose timer and event wait are cleared.
+    pub fn wake(instance: Instance, entry: &HistoryEntry, asleep: &Instance) -> Result<Self> {
         Ok(StepCommit {
-            clear_timer: Some(due_ms),
+            clear_timer: asleep.wake_at_ms,
+            clear_wait: asleep
+                .waiting_for
+                .as_ref()
+                .map(|wait| (wait.kind.clone(), wait.correlation.clone())),
             ..StepCommit::migration(instance, entry)?
         })
     }
@@ -642,6 +734,8 @@ impl StepCommit {
             notes: Vec::new(),
             set_timer: None,
             clear_timer: None,
+            set_wait: None,
+            clear_wait: None,
             instance,
         })
     }
@@ -683,6 +777,10 @@ pub struct IngestCommit {
     pub instances: Vec<StartedInstance>,
     /// The interaction this event adds to the customer's history.
     pub interaction: EncodedInteraction,
+    /// Waiting instances this event wakes, committed with it (so an
+    /// accepted event is never lost to a waiting instance). A wake whose
+    /// history slot is taken (its timer fired first) is skipped.
+    pub wakes: Vec<StepCommit>,
 }
 
 impl IngestCommit {
@@ -710,6 +808,7 @@ impl IngestCommit {
                 })
                 .collect::<Result<_>>()?,
             interaction: EncodedInteraction::new(interaction)?,
+            wakes: Vec::new(),
         })
     }
 }
@@ -793,6 +892,10 @@ pub trait Store: Send + Sync + 'static {
     /// The saved run counts of every plugin version.
     fn version_stats(&self) -> Result<Vec<VersionStats>>;
 
+    /// Whether any instance waits for an event of `kind`.
+    fn any_waiting_for(&self, kind: &str) -> Result<bool>;
+    /// Instances waiting for an event of `kind` with `correlation`.
+    fn waiting_for(&self, kind: &str, correlation: &str) -> Result<Vec<InstanceId>>;
     /// Timers due at or before `now_ms`, earliest first, at most `limit`.
     fn due_timers(&self, now_ms: u64, limit: usize) -> Result<Vec<(u64, InstanceId)>>;
     /// When the earliest timer is due.
@@ -884,6 +987,8 @@ pub(crate) mod suite {
             created_at_ms: 1,
             updated_at_ms: 1,
             wake_at_ms: None,
+            waiting_for: None,
+            last_event_id: None,
         }
     }
 
@@ -1043,7 +1148,7 @@ pub(crate) mod suite {
             at_ms: 5_001,
             due_ms: 5_000,
         };
-        let wake = StepCommit::wake(awake, &woke, 5_000).expect("encode");
+        let wake = StepCommit::wake(awake, &woke, &read).expect("encode");
         store
             .commit(&[Write::Step(Box::new(wake))])
             .expect("commit");

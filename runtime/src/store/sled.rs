@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use super::{
     Applied, CustomerView, Error, EventRecord, HistoryEntry, Instance, InstanceFilter, InstanceId,
     InstanceStatus, Interaction, JourneyRecord, MigrationRecord, OutboxMessage, PluginRecord,
-    Result, Store, TagRecord, VIEW_INTERACTIONS, VersionStats, Write, encode, keys,
+    Result, StepCommit, Store, TagRecord, VIEW_INTERACTIONS, VersionStats, Write, encode, keys,
 };
 
 /// Tuning for the sled backend.
@@ -158,6 +158,54 @@ impl SledStore {
             .collect()
     }
 
+    /// Add a step's effects to `batch`, unless its history slot is taken
+    /// (in the store or earlier in the batch).
+    fn add_step<'a>(
+        &self,
+        batch: &mut sled::Batch,
+        step: &'a StepCommit,
+        history_in_batch: &mut HashSet<(InstanceId, u32)>,
+        interactions: &mut Vec<(&'a str, u64, &'a Interaction)>,
+    ) -> Result<Applied> {
+        let instance = &step.instance;
+        let seq = step.seq();
+        let history_key = keys::history(instance.id, seq);
+        if history_in_batch.contains(&(instance.id, seq)) || self.db.contains_key(&history_key)? {
+            return Ok(Applied::StaleStep);
+        }
+        history_in_batch.insert((instance.id, seq));
+        batch.insert(history_key, &*step.entry);
+        if let Some(record) = &step.instance_record {
+            batch.insert(keys::instance(instance.id), &**record);
+            if instance.status == InstanceStatus::Running {
+                batch.insert(keys::running(instance.id), &[]);
+            } else {
+                batch.remove(keys::running(instance.id));
+            }
+        }
+        if let Some(due) = step.set_timer {
+            batch.insert(keys::timer(due, instance.id), &[]);
+        }
+        if let Some(due) = step.clear_timer {
+            batch.remove(keys::timer(due, instance.id));
+        }
+        if let Some((kind, correlation)) = &step.set_wait {
+            batch.insert(keys::wait(kind, correlation, instance.id), &[]);
+        }
+        if let Some((kind, correlation)) = &step.clear_wait {
+            batch.remove(keys::wait(kind, correlation, instance.id));
+        }
+        for (index, message) in step.messages.iter().enumerate() {
+            batch.insert(keys::outbox(instance.id, seq, index as u32), &**message);
+        }
+        for note in &step.notes {
+            let seq = self.db.generate_id()?;
+            batch.insert(keys::interaction(&instance.customer_id, seq), &*note.bytes);
+            interactions.push((&instance.customer_id, seq, &note.interaction));
+        }
+        Ok(Applied::Done)
+    }
+
     /// A stored instance record brought up to date: a running instance's
     /// record is as of its start, so its step entries are folded onto it
     /// (every entry's target is a step: the entry that finishes an
@@ -293,6 +341,25 @@ impl Store for SledStore {
 
     fn version_stats(&self) -> Result<Vec<VersionStats>> {
         self.scan(&keys::all_version_stats())
+    }
+
+    fn any_waiting_for(&self, kind: &str) -> Result<bool> {
+        Ok(self
+            .db
+            .scan_prefix(keys::waiting_kind(kind))
+            .keys()
+            .next()
+            .transpose()?
+            .is_some())
+    }
+
+    fn waiting_for(&self, kind: &str, correlation: &str) -> Result<Vec<InstanceId>> {
+        self.db
+            .scan_prefix(keys::waiting(kind, correlation))
+            .keys()
+            .map(|key| Ok(keys::waiting_id_of(&key?)))
+            .filter_map(Result::transpose)
+            .collect()
     }
 
     fn due_timers(&self, now_ms: u64, limit: usize) -> Result<Vec<(u64, InstanceId)>> {
@@ -439,43 +506,19 @@ impl Store for SledStore {
                         &*interaction.bytes,
                     );
                     interactions.push((&ingest.customer_id, seq, &interaction.interaction));
+                    for wake in &ingest.wakes {
+                        // A wake that lost to its timer is simply not applied.
+                        self.add_step(&mut batch, wake, &mut history_in_batch, &mut interactions)?;
+                    }
                     applied.push(Applied::Done);
                 }
                 Write::Step(step) => {
-                    let instance = &step.instance;
-                    let seq = step.seq();
-                    let history_key = keys::history(instance.id, seq);
-                    if history_in_batch.contains(&(instance.id, seq))
-                        || self.db.contains_key(&history_key)?
-                    {
-                        applied.push(Applied::StaleStep);
-                        continue;
-                    }
-                    history_in_batch.insert((instance.id, seq));
-                    batch.insert(history_key, &*step.entry);
-                    if let Some(record) = &step.instance_record {
-                        batch.insert(keys::instance(instance.id), &**record);
-                        if instance.status == InstanceStatus::Running {
-                            batch.insert(keys::running(instance.id), &[]);
-                        } else {
-                            batch.remove(keys::running(instance.id));
-                        }
-                    }
-                    if let Some(due) = step.set_timer {
-                        batch.insert(keys::timer(due, instance.id), &[]);
-                    }
-                    if let Some(due) = step.clear_timer {
-                        batch.remove(keys::timer(due, instance.id));
-                    }
-                    for (index, message) in step.messages.iter().enumerate() {
-                        batch.insert(keys::outbox(instance.id, seq, index as u32), &**message);
-                    }
-                    for note in &step.notes {
-                        let seq = self.db.generate_id()?;
-                        batch.insert(keys::interaction(&instance.customer_id, seq), &*note.bytes);
-                        interactions.push((&instance.customer_id, seq, &note.interaction));
-                    }
-                    applied.push(Applied::Done);
+                    applied.push(self.add_step(
+                        &mut batch,
+                        step,
+                        &mut history_in_batch,
+                        &mut interactions,
+                    )?);
                 }
             }
         }
