@@ -159,7 +159,7 @@ impl From<crate::store::Error> for ApiError {
 fn journey_code(error: &crate::journey::Error) -> &'static str {
     use crate::journey::Error as J;
     match error {
-        J::Syntax { .. } => "journey_syntax",
+        J::Syntax { .. } | J::MissingPlugin { .. } => "journey_syntax",
         J::NoSteps { .. } => "journey_no_steps",
         J::InvalidName { .. } => "journey_invalid_name",
         J::DuplicateStep { .. } => "journey_duplicate_step",
@@ -168,6 +168,7 @@ fn journey_code(error: &crate::journey::Error) -> &'static str {
         J::DanglingTransition { .. } => "journey_dangling_transition",
         J::UnreachableStep { .. } => "journey_unreachable_step",
         J::BadPluginRef { .. } => "journey_bad_plugin_ref",
+        J::InvalidSplit { .. } => "journey_invalid_split",
         J::UnknownPlugin { .. } => "journey_unknown_plugin",
     }
 }

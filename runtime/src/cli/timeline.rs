@@ -136,6 +136,15 @@ pub fn render(view: &Value) -> String {
                     }
                 }
             }
+            "split" => {
+                let _ = writeln!(
+                    out,
+                    "  +{at:>5}ms  split   {:<12} variant {} → {}",
+                    text(&entry["step"]),
+                    text(&entry["variant"]),
+                    text(&entry["target"])
+                );
+            }
             "event_arrived" => {
                 let _ = writeln!(
                     out,

@@ -781,6 +781,17 @@ impl Runtime {
             .as_ref()
             .and_then(|journey| journey.step(&step_name));
         let started_ms = self.clock.now_ms();
+        if let Some((step, journey)) = step.zip(journey.as_deref())
+            && let Some(variant) = step.variant_for(&instance.journey, instance.id.0)
+        {
+            let variant = variant.to_owned();
+            let target = step.definition.on[&variant].clone();
+            let is_step = journey.step(&target).is_some();
+            self.take_split(
+                instance, event, step_name, variant, target, is_step, started_ms,
+            );
+            return;
+        }
         let idempotency_key = instance.idempotency_key();
 
         let (plugin, run) = match step {
@@ -1006,6 +1017,52 @@ impl Runtime {
             }
         }
         Ok(wakes)
+    }
+
+    /// Send an instance down the variant of a split step it is assigned
+    /// to, recorded in its history; then run what follows.
+    #[allow(clippy::too_many_arguments)]
+    fn take_split(
+        self: &Arc<Self>,
+        instance: Instance,
+        event: Arc<host::Event>,
+        step: String,
+        variant: String,
+        target: String,
+        is_step: bool,
+        now: u64,
+    ) {
+        let mut next = instance;
+        next.follow_split(&target, is_step, now);
+        let entry = HistoryEntry::Split {
+            at_ms: now,
+            step,
+            variant,
+            target,
+        };
+        let commit = StepCommit::new(next.clone(), &entry, &[], Vec::new())
+            .expect("a split entry is plain data that always encodes as JSON");
+        metrics::counter!("journeyd_steps_total", "outcome" => "split").increment(1);
+        let runtime = self.clone();
+        self.committer.submit_then(
+            Write::Step(Box::new(commit)),
+            Box::new(move |result| match result {
+                Ok(Applied::Done) if next.status == InstanceStatus::Running => {
+                    runtime.schedule(StepJob {
+                        instance: next,
+                        event,
+                        attempt: 1,
+                    });
+                }
+                Ok(Applied::Done) => runtime.finish(&next),
+                Ok(_) => {
+                    tracing::warn!(instance = %next.id, "split was already committed by another attempt");
+                }
+                Err(error) => {
+                    tracing::error!(instance = %next.id, error = %error, "split could not be committed; instance paused until restart");
+                }
+            }),
+        );
     }
 
     /// Move an instance to the version `migration` leads to, before its

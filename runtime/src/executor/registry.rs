@@ -94,16 +94,7 @@ pub struct Registry {
 /// depends only on the instance, plugin and tag, so an instance keeps its
 /// side for every step and across restarts.
 pub fn rollout_bucket(instance: InstanceId, plugin: &str, tag: &str) -> u8 {
-    // FNV-1a over the names, mixed with the id (splitmix64 finaliser).
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in plugin.bytes().chain([0]).chain(tag.bytes()) {
-        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-    }
-    let mut mixed = hash ^ instance.0;
-    mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    mixed ^= mixed >> 31;
-    (mixed % 100) as u8
+    crate::journey::stable_percentile(plugin, tag, instance.0)
 }
 
 impl Registry {

@@ -110,6 +110,24 @@ pub enum Error {
         /// The start step.
         start: String,
     },
+    /// A step names neither a plugin nor a split.
+    #[error("{file}: step `{step}`: missing field `plugin` (a step runs a plugin or is a `split`)")]
+    MissingPlugin {
+        /// The file name as given.
+        file: String,
+        /// The step.
+        step: String,
+    },
+    /// A split step is malformed.
+    #[error("{file}: step `{step}`, field `split`: {reason}")]
+    InvalidSplit {
+        /// The file name as given.
+        file: String,
+        /// The step.
+        step: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A step's `plugin` is malformed (`name`, `name@version` or `name:tag`).
     #[error(
         "{file}: step `{step}`, field `plugin`: `{plugin}` is not `name`, `name@version` or `name:tag`"
@@ -177,8 +195,14 @@ pub struct StepDefinition {
     /// The step name, unique in the journey.
     pub name: String,
     /// The plugin that runs it: `name` (latest version), `name@version` or
-    /// `name:tag`.
+    /// `name:tag`. A split step has none.
+    #[serde(default)]
     pub plugin: String,
+    /// An experiment instead of a plugin: variant name to weight (the
+    /// weights add up to 100). Each instance goes down one variant's
+    /// transition, chosen from its id, so the choice is stable.
+    #[serde(default)]
+    pub split: BTreeMap<String, u32>,
     /// Given to the plugin as JSON.
     #[serde(default)]
     pub config: toml::Table,
@@ -267,7 +291,7 @@ pub enum Target<'a> {
 pub struct Step {
     /// The definition as written.
     pub definition: StepDefinition,
-    /// The plugin it uses.
+    /// The plugin it uses (the empty latest reference for a split step).
     pub plugin: PluginRef,
     /// Its config as JSON text, as the plugin receives it.
     pub config_json: String,
@@ -291,6 +315,70 @@ pub fn is_valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
+}
+
+/// A split step names no plugin, its weights add up to 100 and each
+/// variant has a transition.
+fn check_split(file: &str, step: &StepDefinition) -> Result<()> {
+    let invalid = |reason: String| Error::InvalidSplit {
+        file: file.to_owned(),
+        step: step.name.clone(),
+        reason,
+    };
+    if !step.plugin.is_empty() {
+        return Err(invalid(
+            "a step has either a `plugin` or a `split`, not both".into(),
+        ));
+    }
+    let total: u32 = step.split.values().sum();
+    if total != 100 || step.split.values().any(|weight| *weight == 0) {
+        return Err(invalid(format!(
+            "the weights must be above 0 and add up to 100; they add up to {total}"
+        )));
+    }
+    if let Some(variant) = step
+        .split
+        .keys()
+        .find(|variant| !step.on.contains_key(*variant))
+    {
+        return Err(invalid(format!(
+            "variant `{variant}` has no transition in `on`"
+        )));
+    }
+    Ok(())
+}
+
+/// A number in `0..100` that depends only on two names and an id: which
+/// side of a rollout or variant of a split an instance is on, the same at
+/// every step and after restarts.
+pub fn stable_percentile(first: &str, second: &str, id: u64) -> u8 {
+    // FNV-1a of the names, mixed with the id (the splitmix64 finaliser).
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in first.bytes().chain([0]).chain(second.bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut mixed = hash ^ id;
+    mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ((mixed ^ (mixed >> 31)) % 100) as u8
+}
+
+impl Step {
+    /// The variant of this split step an instance goes down, chosen from
+    /// its id, or `None` for a plugin step.
+    pub fn variant_for(&self, journey: &str, instance: u64) -> Option<&str> {
+        if self.definition.split.is_empty() {
+            return None;
+        }
+        let mut bucket = u32::from(stable_percentile(journey, &self.definition.name, instance));
+        for (variant, weight) in &self.definition.split {
+            if bucket < *weight {
+                return Some(variant);
+            }
+            bucket -= weight;
+        }
+        None
+    }
 }
 
 impl Journey {
@@ -345,6 +433,30 @@ impl Journey {
         let mut steps = HashMap::new();
         for step in &definition.steps {
             check_name("steps.name".into(), &step.name)?;
+            if !step.split.is_empty() {
+                check_split(&file, step)?;
+                let ready = Step {
+                    definition: step.clone(),
+                    plugin: PluginRef {
+                        name: String::new(),
+                        selector: Selector::Latest,
+                    },
+                    config_json: "{}".into(),
+                };
+                if steps.insert(step.name.clone(), ready).is_some() {
+                    return Err(Error::DuplicateStep {
+                        file,
+                        step: step.name.clone(),
+                    });
+                }
+                continue;
+            }
+            if step.plugin.is_empty() {
+                return Err(Error::MissingPlugin {
+                    file,
+                    step: step.name.clone(),
+                });
+            }
             let plugin = PluginRef::parse(&step.plugin).ok_or_else(|| Error::BadPluginRef {
                 file: file.clone(),
                 step: step.name.clone(),
@@ -483,6 +595,69 @@ mod tests {
 
     fn parse(source: &str) -> Result<Journey> {
         Journey::parse("enquiry.toml", source, |plugin| plugin.name != "missing")
+    }
+
+    const SPLIT: &str = r#"
+name = "webinar"
+terminal = ["done"]
+[trigger]
+event = "signup"
+correlation_key = "id"
+[[steps]]
+name = "subject"
+split = { short = 30, long = 70 }
+on = { short = "send", long = "send" }
+[[steps]]
+name = "send"
+plugin = "acknowledge"
+on = { sent = "done" }
+"#;
+
+    #[test]
+    fn a_split_assigns_variants_by_weight_and_keeps_each_instance_on_one() {
+        let journey = parse(SPLIT).expect("valid");
+        let step = journey.step("subject").expect("step");
+        let short = (0..10_000)
+            .filter(|id| step.variant_for("webinar", *id) == Some("short"))
+            .count();
+        assert!((2_700..3_300).contains(&short), "{short} of 10000");
+        for id in 0..100 {
+            assert_eq!(
+                step.variant_for("webinar", id),
+                step.variant_for("webinar", id)
+            );
+        }
+        assert_eq!(
+            journey
+                .step("send")
+                .expect("step")
+                .variant_for("webinar", 1),
+            None
+        );
+    }
+
+    #[test]
+    fn a_bad_split_is_refused_with_the_step_named() {
+        for (bad, says) in [
+            ("split = { short = 30, long = 60 }", "add up to 90"),
+            ("split = { short = 0, long = 100 }", "above 0"),
+            (
+                "split = { short = 30, other = 70 }",
+                "`other` has no transition",
+            ),
+            (
+                "plugin = \"acknowledge\"\nsplit = { short = 30, long = 70 }",
+                "not both",
+            ),
+        ] {
+            let source = SPLIT.replace("split = { short = 30, long = 70 }", bad);
+            let error = parse(&source).expect_err(bad);
+            assert!(
+                matches!(&error, Error::InvalidSplit { step, .. } if step == "subject"),
+                "{error}"
+            );
+            assert!(error.to_string().contains(says), "{error}");
+        }
     }
 
     #[test]

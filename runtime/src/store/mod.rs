@@ -308,6 +308,20 @@ pub struct EventWait {
 }
 
 impl Instance {
+    /// Follow a split's variant to `target`, a step or (when `is_step` is
+    /// false) a terminal state.
+    pub fn follow_split(&mut self, target: &str, is_step: bool, now: u64) {
+        self.history_len += 1;
+        self.updated_at_ms = now;
+        if is_step {
+            self.current_step = Some(target.to_owned());
+        } else {
+            self.current_step = None;
+            self.status = InstanceStatus::Completed;
+            self.terminal = Some(target.to_owned());
+        }
+    }
+
     /// The event its steps see: the one that ended its last wait, or the
     /// one that started it.
     pub fn current_event_id(&self) -> &str {
@@ -449,6 +463,17 @@ pub enum HistoryEntry {
     },
     /// A step ran and its effects were committed.
     StepRan(Box<StepRecord>),
+    /// A split step sent the instance down one variant.
+    Split {
+        /// Entry time, ms since the Unix epoch.
+        at_ms: u64,
+        /// The split step.
+        step: String,
+        /// The variant it was assigned.
+        variant: String,
+        /// The step or terminal state that variant leads to.
+        target: String,
+    },
     /// The event an instance waited for arrived: it runs its next step
     /// with that event.
     EventArrived {
@@ -570,7 +595,8 @@ impl HistoryEntry {
             HistoryEntry::EventReceived { at_ms, .. }
             | HistoryEntry::Migrated { at_ms, .. }
             | HistoryEntry::Woke { at_ms, .. }
-            | HistoryEntry::EventArrived { at_ms, .. } => *at_ms,
+            | HistoryEntry::EventArrived { at_ms, .. }
+            | HistoryEntry::Split { at_ms, .. } => *at_ms,
             HistoryEntry::StepRan(step) => step.at_ms,
         }
     }

@@ -226,15 +226,21 @@ impl SledStore {
             })
         {
             let (key, bytes) = item?;
-            if let HistoryEntry::StepRan(step) = decode::<HistoryEntry>(&key, &bytes)? {
-                instance.advance(&step, |_| true);
-                if !step.state.is_empty() {
-                    let state = match &mut state {
-                        Some(state) => state,
-                        None => state.insert(decode(&record_key, instance.state.get().as_bytes())?),
-                    };
-                    step.state.apply_to(state);
+            let step = match decode::<HistoryEntry>(&key, &bytes)? {
+                HistoryEntry::StepRan(step) => step,
+                HistoryEntry::Split { target, at_ms, .. } => {
+                    instance.follow_split(&target, true, at_ms);
+                    continue;
                 }
+                _ => continue,
+            };
+            instance.advance(&step, |_| true);
+            if !step.state.is_empty() {
+                let state = match &mut state {
+                    Some(state) => state,
+                    None => state.insert(decode(&record_key, instance.state.get().as_bytes())?),
+                };
+                step.state.apply_to(state);
             }
         }
         if let Some(state) = state {
