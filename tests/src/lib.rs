@@ -212,6 +212,19 @@ impl Journeyd {
         ))
     }
 
+    /// Return once everything journeyd shows is durable. Reads show
+    /// committed steps as soon as they are applied, a moment before the
+    /// flush that makes them durable; any acknowledged write comes after
+    /// such a flush (a customer upsert flushes the whole store).
+    pub fn make_durable(&self) {
+        let (status, body) = self.request(
+            "PUT",
+            "/v1/customers/durability-probe",
+            Some(b"{}".to_vec()),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+
     /// Poll until `check` holds or `timeout` passes.
     pub fn eventually(&self, timeout: Duration, mut check: impl FnMut(&Self) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
