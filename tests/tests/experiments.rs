@@ -66,6 +66,32 @@ fn a_split_sends_instances_down_weighted_variants_recorded_in_history() {
     }
     assert_eq!(variants.len(), 2, "both variants were taken: {variants:?}");
     assert!(variants.values().all(|count| *count >= 15), "{variants:?}");
+
+    // The drop-off report breaks down by variant.
+    let funnel = journeyd.get("/v1/journeys/launch/funnel");
+    assert_eq!(funnel["instances"], 60);
+    for (variant, count) in &variants {
+        let lines = funnel["variants"][variant].as_array().expect("lines");
+        let line = |step: &str| {
+            lines
+                .iter()
+                .find(|line| line["step"] == step)
+                .unwrap_or_else(|| panic!("{step}: {funnel:#}"))
+                .clone()
+        };
+        assert_eq!(line("subject")["reached"], *count as u64, "{funnel:#}");
+        let sent = line(&format!("send_{variant}"));
+        assert_eq!(
+            (sent["reached"].as_u64(), sent["completed_here"].as_u64()),
+            (Some(*count as u64), Some(*count as u64))
+        );
+        let other = if variant == "plain" {
+            "send_emoji"
+        } else {
+            "send_plain"
+        };
+        assert_eq!(line(other)["reached"], 0);
+    }
 }
 
 #[test]

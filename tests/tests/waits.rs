@@ -132,6 +132,23 @@ fn the_awaited_event_ends_the_wait_of_its_customer_only_and_only_once() {
         "the re-sent event changed nothing"
     );
 
+    let funnel = journeyd.get("/v1/journeys/webinar/funnel");
+    let lines = &funnel["variants"]["-"];
+    assert_eq!(lines[0]["step"], "invite", "{funnel:#}");
+    assert_eq!(
+        (lines[0]["reached"].as_u64(), lines[0]["waiting"].as_u64()),
+        (Some(2), Some(1)),
+        "both were invited, Grace still waits: {funnel:#}"
+    );
+    assert_eq!(
+        (
+            lines[1]["reached"].as_u64(),
+            lines[1]["completed_here"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "Ada registered: {funnel:#}"
+    );
+
     let (status, answer) = send(&journeyd, "other-1", "webinar.attended", "c-grace");
     assert_eq!(status, 422, "nobody waits for this type: {answer}");
     assert_eq!(answer["error"]["code"], "unknown_event_type");

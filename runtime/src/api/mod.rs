@@ -10,6 +10,7 @@
 //! | POST | `/v1/events` | ingest an event; `202` once durable |
 //! | PUT, GET | `/v1/customers/{id}` | upsert a profile; read the single view |
 //! | POST, GET | `/v1/journeys` | deploy a TOML definition (`?file=`); list versions |
+//! | GET | `/v1/journeys/{name}/funnel` | drop-off report: per step and variant, instances that reached it, wait after it, ended there |
 //! | POST, GET | `/v1/journeys/{name}/migrations` | move running instances of one version to another (validated first); list |
 //! | PUT | `/v1/plugins/{name}` | push a component (the body is the `.wasm`) |
 //! | GET | `/v1/plugins` | every plugin version with its run counts, and every tag |
@@ -189,6 +190,7 @@ pub fn router(state: AppState) -> Router {
                 .get(list_journeys)
                 .layer(DefaultBodyLimit::max(MAX_JOURNEY_BYTES)),
         )
+        .route("/v1/journeys/{name}/funnel", get(show_funnel))
         .route(
             "/v1/journeys/{name}/migrations",
             post(migrate_journey).get(list_migrations),
@@ -336,6 +338,18 @@ async fn migrate_journey(
     .await
     .map_err(executor::Error::from)??;
     Ok((StatusCode::CREATED, Json(record)))
+}
+
+async fn show_funnel(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<executor::Funnel>> {
+    let runtime = state.runtime.clone();
+    Ok(Json(
+        tokio::task::spawn_blocking(move || runtime.funnel(&name))
+            .await
+            .map_err(executor::Error::from)??,
+    ))
 }
 
 async fn list_migrations(

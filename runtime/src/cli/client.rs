@@ -102,6 +102,32 @@ impl Client {
         Ok(())
     }
 
+    pub async fn show_funnel(&self, name: &str) -> anyhow::Result<()> {
+        let report = self.get(&format!("/v1/journeys/{name}/funnel")).await?;
+        println!("journey {name}: {} instances", report["instances"]);
+        for (variant, lines) in report["variants"].as_object().into_iter().flatten() {
+            if variant != "-" {
+                println!("variant {variant}");
+            }
+            println!(
+                "  {:<20} {:>8} {:>8} {:>10} {:>8}",
+                "step", "reached", "waiting", "completed", "failed"
+            );
+            for line in lines.as_array().into_iter().flatten() {
+                let count = |field: &str| line[field].as_u64().unwrap_or(0);
+                println!(
+                    "  {:<20} {:>8} {:>8} {:>10} {:>8}",
+                    line["step"].as_str().unwrap_or("?"),
+                    count("reached"),
+                    count("waiting"),
+                    count("completed_here"),
+                    count("failed_here"),
+                );
+            }
+        }
+        Ok(())
+    }
+
     pub async fn migrate_journey(&self, name: &str, body: Value) -> anyhow::Result<()> {
         let record = self
             .send(

@@ -78,6 +78,12 @@ pub enum JourneyCommand {
     },
     /// List deployed journey versions.
     List,
+    /// Drop-off report: per step (and experiment variant), how many
+    /// instances reached it, wait after it, or ended there.
+    Funnel {
+        /// The journey.
+        name: String,
+    },
     /// Move the running instances of version FROM to version TO, each at
     /// its next step start (validated before anything changes).
     Migrate {
@@ -245,6 +251,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::bench(args).await,
         Command::Journey(JourneyCommand::Deploy { file }) => client.deploy_journey(&file).await,
         Command::Journey(JourneyCommand::List) => client.list_journeys().await,
+        Command::Journey(JourneyCommand::Funnel { name }) => client.show_funnel(&name).await,
         Command::Journey(JourneyCommand::Migrate {
             name,
             from,

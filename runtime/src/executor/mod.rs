@@ -15,6 +15,7 @@
 //! This module does not parse HTTP or know sled's layout.
 
 pub mod committer;
+mod funnel;
 pub mod registry;
 
 use std::collections::HashMap;
@@ -36,6 +37,7 @@ use crate::store::{
 };
 
 pub use self::committer::{CommitError, Committer};
+pub use self::funnel::Funnel;
 pub use self::registry::{Registry, Tag};
 
 /// Timers woken per store scan.
@@ -545,6 +547,21 @@ impl Runtime {
         self.registry.set_migration(record.clone());
         tracing::info!(journey, from, to, "journey migration stored");
         Ok(record)
+    }
+
+    /// The drop-off report of `journey` over all its instances, by the
+    /// steps of its latest version.
+    pub fn funnel(&self, journey: &str) -> Result<Funnel> {
+        let latest = self.registry.journey_versions(journey);
+        let definition = self
+            .registry
+            .journey(journey, latest)
+            .ok_or_else(|| Error::UnknownJourney(journey.to_owned()))?;
+        let steps: Vec<String> = definition
+            .steps()
+            .map(|step| step.definition.name.clone())
+            .collect();
+        Ok(funnel::funnel(&*self.store, journey, &steps)?)
     }
 
     /// Every migration of `journey`.
