@@ -168,3 +168,28 @@ fn the_system_clock_cannot_be_moved() {
     assert_eq!(status, 409, "{answer}");
     assert_eq!(answer["error"]["code"], "clock_not_simulated");
 }
+
+#[test]
+fn a_sleep_until_now_or_earlier_wakes_at_once() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let journeyd = Journeyd::start_with(data.path(), &["--simulated-clock"]);
+    for name in ["slow", "noop"] {
+        let (status, body) = journeyd.push(name, fixture(name));
+        assert_eq!(status, 201, "push {name}: {body}");
+    }
+    let now = journey().replace(&format!("sleep_ms = {}", 3 * DAY_MS), "sleep_ms = 0");
+    let (status, body) = journeyd.deploy("reminder.toml", &now);
+    assert_eq!(status, 201, "{body}");
+    let (status, receipt) = journeyd.send_event(&json!({
+        "id": "signup-1", "type": "signup", "customer": "c-1",
+        "data": { "signup_id": "s-1" },
+    }));
+    assert_eq!(status, 202, "{receipt}");
+    let id = receipt["instances"][0].as_u64().expect("instance");
+    // The clock never moves, yet the timer is already due.
+    let view = journeyd.wait_instance(id, Duration::from_secs(10));
+    assert_eq!(view["status"], "completed", "{view:#}");
+    let woke = &view["history"][2];
+    assert_eq!(woke["type"], "woke", "{view:#}");
+    assert_eq!(woke["due_ms"], woke["at_ms"]);
+}

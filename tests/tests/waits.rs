@@ -193,3 +193,23 @@ fn a_wait_survives_a_crash() {
         ["event_received", "invite", "event_arrived", "registered"]
     );
 }
+
+#[test]
+fn a_wait_without_a_timeout_fails_its_step_with_the_reason() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let journeyd = Journeyd::start_with(data.path(), &["--simulated-clock"]);
+    for name in ["slow", "noop"] {
+        let (status, body) = journeyd.push(name, fixture(name));
+        assert_eq!(status, 201, "push {name}: {body}");
+    }
+    let forever = journey().replace(&format!("timeout_ms = {}", 2 * DAY_MS), "timeout_ms = 0");
+    let (status, body) = journeyd.deploy("webinar.toml", &forever);
+    assert_eq!(status, 201, "{body}");
+    let (status, receipt) = send(&journeyd, "invite-1", "webinar.invited", "c-ada");
+    assert_eq!(status, 202, "{receipt}");
+    let id = receipt["instances"][0].as_u64().expect("instance");
+    let view = journeyd.wait_instance(id, Duration::from_secs(10));
+    assert_eq!(view["status"], "failed", "{view:#}");
+    let failure = view["failure"].as_str().expect("a reason");
+    assert!(failure.contains("without a timeout"), "{failure}");
+}

@@ -1560,6 +1560,12 @@ fn decide(
             if spec.kind.is_empty() {
                 return Err("plugin chose to wait for an event with no event type".into());
             }
+            if spec.timeout_ms == 0 {
+                return Err(format!(
+                    "plugin chose to wait for `{}` without a timeout: `timeout-ms` must be above 0, so nobody waits forever",
+                    spec.kind
+                ));
+            }
             let correlation = match journey
                 .and_then(|journey| journey.step(step))
                 .and_then(|step| step.definition.correlate_on.as_deref())
