@@ -158,6 +158,20 @@ impl SledStore {
             .collect()
     }
 
+    /// The instance ids of the index keys under `prefix`.
+    fn ids_under(
+        &self,
+        prefix: &[u8],
+        id_of: fn(&[u8]) -> Option<InstanceId>,
+    ) -> Result<Vec<InstanceId>> {
+        self.db
+            .scan_prefix(prefix)
+            .keys()
+            .map(|key| Ok(id_of(&key?)))
+            .filter_map(Result::transpose)
+            .collect()
+    }
+
     /// Add a step's effects to `batch`, unless its history slot is taken
     /// (in the store or earlier in the batch).
     fn add_step<'a>(
@@ -360,12 +374,7 @@ impl Store for SledStore {
     }
 
     fn waiting_for(&self, kind: &str, correlation: &str) -> Result<Vec<InstanceId>> {
-        self.db
-            .scan_prefix(keys::waiting(kind, correlation))
-            .keys()
-            .map(|key| Ok(keys::waiting_id_of(&key?)))
-            .filter_map(Result::transpose)
-            .collect()
+        self.ids_under(&keys::waiting(kind, correlation), keys::waiting_id_of)
     }
 
     fn due_timers(&self, now_ms: u64, limit: usize) -> Result<Vec<(u64, InstanceId)>> {
@@ -628,12 +637,10 @@ impl Store for SledStore {
     }
 
     fn correlated(&self, journey: &str, correlation: &str) -> Result<Vec<InstanceId>> {
-        self.db
-            .scan_prefix(keys::correlated(journey, correlation))
-            .keys()
-            .map(|key| Ok(keys::correlated_id_of(&key?)))
-            .filter_map(Result::transpose)
-            .collect()
+        self.ids_under(
+            &keys::correlated(journey, correlation),
+            keys::correlated_id_of,
+        )
     }
 }
 
