@@ -33,6 +33,29 @@ impl Clock for SystemClock {
     }
 }
 
+/// The system clock shifted to read a chosen time when it is made, then
+/// running at real speed: rehearse a journey from another date, or let a
+/// benchmark's timers fall due a known time after a restart.
+#[derive(Debug, Clone, Copy)]
+pub struct ShiftedClock {
+    offset_ms: i64,
+}
+
+impl ShiftedClock {
+    /// A clock that reads `start_ms` now.
+    pub fn starting_at(start_ms: u64) -> Self {
+        ShiftedClock {
+            offset_ms: start_ms as i64 - SystemClock.now_ms() as i64,
+        }
+    }
+}
+
+impl Clock for ShiftedClock {
+    fn now_ms(&self) -> u64 {
+        (SystemClock.now_ms() as i64 + self.offset_ms).max(0) as u64
+    }
+}
+
 /// A clock that moves only when told to, and only forwards.
 #[derive(Debug)]
 pub struct SimulatedClock {
@@ -85,5 +108,15 @@ mod tests {
         assert_eq!(clock.now_ms(), 86_400_000);
         assert!(clock.simulated().is_some());
         assert!(SystemClock.simulated().is_none());
+    }
+
+    #[test]
+    fn a_shifted_clock_starts_where_asked_and_runs() {
+        let clock = ShiftedClock::starting_at(1_000_000);
+        let first = clock.now_ms();
+        assert!((1_000_000..1_001_000).contains(&first), "{first}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(clock.now_ms() >= first + 5);
+        assert!(clock.simulated().is_none());
     }
 }

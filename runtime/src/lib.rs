@@ -10,7 +10,8 @@
 //! Module map: [`journey`] parses and validates definitions, [`store`]
 //! owns persistence, [`host`] owns wasmtime, [`executor`] owns running
 //! instances, [`api`] owns HTTP, [`cli`] owns the command line and the
-//! benchmark, [`clock`] owns time.
+//! benchmark, [`clock`] owns time,
+//! [`window`] owns sending windows and time zones.
 
 #![forbid(unsafe_code)]
 
@@ -21,3 +22,4 @@ pub mod executor;
 pub mod host;
 pub mod journey;
 pub mod store;
+pub mod window;

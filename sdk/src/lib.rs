@@ -2,7 +2,7 @@
 //!
 //! A step plugin implements [`Step`] and registers it with [`export_step!`].
 //! Build it with `cargo build --release --target wasm32-wasip2`; the `.wasm`
-//! file is a component implementing the `journey:plugin/step-plugin@0.1.0`
+//! file is a component implementing the `journey:plugin/step-plugin@0.2.0`
 //! world from the repository's `wit/` folder, which `journeyd plugin push`
 //! accepts.
 //!
@@ -20,7 +20,8 @@
 //!     fn run(ctx: &mut Context) -> journey_sdk::Result<Outcome> {
 //!         let config: Config = ctx.config()?;
 //!         let name = ctx.customer().profile_str("name").unwrap_or("there").to_owned();
-//!         ctx.send(Message::new("email", format!("{}, {name}!", config.greeting)));
+//!         ctx.send(Message::new("email", format!("{}, {name}!", config.greeting)))
+//!             .map_err(|refused| journey_sdk::Error::Failed(format!("not sent: {refused:?}")))?;
 //!         ctx.set("greeted", &true)?;
 //!         Ok(Outcome::goto("done"))
 //!     }
@@ -128,6 +129,9 @@ pub enum Outcome {
         until_ms: u64,
         /// The transition to follow on waking.
         then: String,
+        /// Only wake inside this local sending window (see
+        /// [`Outcome::within`]).
+        window: Option<Window>,
     },
     /// Wait for an event of type `kind` about this instance (its customer,
     /// or the value the journey step correlates on), at most `timeout_ms`;
@@ -156,6 +160,26 @@ impl Outcome {
         Outcome::SleepUntil {
             until_ms,
             then: then.into(),
+            window: None,
+        }
+    }
+
+    /// Keep a sleep's wake-up inside a sending window of local time: the
+    /// host moves a wake-up that falls in quiet hours to the window's next
+    /// opening. Other outcomes are returned unchanged.
+    ///
+    /// ```
+    /// use journey_sdk::{Outcome, Window};
+    /// let outcome = Outcome::sleep_until(0, "remind").within(Window::hours(9, 20));
+    /// ```
+    pub fn within(self, window: Window) -> Self {
+        match self {
+            Outcome::SleepUntil { until_ms, then, .. } => Outcome::SleepUntil {
+                until_ms,
+                then,
+                window: Some(window),
+            },
+            other => other,
         }
     }
 
@@ -165,9 +189,19 @@ impl Outcome {
             Outcome::Goto(name) => Wit::Goto(name),
             Outcome::Complete => Wit::Complete,
             Outcome::Fail(reason) => Wit::Fail(reason),
-            Outcome::SleepUntil { until_ms, then } => {
-                Wit::SleepUntil(bindings::journey::plugin::types::SleepSpec { until_ms, then })
-            }
+            Outcome::SleepUntil {
+                until_ms,
+                then,
+                window,
+            } => Wit::SleepUntil(bindings::journey::plugin::types::SleepSpec {
+                until_ms,
+                then,
+                window: window.map(|window| bindings::journey::plugin::types::SendingWindow {
+                    from_minute: window.from_minute,
+                    to_minute: window.to_minute,
+                    time_zone: window.time_zone,
+                }),
+            }),
             Outcome::WaitForEvent {
                 kind,
                 timeout_ms,
@@ -180,6 +214,57 @@ impl Outcome {
                 on_timeout,
             }),
         }
+    }
+}
+
+/// Hours of the local day in which a journey may contact a customer;
+/// outside them are quiet hours.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Window {
+    /// Opens this many minutes after local midnight.
+    pub from_minute: u32,
+    /// Closes this many minutes after local midnight (exclusive); smaller
+    /// than `from_minute` for a window across midnight.
+    pub to_minute: u32,
+    /// IANA time zone; empty for the customer's profile `time_zone` (UTC
+    /// when the profile has none).
+    #[serde(default)]
+    pub time_zone: String,
+}
+
+impl Window {
+    /// From `from` o'clock to `to` o'clock in the customer's time zone.
+    pub fn hours(from: u32, to: u32) -> Self {
+        Window {
+            from_minute: from * 60,
+            to_minute: to * 60,
+            time_zone: String::new(),
+        }
+    }
+
+    /// Parse `"09:00-20:00"` (the customer's time zone) or
+    /// `"09:00-20:00 Europe/Amsterdam"`, the form journey configs use.
+    pub fn parse(text: &str) -> Result<Self> {
+        let invalid = || {
+            Error::Failed(format!(
+                "sending window `{text}` is not `HH:MM-HH:MM` with an optional time zone"
+            ))
+        };
+        let (range, time_zone) = match text.trim().split_once(' ') {
+            Some((range, zone)) => (range, zone.trim()),
+            None => (text.trim(), ""),
+        };
+        let (from, to) = range.split_once('-').ok_or_else(invalid)?;
+        let minute = |clock: &str| -> Option<u32> {
+            let (hours, minutes) = clock.split_once(':')?;
+            let (hours, minutes): (u32, u32) = (hours.parse().ok()?, minutes.parse().ok()?);
+            (minutes < 60 && hours * 60 + minutes <= 1440).then_some(hours * 60 + minutes)
+        };
+        Ok(Window {
+            from_minute: minute(from).ok_or_else(invalid)?,
+            to_minute: minute(to).ok_or_else(invalid)?,
+            time_zone: time_zone.to_owned(),
+        })
     }
 }
 
@@ -224,7 +309,36 @@ macro_rules! export_step {
     };
 }
 
-/// The event that started the instance.
+/// Why the host did not queue a message: a frequency cap, or too many
+/// messages from one step.
+pub use bindings::journey::plugin::outbox::{FrequencyCap, SendError};
+
+impl SendError {
+    /// The refusal in words, for logs and reasons.
+    pub fn describe(&self) -> String {
+        match self {
+            SendError::FrequencyCapped(cap) => format!(
+                "the customer's {} frequency cap is reached ({} per {} s; the next message is allowed at {} ms)",
+                cap.channel,
+                cap.limit,
+                cap.period_ms / 1000,
+                cap.next_allowed_ms
+            ),
+            SendError::TooManyMessages => {
+                "the step already queued the most messages a step may".to_owned()
+            }
+        }
+    }
+}
+
+/// A customer's opt-in or opt-out of one channel.
+pub use bindings::journey::plugin::customer::ChannelPreference;
+
+/// One engagement of a customer (opened, clicked, registered, attended ...).
+pub use bindings::journey::plugin::customer::Engagement;
+
+/// The event a step sees: the one that started the instance, or the one
+/// that ended its last wait.
 #[derive(Debug, Clone)]
 pub struct Event {
     /// The sender's event id.
@@ -251,12 +365,46 @@ pub struct CustomerView {
     pub profile: Map<String, Value>,
     /// Interactions, oldest first.
     pub interactions: Vec<Interaction>,
+    /// Channel opt-ins and opt-outs.
+    pub channels: Vec<ChannelPreference>,
+    /// Engagement, oldest first (at most 50).
+    pub engagement: Vec<Engagement>,
 }
 
 impl CustomerView {
     /// A string field of the profile, if present.
     pub fn profile_str(&self, field: &str) -> Option<&str> {
         self.profile.get(field).and_then(Value::as_str)
+    }
+
+    /// Whether the customer opted into `channel`: `Some(false)` after an
+    /// opt-out, `None` when they never chose.
+    pub fn opted_in(&self, channel: &str) -> Option<bool> {
+        self.channels
+            .iter()
+            .find(|preference| preference.channel == channel)
+            .map(|preference| preference.opted_in)
+    }
+
+    /// Engagement since `since_ms` whose details have `key` equal to
+    /// `value` (e.g. `webinar_id` = `w-42`), oldest first.
+    pub fn engagement_about<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a str,
+        since_ms: u64,
+    ) -> impl Iterator<Item = &'a Engagement> + 'a {
+        self.engagement.iter().filter(move |engagement| {
+            engagement.at_ms >= since_ms
+                && serde_json::from_str::<Map<String, Value>>(&engagement.details)
+                    .ok()
+                    .and_then(|details| details.get(key).cloned())
+                    .is_some_and(|found| match found {
+                        Value::String(text) => text == value,
+                        Value::Number(number) => number.to_string() == value,
+                        _ => false,
+                    })
+        })
     }
 }
 
@@ -341,7 +489,9 @@ impl Context {
         &self.input.idempotency_key
     }
 
-    /// The event that started the instance.
+    /// The event this step sees: the one that started the instance, or the
+    /// one that ended its last wait. A step that needs the trigger's data
+    /// after a wait keeps it in state before waiting.
     pub fn event(&self) -> Event {
         let event = &self.input.event;
         Event {
@@ -433,6 +583,8 @@ impl Context {
             id: view.id,
             profile: serde_json::from_str(&view.profile).unwrap_or_default(),
             interactions: view.interactions,
+            channels: view.channels,
+            engagement: view.engagement,
         }
     }
 
@@ -442,7 +594,11 @@ impl Context {
     }
 
     /// Queue a message in the durable outbox; returns its idempotent id.
-    pub fn send(&mut self, message: Message) -> String {
+    ///
+    /// The host refuses a message that would break the customer's
+    /// frequency cap on its channel ([`SendError::FrequencyCapped`], also
+    /// recorded in history), or one more than a step may queue.
+    pub fn send(&mut self, message: Message) -> std::result::Result<String, SendError> {
         bindings::journey::plugin::outbox::send(&bindings::journey::plugin::outbox::Message {
             channel: message.channel,
             to: message.to,

@@ -37,6 +37,16 @@ pub fn journeyd_binary() -> PathBuf {
     binary
 }
 
+/// The plugins the shipped enquiry journey runs.
+pub const ENQUIRY_PLUGINS: [&str; 6] = [
+    "acknowledge",
+    "classify",
+    "handover",
+    "sla",
+    "escalate",
+    "resolve",
+];
+
 /// Every fixture component, by crate directory name under `tests/fixtures`.
 pub const FIXTURES: [&str; 6] = ["noop", "trap", "spin", "memory-hog", "wrong-world", "slow"];
 
@@ -167,10 +177,19 @@ impl Journeyd {
         )
     }
 
-    /// Push the four enquiry plugins, import the example customers and
-    /// deploy the shipped enquiry journey.
+    /// Push the enquiry plugins, import the example customers and deploy
+    /// the shipped enquiry journey without its wait for a person: hand-over
+    /// leads straight to `resolve`, as the core tests and the benchmark
+    /// run it.
     pub fn setup_enquiry(&self) {
         self.setup_enquiry_with(|_| {}, |source| source);
+    }
+
+    /// Push the enquiry plugins, import the example customers and deploy
+    /// the enquiry journey exactly as shipped: it waits for the team's
+    /// `enquiry.resolved` with an SLA timer per priority.
+    pub fn setup_enquiry_as_shipped(&self) {
+        self.setup_enquiry_journey(|_| {}, |source| source);
     }
 
     /// [`Journeyd::setup_enquiry`], running `after_push` once the plugins
@@ -180,7 +199,20 @@ impl Journeyd {
         after_push: impl FnOnce(&Self),
         edit: impl FnOnce(String) -> String,
     ) {
-        for name in ["acknowledge", "classify", "handover", "resolve"] {
+        self.setup_enquiry_journey(after_push, |source| {
+            let automatic =
+                journey_runtime::journey::skip_steps(&source, &["sla", "escalate"], "resolved")
+                    .expect("the enquiry journey's wait can be cut out");
+            edit(automatic)
+        });
+    }
+
+    fn setup_enquiry_journey(
+        &self,
+        after_push: impl FnOnce(&Self),
+        edit: impl FnOnce(String) -> String,
+    ) {
+        for name in ENQUIRY_PLUGINS {
             let (status, body) = self.push(name, plugin(name));
             assert_eq!(status, 201, "push {name}: {body}");
         }
@@ -191,11 +223,7 @@ impl Journeyd {
         )
         .expect("customers.json is JSON");
         for (id, profile) in customers.as_object().expect("an object of customers") {
-            let (status, body) = self.request(
-                "PUT",
-                &format!("/v1/customers/{id}"),
-                Some(profile.to_string().into_bytes()),
-            );
+            let (status, body) = self.put_customer(id, profile);
             assert_eq!(status, 200, "customer {id}: {body}");
         }
         let source = std::fs::read_to_string(workspace().join("examples/enquiry/journey.toml"))
@@ -210,6 +238,50 @@ impl Journeyd {
             "/v1/instances/i-{id}?wait_ms={}",
             wait.as_millis()
         ))
+    }
+
+    /// Start on a simulated clock standing at `start_ms`.
+    pub fn start_simulated(data: &Path, start_ms: u64) -> Journeyd {
+        Self::start_with(
+            data,
+            &[
+                "--simulated-clock",
+                "--simulated-clock-start",
+                &start_ms.to_string(),
+            ],
+        )
+    }
+
+    /// Move the simulated clock to `to_ms`, stopping at each due timer,
+    /// and return once the runtime has settled (no timer due, no step to
+    /// run).
+    pub fn advance_clock_to(&self, to_ms: u64) {
+        self.advance_clock(json!({ "to_ms": to_ms, "settle_ms": 10_000 }));
+    }
+
+    /// [`Journeyd::advance_clock_to`] `ms` later (0: let the runtime
+    /// settle without moving the clock).
+    pub fn advance_clock_by(&self, ms: u64) {
+        self.advance_clock(json!({ "ms": ms, "settle_ms": 10_000 }));
+    }
+
+    fn advance_clock(&self, body: Value) {
+        let (status, answer) = self.request(
+            "POST",
+            "/v1/clock/advance",
+            Some(body.to_string().into_bytes()),
+        );
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["settled"], true, "{answer}");
+    }
+
+    /// Create or replace a customer's profile.
+    pub fn put_customer(&self, id: &str, profile: &Value) -> (u16, Value) {
+        self.request(
+            "PUT",
+            &format!("/v1/customers/{id}"),
+            Some(profile.to_string().into_bytes()),
+        )
     }
 
     /// Return once everything journeyd shows is durable. Reads show

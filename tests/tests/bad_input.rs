@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use journey_tests::{Journeyd, enquiry, fixture, plugin, workspace};
+use journey_tests::{ENQUIRY_PLUGINS, Journeyd, enquiry, fixture, plugin, workspace};
 use serde_json::{Value, json};
 
 fn error_code(body: &Value) -> &str {
@@ -23,7 +23,7 @@ fn enquiry_source() -> String {
 fn malformed_journeys_are_rejected_with_file_step_and_field_and_nothing_is_deployed() {
     let data = tempfile::tempdir().expect("temp dir");
     let journeyd = Journeyd::start(data.path());
-    for name in ["acknowledge", "classify", "handover", "resolve"] {
+    for name in ENQUIRY_PLUGINS {
         assert_eq!(journeyd.push(name, plugin(name)).0, 201);
     }
     let valid = enquiry_source();
@@ -57,6 +57,26 @@ fn malformed_journeys_are_rejected_with_file_step_and_field_and_nothing_is_deplo
             valid.replacen("name = \"resolve\"", "name = \"classify\"", 1),
             "journey_duplicate_step",
             vec!["bad.toml", "`classify`"],
+        ),
+        (
+            "exit rule on an event kind the journey does not declare",
+            valid.replacen(
+                "event = \"enquiry.withdrawn\"",
+                "event = \"enquiry.withdrawm\"",
+                1,
+            ),
+            "journey_unknown_exit_event",
+            vec!["bad.toml", "`enquiry.withdrawm`", "enquiry.withdrawn"],
+        ),
+        (
+            "entry condition with two tests",
+            valid.replacen(
+                "[trigger]",
+                "[entry]\nsegment = [{ attribute = \"tier\", in = [\"gold\"], not_in = [\"free\"] }]\n\n[trigger]",
+                1,
+            ),
+            "journey_invalid_condition",
+            vec!["bad.toml", "entry.segment[0]", "exactly one of"],
         ),
         (
             "not TOML",
@@ -177,7 +197,7 @@ fn files_that_are_not_step_components_are_refused_by_name() {
     let (status, body) = journeyd.push("greeter", fixture("wrong-world"));
     assert_eq!(status, 422, "{body}");
     assert!(
-        error_message(&body).contains("journey:plugin/step@0.1.0"),
+        error_message(&body).contains("journey:plugin/step@0.2.0"),
         "{body}"
     );
     assert!(

@@ -139,3 +139,137 @@ fn a_later_enquiry_gets_the_reply_that_resolved_a_similar_one() {
     assert_eq!(handover["suggested_reply"], first_reply);
     assert_ne!(handover["suggested_reply"], Value::String(String::new()));
 }
+
+/// 2026-12-01T08:00:00Z.
+const DEC_1_MS: u64 = 1_796_112_000_000;
+const HOUR_MS: u64 = 60 * 60 * 1000;
+
+fn resolution(id: &str, customer: &str, enquiry_id: &str) -> Value {
+    serde_json::json!({
+        "id": id, "type": "enquiry.resolved", "customer": customer,
+        "data": { "enquiry_id": enquiry_id, "agent": "Sam", "resolution": "Refunded today." },
+    })
+}
+
+#[test]
+fn the_shipped_enquiry_waits_for_its_team_and_escalates_when_the_sla_passes() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let journeyd = Journeyd::start_simulated(data.path(), DEC_1_MS);
+    journeyd.setup_enquiry_as_shipped();
+    let start = |id: &str, customer: &str, enquiry_id: &str, text: &str| {
+        let (status, receipt) = journeyd.send_event(&enquiry(id, customer, enquiry_id, text));
+        assert_eq!(status, 202, "{receipt}");
+        receipt["instances"][0].as_u64().expect("an instance")
+    };
+    // Gold + refund: high priority, a one-hour SLA.
+    let urgent = start(
+        "e-1",
+        "c-ada",
+        "q-1",
+        "I was charged twice, refund the duplicate payment",
+    );
+    let answered = start("e-2", "c-grace", "q-2", "my parcel has not arrived");
+    let withdrawn = start("e-3", "c-linus", "q-3", "the app crashes when I open it");
+    journeyd.advance_clock_to(DEC_1_MS + 1_000);
+    for id in [urgent, answered, withdrawn] {
+        let view = journeyd.wait_instance(id, Duration::ZERO);
+        assert_eq!(
+            view["status"], "waiting",
+            "no enquiry resolves by itself: {view:#}"
+        );
+        assert_eq!(
+            steps_of(&view),
+            ["acknowledge", "classify", "handover", "await_resolution"]
+        );
+    }
+
+    // The team answers q-2 in time; a resolution for an enquiry nobody
+    // waits for is accepted and changes nothing.
+    assert_eq!(
+        journeyd.send_event(&resolution("r-2", "c-grace", "q-2")).0,
+        202
+    );
+    assert_eq!(
+        journeyd
+            .send_event(&resolution("r-x", "c-grace", "q-404"))
+            .0,
+        202
+    );
+    // The customer withdraws q-3: it ends where it waits.
+    let (status, receipt) = journeyd.send_event(&serde_json::json!({
+        "id": "w-3", "type": "enquiry.withdrawn", "customer": "c-linus",
+        "data": { "enquiry_id": "q-3" },
+    }));
+    assert_eq!(status, 202, "{receipt}");
+    assert_eq!(receipt["exited"], serde_json::json!([withdrawn]));
+    journeyd.advance_clock_to(DEC_1_MS + 2_000);
+    let view = journeyd.wait_instance(answered, Duration::ZERO);
+    assert_eq!(view["terminal"], "resolved", "{view:#}");
+    let confirmation = view["messages"]
+        .as_array()
+        .expect("messages")
+        .last()
+        .cloned();
+    let body = confirmation
+        .as_ref()
+        .and_then(|m| m["body"].as_str())
+        .unwrap_or("");
+    assert!(
+        body.contains("Refunded today.") && body.contains("Sam"),
+        "{body}"
+    );
+    assert_eq!(
+        journeyd.wait_instance(withdrawn, Duration::ZERO)["status"],
+        "exited"
+    );
+
+    // Nobody answers q-1: after its hour it escalates, and again after the
+    // escalated SLA of two hours, each time telling a lead and the customer.
+    journeyd.advance_clock_to(DEC_1_MS + HOUR_MS + 1_000);
+    let view = journeyd.wait_instance(urgent, Duration::ZERO);
+    assert_eq!(view["status"], "waiting");
+    let escalations = |view: &Value| {
+        steps_of(view)
+            .iter()
+            .filter(|step| *step == "escalate")
+            .count()
+    };
+    assert_eq!(escalations(&view), 1);
+    // The hand-over gave it to `escalations`: the chain moves it on.
+    assert_eq!(
+        view["state"]["handover"]["team"], "head-of-care",
+        "{view:#}"
+    );
+    let messages = view["messages"].as_array().expect("messages");
+    assert!(
+        messages.iter().any(|m| m["subject"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("SLA breached")),
+        "a lead is told: {messages:#?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m["to"] == "" && m["body"].as_str().unwrap_or("").contains("taking longer")),
+        "the customer is told: {messages:#?}"
+    );
+    journeyd.advance_clock_to(DEC_1_MS + 3 * HOUR_MS + 2_000);
+    let view = journeyd.wait_instance(urgent, Duration::ZERO);
+    assert_eq!(escalations(&view), 2);
+    // The end of the chain keeps it: it is never dropped.
+    assert_eq!(
+        view["state"]["handover"]["team"], "head-of-care",
+        "{view:#}"
+    );
+    assert_eq!(view["state"]["escalation"]["level"], 2, "{view:#}");
+
+    // The resolution finally arrives and the customer hears about it.
+    assert_eq!(
+        journeyd.send_event(&resolution("r-1", "c-ada", "q-1")).0,
+        202
+    );
+    journeyd.advance_clock_to(DEC_1_MS + 3 * HOUR_MS + 3_000);
+    let view = journeyd.wait_instance(urgent, Duration::ZERO);
+    assert_eq!(view["terminal"], "resolved", "{view:#}");
+}

@@ -58,9 +58,13 @@ impl Step for Acknowledge {
             &config.default_channel,
         );
         let body = render(&config.template, name, &enquiry.enquiry_id);
-        let id = ctx.send(Message::new(channel.as_str(), body).subject(config.subject.clone()));
+        let sent = ctx.send(Message::new(channel.as_str(), body).subject(config.subject.clone()));
         ctx.set("channel", &channel)?;
-        ctx.set("acknowledgement", &id)?;
+        match sent {
+            Ok(id) => ctx.set("acknowledgement", &id)?,
+            // Capped: history records it; the enquiry goes on regardless.
+            Err(refused) => ctx.warn(&format!("acknowledgement not sent: {}", refused.describe())),
+        }
         let now = ctx.now_ms();
         ctx.set("acknowledged_at_ms", &now)?;
         Ok(Outcome::goto("sent"))

@@ -164,7 +164,11 @@ impl Step for HandoverStep {
             "suggested_reply": handover.suggested_reply,
         }));
         message.to = team;
-        ctx.send(message);
+        // The team's inbox is not a customer channel; a refusal here means
+        // the step queued too much, which is a bug worth failing on.
+        ctx.send(message).map_err(|refused| {
+            journey_sdk::Error::Failed(format!("hand-over not queued: {}", refused.describe()))
+        })?;
         if escalated {
             ctx.count("enquiries_escalated", 1);
         }

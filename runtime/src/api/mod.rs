@@ -21,7 +21,9 @@
 //! | GET | `/v1/instances/{id}` | one instance with its timeline (`?wait_ms=` waits for it to finish) |
 //! | GET | `/v1/outbox` | queued messages (`?instance=&limit=`) |
 //! | GET | `/v1/clock` | the runtime's time and whether it is simulated |
-//! | POST | `/v1/clock/advance` | move a simulated clock forward (`{"ms"}` or `{"to_ms"}`); due timers fire |
+//! | POST | `/v1/clock/advance` | move a simulated clock forward (`{"ms"}` or `{"to_ms"}`); due timers fire. With `"settle_ms"` the clock stops at each due timer until the runtime settles, so every timer fires on time |
+//! | GET | `/v1/frequency-caps` | the frequency caps in force |
+//! | PUT | `/v1/frequency-caps` | replace them: `{"caps": [{"channel", "limit", "period_ms"}]}` |
 //! | GET | `/healthz`, `/metrics` | liveness; Prometheus text |
 
 use std::sync::Arc;
@@ -128,6 +130,9 @@ impl From<executor::Error> for ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "missing_correlation_key")
             }
             E::ProfileNotObject { .. } => (StatusCode::BAD_REQUEST, "invalid_profile"),
+            E::EventDataField { .. } => (StatusCode::BAD_REQUEST, "invalid_event"),
+            E::InvalidTimeZone { .. } => (StatusCode::BAD_REQUEST, "unknown_time_zone"),
+            E::InvalidCaps(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_caps"),
             E::UnknownInstance(_) => (StatusCode::NOT_FOUND, "unknown_instance"),
             E::UnknownJourney(_) => (StatusCode::NOT_FOUND, "unknown_journey"),
             E::UnknownJourneyVersion { .. } => {
@@ -171,6 +176,9 @@ fn journey_code(error: &crate::journey::Error) -> &'static str {
         J::BadPluginRef { .. } => "journey_bad_plugin_ref",
         J::InvalidSplit { .. } => "journey_invalid_split",
         J::UnknownPlugin { .. } => "journey_unknown_plugin",
+        J::InvalidCondition { .. } => "journey_invalid_condition",
+        J::UnknownExitEvent { .. } => "journey_unknown_exit_event",
+        J::ExitIsTrigger { .. } => "journey_exit_is_trigger",
     }
 }
 
@@ -209,6 +217,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/outbox", get(list_outbox))
         .route("/v1/clock", get(show_clock))
         .route("/v1/clock/advance", post(advance_clock))
+        .route("/v1/frequency-caps", get(show_caps).put(put_caps))
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
@@ -655,6 +664,29 @@ async fn list_outbox(
     Ok(Json(json!({ "messages": messages })))
 }
 
+async fn show_caps(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({ "caps": *state.runtime.frequency_caps() }))
+}
+
+/// The body of `PUT /v1/frequency-caps`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CapsBody {
+    caps: Vec<executor::FrequencyCap>,
+}
+
+async fn put_caps(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let request: CapsBody = json_body(body, "the frequency caps")?;
+    let runtime = state.runtime.clone();
+    tokio::task::spawn_blocking(move || runtime.set_frequency_caps(request.caps))
+        .await
+        .map_err(executor::Error::from)??;
+    Ok(Json(json!({ "caps": *state.runtime.frequency_caps() })))
+}
+
 async fn show_clock(State(state): State<AppState>) -> Json<serde_json::Value> {
     let clock = state.runtime.clock();
     Json(json!({ "now_ms": clock.now_ms(), "simulated": clock.simulated().is_some() }))
@@ -668,6 +700,11 @@ struct Advance {
     ms: Option<u64>,
     #[serde(default)]
     to_ms: Option<u64>,
+    /// Move from due timer to due timer, waiting up to this long in all
+    /// for the runtime to settle at each (no timer due, no instance with a
+    /// step to run). 0 jumps straight to the new time.
+    #[serde(default)]
+    settle_ms: u64,
 }
 
 async fn advance_clock(
@@ -694,12 +731,20 @@ async fn advance_clock(
             ));
         }
     };
-    let runtime = state.runtime.clone();
-    let advanced = tokio::task::spawn_blocking(move || runtime.advance_clock(to_ms))
-        .await
-        .map_err(executor::Error::from)??;
+    let advanced = if request.settle_ms > 0 {
+        let limit = Duration::from_millis(request.settle_ms).min(MAX_WAIT);
+        state.runtime.advance_clock_settled(to_ms, limit).await?
+    } else {
+        let runtime = state.runtime.clone();
+        tokio::task::spawn_blocking(move || runtime.advance_clock(to_ms))
+            .await
+            .map_err(executor::Error::from)??
+            .map(|now_ms| (now_ms, false))
+    };
     match advanced {
-        Some(now_ms) => Ok(Json(json!({ "now_ms": now_ms, "simulated": true }))),
+        Some((now_ms, settled)) => Ok(Json(
+            json!({ "now_ms": now_ms, "simulated": true, "settled": settled }),
+        )),
         None => Err(ApiError::new(
             StatusCode::CONFLICT,
             "clock_not_simulated",

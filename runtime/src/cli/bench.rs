@@ -63,6 +63,18 @@ pub struct BenchArgs {
     /// Plugin versions in the store for `--scenario restart`.
     #[arg(long, default_value_t = 50)]
     pub plugin_versions: usize,
+    /// Sleeping instances for `--scenario timers`.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub timers: usize,
+    /// Timers falling due per second for `--scenario timers`.
+    #[arg(long, default_value_t = 5_000)]
+    pub timer_rate: usize,
+    /// Instances parked waiting for an event for `--scenario resume`.
+    #[arg(long, default_value_t = 20_000)]
+    pub waits: usize,
+    /// Matching events sent per second for `--scenario resume`.
+    #[arg(long, default_value_t = 2_000)]
+    pub event_rate: usize,
 }
 
 /// What `journeyd bench` measures.
@@ -72,6 +84,12 @@ pub enum Scenario {
     Enquiry,
     /// Restarting on a store with many plugin versions.
     Restart,
+    /// `--timers` instances sleeping on durable timers: restart, idle
+    /// memory, and lateness as they fall due at `--timer-rate`.
+    Timers,
+    /// `--waits` instances waiting for an event, resumed by events sent at
+    /// `--event-rate`: event accepted to next step committed.
+    Resume,
 }
 
 /// The step whose plugin `--swap-every` swaps.
@@ -89,7 +107,7 @@ const SAMPLE_ENQUIRIES: [&str; 6] = [
 ];
 
 /// Where `cargo build --profile plugin --target wasm32-wasip2` puts components.
-fn default_plugin_dir() -> PathBuf {
+pub(super) fn default_plugin_dir() -> PathBuf {
     let local = PathBuf::from("target/wasm32-wasip2/plugin");
     if local.is_dir() {
         return local;
@@ -101,7 +119,7 @@ fn default_plugin_dir() -> PathBuf {
         .unwrap_or(local)
 }
 
-fn read_component(dir: &Path, file: &str) -> anyhow::Result<Vec<u8>> {
+pub(super) fn read_component(dir: &Path, file: &str) -> anyhow::Result<Vec<u8>> {
     let path = dir.join(file);
     std::fs::read(&path).with_context(|| {
         format!(
@@ -165,7 +183,7 @@ fn process_cpu_seconds() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(super) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -204,6 +222,7 @@ fn step_overhead_us(runtime: &Runtime, noop: &[u8], rounds: usize) -> anyhow::Re
             },
             now_ms: 0,
             deadline: None,
+            sends: Arc::new(host::NoCaps),
         };
         let run = host.run_step(&plugin, request);
         if let Err(failure) = run.result {
@@ -227,8 +246,11 @@ struct Waiters {
 }
 
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
-    if args.scenario == Scenario::Restart {
-        return restart(&args).await;
+    match args.scenario {
+        Scenario::Restart => return restart(&args).await,
+        Scenario::Timers => return super::bench_waiting::timers(&args).await,
+        Scenario::Resume => return super::bench_waiting::resume(&args).await,
+        Scenario::Enquiry => {}
     }
     let dir = args.plugins.clone().unwrap_or_else(default_plugin_dir);
     let journey_source = std::fs::read_to_string(&args.journey)
@@ -267,6 +289,11 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         journey_source
     };
+    // The shipped journey waits for a person to resolve each enquiry; the
+    // benchmark measures the automatic path, from hand-over straight on.
+    let journey_source =
+        crate::journey::skip_steps(&journey_source, &["sla", "escalate"], "resolved")
+            .map_err(|reason| anyhow::anyhow!("{}: {reason}", args.journey.display()))?;
     let file = args.journey.display().to_string();
     let (version, journey) = runtime.deploy_journey(&file, &journey_source)?;
     let steps_per_journey = journey.steps().count();
@@ -551,6 +578,61 @@ async fn swap_tags(
 /// each once into the store's compiled-code cache, then start `journeyd
 /// serve` on that store and time it to its readiness line (every version
 /// loaded).
+/// Store `bytes` as the next version of plugin `name` and compile it into
+/// the compiled-code cache, as a push does; returns its digest.
+pub(super) fn seed_plugin(
+    store: &SledStore,
+    host: &host::Host,
+    name: &str,
+    bytes: &[u8],
+) -> anyhow::Result<String> {
+    let digest = {
+        use sha2::Digest as _;
+        format!("{:x}", sha2::Sha256::digest(bytes))
+    };
+    host.load(&digest, bytes)?;
+    store.put_plugin(name, &digest, bytes, 0)?;
+    Ok(digest)
+}
+
+/// Start `journeyd serve` on `data` (plus `extra` arguments); returns the
+/// process, its URL and the time from start to its readiness line.
+pub(super) async fn start_serve(
+    data: &Path,
+    extra: &[String],
+) -> anyhow::Result<(std::process::Child, String, std::time::Duration)> {
+    let exe = std::env::current_exe().context("finding the journeyd binary")?;
+    let started = Instant::now();
+    let mut child = std::process::Command::new(exe)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting journeyd serve")?;
+    let stdout = child.stdout.take().context("stdout is piped")?;
+    let ready = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead as _;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| {
+                line.strip_prefix("journeyd listening on ")
+                    .map(str::to_owned)
+            })
+    })
+    .await?;
+    let elapsed = started.elapsed();
+    match ready {
+        Some(url) => Ok((child, url, elapsed)),
+        None => {
+            let _ = child.kill();
+            bail!("journeyd serve exited before it was ready")
+        }
+    }
+}
+
 async fn restart(args: &BenchArgs) -> anyhow::Result<()> {
     let dir = args.plugins.clone().unwrap_or_else(default_plugin_dir);
     let temporary = tempfile::tempdir()?;
@@ -573,12 +655,7 @@ async fn restart(args: &BenchArgs) -> anyhow::Result<()> {
             let (name, bytes) = &sources[n % sources.len()];
             let bytes =
                 host::with_custom_section(bytes.clone(), "bench-version", n.to_string().as_bytes());
-            let digest = {
-                use sha2::Digest as _;
-                format!("{:x}", sha2::Sha256::digest(&bytes))
-            };
-            host.load(&digest, &bytes)?;
-            store.put_plugin(name, &digest, &bytes, 0)?;
+            seed_plugin(&store, &host, name, &bytes)?;
             if (n + 1) % 10 == 0 || n + 1 == versions {
                 eprintln!(
                     "  … {} / {versions} versions pushed and compiled ({:.1} s)",
@@ -589,32 +666,8 @@ async fn restart(args: &BenchArgs) -> anyhow::Result<()> {
         }
     }
 
-    let exe = std::env::current_exe().context("finding the journeyd binary")?;
-    let started = Instant::now();
-    let mut child = std::process::Command::new(exe)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(&data)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .context("starting journeyd serve")?;
-    let stdout = child.stdout.take().context("stdout is piped")?;
-    let ready = tokio::task::spawn_blocking(move || {
-        use std::io::BufRead as _;
-        std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|line| {
-                line.strip_prefix("journeyd listening on ")
-                    .map(str::to_owned)
-            })
-    })
-    .await?;
-    let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let Some(url) = ready else {
-        let _ = child.kill();
-        bail!("journeyd serve exited before it was ready");
-    };
+    let (mut child, url, ready) = start_serve(&data, &[]).await?;
+    let ready_ms = ready.as_secs_f64() * 1000.0;
     let metrics = reqwest::get(format!("{url}/metrics")).await?.text().await?;
     let _ = child.kill();
     let _ = child.wait();

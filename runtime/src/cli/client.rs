@@ -52,6 +52,16 @@ impl Client {
         check(response).await
     }
 
+    async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    async fn put_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(self.http.put(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
     async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         let response = request
             .send()
@@ -102,6 +112,36 @@ impl Client {
         Ok(())
     }
 
+    pub async fn show_clock(&self) -> anyhow::Result<()> {
+        let clock = self.get("/v1/clock").await?;
+        println!("{}", clock_line(&clock));
+        Ok(())
+    }
+
+    pub async fn advance_clock(&self, body: Value) -> anyhow::Result<()> {
+        let clock = self.post_json("/v1/clock/advance", &body).await?;
+        let settled = if clock["settled"].as_bool() == Some(false) {
+            " (still busy: timers or steps are running)"
+        } else {
+            ""
+        };
+        println!("{}{settled}", clock_line(&clock));
+        Ok(())
+    }
+
+    pub async fn show_caps(&self) -> anyhow::Result<()> {
+        print_caps(&self.get("/v1/frequency-caps").await?);
+        Ok(())
+    }
+
+    pub async fn set_caps(&self, caps: Vec<Value>) -> anyhow::Result<()> {
+        let body = self
+            .put_json("/v1/frequency-caps", &json!({ "caps": caps }))
+            .await?;
+        print_caps(&body);
+        Ok(())
+    }
+
     pub async fn show_funnel(&self, name: &str) -> anyhow::Result<()> {
         let report = self.get(&format!("/v1/journeys/{name}/funnel")).await?;
         println!("journey {name}: {} instances", report["instances"]);
@@ -110,18 +150,19 @@ impl Client {
                 println!("variant {variant}");
             }
             println!(
-                "  {:<20} {:>8} {:>8} {:>10} {:>8}",
-                "step", "reached", "waiting", "completed", "failed"
+                "  {:<24} {:>8} {:>8} {:>10} {:>8} {:>7}",
+                "step", "reached", "waiting", "completed", "failed", "exited"
             );
             for line in lines.as_array().into_iter().flatten() {
                 let count = |field: &str| line[field].as_u64().unwrap_or(0);
                 println!(
-                    "  {:<20} {:>8} {:>8} {:>10} {:>8}",
+                    "  {:<24} {:>8} {:>8} {:>10} {:>8} {:>7}",
                     line["step"].as_str().unwrap_or("?"),
                     count("reached"),
                     count("waiting"),
                     count("completed_here"),
                     count("failed_here"),
+                    count("exited_here"),
                 );
             }
         }
@@ -130,11 +171,7 @@ impl Client {
 
     pub async fn migrate_journey(&self, name: &str, body: Value) -> anyhow::Result<()> {
         let record = self
-            .send(
-                self.http
-                    .post(format!("{}/v1/journeys/{name}/migrations", self.base))
-                    .json(&body),
-            )
+            .post_json(&format!("/v1/journeys/{name}/migrations"), &body)
             .await?;
         println!(
             "journey {name}: running instances of v{} move to v{} at their next step",
@@ -168,11 +205,7 @@ impl Client {
 
     pub async fn set_tag(&self, name: &str, tag: &str, body: Value) -> anyhow::Result<()> {
         let answer = self
-            .send(
-                self.http
-                    .put(format!("{}/v1/plugins/{name}/tags/{tag}", self.base))
-                    .json(&body),
-            )
+            .put_json(&format!("/v1/plugins/{name}/tags/{tag}"), &body)
             .await?;
         println!("{}", tag_line(&answer));
         Ok(())
@@ -248,12 +281,8 @@ impl Client {
                 format!("{}: expected a JSON object of id → profile", file.display())
             })?;
         for (id, profile) in &customers {
-            self.send(
-                self.http
-                    .put(format!("{}/v1/customers/{id}", self.base))
-                    .json(profile),
-            )
-            .await?;
+            self.put_json(&format!("/v1/customers/{id}"), profile)
+                .await?;
         }
         println!("imported {} customers", customers.len());
         Ok(())
@@ -288,38 +317,62 @@ impl Client {
             }
         };
         for event in events {
-            let receipt = self
-                .send(
-                    self.http
-                        .post(format!("{}/v1/events", self.base))
-                        .json(&event),
-                )
-                .await?;
-            let instances: Vec<String> = receipt["instances"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|id| id.as_u64().map(|id| format!("i-{id}")))
-                .collect();
-            println!(
-                "{} event {} ({}) → {}",
-                if receipt["duplicate"].as_bool() == Some(true) {
-                    "duplicate"
-                } else {
-                    "accepted"
-                },
-                receipt["event_id"].as_str().unwrap_or("?"),
-                event["type"].as_str().unwrap_or("?"),
-                if instances.is_empty() {
-                    "no instance".to_owned()
-                } else {
-                    instances.join(", ")
-                }
-            );
+            let receipt = self.post_json("/v1/events", &event).await?;
+            let instances = print_receipt(&event, &receipt);
             if args.wait {
                 for id in instances {
                     self.show_instance(&id, 30_000, false).await?;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Send timed events on a simulated clock: the moments of every file,
+    /// in time order; before each, the clock moves to its time (timer by
+    /// timer, letting the runtime settle), then its events are sent.
+    pub async fn replay(&self, files: &[std::path::PathBuf]) -> anyhow::Result<()> {
+        let mut moments = Vec::new();
+        for file in files {
+            let text = read(file)?;
+            let list: Vec<Moment> = serde_json::from_slice(&text).with_context(|| {
+                format!(
+                    "{}: not a list of moments {{\"at\", \"note\", \"events\"}}",
+                    file.display()
+                )
+            })?;
+            for moment in list {
+                let at = super::parse_time(&moment.at)
+                    .with_context(|| format!("{}: moment `{}`", file.display(), moment.at))?;
+                moments.push((at, moment));
+            }
+        }
+        moments.sort_by_key(|(at, _)| *at);
+        for (at, moment) in moments {
+            let clock = self
+                .post_json(
+                    "/v1/clock/advance",
+                    &json!({ "to_ms": at, "settle_ms": 30_000 }),
+                )
+                .await
+                .or_else(|error| {
+                    // A moment at or before the current time happens now.
+                    if error.to_string().contains("clock_backwards") {
+                        Ok(Value::Null)
+                    } else {
+                        Err(error)
+                    }
+                })?;
+            if clock["settled"].as_bool() == Some(false) {
+                eprintln!(
+                    "warning: the runtime was still busy when the clock reached {}",
+                    moment.at
+                );
+            }
+            println!("\n── {} · {}", moment.at, moment.note);
+            for event in moment.events {
+                let receipt = self.post_json("/v1/events", &event).await?;
+                print_receipt(&event, &receipt);
             }
         }
         Ok(())
@@ -342,6 +395,7 @@ impl Client {
         journey: Option<String>,
         status: Option<String>,
         limit: usize,
+        timelines: bool,
     ) -> anyhow::Result<()> {
         let mut query = vec![("limit", limit.to_string())];
         query.extend(journey.map(|journey| ("journey", journey)));
@@ -354,7 +408,13 @@ impl Client {
             )
             .await?;
         for instance in body["instances"].as_array().into_iter().flatten() {
-            println!("{}", timeline::summary(instance));
+            match (timelines, instance["id"].as_u64()) {
+                (true, Some(id)) => {
+                    self.show_instance(&format!("i-{id}"), 0, false).await?;
+                    println!();
+                }
+                _ => println!("{}", timeline::summary(instance)),
+            }
         }
         Ok(())
     }
@@ -431,4 +491,97 @@ fn tag_line(tag: &Value) -> String {
     }
     line.push_str(&format!("  {}", tag["reason"].as_str().unwrap_or("")));
     line
+}
+
+/// `clock 2026-12-01T09:00:00Z (simulated)`.
+fn clock_line(clock: &Value) -> String {
+    let now = clock["now_ms"].as_u64().unwrap_or(0);
+    let at = jiff::Timestamp::from_millisecond(now as i64)
+        .map_or_else(|_| format!("{now} ms"), |at| at.to_string());
+    let kind = if clock["simulated"].as_bool() == Some(true) {
+        "simulated"
+    } else {
+        "system"
+    };
+    format!("clock {at} ({kind}, {now} ms)")
+}
+
+fn print_caps(body: &Value) {
+    let caps = body["caps"].as_array().cloned().unwrap_or_default();
+    if caps.is_empty() {
+        println!("no frequency caps");
+    }
+    for cap in caps {
+        let scope = match cap["journeys"].as_array() {
+            Some(journeys) if !journeys.is_empty() => format!(
+                " (messages of {})",
+                journeys
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            _ => " (every journey)".to_owned(),
+        };
+        println!(
+            "{}: at most {} per {} per customer{scope}",
+            cap["channel"].as_str().unwrap_or("?"),
+            cap["limit"],
+            humantime::format_duration(std::time::Duration::from_millis(
+                cap["period_ms"].as_u64().unwrap_or(0)
+            ))
+        );
+    }
+}
+
+/// One moment of a replay file.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Moment {
+    /// When: RFC 3339 or ms since the Unix epoch.
+    at: String,
+    /// What happens, for the reader.
+    #[serde(default)]
+    note: String,
+    /// The events sent then.
+    #[serde(default)]
+    events: Vec<Value>,
+}
+
+/// Print what the runtime did with one event; returns the instances it
+/// started (`i-N`).
+fn print_receipt(event: &Value, receipt: &Value) -> Vec<String> {
+    let instances: Vec<String> = receipt["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|id| id.as_u64().map(|id| format!("i-{id}")))
+        .collect();
+    println!(
+        "{} event {} ({}, {}) → {}",
+        if receipt["duplicate"].as_bool() == Some(true) {
+            "duplicate"
+        } else {
+            "accepted"
+        },
+        receipt["event_id"].as_str().unwrap_or("?"),
+        event["type"].as_str().unwrap_or("?"),
+        event["customer"].as_str().unwrap_or("?"),
+        if instances.is_empty() {
+            "no new instance".to_owned()
+        } else {
+            format!("started {}", instances.join(", "))
+        }
+    );
+    for skipped in receipt["skipped"].as_array().into_iter().flatten() {
+        println!(
+            "    not entered: {}: {}",
+            skipped["journey"].as_str().unwrap_or("?"),
+            skipped["reason"].as_str().unwrap_or("?")
+        );
+    }
+    for id in receipt["exited"].as_array().into_iter().flatten() {
+        println!("    exited: i-{id} left its journey (exit rule)");
+    }
+    instances
 }

@@ -7,6 +7,7 @@
 //! presentation only.
 
 mod bench;
+mod bench_waiting;
 mod client;
 mod serve;
 mod timeline;
@@ -54,6 +55,13 @@ pub enum Command {
     /// Show and list instances.
     #[command(subcommand)]
     Instance(InstanceCommand),
+    /// Show or move the runtime's clock (moving needs `serve --simulated-clock`).
+    #[command(subcommand)]
+    Clock(ClockCommand),
+    /// Show or set frequency caps: messages per channel per customer per
+    /// period, across journeys.
+    #[command(subcommand)]
+    Caps(CapsCommand),
     /// List queued outbox messages.
     Outbox {
         /// Only this instance's messages.
@@ -177,11 +185,88 @@ pub enum CustomerCommand {
     },
 }
 
+/// `journeyd clock ...`
+#[derive(Debug, Subcommand)]
+pub enum ClockCommand {
+    /// Print the runtime's time.
+    Show,
+    /// Move a simulated clock forward; timers that fall due fire, and the
+    /// command returns once the runtime has settled (or after --settle).
+    Advance {
+        /// How far, e.g. `90m`, `1d`, `2days 3h` (or use --to).
+        #[arg(required_unless_present = "to", value_parser = humantime::parse_duration)]
+        by: Option<std::time::Duration>,
+        /// To this time: ms since the Unix epoch or RFC 3339 (`2026-12-01T09:00:00Z`).
+        #[arg(long, conflicts_with = "by")]
+        to: Option<String>,
+        /// Wait at most this long for due timers and their steps to finish.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        settle: std::time::Duration,
+    },
+}
+
+/// `journeyd caps ...`
+#[derive(Debug, Subcommand)]
+pub enum CapsCommand {
+    /// Print the caps in force.
+    Show,
+    /// Replace every cap: `CHANNEL=LIMIT/PERIOD`, e.g. `email=3/7d sms=1/1d`,
+    /// optionally only for some journeys: `sms=2/7d@webinar,promo`. No
+    /// arguments removes all caps.
+    Set {
+        /// The caps.
+        caps: Vec<String>,
+    },
+}
+
+/// Parse `email=3/7d` into a cap body.
+fn parse_cap(text: &str) -> anyhow::Result<serde_json::Value> {
+    let usage = || {
+        anyhow::anyhow!(
+            "`{text}` is not CHANNEL=LIMIT/PERIOD[@JOURNEY,...], e.g. email=3/7d or sms=2/7d@webinar"
+        )
+    };
+    let (text, journeys) = match text.split_once('@') {
+        Some((cap, journeys)) => (cap, journeys.split(',').map(str::to_owned).collect()),
+        None => (text, Vec::new()),
+    };
+    let (channel, rest) = text.split_once('=').ok_or_else(usage)?;
+    let (limit, period) = rest.split_once('/').ok_or_else(usage)?;
+    let limit: u32 = limit.parse().map_err(|_| usage())?;
+    let period = humantime::parse_duration(period).map_err(|_| usage())?;
+    Ok(serde_json::json!({
+        "channel": channel,
+        "limit": limit,
+        "period_ms": period.as_millis() as u64,
+        "journeys": journeys,
+    }))
+}
+
+/// `--to`: ms since the epoch or an RFC 3339 time.
+pub(crate) fn parse_time(text: &str) -> anyhow::Result<u64> {
+    if let Ok(ms) = text.parse::<u64>() {
+        return Ok(ms);
+    }
+    let at: jiff::Timestamp = text
+        .parse()
+        .map_err(|_| anyhow::anyhow!("`{text}` is neither ms since the epoch nor RFC 3339"))?;
+    u64::try_from(at.as_millisecond()).map_err(|_| anyhow::anyhow!("`{text}` is before 1970"))
+}
+
 /// `journeyd event ...`
 #[derive(Debug, Subcommand)]
 pub enum EventCommand {
     /// Send one event, or every event in a JSON file (an array or one object).
     Send(SendArgs),
+    /// Replay timed events on a simulated clock: files of moments
+    /// `[{"at": "2026-12-01T09:00:00Z", "note": "...", "events": [...]}]`,
+    /// merged in time order; the clock moves to each moment (firing the
+    /// timers due on the way) before its events are sent.
+    Replay {
+        /// The files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// Arguments of `journeyd event send`.
@@ -232,6 +317,9 @@ pub enum InstanceCommand {
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Print each instance's whole timeline.
+        #[arg(long)]
+        timelines: bool,
     },
 }
 
@@ -283,8 +371,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             journey,
             status,
             limit,
-        }) => client.list_instances(journey, status, limit).await,
+            timelines,
+        }) => {
+            client
+                .list_instances(journey, status, limit, timelines)
+                .await
+        }
+        Command::Event(EventCommand::Replay { files }) => client.replay(&files).await,
         Command::Outbox { instance, limit } => client.list_outbox(instance, limit).await,
+        Command::Clock(ClockCommand::Show) => client.show_clock().await,
+        Command::Clock(ClockCommand::Advance { by, to, settle }) => {
+            let settle_ms = settle.as_millis() as u64;
+            let body = match (by, to) {
+                (Some(by), _) => {
+                    serde_json::json!({ "ms": by.as_millis() as u64, "settle_ms": settle_ms })
+                }
+                (None, Some(to)) => {
+                    serde_json::json!({ "to_ms": parse_time(&to)?, "settle_ms": settle_ms })
+                }
+                (None, None) => anyhow::bail!("give how far to move (e.g. `1d`) or --to"),
+            };
+            client.advance_clock(body).await
+        }
+        Command::Caps(CapsCommand::Show) => client.show_caps().await,
+        Command::Caps(CapsCommand::Set { caps }) => {
+            let caps = caps
+                .iter()
+                .map(|cap| parse_cap(cap))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            client.set_caps(caps).await
+        }
     }
 }
 

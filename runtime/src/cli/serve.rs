@@ -11,7 +11,7 @@ use clap::Args;
 use tokio::io::AsyncWriteExt as _;
 
 use crate::api::{self, AppState};
-use crate::clock::{Clock, SimulatedClock, SystemClock};
+use crate::clock::{Clock, ShiftedClock, SimulatedClock, SystemClock};
 use crate::executor::{Runtime, SIMULATED_CLOCK_META, Settings};
 use crate::host::Limits;
 use crate::store::Store;
@@ -45,6 +45,11 @@ pub struct ServeArgs {
     /// down. Never moves it backwards.
     #[arg(long, requires = "simulated_clock", value_name = "MS")]
     pub simulated_clock_start: Option<u64>,
+    /// Run the clock at real speed from this time (ms since the Unix
+    /// epoch) instead of the system time, e.g. to rehearse a journey from
+    /// another date. Not kept across restarts.
+    #[arg(long, conflicts_with = "simulated_clock", value_name = "MS")]
+    pub clock_start: Option<u64>,
 }
 
 /// Log to stderr; `RUST_LOG` overrides the default level.
@@ -92,6 +97,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         };
         tracing::info!(now_ms = start, "running on a simulated clock");
         Arc::new(SimulatedClock::starting_at(start))
+    } else if let Some(start) = args.clock_start {
+        tracing::info!(now_ms = start, "running on a shifted clock");
+        Arc::new(ShiftedClock::starting_at(start))
     } else {
         Arc::new(SystemClock)
     };

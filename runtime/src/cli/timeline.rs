@@ -48,11 +48,26 @@ pub fn message_line(message: &Value) -> String {
         text(&message["channel"]),
         to,
         subject,
-        text(&message["body"])
+        text(&message["body"]).replace('\n', " ")
     )
 }
 
 /// An instance and its whole timeline, times relative to its start.
+/// A time since the instance started, readable from milliseconds to days:
+/// `+250ms`, `+4.2s`, `+12m05s`, `+3h20m`, `+2d04h`.
+pub fn offset(ms: u64) -> String {
+    const MINUTE: u64 = 60_000;
+    const HOUR: u64 = 60 * MINUTE;
+    const DAY: u64 = 24 * HOUR;
+    match ms {
+        0..1_000 => format!("+{ms}ms"),
+        1_000..MINUTE => format!("+{:.1}s", ms as f64 / 1000.0),
+        MINUTE..HOUR => format!("+{}m{:02}s", ms / MINUTE, ms % MINUTE / 1000),
+        HOUR..DAY => format!("+{}h{:02}m", ms / HOUR, ms % HOUR / MINUTE),
+        _ => format!("+{}d{:02}h", ms / DAY, ms % DAY / HOUR),
+    }
+}
+
 pub fn render(view: &Value) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}", summary(view));
@@ -62,15 +77,17 @@ pub fn render(view: &Value) -> String {
     let start = view["created_at_ms"].as_u64().unwrap_or(0);
     let messages: Vec<&Value> = view["messages"].as_array().into_iter().flatten().collect();
     for entry in view["history"].as_array().into_iter().flatten() {
-        let at = entry["at_ms"]
-            .as_u64()
-            .unwrap_or(start)
-            .saturating_sub(start);
+        let at = offset(
+            entry["at_ms"]
+                .as_u64()
+                .unwrap_or(start)
+                .saturating_sub(start),
+        );
         match text(&entry["type"]) {
             "event_received" => {
                 let _ = writeln!(
                     out,
-                    "  +{at:>5}ms  event   {} ({})",
+                    "  {at:>9}  event   {} ({})",
                     text(&entry["kind"]),
                     text(&entry["event_id"])
                 );
@@ -85,27 +102,45 @@ pub fn render(view: &Value) -> String {
                     ),
                     "complete" => "complete".to_owned(),
                     "wait_for_event" => format!(
-                        "wait for {} ({}) until +{}ms: {} → {}, else {} → {}",
+                        "wait for {} ({}) until {}: {} → {}, else {} → {}",
                         text(&outcome["event"]),
                         text(&outcome["correlation"]),
-                        outcome["until_ms"]
-                            .as_u64()
-                            .unwrap_or(start)
-                            .saturating_sub(start),
+                        offset(
+                            outcome["until_ms"]
+                                .as_u64()
+                                .unwrap_or(start)
+                                .saturating_sub(start)
+                        ),
                         text(&outcome["on_event"]),
                         text(&outcome["event_target"]),
                         text(&outcome["on_timeout"]),
                         text(&outcome["timeout_target"])
                     ),
-                    "sleep" => format!(
-                        "sleep until +{}ms, then {} → {}",
-                        outcome["until_ms"]
-                            .as_u64()
-                            .unwrap_or(start)
-                            .saturating_sub(start),
-                        text(&outcome["transition"]),
-                        text(&outcome["target"])
-                    ),
+                    "sleep" => {
+                        let since_start = |field: &str| {
+                            offset(
+                                outcome[field]
+                                    .as_u64()
+                                    .unwrap_or(start)
+                                    .saturating_sub(start),
+                            )
+                        };
+                        let quiet =
+                            match (outcome["window"].as_str(), outcome["requested_ms"].is_u64()) {
+                                (Some(window), true) => format!(
+                                    " (asked {}, moved out of quiet hours into {window})",
+                                    since_start("requested_ms")
+                                ),
+                                (Some(window), false) => format!(" (inside {window})"),
+                                _ => String::new(),
+                            };
+                        format!(
+                            "sleep until {}{quiet}, then {} → {}",
+                            since_start("until_ms"),
+                            text(&outcome["transition"]),
+                            text(&outcome["target"])
+                        )
+                    }
                     "fail" => format!("FAILED: {}", text(&outcome["reason"])),
                     other => other.to_owned(),
                 };
@@ -115,7 +150,7 @@ pub fn render(view: &Value) -> String {
                 };
                 let _ = writeln!(
                     out,
-                    "  +{at:>5}ms  step    {:<12} {}@{} {} {:.2}ms{attempt}  {result}",
+                    "  {at:>9}  step    {:<12} {}@{} {} {:.2}ms{attempt}  {result}",
                     text(&entry["step"]),
                     text(&entry["plugin"]),
                     entry["plugin_version"],
@@ -135,11 +170,21 @@ pub fn render(view: &Value) -> String {
                         let _ = writeln!(out, "              message {}", message_line(message));
                     }
                 }
+                for capped in entry["capped"].as_array().into_iter().flatten() {
+                    let _ = writeln!(
+                        out,
+                        "              capped  {} \"{}\": over {} per {}",
+                        text(&capped["channel"]),
+                        text(&capped["subject"]),
+                        capped["limit"],
+                        offset(capped["period_ms"].as_u64().unwrap_or(0))
+                    );
+                }
             }
             "split" => {
                 let _ = writeln!(
                     out,
-                    "  +{at:>5}ms  split   {:<12} variant {} → {}",
+                    "  {at:>9}  split   {:<12} variant {} → {}",
                     text(&entry["step"]),
                     text(&entry["variant"]),
                     text(&entry["target"])
@@ -148,7 +193,7 @@ pub fn render(view: &Value) -> String {
             "event_arrived" => {
                 let _ = writeln!(
                     out,
-                    "  +{at:>5}ms  event   {} ({}) ended the wait",
+                    "  {at:>9}  event   {} ({}) ended the wait",
                     text(&entry["kind"]),
                     text(&entry["event_id"])
                 );
@@ -158,12 +203,24 @@ pub fn render(view: &Value) -> String {
                     .as_u64()
                     .unwrap_or(0)
                     .saturating_sub(entry["due_ms"].as_u64().unwrap_or(0));
-                let _ = writeln!(out, "  +{at:>5}ms  woke    (timer, {late} ms late)");
+                let _ = writeln!(out, "  {at:>9}  woke    (timer, {late} ms late)");
+            }
+            "exited" => {
+                let _ = writeln!(
+                    out,
+                    "  {at:>9}  exited  {} ({}){}",
+                    text(&entry["kind"]),
+                    text(&entry["event_id"]),
+                    entry["step"]
+                        .as_str()
+                        .map(|step| format!(" before step {step}"))
+                        .unwrap_or_default()
+                );
             }
             "migrated" => {
                 let _ = writeln!(
                     out,
-                    "  +{at:>5}ms  migrated v{} → v{} ({} → {})",
+                    "  {at:>9}  migrated v{} → v{} ({} → {})",
                     entry["from_version"],
                     entry["to_version"],
                     text(&entry["from_step"]),
@@ -171,7 +228,7 @@ pub fn render(view: &Value) -> String {
                 );
             }
             other => {
-                let _ = writeln!(out, "  +{at:>5}ms  {other}");
+                let _ = writeln!(out, "  {at:>9}  {other}");
             }
         }
     }

@@ -1,5 +1,6 @@
 //! The drop-off report of a journey: for each step, how many instances
-//! reached it, are waiting after it, or ended there, by experiment variant.
+//! reached it, are waiting after it, or ended there (completed, failed, or
+//! left through an exit event), by experiment variant.
 //!
 //! Computed from instances and their histories on request (an operator's
 //! report, not a step-path cost).
@@ -28,6 +29,8 @@ pub struct StepCounts {
     pub completed_here: u64,
     /// Instances that failed at it.
     pub failed_here: u64,
+    /// Instances an exit event ended after it (they left the journey).
+    pub exited_here: u64,
 }
 
 /// The drop-off report of one journey.
@@ -79,6 +82,11 @@ pub fn funnel(store: &dyn Store, journey: &str, steps: &[String]) -> store::Resu
                     _ => {}
                 }
             }
+            let last = reached.last().cloned();
+            // An instance that ran a step more than once (a loop) counts
+            // once for it.
+            let mut counted = std::collections::HashSet::new();
+            reached.retain(|step| counted.insert(step.clone()));
             let lines = report.variants.entry(variant).or_insert_with(|| {
                 steps
                     .iter()
@@ -93,8 +101,8 @@ pub fn funnel(store: &dyn Store, journey: &str, steps: &[String]) -> store::Resu
                     line.reached += 1;
                 }
             }
-            let Some(line) = reached
-                .last()
+            let Some(line) = last
+                .as_ref()
                 .and_then(|last| lines.iter_mut().find(|line| &line.step == last))
             else {
                 continue;
@@ -103,6 +111,7 @@ pub fn funnel(store: &dyn Store, journey: &str, steps: &[String]) -> store::Resu
                 InstanceStatus::Waiting => line.waiting += 1,
                 InstanceStatus::Completed => line.completed_here += 1,
                 InstanceStatus::Failed => line.failed_here += 1,
+                InstanceStatus::Exited => line.exited_here += 1,
                 InstanceStatus::Running => {}
             }
         }

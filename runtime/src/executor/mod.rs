@@ -14,11 +14,12 @@
 //! a step interrupted by a crash runs again with the same idempotency key.
 //! This module does not parse HTTP or know sled's layout.
 
+pub mod caps;
 pub mod committer;
 mod funnel;
 pub mod registry;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,13 +30,16 @@ use tokio::sync::broadcast;
 use self::registry::Resolved;
 use crate::clock::Clock;
 use crate::host::{self, Host, LoadError, StepFailure, StepRequest};
-use crate::journey::{self, Journey, PluginRef, Target};
+use crate::journey::{self, Journey, PluginRef, Reentry, Target};
 use crate::store::{
-    self, Applied, Canary, EventRecord, HistoryEntry, IngestCommit, Instance, InstanceId,
-    InstanceStatus, Interaction, LogLine, MigrationRecord, OutboxMessage, PluginRecord,
-    StateChanges, StepCommit, StepOutcome, StepRecord, Store, TagRecord, VersionStats, Write,
+    self, Applied, Canary, CappedMessage, ChannelPreference, Engagement, EventRecord, HistoryEntry,
+    IngestCommit, Instance, InstanceId, InstanceStatus, Interaction, LogLine, MigrationRecord,
+    OutboxMessage, PluginRecord, StateChanges, StepCommit, StepOutcome, StepRecord, Store,
+    TagRecord, VersionStats, Write,
 };
+use crate::window::SendingWindow;
 
+pub use self::caps::{FrequencyCap, SendLedger};
 pub use self::committer::{CommitError, Committer};
 pub use self::funnel::Funnel;
 pub use self::registry::{Registry, Tag};
@@ -49,6 +53,12 @@ pub const SIMULATED_CLOCK_META: &str = "simulated_clock_ms";
 
 /// Longest event id, customer id or correlation value accepted.
 pub const MAX_ID_LEN: usize = 200;
+/// The built-in event that opts a customer into a channel (`data.channel`).
+pub const OPTED_IN: &str = "channel.opted_in";
+/// The built-in event that opts a customer out of a channel.
+pub const OPTED_OUT: &str = "channel.opted_out";
+/// Attempts to end an instance whose steps keep committing first.
+const EXIT_ATTEMPTS: usize = 100;
 
 /// Errors of the runtime's operations, each naming what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -87,9 +97,9 @@ pub enum Error {
         /// The event id.
         event: String,
     },
-    /// No deployed journey is triggered by this event type.
+    /// No deployed journey is triggered by or declares this event type.
     #[error(
-        "event `{event}`: no deployed journey is triggered by event type `{kind}`, and no instance waits for one"
+        "event `{event}`: no deployed journey is triggered by event type `{kind}` or declares it in `[events]`, and no instance waits for one"
     )]
     UnknownEventType {
         /// The event id.
@@ -109,6 +119,29 @@ pub enum Error {
         /// The key.
         key: String,
     },
+    /// An event's data lacks a field its type needs.
+    #[error("event `{event}` of type `{kind}`: `data.{field}` {reason}")]
+    EventDataField {
+        /// The event id.
+        event: String,
+        /// The type.
+        kind: String,
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A customer profile's time zone does not exist.
+    #[error("customer `{customer}`: profile `time_zone`: {reason}")]
+    InvalidTimeZone {
+        /// The customer id.
+        customer: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Frequency caps are malformed; nothing was changed.
+    #[error("frequency caps: {0}")]
+    InvalidCaps(String),
     /// A customer profile must be a JSON object.
     #[error("customer `{customer}`: the profile must be a JSON object")]
     ProfileNotObject {
@@ -208,6 +241,79 @@ pub struct Receipt {
     pub duplicate: bool,
     /// The instances the event started (the first time it was accepted).
     pub instances: Vec<InstanceId>,
+    /// Journeys the event triggers but did not enter, and why (entry
+    /// rules, re-entry policy).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<Skipped>,
+    /// Instances the event ended through an exit rule.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exited: Vec<InstanceId>,
+}
+
+/// A journey an event triggers that the customer did not enter.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    /// The journey.
+    pub journey: String,
+    /// Why: the segment condition that failed, the suppression that held,
+    /// or the active instance under single re-entry.
+    pub reason: String,
+}
+
+impl Receipt {
+    fn new(event_id: String, duplicate: bool, instances: Vec<InstanceId>) -> Self {
+        Receipt {
+            event_id,
+            duplicate,
+            instances,
+            skipped: Vec::new(),
+            exited: Vec::new(),
+        }
+    }
+}
+
+/// Journey-and-customer pairs whose instance is being started under single
+/// re-entry: held from the check until the start is committed.
+#[derive(Default)]
+struct Entering(std::sync::Mutex<HashSet<(String, String)>>);
+
+/// Releases the pairs an ingest holds in [`Entering`] when dropped.
+struct EnteringGuard<'a> {
+    entering: &'a Entering,
+    held: Vec<(String, String)>,
+}
+
+impl EnteringGuard<'_> {
+    /// Take the pair; false when another ingest holds it.
+    fn take(&mut self, journey: &str, customer: &str) -> bool {
+        let pair = (journey.to_owned(), customer.to_owned());
+        let taken = self
+            .entering
+            .0
+            .lock()
+            .expect("the entering lock is never poisoned")
+            .insert(pair.clone());
+        if taken {
+            self.held.push(pair);
+        }
+        taken
+    }
+}
+
+impl Drop for EnteringGuard<'_> {
+    fn drop(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let mut entering = self
+            .entering
+            .0
+            .lock()
+            .expect("the entering lock is never poisoned");
+        for pair in &self.held {
+            entering.remove(pair);
+        }
+    }
 }
 
 /// An instance reached the end of its journey.
@@ -305,6 +411,10 @@ pub struct Runtime {
     /// Wakes the timer loop: a timer was set or the clock was advanced.
     timers_changed: tokio::sync::Notify,
     has_start_probes: std::sync::atomic::AtomicBool,
+    /// Frequency caps and the sends counted against them.
+    sends: Arc<SendLedger>,
+    /// Single re-entry starts in flight.
+    entering: Entering,
 }
 
 fn check_id(field: &'static str, value: &str) -> Result<()> {
@@ -375,6 +485,7 @@ impl Runtime {
             let journey = Journey::parse(&record.name, &record.source, |_| true)?;
             registry.add_journey(record.version, journey);
         }
+        let sends = Arc::new(SendLedger::open(store.clone())?);
         let (finished, _) = broadcast::channel(65_536);
         let (jobs, queued) = crossbeam_channel::unbounded();
         let runtime = Arc::new(Runtime {
@@ -391,6 +502,8 @@ impl Runtime {
             start_probes: std::sync::Mutex::new(Vec::new()),
             timers_changed: tokio::sync::Notify::new(),
             has_start_probes: std::sync::atomic::AtomicBool::new(false),
+            sends,
+            entering: Entering::default(),
         });
         // The workers hold the runtime: it lives as long as the process.
         for worker in 0..settings.parallel_steps.max(1) {
@@ -569,7 +682,8 @@ impl Runtime {
         self.registry.migrations_of(journey)
     }
 
-    /// Create or replace a customer's profile.
+    /// Create or replace a customer's profile. A `time_zone` must be an
+    /// IANA zone that exists.
     pub fn put_customer(&self, id: &str, profile: &serde_json::Value) -> Result<()> {
         check_id("customer id", id)?;
         if !profile.is_object() {
@@ -577,7 +691,42 @@ impl Runtime {
                 customer: id.to_owned(),
             });
         }
+        match profile.get("time_zone") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::String(zone)) => {
+                crate::window::time_zone(zone).map_err(|reason| Error::InvalidTimeZone {
+                    customer: id.to_owned(),
+                    reason,
+                })?;
+            }
+            Some(_) => {
+                return Err(Error::InvalidTimeZone {
+                    customer: id.to_owned(),
+                    reason: "must be a string such as `Europe/Amsterdam`".into(),
+                });
+            }
+        }
         Ok(self.store.put_customer(id, profile)?)
+    }
+
+    /// The frequency caps in force.
+    pub fn frequency_caps(&self) -> Arc<Vec<FrequencyCap>> {
+        self.sends.caps()
+    }
+
+    /// Replace the frequency caps; all are checked before any changes.
+    pub fn set_frequency_caps(&self, caps: Vec<FrequencyCap>) -> Result<()> {
+        if let Some(problem) = caps.iter().find_map(FrequencyCap::problem) {
+            return Err(Error::InvalidCaps(problem));
+        }
+        let mut channels = HashSet::new();
+        if let Some(twice) = caps.iter().find(|cap| !channels.insert(&cap.channel)) {
+            return Err(Error::InvalidCaps(format!(
+                "channel `{}` has two caps",
+                twice.channel
+            )));
+        }
+        Ok(self.sends.set_caps(caps)?)
     }
 
     /// Accept an event: once this returns `Ok`, the event and the instances
@@ -591,7 +740,14 @@ impl Runtime {
                 event: event.id.clone(),
             })?;
         let triggered = self.registry.triggered_by(&event.kind);
+        let listening = self.registry.listening_to(&event.kind);
         let now = self.clock.now_ms();
+        let mut entering = EnteringGuard {
+            entering: &self.entering,
+            held: Vec::new(),
+        };
+        let mut skipped = Vec::new();
+        let mut profile = None;
         let mut instances = Vec::with_capacity(triggered.len());
         for (version, journey) in &triggered {
             let key = &journey.definition.trigger.correlation_key;
@@ -607,6 +763,36 @@ impl Runtime {
                 }
             };
             check_id("correlation value", &correlation)?;
+            if let Some(reason) = self.entry_refusal(journey, &event.customer, &mut profile)? {
+                skipped.push(Skipped {
+                    journey: journey.name().to_owned(),
+                    reason,
+                });
+                continue;
+            }
+            if journey.definition.entry.reentry == Reentry::Single {
+                let active = if entering.take(journey.name(), &event.customer) {
+                    self.store
+                        .active_of(journey.name(), &event.customer)?
+                        .first()
+                        .copied()
+                } else {
+                    None
+                };
+                if active.is_some() || !entering.held.iter().any(|(name, _)| name == journey.name())
+                {
+                    skipped.push(Skipped {
+                        journey: journey.name().to_owned(),
+                        reason: match active {
+                            Some(id) => {
+                                format!("re-entry is single and instance {id} is still active")
+                            }
+                            None => "re-entry is single and another instance is starting".into(),
+                        },
+                    });
+                    continue;
+                }
+            }
             instances.push(Instance {
                 id: InstanceId(self.store.next_id()?),
                 journey: journey.name().to_owned(),
@@ -625,6 +811,7 @@ impl Runtime {
                 wake_at_ms: None,
                 waiting_for: None,
                 last_event_id: None,
+                indexed_by_customer: journey.indexes_by_customer(),
             });
         }
         let text = data
@@ -632,11 +819,41 @@ impl Runtime {
             .and_then(serde_json::Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        let channel = data
+        let data_channel = data
             .get("channel")
             .and_then(serde_json::Value::as_str)
-            .unwrap_or("api")
-            .to_owned();
+            .filter(|channel| journey::is_valid_name(channel));
+        let channel = data_channel.unwrap_or("api").to_owned();
+        let preference = if event.kind == OPTED_IN || event.kind == OPTED_OUT {
+            let Some(channel) = data_channel else {
+                return Err(Error::EventDataField {
+                    event: event.id,
+                    kind: event.kind,
+                    field: "channel",
+                    reason: "must name the channel, e.g. \"sms\"",
+                });
+            };
+            Some(ChannelPreference {
+                channel: channel.to_owned(),
+                opted_in: event.kind == OPTED_IN,
+                changed_at_ms: now,
+            })
+        } else {
+            None
+        };
+        let engagement = listening.iter().find_map(|journey| {
+            let declared = journey.definition.events.get(&event.kind)?;
+            Some(Engagement {
+                at_ms: now,
+                action: declared.engagement.clone()?,
+                channel: data_channel
+                    .map(str::to_owned)
+                    .or_else(|| declared.channel.clone())
+                    .unwrap_or_default(),
+                event_kind: event.kind.clone(),
+                details: event.data.clone(),
+            })
+        });
         let record = EventRecord {
             id: event.id,
             kind: event.kind,
@@ -652,15 +869,19 @@ impl Runtime {
             text,
             details: record.data.clone(),
         };
-        let wakes = self.wakes_for(&record, &data)?;
-        if instances.is_empty() && wakes.is_empty() {
+        let exits = self.exits_for(&record, &data, &listening)?;
+        let exiting: HashSet<InstanceId> = exits.iter().map(|exit| exit.instance.id).collect();
+        let mut wakes = self.wakes_for(&record, &data)?;
+        // An instance the event both wakes and ends just ends.
+        wakes.retain(|wake| !exiting.contains(&wake.instance.id));
+        let accepted = !triggered.is_empty()
+            || !listening.is_empty()
+            || !wakes.is_empty()
+            || preference.is_some();
+        if !accepted {
             // A re-sent event is a no-op even once nothing waits for it.
             if let Some(earlier) = self.store.event(&record.id)? {
-                return Ok(Receipt {
-                    event_id: record.id,
-                    duplicate: true,
-                    instances: earlier.started,
-                });
+                return Ok(Receipt::new(record.id, true, earlier.started));
             }
             return Err(Error::UnknownEventType {
                 event: record.id,
@@ -672,16 +893,20 @@ impl Runtime {
         let wit_event = Arc::new(wit_event(&record));
         let mut commit = IngestCommit::new(&record, &instances, interaction)?;
         commit.wakes = wakes;
+        commit.exits = exits;
+        commit.preference = preference
+            .map(|preference| {
+                Ok::<_, store::Error>((preference.channel.clone(), store::encode(&preference)?))
+            })
+            .transpose()?;
+        commit.engagement = engagement.as_ref().map(store::encode).transpose()?;
         let applied = self
             .committer
             .submit(Write::Ingest(Box::new(commit)))
             .await?;
+        drop(entering);
         match applied {
-            Applied::DuplicateEvent { started } => Ok(Receipt {
-                event_id,
-                duplicate: true,
-                instances: started,
-            }),
+            Applied::DuplicateEvent { started } => Ok(Receipt::new(event_id, true, started)),
             Applied::Done | Applied::StaleStep => {
                 metrics::counter!("journeyd_events_accepted_total").increment(1);
                 let ids = instances.iter().map(|instance| instance.id).collect();
@@ -700,20 +925,116 @@ impl Runtime {
                             && current.last_event_id.as_deref() == Some(event_id.as_str())
                     });
                     if woke_here {
-                        self.schedule(StepJob {
-                            instance,
-                            event: wit_event.clone(),
-                            attempt: 1,
-                        });
+                        self.run_next(instance, wit_event.clone());
                     }
                 }
-                Ok(Receipt {
-                    event_id,
-                    duplicate: false,
-                    instances: ids,
-                })
+                let mut exited = Vec::new();
+                for id in exiting {
+                    if self.finish_exit(id, &record).await? {
+                        exited.push(id);
+                    }
+                }
+                exited.sort();
+                let mut receipt = Receipt::new(event_id, false, ids);
+                receipt.skipped = skipped;
+                receipt.exited = exited;
+                Ok(receipt)
             }
         }
+    }
+
+    /// Why the customer may not enter `journey` (its segment and
+    /// suppression rules), reading their profile once per event.
+    fn entry_refusal(
+        &self,
+        journey: &Journey,
+        customer: &str,
+        profile: &mut Option<serde_json::Value>,
+    ) -> Result<Option<String>> {
+        let entry = &journey.definition.entry;
+        if entry.segment.is_empty() && entry.suppress.is_empty() {
+            return Ok(None);
+        }
+        let profile = match profile {
+            Some(profile) => profile,
+            None => {
+                let view = self.store.customer_view(customer, 0, &[])?;
+                profile.insert(serde_json::from_str(view.profile.get()).unwrap_or_default())
+            }
+        };
+        Ok(journey.entry_refusal(profile))
+    }
+
+    /// The exits an accepted event causes: every unfinished instance of a
+    /// journey with an exit rule for its type, about its customer or (when
+    /// the rule correlates) carrying the value.
+    fn exits_for(
+        &self,
+        event: &EventRecord,
+        data: &serde_json::Map<String, serde_json::Value>,
+        listening: &[Arc<Journey>],
+    ) -> Result<Vec<StepCommit>> {
+        let mut exits = Vec::new();
+        let mut seen = HashSet::new();
+        for journey in listening {
+            for rule in &journey.definition.exit {
+                if rule.event != event.kind {
+                    continue;
+                }
+                let ids = match &rule.correlate_on {
+                    Some(key) => match data.get(key) {
+                        Some(serde_json::Value::String(text)) => {
+                            self.store.correlated(journey.name(), text)?
+                        }
+                        Some(serde_json::Value::Number(number)) => {
+                            self.store.correlated(journey.name(), &number.to_string())?
+                        }
+                        // Without the value the rule ends nothing.
+                        _ => continue,
+                    },
+                    None => self.store.active_of(journey.name(), &event.customer_id)?,
+                };
+                for id in ids {
+                    if !seen.insert(id) {
+                        continue;
+                    }
+                    if let Some(instance) = self.store.instance(id)?
+                        && !instance.status.is_finished()
+                    {
+                        exits.push(exit_commit(&instance, event));
+                    }
+                }
+            }
+        }
+        Ok(exits)
+    }
+
+    /// Make sure instance `id` is ended by exit event `event`: its exit was
+    /// committed with the event unless one of its steps committed first, in
+    /// which case the exit is committed again from where it now is. Returns
+    /// whether this event ended it.
+    async fn finish_exit(&self, id: InstanceId, event: &EventRecord) -> Result<bool> {
+        for _ in 0..EXIT_ATTEMPTS {
+            let Some(current) = self.store.instance(id)? else {
+                return Ok(false);
+            };
+            if current.status.is_finished() {
+                let ended_here = current.status == InstanceStatus::Exited
+                    && current.last_event_id.as_deref() == Some(event.id.as_str());
+                if ended_here {
+                    self.finish(&current);
+                }
+                return Ok(ended_here);
+            }
+            let commit = exit_commit(&current, event);
+            if self.committer.submit(Write::Step(Box::new(commit))).await? == Applied::Done {
+                continue;
+            }
+            // A step committed first; try again from its new position.
+            tokio::task::yield_now().await;
+        }
+        tracing::error!(instance = %id, event = %event.id, "instance kept moving; exit not applied");
+        Ok(false)
     }
 
     /// Load every plugin version (from the compiled-code cache when the
@@ -833,6 +1154,7 @@ impl Runtime {
                         },
                         now_ms: started_ms,
                         deadline: step.definition.timeout_ms.map(Duration::from_millis),
+                        sends: self.sends.clone(),
                     };
                     (Some(resolved), self.host.run_step(&loaded, request))
                 }
@@ -875,7 +1197,9 @@ impl Runtime {
                         // Its timer is in the store; the timer loop may be
                         // sleeping until a later one.
                         InstanceStatus::Waiting => runtime.timers_changed.notify_one(),
-                        InstanceStatus::Completed | InstanceStatus::Failed => {
+                        InstanceStatus::Completed
+                        | InstanceStatus::Failed
+                        | InstanceStatus::Exited => {
                             runtime.finish(&next);
                         }
                     }
@@ -908,6 +1232,61 @@ impl Runtime {
             .put_meta(SIMULATED_CLOCK_META, &serde_json::json!(now))?;
         self.timers_changed.notify_one();
         Ok(Some(now))
+    }
+
+    /// Move the simulated clock to `to_ms` one due timer at a time: the
+    /// clock stops at each timer's due time until the runtime has settled
+    /// (the woken steps, and whatever they set in motion, are committed),
+    /// so every timer fires on time even across a jump of weeks. Gives up
+    /// waiting after `limit`. Returns the new time and whether it settled;
+    /// `None` on the system clock.
+    pub async fn advance_clock_settled(
+        self: &Arc<Self>,
+        to_ms: u64,
+        limit: Duration,
+    ) -> Result<Option<(u64, bool)>> {
+        let deadline = std::time::Instant::now() + limit;
+        let Some(clock) = self.clock.simulated() else {
+            return Ok(None);
+        };
+        // Whatever is under way finishes at the current time first.
+        if !self.settle(clock.now_ms(), deadline).await? {
+            return Ok(Some((clock.now_ms(), false)));
+        }
+        loop {
+            let now = clock.now_ms();
+            let stop = match self.store.next_timer()? {
+                Some(due) if due <= to_ms => due.max(now),
+                _ => to_ms,
+            };
+            let runtime = self.clone();
+            tokio::task::spawn_blocking(move || runtime.advance_clock(stop)).await??;
+            let settled = self.settle(stop, deadline).await?;
+            if stop >= to_ms || !settled {
+                return Ok(Some((stop.max(now), settled)));
+            }
+        }
+    }
+
+    /// Wait until no timer is due at `now_ms` and no instance has a step
+    /// to run, or `deadline` passes; returns whether it settled.
+    pub async fn settle(&self, now_ms: u64, deadline: std::time::Instant) -> Result<bool> {
+        loop {
+            let store = self.store.clone();
+            let busy = tokio::task::spawn_blocking(move || {
+                Ok::<_, store::Error>(
+                    store.any_running()? || !store.due_timers(now_ms, 1)?.is_empty(),
+                )
+            })
+            .await??;
+            if !busy {
+                return Ok(true);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     /// Fire timers as they fall due, for as long as the runtime lives.
@@ -969,22 +1348,50 @@ impl Runtime {
             return Ok(());
         };
         let mut next = awake(&asleep, now);
-        if let Some(wait) = &asleep.waiting_for {
-            next.current_step = Some(wait.on_timeout.clone());
-        }
+        let target = match &asleep.waiting_for {
+            Some(wait) => wait.on_timeout.clone(),
+            None => asleep.current_step.clone().unwrap_or_default(),
+        };
+        self.continue_at(&mut next, target);
         let entry = HistoryEntry::Woke { at_ms: now, due_ms };
         let commit = StepCommit::wake(next.clone(), &entry, &asleep)
             .expect("a wake-up entry is plain data that always encodes as JSON");
         metrics::histogram!("journeyd_timer_lateness_seconds")
             .record(now.saturating_sub(due_ms) as f64 / 1000.0);
         if self.committer.submit(Write::Step(Box::new(commit))).await? == Applied::Done {
+            self.run_next(next, Arc::new(wit_event(&event)));
+        }
+        Ok(())
+    }
+
+    /// Point a woken instance at `target`: the step it runs next, or, when
+    /// the journey has no such step, the terminal state it completes in.
+    fn continue_at(&self, instance: &mut Instance, target: String) {
+        let is_step = self
+            .registry
+            .journey(&instance.journey, instance.journey_version)
+            .is_some_and(|journey| journey.step(&target).is_some());
+        if is_step {
+            instance.current_step = Some(target);
+        } else {
+            instance.current_step = None;
+            instance.status = InstanceStatus::Completed;
+            instance.terminal = Some(target);
+        }
+    }
+
+    /// After a committed wake-up: run the instance's next step, or report
+    /// it finished when the wait led to a terminal state.
+    fn run_next(&self, instance: Instance, event: Arc<host::Event>) {
+        if instance.status.is_finished() {
+            self.finish(&instance);
+        } else {
             self.schedule(StepJob {
-                instance: next,
-                event: Arc::new(wit_event(&event)),
+                instance,
+                event,
                 attempt: 1,
             });
         }
-        Ok(())
     }
 
     /// The wake-ups an accepted event causes: every instance waiting for an
@@ -1020,7 +1427,7 @@ impl Runtime {
                     continue;
                 };
                 let mut next = awake(&asleep, event.received_at_ms);
-                next.current_step = Some(wait.on_event.clone());
+                self.continue_at(&mut next, wait.on_event.clone());
                 next.last_event_id = Some(event.id.clone());
                 let entry = HistoryEntry::EventArrived {
                     at_ms: event.received_at_ms,
@@ -1408,26 +1815,57 @@ impl Runtime {
         );
         metrics::histogram!("journeyd_step_duration_seconds").record(run.duration.as_secs_f64());
 
+        let customer_zone = || {
+            let view = self
+                .store
+                .customer_view(&instance.customer_id, 0, &[])
+                .ok()?;
+            let profile: serde_json::Value = serde_json::from_str(view.profile.get()).ok()?;
+            profile.get("time_zone")?.as_str().map(str::to_owned)
+        };
         let decided = match run.result {
-            Ok(output) => decide(journey, step, instance, output, started_ms)
-                .map(|(outcome, state)| (outcome, state, run.effects)),
+            Ok(output) => decide(journey, step, instance, output, started_ms, &customer_zone),
             Err(failure) => Err(failure.to_string()),
         };
         let (outcome, new_state, effects) = match decided {
-            Ok(decided) => decided,
-            // A failed attempt's effects came from an unfinished step:
-            // none of them are committed.
-            Err(reason) => (StepOutcome::Fail { reason }, None, host::Effects::default()),
+            Ok((outcome, state)) => (outcome, state, run.effects),
+            Err(reason) => {
+                // A failed attempt's effects came from an unfinished step:
+                // none of them are committed, and the cap slots its
+                // messages took are given back.
+                for queued in run.effects.messages.iter().filter(|queued| queued.counted) {
+                    self.sends
+                        .release(&instance.customer_id, &queued.message.channel, started_ms);
+                }
+                (StepOutcome::Fail { reason }, None, host::Effects::default())
+            }
         };
         metrics::counter!("journeyd_steps_total", "outcome" => outcome_label(&outcome))
             .increment(1);
 
         let host::Effects {
             messages,
+            capped,
             notes,
             logs,
             metrics,
         } = effects;
+        let counted: Vec<(String, u64, u32)> = messages
+            .iter()
+            .enumerate()
+            .filter(|(_, queued)| queued.counted)
+            .map(|(index, queued)| (queued.message.channel.clone(), started_ms, index as u32))
+            .collect();
+        let capped: Vec<CappedMessage> = capped
+            .into_iter()
+            .map(|capped| CappedMessage {
+                channel: capped.message.channel,
+                subject: capped.message.subject,
+                limit: capped.cap.limit,
+                period_ms: capped.cap.period_ms,
+                next_allowed_ms: capped.cap.next_allowed_ms,
+            })
+            .collect();
         let messages: Vec<OutboxMessage> = messages
             .into_iter()
             .map(|queued| {
@@ -1489,6 +1927,7 @@ impl Runtime {
             outcome,
             duration_us,
             messages: messages.iter().map(|message| message.id.clone()).collect(),
+            capped,
             logs: logs
                 .into_iter()
                 .map(|line| LogLine {
@@ -1505,8 +1944,9 @@ impl Runtime {
             next.state = new_state;
         }
         let entry = HistoryEntry::StepRan(Box::new(record));
-        let commit = StepCommit::new(next, &entry, &messages, notes)
+        let mut commit = StepCommit::new(next, &entry, &messages, notes)
             .expect("step records are plain data that always encode as JSON");
+        commit.counted = counted;
         (commit, metrics)
     }
 }
@@ -1519,16 +1959,14 @@ fn decide(
     instance: &Instance,
     output: host::StepOutput,
     started_ms: u64,
+    customer_zone: &dyn Fn() -> Option<String>,
 ) -> Result<(StepOutcome, Option<Box<RawValue>>), String> {
-    // A wait or sleep must lead on to a step: a terminal state there has
-    // nothing to wait for.
+    // Where a wait or sleep continues: a step, or a terminal state that
+    // completes the instance when it wakes.
     let step_target = |transition: &str, what: &str| match journey
         .and_then(|journey| journey.target(step, transition))
     {
-        Some(Target::Step(target)) => Ok(target.to_owned()),
-        Some(Target::Terminal(target)) => Err(format!(
-            "plugin chose to {what}, then take transition `{transition}`, which ends the journey in `{target}`: it must lead to a step"
-        )),
+        Some(Target::Step(target) | Target::Terminal(target)) => Ok(target.to_owned()),
         None => Err(format!(
             "plugin chose to {what}, then take transition `{transition}`, which step `{step}` does not define"
         )),
@@ -1583,13 +2021,51 @@ fn decide(
                 on_timeout: spec.on_timeout,
             }
         }
-        host::Outcome::SleepUntil(spec) => StepOutcome::Sleep {
-            until_ms: spec.until_ms,
-            target: step_target(&spec.then, "sleep")?,
-            transition: spec.then,
-        },
+        host::Outcome::SleepUntil(spec) => {
+            let (until_ms, window) = match &spec.window {
+                None => (spec.until_ms, None),
+                Some(window) => {
+                    let zone = match window.time_zone.as_str() {
+                        "" => customer_zone().unwrap_or_else(|| "UTC".to_owned()),
+                        zone => zone.to_owned(),
+                    };
+                    let window = SendingWindow::new(window.from_minute, window.to_minute, &zone)
+                        .map_err(|reason| {
+                            format!("plugin chose to sleep within a sending window: {reason}")
+                        })?;
+                    (window.next_open(spec.until_ms)?, Some(window.to_string()))
+                }
+            };
+            StepOutcome::Sleep {
+                until_ms,
+                target: step_target(&spec.then, "sleep")?,
+                transition: spec.then,
+                requested_ms: (until_ms != spec.until_ms).then_some(spec.until_ms),
+                window,
+            }
+        }
     };
     Ok((outcome, state))
+}
+
+/// Encode the exit of `instance` (unfinished) through exit event `event`.
+fn exit_commit(instance: &Instance, event: &EventRecord) -> StepCommit {
+    let mut next = instance.clone();
+    next.status = InstanceStatus::Exited;
+    next.current_step = None;
+    next.wake_at_ms = None;
+    next.waiting_for = None;
+    next.history_len += 1;
+    next.updated_at_ms = event.received_at_ms;
+    next.last_event_id = Some(event.id.clone());
+    let entry = HistoryEntry::Exited {
+        at_ms: event.received_at_ms,
+        event_id: event.id.clone(),
+        kind: event.kind.clone(),
+        step: instance.current_step.clone(),
+    };
+    StepCommit::exit(next, &entry, instance)
+        .expect("an exit entry is plain data that always encodes as JSON")
 }
 
 /// A waiting instance running again: its next history slot, no timer or
@@ -1634,6 +2110,7 @@ fn status_label(status: InstanceStatus) -> &'static str {
         InstanceStatus::Waiting => "waiting",
         InstanceStatus::Completed => "completed",
         InstanceStatus::Failed => "failed",
+        InstanceStatus::Exited => "exited",
     }
 }
 

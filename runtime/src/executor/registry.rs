@@ -145,6 +145,18 @@ impl Registry {
             .collect()
     }
 
+    /// The latest version of every journey that listens to `event` (its
+    /// trigger or a declared kind): whose exit rules and engagement apply.
+    pub fn listening_to(&self, event: &str) -> Vec<Arc<Journey>> {
+        self.read()
+            .journeys
+            .values()
+            .filter_map(|versions| versions.last())
+            .filter(|journey| journey.listens_to(event))
+            .cloned()
+            .collect()
+    }
+
     /// Record a plugin version.
     pub fn add_plugin(&self, record: PluginRecord) {
         let mut index = self.write();

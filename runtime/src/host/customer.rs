@@ -7,7 +7,9 @@ use serde_json::value::RawValue;
 use wasmtime::component::{HasSelf, Linker};
 
 use super::StepState;
-use super::bindings::journey::plugin::customer::{self, CustomerView, Interaction};
+use super::bindings::journey::plugin::customer::{
+    self, ChannelPreference, CustomerView, Engagement, Interaction,
+};
 use crate::store::Store;
 
 /// Notes one step may add.
@@ -75,6 +77,26 @@ impl customer::Host for CustomerCapability {
                     kind: interaction.kind,
                     text: interaction.text,
                     details: json_text(interaction.details),
+                })
+                .collect(),
+            channels: view
+                .channels
+                .into_iter()
+                .map(|preference| ChannelPreference {
+                    channel: preference.channel,
+                    opted_in: preference.opted_in,
+                    changed_at_ms: preference.changed_at_ms,
+                })
+                .collect(),
+            engagement: view
+                .engagement
+                .into_iter()
+                .map(|engagement| Engagement {
+                    at_ms: engagement.at_ms,
+                    action: engagement.action,
+                    channel: engagement.channel,
+                    event_kind: engagement.event_kind,
+                    details: json_text(engagement.details),
                 })
                 .collect(),
         })

@@ -27,21 +27,25 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 pub use self::customer::CustomerSource;
 pub use self::log::PluginLog;
 pub use self::metrics::MetricSample;
-pub use self::outbox::QueuedMessage;
+pub use self::outbox::{Admission, CappedSend, NoCaps, QueuedMessage, SendPolicy};
 
 /// Bindings generated from `wit/journey.wit`: the one contract.
 pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "step-plugin",
-        imports: { "journey:plugin/customer.view": trappable },
+        imports: {
+            "journey:plugin/customer.view": trappable,
+            "journey:plugin/outbox.send": trappable,
+        },
     });
 }
 
-pub use bindings::journey::plugin::types::{Event, Outcome, StepInput, StepOutput};
+pub use bindings::journey::plugin::outbox::FrequencyCap;
+pub use bindings::journey::plugin::types::{Event, Outcome, SendingWindow, StepInput, StepOutput};
 
 /// The export a plugin must provide.
-pub const STEP_EXPORT: &str = "journey:plugin/step@0.1.0";
+pub const STEP_EXPORT: &str = "journey:plugin/step@0.2.0";
 
 /// How often the epoch ticks; step deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -68,7 +72,7 @@ pub enum LoadError {
     },
     /// It imports something the host does not grant, or its step export
     /// has the wrong shape.
-    #[error("does not implement the `journey:plugin/step-plugin@0.1.0` world: {0:#}")]
+    #[error("does not implement the `journey:plugin/step-plugin@0.2.0` world: {0:#}")]
     World(#[source] wasmtime::Error),
 }
 
@@ -138,6 +142,8 @@ pub struct StepRequest {
     pub now_ms: u64,
     /// Overrides [`Limits::deadline`].
     pub deadline: Option<Duration>,
+    /// The frequency caps messages are checked against.
+    pub sends: Arc<dyn SendPolicy>,
 }
 
 /// Everything a step produced, committed or discarded as a whole.
@@ -145,6 +151,8 @@ pub struct StepRequest {
 pub struct Effects {
     /// Messages queued with `outbox.send`.
     pub messages: Vec<QueuedMessage>,
+    /// Messages a frequency cap refused.
+    pub capped: Vec<CappedSend>,
     /// Interactions noted with `customer.note`.
     pub notes: Vec<customer::Note>,
     /// Log lines (bounded).
@@ -382,8 +390,14 @@ impl Host {
         let state = StepState {
             wasi: wasi::WasiState::new(request.now_ms),
             log: log::LogCapability::new(&request.input),
+            outbox: outbox::OutboxCapability::new(
+                &request.input.idempotency_key,
+                &request.customer.customer_id,
+                &request.input.journey,
+                request.now_ms,
+                request.sends,
+            ),
             customer: customer::CustomerCapability::new(request.customer, request.now_ms),
-            outbox: outbox::OutboxCapability::new(&request.input.idempotency_key),
             metrics: metrics::MetricsCapability::default(),
             clock: clock::ClockCapability::new(request.now_ms),
             memory: MemoryLimiter {
@@ -409,10 +423,12 @@ impl Host {
         };
         let duration = started.elapsed();
         let state = store.into_data();
+        let (messages, capped) = state.outbox.into_parts();
         StepRun {
             result,
             effects: Effects {
-                messages: state.outbox.into_messages(),
+                messages,
+                capped,
                 notes: state.customer.into_notes(),
                 logs: state.log.into_lines(),
                 metrics: state.metrics.into_samples(),

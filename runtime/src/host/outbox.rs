@@ -1,13 +1,56 @@
 //! `journey:plugin/outbox`: messages are collected here and written to the
 //! durable outbox by the executor, in the step's commit. Never sent inline.
+//!
+//! Each message is first offered to the runtime's [`SendPolicy`] (its
+//! frequency caps), which counts it or refuses it; the plugin sees the
+//! answer, and the executor records refused messages in history.
+
+use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker};
 
 use super::StepState;
-use super::bindings::journey::plugin::outbox::{self, Message};
+use super::bindings::journey::plugin::outbox::{self, FrequencyCap, Message, SendError};
 
 /// Messages one step may queue.
 const MAX_MESSAGES: usize = 16;
+
+/// What the runtime's send policy says about one message.
+#[derive(Debug, Clone)]
+pub enum Admission {
+    /// The channel has no cap.
+    Uncapped,
+    /// Counted against the channel's cap: the executor records it in the
+    /// step's commit, or gives it back if the step does not commit.
+    Counted,
+    /// Over the cap: not queued.
+    Capped(FrequencyCap),
+}
+
+/// The runtime's frequency caps, as the host sees them.
+pub trait SendPolicy: Send + Sync {
+    /// Decide on a message to `customer` on `channel` from a step of
+    /// `journey` at `now_ms`. An
+    /// error is the runtime's fault (its store failed): the step traps and
+    /// is retried after a restart.
+    fn admit(
+        &self,
+        customer: &str,
+        channel: &str,
+        journey: &str,
+        now_ms: u64,
+    ) -> anyhow::Result<Admission>;
+}
+
+/// A policy without caps.
+#[derive(Debug, Default)]
+pub struct NoCaps;
+
+impl SendPolicy for NoCaps {
+    fn admit(&self, _: &str, _: &str, _: &str, _: u64) -> anyhow::Result<Admission> {
+        Ok(Admission::Uncapped)
+    }
+}
 
 /// A message queued by a step, with its idempotent id.
 #[derive(Debug, Clone)]
@@ -16,51 +59,85 @@ pub struct QueuedMessage {
     pub id: String,
     /// What the plugin asked to send.
     pub message: Message,
+    /// Whether it was counted against a frequency cap.
+    pub counted: bool,
+}
+
+/// A message a frequency cap refused.
+#[derive(Debug, Clone)]
+pub struct CappedSend {
+    /// What the plugin asked to send.
+    pub message: Message,
+    /// The cap it hit.
+    pub cap: FrequencyCap,
 }
 
 pub struct OutboxCapability {
     idempotency_key: String,
+    customer_id: String,
+    journey: String,
+    now_ms: u64,
+    policy: Arc<dyn SendPolicy>,
     messages: Vec<QueuedMessage>,
-    refused: usize,
+    capped: Vec<CappedSend>,
 }
 
 impl OutboxCapability {
-    pub fn new(idempotency_key: &str) -> Self {
+    pub fn new(
+        idempotency_key: &str,
+        customer_id: &str,
+        journey: &str,
+        now_ms: u64,
+        policy: Arc<dyn SendPolicy>,
+    ) -> Self {
         OutboxCapability {
             idempotency_key: idempotency_key.to_owned(),
+            customer_id: customer_id.to_owned(),
+            journey: journey.to_owned(),
+            now_ms,
+            policy,
             messages: Vec::new(),
-            refused: 0,
+            capped: Vec::new(),
         }
     }
 
-    pub fn into_messages(self) -> Vec<QueuedMessage> {
-        if self.refused > 0 {
-            tracing::warn!(
-                key = %self.idempotency_key,
-                refused = self.refused,
-                "step queued more than {MAX_MESSAGES} messages; the rest were dropped"
-            );
-        }
-        self.messages
+    pub fn into_parts(self) -> (Vec<QueuedMessage>, Vec<CappedSend>) {
+        (self.messages, self.capped)
     }
 }
 
 impl outbox::Host for OutboxCapability {
-    fn send(&mut self, message: Message) -> String {
-        let id = format!(
-            "{}/m{}",
-            self.idempotency_key,
-            self.messages.len() + self.refused
-        );
-        if self.messages.len() < MAX_MESSAGES {
-            self.messages.push(QueuedMessage {
-                id: id.clone(),
-                message,
-            });
-        } else {
-            self.refused += 1;
+    fn send(&mut self, message: Message) -> wasmtime::Result<Result<String, SendError>> {
+        if self.messages.len() >= MAX_MESSAGES {
+            return Ok(Err(SendError::TooManyMessages));
         }
-        id
+        let admission = self
+            .policy
+            .admit(
+                &self.customer_id,
+                &message.channel,
+                &self.journey,
+                self.now_ms,
+            )
+            .map_err(|error| wasmtime::Error::msg(format!("{error:#}")))?;
+        let counted = match admission {
+            Admission::Uncapped => false,
+            Admission::Counted => true,
+            Admission::Capped(cap) => {
+                self.capped.push(CappedSend {
+                    message,
+                    cap: cap.clone(),
+                });
+                return Ok(Err(SendError::FrequencyCapped(cap)));
+            }
+        };
+        let id = format!("{}/m{}", self.idempotency_key, self.messages.len());
+        self.messages.push(QueuedMessage {
+            id: id.clone(),
+            message,
+            counted,
+        });
+        Ok(Ok(id))
     }
 }
 

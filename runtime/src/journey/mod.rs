@@ -7,6 +7,11 @@
 //! [`Error`] that names the file, the step and the field at fault. This
 //! module does not store journeys or run them.
 //!
+//! Besides its steps a journey has entry rules (a customer segment, a
+//! suppression rule, the re-entry policy), exit rules (events that end an
+//! instance wherever it is) and the event kinds it listens to, some of
+//! which record the customer's engagement.
+//!
 //! ```toml
 //! name = "enquiry"
 //! terminal = ["resolved"]
@@ -14,6 +19,19 @@
 //! [trigger]
 //! event = "enquiry.received"
 //! correlation_key = "enquiry_id"
+//!
+//! [entry]
+//! reentry = "allow"               # or "single": one active instance per customer
+//! segment = [{ attribute = "tier", in = ["gold", "silver"] }]   # all must hold
+//! suppress = [{ attribute = "do_not_contact", in = [true] }]     # any one suppresses
+//!
+//! [[exit]]
+//! event = "enquiry.withdrawn"
+//! correlate_on = "enquiry_id"     # without it: the customer's instances
+//!
+//! [events]                        # kinds the journey listens to
+//! "enquiry.withdrawn" = {}
+//! "email.opened" = { engagement = "opened", channel = "email" }
 //!
 //! [[steps]]
 //! name = "acknowledge"
@@ -140,6 +158,40 @@ pub enum Error {
         /// The value.
         plugin: String,
     },
+    /// An entry condition is malformed.
+    #[error("{file}: entry.{list}[{index}]: {reason}")]
+    InvalidCondition {
+        /// The file name as given.
+        file: String,
+        /// `segment` or `suppress`.
+        list: &'static str,
+        /// The condition's position, from 0.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An exit rule names an event kind the journey does not declare.
+    #[error(
+        "{file}: exit event `{event}` is not an event kind the journey declares in `[events]` (declared: {declared})"
+    )]
+    UnknownExitEvent {
+        /// The file name as given.
+        file: String,
+        /// The exit rule's event.
+        event: String,
+        /// The declared kinds, for the reader.
+        declared: String,
+    },
+    /// An exit rule names the trigger event.
+    #[error(
+        "{file}: exit event `{event}` is the journey's trigger: it would end instances as they start"
+    )]
+    ExitIsTrigger {
+        /// The file name as given.
+        file: String,
+        /// The event.
+        event: String,
+    },
     /// A step's plugin (or plugin version) was never pushed.
     #[error("{file}: step `{step}` uses plugin `{plugin}`, which has not been pushed (or tagged)")]
     UnknownPlugin {
@@ -175,6 +227,151 @@ pub struct Definition {
     /// The steps.
     #[serde(default)]
     pub steps: Vec<StepDefinition>,
+    /// Who may enter.
+    #[serde(default)]
+    pub entry: Entry,
+    /// Events that end an instance wherever it is.
+    #[serde(default)]
+    pub exit: Vec<ExitRule>,
+    /// Event kinds the journey listens to besides its trigger (what its
+    /// steps wait for, its exit events, engagement), by kind. An event is
+    /// accepted when a journey it triggers or declares is deployed.
+    #[serde(default)]
+    pub events: BTreeMap<String, EventDeclaration>,
+}
+
+/// Entry rules: checked against the customer's profile when the trigger
+/// event arrives. An event that starts no instance is still accepted; its
+/// receipt says why each journey was not entered.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// How many active instances a customer may have at once.
+    #[serde(default)]
+    pub reentry: Reentry,
+    /// Conditions that must all hold (the segment the journey is for).
+    #[serde(default)]
+    pub segment: Vec<Condition>,
+    /// Conditions of which any one keeps a customer out.
+    #[serde(default)]
+    pub suppress: Vec<Condition>,
+}
+
+/// The re-entry policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reentry {
+    /// Every trigger event starts an instance.
+    #[default]
+    Allow,
+    /// At most one active (unfinished) instance per customer.
+    Single,
+}
+
+/// A test on one customer profile attribute. Exactly one of `in`,
+/// `not_in` and `exists` is given.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Condition {
+    /// A dot path into the profile, e.g. `tier` or `consent.marketing`.
+    pub attribute: String,
+    /// The attribute is one of these values (for a list attribute: one of
+    /// its elements is).
+    #[serde(default, rename = "in", skip_serializing_if = "Option::is_none")]
+    pub one_of: Option<Vec<serde_json::Value>>,
+    /// The attribute is none of these values (for a list attribute: none
+    /// of its elements is); a missing attribute passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_in: Option<Vec<serde_json::Value>>,
+    /// The attribute is present (`true`) or absent (`false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exists: Option<bool>,
+}
+
+impl Condition {
+    /// Whether the profile meets the condition.
+    pub fn holds(&self, profile: &serde_json::Value) -> bool {
+        let value = self
+            .attribute
+            .split('.')
+            .try_fold(profile, |value, field| value.get(field))
+            .filter(|value| !value.is_null());
+        let any_of = |values: &[serde_json::Value]| match value {
+            Some(serde_json::Value::Array(items)) => items.iter().any(|item| values.contains(item)),
+            Some(value) => values.contains(value),
+            None => false,
+        };
+        match (&self.one_of, &self.not_in, self.exists) {
+            (Some(values), _, _) => any_of(values),
+            (_, Some(values), _) => !any_of(values),
+            (_, _, Some(exists)) => value.is_some() == exists,
+            (None, None, None) => false,
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let given = [
+            self.one_of.is_some(),
+            self.not_in.is_some(),
+            self.exists.is_some(),
+        ];
+        if given.iter().filter(|given| **given).count() != 1 {
+            return Err("give exactly one of `in`, `not_in` or `exists`".into());
+        }
+        if self.attribute.is_empty() || self.attribute.split('.').any(str::is_empty) {
+            return Err(format!(
+                "attribute `{}` is not a dot path such as `tier` or `consent.sms`",
+                self.attribute
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |values: &[serde_json::Value]| {
+            values
+                .iter()
+                .map(serde_json::Value::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match (&self.one_of, &self.not_in, self.exists) {
+            (Some(values), _, _) => write!(f, "`{}` in [{}]", self.attribute, list(values)),
+            (_, Some(values), _) => write!(f, "`{}` not in [{}]", self.attribute, list(values)),
+            (_, _, Some(true)) => write!(f, "`{}` exists", self.attribute),
+            _ => write!(f, "`{}` is absent", self.attribute),
+        }
+    }
+}
+
+/// An event that ends instances of the journey wherever they are, recorded
+/// in their history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExitRule {
+    /// The event kind; the journey must declare it in `[events]`.
+    pub event: String,
+    /// End only the instance whose correlation value equals the event's
+    /// `data.<key>`; without it, every active instance of the event's
+    /// customer ends.
+    #[serde(default)]
+    pub correlate_on: Option<String>,
+}
+
+/// What a declared event kind means to the journey.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventDeclaration {
+    /// The engagement action the event records in the customer's view
+    /// (`opened`, `clicked`, `registered`, `attended` ...), if any.
+    #[serde(default)]
+    pub engagement: Option<String>,
+    /// The channel of that engagement when the event data has no
+    /// `channel`.
+    #[serde(default)]
+    pub channel: Option<String>,
 }
 
 /// The entry trigger.
@@ -348,6 +545,49 @@ fn check_split(file: &str, step: &StepDefinition) -> Result<()> {
     Ok(())
 }
 
+/// A journey's TOML with the steps run by `plugins` cut out: a transition
+/// into a removed step leads where that step's `via` transition leads.
+/// The benchmark and the core tests use it to run the enquiry journey
+/// without its wait for a person (`skip_steps(source, &["sla",
+/// "escalate"], "resolved")`). Returns the TOML, or why it cannot.
+pub fn skip_steps(source: &str, plugins: &[&str], via: &str) -> Result<String, String> {
+    let mut journey: toml::Table = toml::from_str(source).map_err(|error| error.to_string())?;
+    let steps = journey
+        .get_mut("steps")
+        .and_then(toml::Value::as_array_mut)
+        .ok_or("the journey has no steps")?;
+    let removed: HashMap<String, String> = steps
+        .iter()
+        .filter(|step| {
+            step.get("plugin")
+                .and_then(toml::Value::as_str)
+                .is_some_and(|plugin| plugins.contains(&plugin))
+        })
+        .filter_map(|step| {
+            let name = step.get("name")?.as_str()?.to_owned();
+            let next = step.get("on")?.get(via)?.as_str()?.to_owned();
+            Some((name, next))
+        })
+        .collect();
+    steps.retain(|step| {
+        !step
+            .get("plugin")
+            .and_then(toml::Value::as_str)
+            .is_some_and(|plugin| plugins.contains(&plugin))
+    });
+    for step in steps.iter_mut() {
+        let Some(on) = step.get_mut("on").and_then(toml::Value::as_table_mut) else {
+            continue;
+        };
+        for (_, target) in on.iter_mut() {
+            if let Some(next) = target.as_str().and_then(|name| removed.get(name)) {
+                *target = toml::Value::String(next.clone());
+            }
+        }
+    }
+    toml::to_string(&journey).map_err(|error| error.to_string())
+}
+
 /// A number in `0..100` that depends only on two names and an id: which
 /// side of a rollout or variant of a split an instance is on, the same at
 /// every step and after restarts.
@@ -419,6 +659,53 @@ impl Journey {
             "trigger.correlation_key".into(),
             &definition.trigger.correlation_key,
         )?;
+        for (kind, declaration) in &definition.events {
+            check_name("events".into(), kind)?;
+            if let Some(action) = &declaration.engagement {
+                check_name(format!("events.\"{kind}\".engagement"), action)?;
+            }
+            if let Some(channel) = &declaration.channel {
+                check_name(format!("events.\"{kind}\".channel"), channel)?;
+            }
+        }
+        for (list, conditions) in [
+            ("segment", &definition.entry.segment),
+            ("suppress", &definition.entry.suppress),
+        ] {
+            for (index, condition) in conditions.iter().enumerate() {
+                condition
+                    .check()
+                    .map_err(|reason| Error::InvalidCondition {
+                        file: file.clone(),
+                        list,
+                        index,
+                        reason,
+                    })?;
+            }
+        }
+        for rule in &definition.exit {
+            if rule.event == definition.trigger.event {
+                return Err(Error::ExitIsTrigger {
+                    file,
+                    event: rule.event.clone(),
+                });
+            }
+            if !definition.events.contains_key(&rule.event) {
+                let declared: Vec<&str> = definition.events.keys().map(String::as_str).collect();
+                return Err(Error::UnknownExitEvent {
+                    file,
+                    event: rule.event.clone(),
+                    declared: if declared.is_empty() {
+                        "none".into()
+                    } else {
+                        declared.join(", ")
+                    },
+                });
+            }
+            if let Some(key) = &rule.correlate_on {
+                check_name(format!("exit.{}.correlate_on", rule.event), key)?;
+            }
+        }
         let Some(first) = definition.steps.first() else {
             return Err(Error::NoSteps {
                 file,
@@ -546,6 +833,41 @@ impl Journey {
     /// The journey name.
     pub fn name(&self) -> &str {
         &self.definition.name
+    }
+
+    /// Whether its instances are indexed by customer while active: for
+    /// single re-entry, or exit events about the customer.
+    pub fn indexes_by_customer(&self) -> bool {
+        self.definition.entry.reentry == Reentry::Single
+            || self
+                .definition
+                .exit
+                .iter()
+                .any(|rule| rule.correlate_on.is_none())
+    }
+
+    /// Why a customer with this profile may not enter, if they may not:
+    /// a segment condition that does not hold or a suppression that does.
+    pub fn entry_refusal(&self, profile: &serde_json::Value) -> Option<String> {
+        let entry = &self.definition.entry;
+        if let Some(condition) = entry
+            .segment
+            .iter()
+            .find(|condition| !condition.holds(profile))
+        {
+            return Some(format!("not in the segment: {condition} does not hold"));
+        }
+        entry
+            .suppress
+            .iter()
+            .find(|condition| condition.holds(profile))
+            .map(|condition| format!("suppressed: {condition}"))
+    }
+
+    /// Whether the journey listens to events of `kind` (its trigger or a
+    /// declared kind).
+    pub fn listens_to(&self, kind: &str) -> bool {
+        self.definition.trigger.event == kind || self.definition.events.contains_key(kind)
     }
 
     /// A step by name.
@@ -770,5 +1092,97 @@ on = { sent = "done" }
                 .to_string(),
             "classify:canary"
         );
+    }
+
+    const RULES: &str = r#"
+        [entry]
+        reentry = "single"
+        segment = [{ attribute = "interests", in = ["data"] }, { attribute = "consent.email", in = [true] }]
+        suppress = [{ attribute = "do_not_contact", in = [true] }]
+        [[exit]]
+        event = "webinar.unsubscribed"
+        [[exit]]
+        event = "customer.converted"
+        correlate_on = "webinar_id"
+        [events]
+        "webinar.unsubscribed" = {}
+        "customer.converted" = {}
+        "email.opened" = { engagement = "opened", channel = "email" }
+    "#;
+
+    #[test]
+    fn entry_rules_check_the_segment_then_suppression() {
+        let journey = parse(&format!("{VALID}{RULES}")).expect("valid rules");
+        assert!(journey.indexes_by_customer());
+        assert!(journey.listens_to("email.opened") && journey.listens_to("enquiry.received"));
+        assert!(!journey.listens_to("email.clicked"));
+        let profile =
+            serde_json::json!({ "interests": ["ai", "data"], "consent": { "email": true } });
+        assert_eq!(journey.entry_refusal(&profile), None);
+        let outside = serde_json::json!({ "interests": ["ai"], "consent": { "email": true } });
+        assert_eq!(
+            journey.entry_refusal(&outside).as_deref(),
+            Some(r#"not in the segment: `interests` in ["data"] does not hold"#)
+        );
+        assert!(journey.entry_refusal(&serde_json::json!({})).is_some());
+        let suppressed = serde_json::json!({ "interests": "data", "consent": { "email": true }, "do_not_contact": true });
+        assert_eq!(
+            journey.entry_refusal(&suppressed).as_deref(),
+            Some("suppressed: `do_not_contact` in [true]")
+        );
+    }
+
+    #[test]
+    fn conditions_cover_not_in_and_exists() {
+        let condition =
+            |source: &str| -> Condition { toml::from_str(source).expect("a condition") };
+        let tier = condition(
+            r#"attribute = "tier"
+not_in = ["free"]"#,
+        );
+        assert!(tier.holds(&serde_json::json!({ "tier": "gold" })));
+        assert!(tier.holds(&serde_json::json!({})));
+        assert!(!tier.holds(&serde_json::json!({ "tier": "free" })));
+        let phone = condition(
+            r#"attribute = "phone"
+exists = true"#,
+        );
+        assert!(phone.holds(&serde_json::json!({ "phone": "+31" })));
+        assert!(!phone.holds(&serde_json::json!({ "phone": null })));
+    }
+
+    #[test]
+    fn bad_entry_and_exit_rules_are_named() {
+        let error = parse(&format!(
+            "{VALID}\n[[exit]]\nevent = \"webinar.unsubscrbed\"\n[events]\n\"webinar.unsubscribed\" = {{}}\n"
+        ))
+        .expect_err("an exit on an undeclared kind");
+        assert!(
+            error.to_string().contains(
+                "exit event `webinar.unsubscrbed` is not an event kind the journey declares in `[events]` (declared: webinar.unsubscribed)"
+            ),
+            "{error}"
+        );
+        let error = parse(&format!(
+            "{VALID}\n[[exit]]\nevent = \"enquiry.received\"\n"
+        ))
+        .expect_err("an exit on the trigger");
+        assert!(
+            error.to_string().contains("is the journey's trigger"),
+            "{error}"
+        );
+        let error = parse(&format!(
+            "{VALID}\n[entry]\nsegment = [{{ attribute = \"tier\", in = [\"gold\"], exists = true }}]\n"
+        ))
+        .expect_err("two tests in one condition");
+        assert!(
+            error
+                .to_string()
+                .contains("entry.segment[0]: give exactly one of"),
+            "{error}"
+        );
+        let error = parse(&format!("{VALID}\n[entry]\nreentry = \"sometimes\"\n"))
+            .expect_err("an unknown policy");
+        assert!(error.to_string().contains("sometimes"), "{error}");
     }
 }

@@ -47,6 +47,16 @@ const TIMER: u8 = b'W';
 const WAIT: u8 = b'V';
 /// Runtime settings kept across starts: `K name`.
 const META: u8 = b'K';
+/// Unfinished instances of journeys that look them up by customer (single
+/// re-entry, exit events): `A journey 0 customer 0 instance:u64`.
+const ACTIVE: u8 = b'A';
+/// Channel opt-ins: `Y customer 0 channel`.
+const PREFERENCE: u8 = b'Y';
+/// Engagement: `Z customer 0 seq:u64`.
+const ENGAGEMENT: u8 = b'Z';
+/// Messages counted against a frequency cap, in time order per customer
+/// and channel: `F customer 0 channel 0 at-ms:u64 instance:u64 seq:u32 index:u32`.
+const SENT: u8 = b'F';
 
 fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     let len = 1 + parts.iter().map(|part| part.len()).sum::<usize>();
@@ -300,8 +310,8 @@ pub fn waiting_kind(kind: &str) -> Vec<u8> {
     key(WAIT, &[kind.as_bytes(), &[0]])
 }
 
-/// The instance of a wait key.
-pub fn waiting_id_of(key: &[u8]) -> Option<InstanceId> {
+/// The instance id that ends a wait or active-instance key.
+pub fn trailing_instance_of(key: &[u8]) -> Option<InstanceId> {
     let id = key.get(key.len().checked_sub(8)?..)?;
     Some(InstanceId(u64::from_be_bytes(id.try_into().ok()?)))
 }
@@ -309,6 +319,87 @@ pub fn waiting_id_of(key: &[u8]) -> Option<InstanceId> {
 /// The key of runtime setting `name`.
 pub fn meta(name: &str) -> Vec<u8> {
     key(META, &[name.as_bytes()])
+}
+
+/// The key of an unfinished instance of `journey` about `customer`.
+pub fn active(journey: &str, customer: &str, instance: InstanceId) -> Vec<u8> {
+    key(
+        ACTIVE,
+        &[
+            journey.as_bytes(),
+            &[0],
+            customer.as_bytes(),
+            &[0],
+            &instance.0.to_be_bytes(),
+        ],
+    )
+}
+
+/// The prefix of the unfinished instances of `journey` about `customer`.
+pub fn active_of(journey: &str, customer: &str) -> Vec<u8> {
+    key(
+        ACTIVE,
+        &[journey.as_bytes(), &[0], customer.as_bytes(), &[0]],
+    )
+}
+
+/// The key of a customer's choice about `channel`.
+pub fn preference(customer: &str, channel: &str) -> Vec<u8> {
+    key(PREFERENCE, &[customer.as_bytes(), &[0], channel.as_bytes()])
+}
+
+/// The prefix of a customer's channel choices.
+pub fn preferences_of(customer: &str) -> Vec<u8> {
+    key(PREFERENCE, &[customer.as_bytes(), &[0]])
+}
+
+/// The key of a customer's engagement number `seq`.
+pub fn engagement(customer: &str, seq: u64) -> Vec<u8> {
+    key(ENGAGEMENT, &[customer.as_bytes(), &[0], &seq.to_be_bytes()])
+}
+
+/// The prefix of a customer's engagement.
+pub fn engagement_of(customer: &str) -> Vec<u8> {
+    key(ENGAGEMENT, &[customer.as_bytes(), &[0]])
+}
+
+/// The key of a message counted against `customer`'s cap on `channel`.
+pub fn sent(
+    customer: &str,
+    channel: &str,
+    at_ms: u64,
+    instance: InstanceId,
+    seq: u32,
+    index: u32,
+) -> Vec<u8> {
+    key(
+        SENT,
+        &[
+            customer.as_bytes(),
+            &[0],
+            channel.as_bytes(),
+            &[0],
+            &at_ms.to_be_bytes(),
+            &instance.0.to_be_bytes(),
+            &seq.to_be_bytes(),
+            &index.to_be_bytes(),
+        ],
+    )
+}
+
+/// The prefix of the messages counted against `customer`'s cap on
+/// `channel`, and the first key of those sent at or after `since_ms`.
+pub fn sent_since(customer: &str, channel: &str, since_ms: u64) -> (Vec<u8>, Vec<u8>) {
+    let prefix = key(SENT, &[customer.as_bytes(), &[0], channel.as_bytes(), &[0]]);
+    let mut start = prefix.clone();
+    start.extend_from_slice(&since_ms.to_be_bytes());
+    (prefix, start)
+}
+
+/// When a counted message was sent, from its key under `prefix`.
+pub fn sent_at_of(prefix: &[u8], key: &[u8]) -> Option<u64> {
+    let rest = key.strip_prefix(prefix)?;
+    Some(u64::from_be_bytes(rest.get(..8)?.try_into().ok()?))
 }
 
 /// Prints a key readably for error messages: prefix, then printable bytes
@@ -328,6 +419,22 @@ pub fn display(key: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sent_keys_sort_by_time_within_a_customer_and_channel() {
+        let (prefix, start) = sent_since("c-1", "sms", 1_000);
+        let before = sent("c-1", "sms", 999, InstanceId(5), 1, 0);
+        let after = sent("c-1", "sms", 1_000, InstanceId(1), 1, 0);
+        assert!(before < start && start <= after);
+        assert!(after.starts_with(&prefix));
+        assert!(!sent("c-1", "smsx", 1_000, InstanceId(1), 1, 0).starts_with(&prefix));
+        assert!(!sent("c-10", "sms", 1_000, InstanceId(1), 1, 0).starts_with(&prefix));
+        assert_eq!(sent_at_of(&prefix, &after), Some(1_000));
+        assert!(active("webinar", "c-1", InstanceId(3)).starts_with(&active_of("webinar", "c-1")));
+        assert!(
+            !active("webinar", "c-10", InstanceId(3)).starts_with(&active_of("webinar", "c-1"))
+        );
+    }
 
     #[test]
     fn instance_keys_round_trip_and_sort_numerically() {
@@ -408,7 +515,7 @@ mod tests {
             !wait("registered", "customer=c-10", id)
                 .starts_with(&waiting("registered", "customer=c-1"))
         );
-        assert_eq!(waiting_id_of(&entry), Some(id));
+        assert_eq!(trailing_instance_of(&entry), Some(id));
     }
 
     #[test]

@@ -249,6 +249,18 @@ pub enum InstanceStatus {
     Completed,
     /// A step failed it.
     Failed,
+    /// One of its journey's exit events ended it wherever it was.
+    Exited,
+}
+
+impl InstanceStatus {
+    /// Whether it has finished (completed, failed or exited).
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            InstanceStatus::Completed | InstanceStatus::Failed | InstanceStatus::Exited
+        )
+    }
 }
 
 /// One customer's run through one journey version.
@@ -292,6 +304,11 @@ pub struct Instance {
     /// trigger event until then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_event_id: Option<String>,
+    /// Whether the store indexes it by journey and customer until it
+    /// finishes: its journey allows one active instance per customer, or
+    /// has exit events about the customer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub indexed_by_customer: bool,
 }
 
 /// What a waiting instance waits for.
@@ -421,6 +438,14 @@ pub enum StepOutcome {
         transition: String,
         /// The step that transition leads to.
         target: String,
+        /// The time the plugin asked for, when a sending window moved the
+        /// wake-up out of quiet hours.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        requested_ms: Option<u64>,
+        /// The sending window the wake-up was kept in, e.g.
+        /// `09:00-20:00 Europe/Amsterdam`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        window: Option<String>,
     },
     /// It made the instance wait for an event, with a timeout.
     WaitForEvent {
@@ -492,6 +517,18 @@ pub enum HistoryEntry {
         /// When the timer was due.
         due_ms: u64,
     },
+    /// An exit event of its journey ended the instance wherever it was.
+    Exited {
+        /// Entry time, ms since the Unix epoch.
+        at_ms: u64,
+        /// The event id.
+        event_id: String,
+        /// The event type (the exit rule's event).
+        kind: String,
+        /// The step it was at or waiting to continue at, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
+    },
     /// The instance moved to another version of its journey (an operator's
     /// migration), before its next step started.
     Migrated {
@@ -539,8 +576,26 @@ pub struct StepRecord {
     pub duration_us: u64,
     /// Ids of the outbox messages it queued.
     pub messages: Vec<String>,
+    /// Messages the host refused because of a frequency cap.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capped: Vec<CappedMessage>,
     /// Plugin log lines (bounded).
     pub logs: Vec<LogLine>,
+}
+
+/// A message a step asked to send that a frequency cap refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CappedMessage {
+    /// The channel.
+    pub channel: String,
+    /// The subject (may be empty).
+    pub subject: String,
+    /// The cap: messages allowed per period.
+    pub limit: u32,
+    /// The cap's period, ms.
+    pub period_ms: u64,
+    /// When the next message on the channel is allowed, ms since the Unix epoch.
+    pub next_allowed_ms: u64,
 }
 
 /// The top-level keys of the instance state a step set or removed.
@@ -596,6 +651,7 @@ impl HistoryEntry {
             | HistoryEntry::Migrated { at_ms, .. }
             | HistoryEntry::Woke { at_ms, .. }
             | HistoryEntry::EventArrived { at_ms, .. }
+            | HistoryEntry::Exited { at_ms, .. }
             | HistoryEntry::Split { at_ms, .. } => *at_ms,
             HistoryEntry::StepRan(step) => step.at_ms,
         }
@@ -646,6 +702,36 @@ pub struct Interaction {
 /// How many of a customer's most recent interactions their view covers.
 pub const VIEW_INTERACTIONS: usize = 100;
 
+/// How many of a customer's most recent engagements their view covers.
+pub const VIEW_ENGAGEMENT: usize = 50;
+
+/// A customer's opt-in or opt-out of one channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelPreference {
+    /// The channel.
+    pub channel: String,
+    /// Whether they opted in.
+    pub opted_in: bool,
+    /// When they chose, ms since the Unix epoch.
+    pub changed_at_ms: u64,
+}
+
+/// One engagement of a customer (opened, clicked, registered ...), from
+/// an event a journey declares as engagement.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Engagement {
+    /// When the event was accepted, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// What the customer did.
+    pub action: String,
+    /// The channel it happened on (may be empty).
+    pub channel: String,
+    /// The event type.
+    pub event_kind: String,
+    /// The event data.
+    pub details: Box<RawValue>,
+}
+
 /// Profile plus interaction history of one customer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CustomerView {
@@ -655,6 +741,12 @@ pub struct CustomerView {
     pub profile: Box<RawValue>,
     /// The most recent interactions, oldest first.
     pub interactions: Vec<Interaction>,
+    /// Channel opt-ins, by channel name.
+    #[serde(default)]
+    pub channels: Vec<ChannelPreference>,
+    /// The most recent engagement, oldest first.
+    #[serde(default)]
+    pub engagement: Vec<Engagement>,
 }
 
 /// An interaction and its encoded record.
@@ -696,6 +788,9 @@ pub struct StepCommit {
     pub set_wait: Option<(String, String)>,
     /// An event wait to drop: (kind, correlation).
     pub clear_wait: Option<(String, String)>,
+    /// Messages counted against a frequency cap: (channel, sent at, index
+    /// of the message in the step).
+    pub counted: Vec<(String, u64, u32)>,
 }
 
 impl StepCommit {
@@ -708,9 +803,7 @@ impl StepCommit {
     ) -> Result<Self> {
         let instance_record = match instance.status {
             InstanceStatus::Running => None,
-            InstanceStatus::Waiting | InstanceStatus::Completed | InstanceStatus::Failed => {
-                Some(encode(&instance)?)
-            }
+            _ => Some(encode(&instance)?),
         };
         let set_timer = match instance.status {
             InstanceStatus::Waiting => instance.wake_at_ms,
@@ -732,6 +825,7 @@ impl StepCommit {
             clear_timer: None,
             set_wait,
             clear_wait: None,
+            counted: Vec::new(),
             instance,
         })
     }
@@ -762,8 +856,17 @@ impl StepCommit {
             clear_timer: None,
             set_wait: None,
             clear_wait: None,
+            counted: Vec::new(),
             instance,
         })
+    }
+
+    /// Encode an exit: `instance` has exited, with `entry` in its history;
+    /// `before` is the instance as it was, whose timer and event wait (if
+    /// it waited) are cleared. If a step of the instance commits first,
+    /// the exit is stale and the caller tries again.
+    pub fn exit(instance: Instance, entry: &HistoryEntry, before: &Instance) -> Result<Self> {
+        StepCommit::wake(instance, entry, before)
     }
 
     /// The history slot this step fills.
@@ -783,6 +886,8 @@ pub struct StartedInstance {
     pub correlation: String,
     /// The instance record.
     pub record: Vec<u8>,
+    /// The customer, when the instance is indexed by customer.
+    pub indexed_customer: Option<String>,
 }
 
 /// An accepted event and the instances it starts, committed atomically,
@@ -807,6 +912,13 @@ pub struct IngestCommit {
     /// accepted event is never lost to a waiting instance). A wake whose
     /// history slot is taken (its timer fired first) is skipped.
     pub wakes: Vec<StepCommit>,
+    /// Instances this event ends (exit rules), committed with it. An exit
+    /// whose history slot is taken is skipped; the caller tries again.
+    pub exits: Vec<StepCommit>,
+    /// A channel opt-in or opt-out this event records: (channel, record).
+    pub preference: Option<(String, Vec<u8>)>,
+    /// The engagement this event records.
+    pub engagement: Option<Vec<u8>>,
 }
 
 impl IngestCommit {
@@ -830,11 +942,17 @@ impl IngestCommit {
                         journey: instance.journey.clone(),
                         correlation: instance.correlation.clone(),
                         record: encode(instance)?,
+                        indexed_customer: instance
+                            .indexed_by_customer
+                            .then(|| instance.customer_id.clone()),
                     })
                 })
                 .collect::<Result<_>>()?,
             interaction: EncodedInteraction::new(interaction)?,
             wakes: Vec::new(),
+            exits: Vec::new(),
+            preference: None,
+            engagement: None,
         })
     }
 }
@@ -975,12 +1093,20 @@ pub trait Store: Send + Sync + 'static {
     fn instances(&self, filter: &InstanceFilter) -> Result<Vec<Instance>>;
     /// Every instance that still has a step to run.
     fn running_instances(&self) -> Result<Vec<Instance>>;
+    /// Whether any instance has a step to run.
+    fn any_running(&self) -> Result<bool>;
     /// An instance's history, in order.
     fn history(&self, id: InstanceId) -> Result<Vec<HistoryEntry>>;
     /// Outbox messages in queue order, optionally only one instance's.
     fn outbox(&self, instance: Option<InstanceId>, limit: usize) -> Result<Vec<OutboxMessage>>;
     /// Instances of `journey` with this correlation value.
     fn correlated(&self, journey: &str, correlation: &str) -> Result<Vec<InstanceId>>;
+    /// The unfinished instances of `journey` about `customer`, for the
+    /// journeys whose instances are indexed by customer.
+    fn active_of(&self, journey: &str, customer: &str) -> Result<Vec<InstanceId>>;
+    /// When the messages counted against `customer`'s frequency cap on
+    /// `channel` since `since_ms` were sent, oldest first.
+    fn sent_since(&self, customer: &str, channel: &str, since_ms: u64) -> Result<Vec<u64>>;
 }
 
 /// The behaviour every [`Store`] backend must have. Each backend's tests
@@ -1015,6 +1141,7 @@ pub(crate) mod suite {
             wake_at_ms: None,
             waiting_for: None,
             last_event_id: None,
+            indexed_by_customer: false,
         }
     }
 
@@ -1067,6 +1194,7 @@ pub(crate) mod suite {
             outcome,
             duration_us: 5,
             messages,
+            capped: vec![],
             logs: vec![],
         }))
     }
@@ -1124,6 +1252,165 @@ pub(crate) mod suite {
         tags_keep_their_changes_and_run_counts_are_saved(store);
         a_migration_replaces_the_one_from_the_same_version(store);
         a_sleeping_instance_has_a_timer_until_it_wakes(store);
+        channels_engagement_and_counted_sends_are_kept(store);
+        an_exit_ends_an_instance_indexed_by_customer(store);
+    }
+
+    fn channels_engagement_and_counted_sends_are_kept(store: &dyn Store) {
+        let customer = "c-engaged";
+        // Read once so a cached view exists and must be refreshed.
+        assert!(
+            store
+                .customer_view(customer, 0, &[])
+                .expect("view")
+                .channels
+                .is_empty()
+        );
+        let mut opt_in = match ingest(60, customer) {
+            Write::Ingest(ingest) => ingest,
+            Write::Step(_) => unreachable!("ingest builds an ingest"),
+        };
+        let preference = ChannelPreference {
+            channel: "sms".into(),
+            opted_in: true,
+            changed_at_ms: 7,
+        };
+        opt_in.preference = Some(("sms".into(), encode(&preference).expect("encode")));
+        let engagement = Engagement {
+            at_ms: 8,
+            action: "opened".into(),
+            channel: "email".into(),
+            event_kind: "email.opened".into(),
+            details: raw(r#"{"webinar_id":"w-1"}"#),
+        };
+        opt_in.engagement = Some(encode(&engagement).expect("encode"));
+        store.commit(&[Write::Ingest(opt_in)]).expect("commit");
+        let view = store.customer_view(customer, 0, &[]).expect("view");
+        assert_eq!(view.channels, vec![preference]);
+        assert_eq!(view.engagement.len(), 1);
+        assert_eq!(view.engagement[0].action, "opened");
+        assert_eq!(view.engagement[0].details.get(), r#"{"webinar_id":"w-1"}"#);
+
+        let mut next = instance(60, customer);
+        next.history_len = 2;
+        let entry = acknowledged(
+            "i-60/1".into(),
+            StateChanges::default(),
+            StepOutcome::Goto {
+                transition: "sent".into(),
+                target: "classify".into(),
+            },
+            vec![],
+        );
+        let mut step = StepCommit::new(next, &entry, &[], vec![]).expect("encode");
+        step.counted = vec![("sms".into(), 1_000, 0), ("sms".into(), 2_000, 1)];
+        store
+            .commit(&[Write::Step(Box::new(step))])
+            .expect("commit");
+        assert_eq!(
+            store.sent_since(customer, "sms", 0).expect("sent"),
+            vec![1_000, 2_000]
+        );
+        assert_eq!(
+            store.sent_since(customer, "sms", 1_001).expect("sent"),
+            vec![2_000]
+        );
+        assert!(
+            store
+                .sent_since(customer, "email", 0)
+                .expect("sent")
+                .is_empty()
+        );
+    }
+
+    fn an_exit_ends_an_instance_indexed_by_customer(store: &dyn Store) {
+        let customer = "c-leaving";
+        let mut started = instance(70, customer);
+        started.indexed_by_customer = true;
+        let event = EventRecord {
+            id: "evt-70".into(),
+            kind: "enquiry.received".into(),
+            customer_id: customer.into(),
+            data: raw(r#"{"enquiry_id":"q"}"#),
+            received_at_ms: 1,
+            started: vec![started.id],
+        };
+        let commit =
+            IngestCommit::new(&event, &[started.clone()], interaction("x", "y")).expect("encode");
+        store
+            .commit(&[Write::Ingest(Box::new(commit))])
+            .expect("commit");
+        assert_eq!(
+            store.active_of("enquiry", customer).expect("active"),
+            vec![InstanceId(70)]
+        );
+        let mut exited = started.clone();
+        exited.status = InstanceStatus::Exited;
+        exited.current_step = None;
+        exited.history_len = 2;
+        let entry = HistoryEntry::Exited {
+            at_ms: 3,
+            event_id: "evt-71".into(),
+            kind: "enquiry.withdrawn".into(),
+            step: Some("acknowledge".into()),
+        };
+        let exit = StepCommit::exit(exited, &entry, &started).expect("encode");
+        // A step that commits first takes the slot: the exit is stale.
+        let mut stepped = started.clone();
+        stepped.history_len = 2;
+        let step = acknowledged(
+            "i-70/1".into(),
+            StateChanges::default(),
+            StepOutcome::Goto {
+                transition: "sent".into(),
+                target: "classify".into(),
+            },
+            vec![],
+        );
+        let step = StepCommit::new(stepped, &step, &[], vec![]).expect("encode");
+        let applied = store
+            .commit(&[
+                Write::Step(Box::new(step)),
+                Write::Step(Box::new(exit.clone())),
+            ])
+            .expect("commit");
+        assert_eq!(applied, vec![Applied::Done, Applied::StaleStep]);
+        // Tried again from its new position, it ends the instance.
+        let current = store
+            .instance(InstanceId(70))
+            .expect("read")
+            .expect("exists");
+        let mut exited = current.clone();
+        exited.status = InstanceStatus::Exited;
+        exited.current_step = None;
+        exited.history_len = current.history_len + 1;
+        let exit = StepCommit::exit(exited, &entry, &current).expect("encode");
+        let applied = store
+            .commit(&[Write::Step(Box::new(exit))])
+            .expect("commit");
+        assert_eq!(applied, vec![Applied::Done]);
+        let ended = store
+            .instance(InstanceId(70))
+            .expect("read")
+            .expect("exists");
+        assert_eq!(ended.status, InstanceStatus::Exited);
+        assert!(
+            store
+                .active_of("enquiry", customer)
+                .expect("active")
+                .is_empty()
+        );
+        assert!(
+            store
+                .running_instances()
+                .expect("running")
+                .iter()
+                .all(|i| i.id != ended.id)
+        );
+        let history = store.history(InstanceId(70)).expect("history");
+        assert!(
+            matches!(history.last(), Some(HistoryEntry::Exited { kind, .. }) if kind == "enquiry.withdrawn")
+        );
     }
 
     fn a_sleeping_instance_has_a_timer_until_it_wakes(store: &dyn Store) {
@@ -1137,6 +1424,8 @@ pub(crate) mod suite {
             until_ms: 5_000,
             transition: "later".into(),
             target: "classify".into(),
+            requested_ms: None,
+            window: None,
         };
         let entry = acknowledged("i-30/1".into(), StateChanges::default(), sleep, vec![]);
         let sleep = StepCommit::new(asleep.clone(), &entry, &[], vec![]).expect("encode");

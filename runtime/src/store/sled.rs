@@ -14,9 +14,10 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use super::{
-    Applied, CustomerView, Error, EventRecord, HistoryEntry, Instance, InstanceFilter, InstanceId,
-    InstanceStatus, Interaction, JourneyRecord, MigrationRecord, OutboxMessage, PluginRecord,
-    Result, StepCommit, Store, TagRecord, VIEW_INTERACTIONS, VersionStats, Write, encode, keys,
+    Applied, CustomerView, Engagement, Error, EventRecord, HistoryEntry, Instance, InstanceFilter,
+    InstanceId, InstanceStatus, Interaction, JourneyRecord, MigrationRecord, OutboxMessage,
+    PluginRecord, Result, StepCommit, Store, TagRecord, VIEW_ENGAGEMENT, VIEW_INTERACTIONS,
+    VersionStats, Write, encode, keys,
 };
 
 /// Tuning for the sled backend.
@@ -131,11 +132,25 @@ impl SledStore {
             interactions.push(decode::<Interaction>(&key, &bytes)?);
         }
         interactions.reverse();
+        let channels = self.scan(&keys::preferences_of(id))?;
+        let mut engagement = Vec::new();
+        for item in self
+            .db
+            .scan_prefix(keys::engagement_of(id))
+            .rev()
+            .take(VIEW_ENGAGEMENT)
+        {
+            let (key, bytes) = item?;
+            engagement.push(decode::<Engagement>(&key, &bytes)?);
+        }
+        engagement.reverse();
         Ok(CachedView {
             view: CustomerView {
                 id: id.to_owned(),
                 profile,
                 interactions,
+                channels,
+                engagement,
             },
             newest,
         })
@@ -196,6 +211,26 @@ impl SledStore {
             } else {
                 batch.remove(keys::running(instance.id));
             }
+            if instance.indexed_by_customer && instance.status.is_finished() {
+                batch.remove(keys::active(
+                    &instance.journey,
+                    &instance.customer_id,
+                    instance.id,
+                ));
+            }
+        }
+        for (channel, at_ms, index) in &step.counted {
+            batch.insert(
+                keys::sent(
+                    &instance.customer_id,
+                    channel,
+                    *at_ms,
+                    instance.id,
+                    seq,
+                    *index,
+                ),
+                &[],
+            );
         }
         if let Some(due) = step.set_timer {
             batch.insert(keys::timer(due, instance.id), &[]);
@@ -374,7 +409,10 @@ impl Store for SledStore {
     }
 
     fn waiting_for(&self, kind: &str, correlation: &str) -> Result<Vec<InstanceId>> {
-        self.ids_under(&keys::waiting(kind, correlation), keys::waiting_id_of)
+        self.ids_under(
+            &keys::waiting(kind, correlation),
+            keys::trailing_instance_of,
+        )
     }
 
     fn due_timers(&self, now_ms: u64, limit: usize) -> Result<Vec<(u64, InstanceId)>> {
@@ -473,6 +511,8 @@ impl Store for SledStore {
             id: cached.id.clone(),
             profile: cached.profile.clone(),
             interactions,
+            channels: cached.channels.clone(),
+            engagement: cached.engagement.clone(),
         })
     }
 
@@ -483,6 +523,9 @@ impl Store for SledStore {
         let mut events_in_batch: HashMap<&str, &[InstanceId]> = HashMap::new();
         let mut history_in_batch: HashSet<(InstanceId, u32)> = HashSet::new();
         let mut interactions: Vec<(&str, u64, &Interaction)> = Vec::new();
+        // Customers whose channels or engagement changed: their cached
+        // views are dropped once the batch is applied.
+        let mut changed_customers: Vec<&str> = Vec::new();
         for write in writes {
             match write {
                 Write::Ingest(ingest) => {
@@ -513,6 +556,12 @@ impl Store for SledStore {
                             ),
                             &[],
                         );
+                        if let Some(customer) = &instance.indexed_customer {
+                            batch.insert(
+                                keys::active(&instance.journey, customer, instance.id),
+                                &[],
+                            );
+                        }
                     }
                     let seq = self.db.generate_id()?;
                     let interaction = &ingest.interaction;
@@ -521,9 +570,24 @@ impl Store for SledStore {
                         &*interaction.bytes,
                     );
                     interactions.push((&ingest.customer_id, seq, &interaction.interaction));
-                    for wake in &ingest.wakes {
-                        // A wake that lost to its timer is simply not applied.
-                        self.add_step(&mut batch, wake, &mut history_in_batch, &mut interactions)?;
+                    // An exit or wake whose slot is taken (a step or timer
+                    // came first) is not applied; exits are tried again.
+                    for change in ingest.exits.iter().chain(&ingest.wakes) {
+                        self.add_step(
+                            &mut batch,
+                            change,
+                            &mut history_in_batch,
+                            &mut interactions,
+                        )?;
+                    }
+                    if let Some((channel, record)) = &ingest.preference {
+                        batch.insert(keys::preference(&ingest.customer_id, channel), &**record);
+                        changed_customers.push(&ingest.customer_id);
+                    }
+                    if let Some(record) = &ingest.engagement {
+                        let seq = self.db.generate_id()?;
+                        batch.insert(keys::engagement(&ingest.customer_id, seq), &**record);
+                        changed_customers.push(&ingest.customer_id);
                     }
                     applied.push(Applied::Done);
                 }
@@ -538,10 +602,13 @@ impl Store for SledStore {
             }
         }
         self.db.apply_batch(batch)?;
-        if !interactions.is_empty() {
+        if !interactions.is_empty() || !changed_customers.is_empty() {
             let mut cache = self.customer_cache();
             for (customer, seq, interaction) in interactions {
                 cache.append(customer, seq, interaction);
+            }
+            for customer in changed_customers {
+                cache.views.remove(customer);
             }
         }
         Ok(applied)
@@ -603,6 +670,10 @@ impl Store for SledStore {
         Ok(running)
     }
 
+    fn any_running(&self) -> Result<bool> {
+        Ok(self.db.scan_prefix(keys::running_all()).next().is_some())
+    }
+
     fn history(&self, id: InstanceId) -> Result<Vec<HistoryEntry>> {
         let Some(instance) = self.get::<Instance>(&keys::instance(id))? else {
             return Ok(Vec::new());
@@ -641,6 +712,26 @@ impl Store for SledStore {
             &keys::correlated(journey, correlation),
             keys::correlated_id_of,
         )
+    }
+
+    fn active_of(&self, journey: &str, customer: &str) -> Result<Vec<InstanceId>> {
+        self.ids_under(
+            &keys::active_of(journey, customer),
+            keys::trailing_instance_of,
+        )
+    }
+
+    fn sent_since(&self, customer: &str, channel: &str, since_ms: u64) -> Result<Vec<u64>> {
+        let (prefix, start) = keys::sent_since(customer, channel, since_ms);
+        let mut sent = Vec::new();
+        for key in self.db.range(start..).keys() {
+            let key = key?;
+            match keys::sent_at_of(&prefix, &key) {
+                Some(at_ms) => sent.push(at_ms),
+                None => break,
+            }
+        }
+        Ok(sent)
     }
 }
 

@@ -1,0 +1,289 @@
+//! Frequency caps: at most N messages per channel per customer per period,
+//! across every journey.
+//!
+//! The caps are a runtime setting (kept in the store). [`SendLedger`]
+//! answers the host's `outbox.send` at the moment a plugin sends: it keeps,
+//! per customer and channel, the send times inside the cap's period,
+//! loaded from the store on first use and counted up in memory as steps
+//! send, so two steps of different journeys running at once cannot both
+//! take the last slot. A counted message is written with its step's
+//! commit; a step that does not commit gives its slots back.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::host::{Admission, FrequencyCap as CapHit, SendPolicy};
+use crate::store::Store;
+
+/// Where the caps are kept in the store's runtime settings.
+pub const CAPS_META: &str = "frequency_caps";
+
+/// Customer-and-channel entries kept in memory before the ledger starts
+/// over from the store (which holds every counted send).
+const MAX_TRACKED: usize = 100_000;
+
+/// One cap: at most `limit` messages on `channel` per `period_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrequencyCap {
+    /// The channel, e.g. `email`.
+    pub channel: String,
+    /// Messages allowed per period, at least 1.
+    pub limit: u32,
+    /// The period in milliseconds, at least one second.
+    pub period_ms: u64,
+    /// Only messages from these journeys count and are capped (e.g. the
+    /// marketing ones, so service messages such as an enquiry's
+    /// acknowledgement are never held back); empty: every journey.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub journeys: Vec<String>,
+}
+
+impl FrequencyCap {
+    /// Why the cap is not valid, if it is not.
+    pub fn problem(&self) -> Option<String> {
+        if !crate::journey::is_valid_name(&self.channel) {
+            return Some(format!(
+                "channel `{}` is not a valid name (use 1-64 of A-Z a-z 0-9 . _ -)",
+                self.channel
+            ));
+        }
+        if self.limit == 0 {
+            return Some(format!(
+                "channel `{}`: limit must be at least 1 (to stop a channel, use opt-outs)",
+                self.channel
+            ));
+        }
+        if let Some(journey) = self
+            .journeys
+            .iter()
+            .find(|journey| !crate::journey::is_valid_name(journey))
+        {
+            return Some(format!(
+                "channel `{}`: journey `{journey}` is not a valid name",
+                self.channel
+            ));
+        }
+        if self.period_ms < 1000 {
+            return Some(format!(
+                "channel `{}`: period_ms must be at least 1000",
+                self.channel
+            ));
+        }
+        None
+    }
+}
+
+/// The runtime's caps and the sends counted against them.
+pub struct SendLedger {
+    store: Arc<dyn Store>,
+    caps: RwLock<Arc<Vec<FrequencyCap>>>,
+    /// Send times inside the period, oldest first, per (customer, channel).
+    recent: Mutex<HashMap<(String, String), Vec<u64>>>,
+}
+
+impl SendLedger {
+    /// A ledger with the caps saved in `store` (none when never set).
+    pub fn open(store: Arc<dyn Store>) -> crate::store::Result<Self> {
+        let caps = match store.meta(CAPS_META)? {
+            Some(value) => serde_json::from_value(value).unwrap_or_else(|error| {
+                tracing::error!(%error, "saved frequency caps are unreadable; running without caps");
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
+        Ok(SendLedger {
+            store,
+            caps: RwLock::new(Arc::new(caps)),
+            recent: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The caps in force.
+    pub fn caps(&self) -> Arc<Vec<FrequencyCap>> {
+        self.caps
+            .read()
+            .expect("the caps lock is never poisoned")
+            .clone()
+    }
+
+    /// Replace the caps (already validated) and save them.
+    pub fn set_caps(&self, caps: Vec<FrequencyCap>) -> crate::store::Result<()> {
+        self.store.put_meta(
+            CAPS_META,
+            &serde_json::to_value(&caps).expect("caps are plain data"),
+        )?;
+        *self.caps.write().expect("the caps lock is never poisoned") = Arc::new(caps);
+        // Periods may have grown: reload what is counted from the store.
+        self.recent().clear();
+        Ok(())
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Vec<u64>>> {
+        self.recent
+            .lock()
+            .expect("the send ledger lock is never poisoned")
+    }
+
+    /// Give back the slot of a counted message whose step did not commit.
+    pub fn release(&self, customer: &str, channel: &str, at_ms: u64) {
+        let mut recent = self.recent();
+        if let Some(sent) = recent.get_mut(&(customer.to_owned(), channel.to_owned()))
+            && let Some(position) = sent.iter().rposition(|sent_at| *sent_at == at_ms)
+        {
+            sent.remove(position);
+        }
+    }
+}
+
+impl SendPolicy for SendLedger {
+    fn admit(
+        &self,
+        customer: &str,
+        channel: &str,
+        journey: &str,
+        now_ms: u64,
+    ) -> anyhow::Result<Admission> {
+        let caps = self.caps();
+        let Some(cap) = caps.iter().find(|cap| {
+            cap.channel == channel
+                && (cap.journeys.is_empty() || cap.journeys.iter().any(|name| name == journey))
+        }) else {
+            return Ok(Admission::Uncapped);
+        };
+        let since = now_ms.saturating_sub(cap.period_ms - 1);
+        let key = (customer.to_owned(), channel.to_owned());
+        let mut recent = self.recent();
+        if !recent.contains_key(&key) {
+            if recent.len() >= MAX_TRACKED {
+                recent.clear();
+            }
+            let sent = self.store.sent_since(customer, channel, since)?;
+            recent.insert(key.clone(), sent);
+        }
+        let sent = recent.get_mut(&key).expect("inserted above");
+        sent.retain(|at| *at >= since);
+        if sent.len() >= cap.limit as usize {
+            // The oldest send inside the period leaves it first.
+            let oldest = sent.iter().min().copied().unwrap_or(now_ms);
+            return Ok(Admission::Capped(CapHit {
+                channel: channel.to_owned(),
+                limit: cap.limit,
+                period_ms: cap.period_ms,
+                next_allowed_ms: oldest + cap.period_ms,
+            }));
+        }
+        sent.push(now_ms);
+        Ok(Admission::Counted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sled::{SledOptions, SledStore};
+
+    fn ledger() -> (tempfile::TempDir, SendLedger) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SledStore::open(dir.path(), &SledOptions::default()).expect("open");
+        let ledger = SendLedger::open(Arc::new(store)).expect("ledger");
+        (dir, ledger)
+    }
+
+    #[test]
+    fn a_cap_admits_its_limit_per_period_and_then_refuses() {
+        let (_dir, ledger) = ledger();
+        ledger
+            .set_caps(vec![FrequencyCap {
+                channel: "sms".into(),
+                limit: 2,
+                period_ms: 10_000,
+                journeys: vec!["promo".into()],
+            }])
+            .expect("set caps");
+        assert!(matches!(
+            ledger
+                .admit("c-1", "email", "promo", 0)
+                .expect("the store answers"),
+            Admission::Uncapped
+        ));
+        assert!(matches!(
+            ledger
+                .admit("c-1", "sms", "promo", 1_000)
+                .expect("the store answers"),
+            Admission::Counted
+        ));
+        assert!(matches!(
+            ledger
+                .admit("c-1", "sms", "promo", 2_000)
+                .expect("the store answers"),
+            Admission::Counted
+        ));
+        let Admission::Capped(hit) = ledger
+            .admit("c-1", "sms", "promo", 3_000)
+            .expect("the store answers")
+        else {
+            panic!("the third message in the period must be capped");
+        };
+        assert_eq!((hit.limit, hit.next_allowed_ms), (2, 11_000));
+        assert!(matches!(
+            ledger
+                .admit("c-2", "sms", "promo", 3_000)
+                .expect("the store answers"),
+            Admission::Counted
+        ));
+        // Messages of journeys outside the cap's scope are not capped.
+        assert!(matches!(
+            ledger
+                .admit("c-1", "sms", "enquiry", 3_000)
+                .expect("the store answers"),
+            Admission::Uncapped
+        ));
+        // A step that did not commit gives its slot back.
+        ledger.release("c-1", "sms", 2_000);
+        assert!(matches!(
+            ledger
+                .admit("c-1", "sms", "promo", 3_000)
+                .expect("the store answers"),
+            Admission::Counted
+        ));
+        // Once the period has passed the first send no longer counts.
+        assert!(matches!(
+            ledger
+                .admit("c-1", "sms", "promo", 11_000)
+                .expect("the store answers"),
+            Admission::Counted
+        ));
+    }
+
+    #[test]
+    fn invalid_caps_are_named() {
+        let cap = |channel: &str, limit, period_ms| FrequencyCap {
+            channel: channel.into(),
+            limit,
+            period_ms,
+            journeys: Vec::new(),
+        };
+        assert!(cap("email", 3, 86_400_000).problem().is_none());
+        assert!(
+            cap("e mail", 3, 86_400_000)
+                .problem()
+                .expect("a problem")
+                .contains("`e mail`")
+        );
+        assert!(
+            cap("email", 0, 86_400_000)
+                .problem()
+                .expect("a problem")
+                .contains("limit")
+        );
+        assert!(
+            cap("email", 3, 10)
+                .problem()
+                .expect("a problem")
+                .contains("period_ms")
+        );
+    }
+}
