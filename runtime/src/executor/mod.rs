@@ -763,35 +763,14 @@ impl Runtime {
                 }
             };
             check_id("correlation value", &correlation)?;
-            if let Some(reason) = self.entry_refusal(journey, &event.customer, &mut profile)? {
+            let refusal =
+                self.entry_refusal(journey, &event.customer, &mut profile, &mut entering)?;
+            if let Some(reason) = refusal {
                 skipped.push(Skipped {
                     journey: journey.name().to_owned(),
                     reason,
                 });
                 continue;
-            }
-            if journey.definition.entry.reentry == Reentry::Single {
-                let active = if entering.take(journey.name(), &event.customer) {
-                    self.store
-                        .active_of(journey.name(), &event.customer)?
-                        .first()
-                        .copied()
-                } else {
-                    None
-                };
-                if active.is_some() || !entering.held.iter().any(|(name, _)| name == journey.name())
-                {
-                    skipped.push(Skipped {
-                        journey: journey.name().to_owned(),
-                        reason: match active {
-                            Some(id) => {
-                                format!("re-entry is single and instance {id} is still active")
-                            }
-                            None => "re-entry is single and another instance is starting".into(),
-                        },
-                    });
-                    continue;
-                }
             }
             instances.push(Instance {
                 id: InstanceId(self.store.next_id()?),
@@ -824,36 +803,8 @@ impl Runtime {
             .and_then(serde_json::Value::as_str)
             .filter(|channel| journey::is_valid_name(channel));
         let channel = data_channel.unwrap_or("api").to_owned();
-        let preference = if event.kind == OPTED_IN || event.kind == OPTED_OUT {
-            let Some(channel) = data_channel else {
-                return Err(Error::EventDataField {
-                    event: event.id,
-                    kind: event.kind,
-                    field: "channel",
-                    reason: "must name the channel, e.g. \"sms\"",
-                });
-            };
-            Some(ChannelPreference {
-                channel: channel.to_owned(),
-                opted_in: event.kind == OPTED_IN,
-                changed_at_ms: now,
-            })
-        } else {
-            None
-        };
-        let engagement = listening.iter().find_map(|journey| {
-            let declared = journey.definition.events.get(&event.kind)?;
-            Some(Engagement {
-                at_ms: now,
-                action: declared.engagement.clone()?,
-                channel: data_channel
-                    .map(str::to_owned)
-                    .or_else(|| declared.channel.clone())
-                    .unwrap_or_default(),
-                event_kind: event.kind.clone(),
-                details: event.data.clone(),
-            })
-        });
+        let preference = channel_preference(&event, data_channel, now)?;
+        let engagement = engagement(&event, data_channel, &listening, now);
         let record = EventRecord {
             id: event.id,
             kind: event.kind,
@@ -943,26 +894,42 @@ impl Runtime {
         }
     }
 
-    /// Why the customer may not enter `journey` (its segment and
-    /// suppression rules), reading their profile once per event.
+    /// Why the customer does not enter `journey` now, if they do not: its
+    /// segment and suppression rules (their profile is read once per
+    /// event), or single re-entry with an instance active or starting.
     fn entry_refusal(
         &self,
         journey: &Journey,
         customer: &str,
         profile: &mut Option<serde_json::Value>,
+        entering: &mut EnteringGuard<'_>,
     ) -> Result<Option<String>> {
         let entry = &journey.definition.entry;
-        if entry.segment.is_empty() && entry.suppress.is_empty() {
-            return Ok(None);
-        }
-        let profile = match profile {
-            Some(profile) => profile,
-            None => {
-                let view = self.store.customer_view(customer, 0, &[])?;
-                profile.insert(serde_json::from_str(view.profile.get()).unwrap_or_default())
+        if !entry.segment.is_empty() || !entry.suppress.is_empty() {
+            let profile = match profile {
+                Some(profile) => profile,
+                None => {
+                    let view = self.store.customer_view(customer, 0, &[])?;
+                    profile.insert(serde_json::from_str(view.profile.get()).unwrap_or_default())
+                }
+            };
+            if let Some(reason) = journey.entry_refusal(profile) {
+                return Ok(Some(reason));
             }
-        };
-        Ok(journey.entry_refusal(profile))
+        }
+        if entry.reentry == Reentry::Single {
+            if !entering.take(journey.name(), customer) {
+                return Ok(Some(
+                    "re-entry is single and another instance is starting".into(),
+                ));
+            }
+            if let Some(id) = self.store.active_of(journey.name(), customer)?.first() {
+                return Ok(Some(format!(
+                    "re-entry is single and instance {id} is still active"
+                )));
+            }
+        }
+        Ok(None)
     }
 
     /// The exits an accepted event causes: every unfinished instance of a
@@ -2046,6 +2013,54 @@ fn decide(
         }
     };
     Ok((outcome, state))
+}
+
+/// The channel choice an opt-in or opt-out event records; `None` for other
+/// events. Those two must name the channel in `data.channel`.
+fn channel_preference(
+    event: &IncomingEvent,
+    data_channel: Option<&str>,
+    now: u64,
+) -> Result<Option<ChannelPreference>> {
+    if event.kind != OPTED_IN && event.kind != OPTED_OUT {
+        return Ok(None);
+    }
+    let Some(channel) = data_channel else {
+        return Err(Error::EventDataField {
+            event: event.id.clone(),
+            kind: event.kind.clone(),
+            field: "channel",
+            reason: "must name the channel, e.g. \"sms\"",
+        });
+    };
+    Ok(Some(ChannelPreference {
+        channel: channel.to_owned(),
+        opted_in: event.kind == OPTED_IN,
+        changed_at_ms: now,
+    }))
+}
+
+/// The engagement an event records, when a journey listening to it
+/// declares it as engagement (the first such journey decides).
+fn engagement(
+    event: &IncomingEvent,
+    data_channel: Option<&str>,
+    listening: &[Arc<Journey>],
+    now: u64,
+) -> Option<Engagement> {
+    listening.iter().find_map(|journey| {
+        let declared = journey.definition.events.get(&event.kind)?;
+        Some(Engagement {
+            at_ms: now,
+            action: declared.engagement.clone()?,
+            channel: data_channel
+                .map(str::to_owned)
+                .or_else(|| declared.channel.clone())
+                .unwrap_or_default(),
+            event_kind: event.kind.clone(),
+            details: event.data.clone(),
+        })
+    })
 }
 
 /// Encode the exit of `instance` (unfinished) through exit event `event`.
