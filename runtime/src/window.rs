@@ -38,9 +38,9 @@ pub fn time_zone(name: &str) -> Result<TimeZone, String> {
 impl SendingWindow {
     /// A window from minutes after local midnight, in the named zone.
     pub fn new(from_minute: u32, to_minute: u32, time_zone_name: &str) -> Result<Self, String> {
-        if from_minute > DAY_MINUTES || to_minute > DAY_MINUTES {
+        if from_minute >= DAY_MINUTES || to_minute > DAY_MINUTES {
             return Err(format!(
-                "sending window {from_minute}-{to_minute}: minutes after midnight must be at most {DAY_MINUTES}"
+                "sending window {from_minute}-{to_minute}: it must open before 24:00 (minute {DAY_MINUTES}) and close at 24:00 at the latest"
             ));
         }
         Ok(SendingWindow {
@@ -185,5 +185,9 @@ mod tests {
             "{error}"
         );
         assert!(SendingWindow::new(540, 1500, "UTC").is_err());
+        assert!(
+            SendingWindow::new(1440, 600, "UTC").is_err(),
+            "24:00 opens nothing"
+        );
     }
 }

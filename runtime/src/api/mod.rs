@@ -237,7 +237,12 @@ async fn ingest_event(
             format!("the event is not valid: {error}"),
         )
     })?;
-    let receipt = state.runtime.ingest(event).await?;
+    // A task of its own: a client that hangs up must not cancel an ingest
+    // halfway (its commit goes ahead; what follows it must too).
+    let runtime = state.runtime.clone();
+    let receipt = tokio::spawn(async move { runtime.ingest(event).await })
+        .await
+        .map_err(executor::Error::from)??;
     let status = if receipt.duplicate {
         StatusCode::OK
     } else {

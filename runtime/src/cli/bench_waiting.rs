@@ -402,7 +402,15 @@ pub async fn resume(args: &BenchArgs) -> anyhow::Result<()> {
     let mut finished = runtime.subscribe();
     let (dispatch_waiters, dispatch_early) = (waiters.clone(), early.clone());
     let dispatcher = tokio::spawn(async move {
-        while let Ok(done) = finished.recv().await {
+        loop {
+            let done = match finished.recv().await {
+                Ok(done) => done,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    eprintln!("warning: the benchmark missed {missed} finished instances");
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            };
             let at = Instant::now();
             let waiter = dispatch_waiters
                 .lock()

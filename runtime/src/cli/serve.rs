@@ -134,6 +134,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     tokio::spawn(runtime.clone().run_timers());
     let resumed = runtime.resume()?;
+    let exits = runtime.resume_exits().await?;
+    if exits > 0 {
+        tracing::info!(exits, "applied exits left pending by the last run");
+    }
     if resumed > 0 {
         tracing::info!(resumed, "resumed unfinished instances");
     }

@@ -2,12 +2,13 @@
 //! across every journey.
 //!
 //! The caps are a runtime setting (kept in the store). [`SendLedger`]
-//! answers the host's `outbox.send` at the moment a plugin sends: it keeps,
-//! per customer and channel, the send times inside the cap's period,
-//! loaded from the store on first use and counted up in memory as steps
-//! send, so two steps of different journeys running at once cannot both
-//! take the last slot. A counted message is written with its step's
-//! commit; a step that does not commit gives its slots back.
+//! answers the host's `outbox.send` at the moment a plugin sends. It counts
+//! the committed sends inside the cap's period (read from the store, where
+//! each counted message is written with its step's commit) plus the
+//! messages of steps still running or committing (held in memory), under
+//! one lock, so two steps of different journeys running at once cannot
+//! both take the last slot. A step gives its reservations back once its
+//! commit is applied or discarded.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -19,10 +20,6 @@ use crate::store::Store;
 
 /// Where the caps are kept in the store's runtime settings.
 pub const CAPS_META: &str = "frequency_caps";
-
-/// Customer-and-channel entries kept in memory before the ledger starts
-/// over from the store (which holds every counted send).
-const MAX_TRACKED: usize = 100_000;
 
 /// One cap: at most `limit` messages on `channel` per `period_ms`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,8 +77,9 @@ impl FrequencyCap {
 pub struct SendLedger {
     store: Arc<dyn Store>,
     caps: RwLock<Arc<Vec<FrequencyCap>>>,
-    /// Send times inside the period, oldest first, per (customer, channel).
-    recent: Mutex<HashMap<(String, String), Vec<u64>>>,
+    /// Send times of messages whose steps have not committed yet, per
+    /// (customer, channel).
+    pending: Mutex<HashMap<(String, String), Vec<u64>>>,
 }
 
 impl SendLedger {
@@ -97,7 +95,7 @@ impl SendLedger {
         Ok(SendLedger {
             store,
             caps: RwLock::new(Arc::new(caps)),
-            recent: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
         })
     }
 
@@ -116,24 +114,28 @@ impl SendLedger {
             &serde_json::to_value(&caps).expect("caps are plain data"),
         )?;
         *self.caps.write().expect("the caps lock is never poisoned") = Arc::new(caps);
-        // Periods may have grown: reload what is counted from the store.
-        self.recent().clear();
         Ok(())
     }
 
-    fn recent(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Vec<u64>>> {
-        self.recent
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Vec<u64>>> {
+        self.pending
             .lock()
             .expect("the send ledger lock is never poisoned")
     }
 
-    /// Give back the slot of a counted message whose step did not commit.
+    /// Drop the reservation of a counted message once its step's commit
+    /// is applied (the store counts it from then on) or discarded (failed,
+    /// stale, or not written).
     pub fn release(&self, customer: &str, channel: &str, at_ms: u64) {
-        let mut recent = self.recent();
-        if let Some(sent) = recent.get_mut(&(customer.to_owned(), channel.to_owned()))
+        let key = (customer.to_owned(), channel.to_owned());
+        let mut pending = self.pending();
+        if let Some(sent) = pending.get_mut(&key)
             && let Some(position) = sent.iter().rposition(|sent_at| *sent_at == at_ms)
         {
             sent.remove(position);
+            if sent.is_empty() {
+                pending.remove(&key);
+            }
         }
     }
 }
@@ -155,27 +157,32 @@ impl SendPolicy for SendLedger {
         };
         let since = now_ms.saturating_sub(cap.period_ms - 1);
         let key = (customer.to_owned(), channel.to_owned());
-        let mut recent = self.recent();
-        if !recent.contains_key(&key) {
-            if recent.len() >= MAX_TRACKED {
-                recent.clear();
-            }
-            let sent = self.store.sent_since(customer, channel, since)?;
-            recent.insert(key.clone(), sent);
-        }
-        let sent = recent.get_mut(&key).expect("inserted above");
-        sent.retain(|at| *at >= since);
-        if sent.len() >= cap.limit as usize {
-            // The oldest send inside the period leaves it first.
-            let oldest = sent.iter().min().copied().unwrap_or(now_ms);
+        // Held across the store read, so the count and the reservation are
+        // one step for concurrent senders. A commit applied but not yet
+        // released is counted twice for a moment: never under the cap.
+        let mut pending = self.pending();
+        let mut sent = self.store.sent_since(customer, channel, since)?;
+        sent.extend(
+            pending
+                .get(&key)
+                .into_iter()
+                .flatten()
+                .filter(|at| **at >= since),
+        );
+        let limit = cap.limit as usize;
+        if sent.len() >= limit {
+            // A slot frees when the send `limit` places from the newest
+            // leaves the period.
+            sent.sort_unstable();
+            let leaving = sent[sent.len() - limit];
             return Ok(Admission::Capped(CapHit {
                 channel: channel.to_owned(),
                 limit: cap.limit,
                 period_ms: cap.period_ms,
-                next_allowed_ms: oldest + cap.period_ms,
+                next_allowed_ms: leaving + cap.period_ms,
             }));
         }
-        sent.push(now_ms);
+        pending.entry(key).or_default().push(now_ms);
         Ok(Admission::Counted)
     }
 }

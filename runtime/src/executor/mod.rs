@@ -59,6 +59,9 @@ pub const OPTED_IN: &str = "channel.opted_in";
 pub const OPTED_OUT: &str = "channel.opted_out";
 /// Attempts to end an instance whose steps keep committing first.
 const EXIT_ATTEMPTS: usize = 100;
+/// Longest an event waits for another event's start of the same journey
+/// and customer under single re-entry.
+const ENTERING_WAIT: Duration = Duration::from_secs(5);
 
 /// Errors of the runtime's operations, each naming what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -284,19 +287,27 @@ struct EnteringGuard<'a> {
 }
 
 impl EnteringGuard<'_> {
-    /// Take the pair; false when another ingest holds it.
-    fn take(&mut self, journey: &str, customer: &str) -> bool {
+    /// Take the pair, waiting (up to [`ENTERING_WAIT`]) while another
+    /// ingest holds it; false if it is still held then.
+    async fn take(&mut self, journey: &str, customer: &str) -> bool {
         let pair = (journey.to_owned(), customer.to_owned());
-        let taken = self
-            .entering
-            .0
-            .lock()
-            .expect("the entering lock is never poisoned")
-            .insert(pair.clone());
-        if taken {
-            self.held.push(pair);
+        let deadline = tokio::time::Instant::now() + ENTERING_WAIT;
+        loop {
+            let taken = self
+                .entering
+                .0
+                .lock()
+                .expect("the entering lock is never poisoned")
+                .insert(pair.clone());
+            if taken {
+                self.held.push(pair);
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        taken
     }
 }
 
@@ -763,8 +774,9 @@ impl Runtime {
                 }
             };
             check_id("correlation value", &correlation)?;
-            let refusal =
-                self.entry_refusal(journey, &event.customer, &mut profile, &mut entering)?;
+            let refusal = self
+                .entry_refusal(journey, &event.customer, &mut profile, &mut entering)
+                .await?;
             if let Some(reason) = refusal {
                 skipped.push(Skipped {
                     journey: journey.name().to_owned(),
@@ -881,8 +893,15 @@ impl Runtime {
                 }
                 let mut exited = Vec::new();
                 for id in exiting {
-                    if self.finish_exit(id, &record).await? {
-                        exited.push(id);
+                    // The event is committed, so this answers `accepted`
+                    // whatever happens here; a pending exit is retried at
+                    // the next start.
+                    match self.finish_exit(id, &record).await {
+                        Ok(true) => exited.push(id),
+                        Ok(false) => {}
+                        Err(error) => {
+                            tracing::error!(instance = %id, %error, "exit not applied yet; retried at the next start");
+                        }
                     }
                 }
                 exited.sort();
@@ -897,7 +916,7 @@ impl Runtime {
     /// Why the customer does not enter `journey` now, if they do not: its
     /// segment and suppression rules (their profile is read once per
     /// event), or single re-entry with an instance active or starting.
-    fn entry_refusal(
+    async fn entry_refusal(
         &self,
         journey: &Journey,
         customer: &str,
@@ -918,9 +937,9 @@ impl Runtime {
             }
         }
         if entry.reentry == Reentry::Single {
-            if !entering.take(journey.name(), customer) {
+            if !entering.take(journey.name(), customer).await {
                 return Ok(Some(
-                    "re-entry is single and another instance is starting".into(),
+                    "re-entry is single and another instance is still starting".into(),
                 ));
             }
             if let Some(id) = self.store.active_of(journey.name(), customer)?.first() {
@@ -983,6 +1002,7 @@ impl Runtime {
     async fn finish_exit(&self, id: InstanceId, event: &EventRecord) -> Result<bool> {
         for _ in 0..EXIT_ATTEMPTS {
             let Some(current) = self.store.instance(id)? else {
+                self.store.forget_exit(id)?;
                 return Ok(false);
             };
             if current.status.is_finished() {
@@ -990,6 +1010,9 @@ impl Runtime {
                     && current.last_event_id.as_deref() == Some(event.id.as_str());
                 if ended_here {
                     self.finish(&current);
+                } else {
+                    // It completed, failed or exited another way first.
+                    self.store.forget_exit(id)?;
                 }
                 return Ok(ended_here);
             }
@@ -1042,6 +1065,22 @@ impl Runtime {
             });
         }
         Ok(count)
+    }
+
+    /// Apply the exits that events still owe instances: their exit lost to
+    /// a step and the runtime stopped before trying again. Returns how
+    /// many were pending.
+    pub async fn resume_exits(self: &Arc<Self>) -> Result<usize> {
+        let pending = self.store.pending_exits()?;
+        for (id, event_id) in &pending {
+            let Some(event) = self.store.event(event_id)? else {
+                tracing::error!(instance = %id, event = %event_id, "the exit's event is missing; exit dropped");
+                self.store.forget_exit(*id)?;
+                continue;
+            };
+            self.finish_exit(*id, &event).await?;
+        }
+        Ok(pending.len())
     }
 
     /// Queue an instance's current step for a step worker.
@@ -1146,41 +1185,66 @@ impl Runtime {
             run,
         );
         let next = commit.instance.clone();
+        let counted: Vec<String> = commit
+            .counted
+            .iter()
+            .map(|(channel, _, _)| channel.clone())
+            .collect();
         let runtime = self.clone();
         self.committer.submit_then(
             Write::Step(Box::new(commit)),
-            Box::new(move |result| match result {
-                Ok(Applied::Done) => {
-                    for sample in samples {
-                        metrics::counter!(format!("journey_plugin_{}_total", sample.name))
-                            .increment(sample.value);
-                    }
-                    match next.status {
-                        InstanceStatus::Running => runtime.schedule(StepJob {
-                            instance: next,
-                            event,
-                            attempt: 1,
-                        }),
-                        // Its timer is in the store; the timer loop may be
-                        // sleeping until a later one.
-                        InstanceStatus::Waiting => runtime.timers_changed.notify_one(),
-                        InstanceStatus::Completed
-                        | InstanceStatus::Failed
-                        | InstanceStatus::Exited => {
-                            runtime.finish(&next);
-                        }
-                    }
+            Box::new(move |result| {
+                // Committed, the store counts them; discarded, they never
+                // happened: either way their reservations end here.
+                for channel in &counted {
+                    runtime
+                        .sends
+                        .release(&next.customer_id, channel, started_ms);
                 }
-                Ok(_) => {
-                    tracing::warn!(instance = %next.id, step = %step_name, "step was already committed by another attempt");
-                }
-                Err(error) => {
-                    // Nothing of the step was committed; it runs again when
-                    // the runtime restarts.
-                    tracing::error!(instance = %next.id, error = %error, "step could not be committed; instance paused until restart");
-                }
+                runtime.after_step_commit(result, next, event, samples, &step_name);
             }),
         );
+    }
+
+    /// What follows a step's commit: its metrics and next step, or the
+    /// instance's end.
+    fn after_step_commit(
+        self: &Arc<Self>,
+        result: Result<Applied, CommitError>,
+        next: Instance,
+        event: Arc<host::Event>,
+        samples: Vec<host::MetricSample>,
+        step_name: &str,
+    ) {
+        match result {
+            Ok(Applied::Done) => {
+                for sample in samples {
+                    metrics::counter!(format!("journey_plugin_{}_total", sample.name))
+                        .increment(sample.value);
+                }
+                match next.status {
+                    InstanceStatus::Running => self.schedule(StepJob {
+                        instance: next,
+                        event,
+                        attempt: 1,
+                    }),
+                    // Its timer is in the store; the timer loop may be
+                    // sleeping until a later one.
+                    InstanceStatus::Waiting => self.timers_changed.notify_one(),
+                    InstanceStatus::Completed | InstanceStatus::Failed | InstanceStatus::Exited => {
+                        self.finish(&next);
+                    }
+                }
+            }
+            Ok(_) => {
+                tracing::info!(instance = %next.id, step = %step_name, "step discarded: the instance moved on first (another attempt, or an exit event)");
+            }
+            Err(error) => {
+                // Nothing of the step was committed; it runs again when
+                // the runtime restarts.
+                tracing::error!(instance = %next.id, error = %error, "step could not be committed; instance paused until restart");
+            }
+        }
     }
 
     /// The clock the runtime reads.
@@ -1216,9 +1280,15 @@ impl Runtime {
         let Some(clock) = self.clock.simulated() else {
             return Ok(None);
         };
-        // Whatever is under way finishes at the current time first.
+        // Whatever is under way finishes at the current time first. When
+        // the runtime does not settle in time (a step paused by a store
+        // error, say), the clock still moves: to `to_ms` in one jump.
+        let jump = |runtime: Arc<Self>| async move {
+            let moved = tokio::task::spawn_blocking(move || runtime.advance_clock(to_ms)).await??;
+            Ok::<_, Error>(moved.map(|now| (now, false)))
+        };
         if !self.settle(clock.now_ms(), deadline).await? {
-            return Ok(Some((clock.now_ms(), false)));
+            return jump(self.clone()).await;
         }
         loop {
             let now = clock.now_ms();
@@ -1228,9 +1298,11 @@ impl Runtime {
             };
             let runtime = self.clone();
             tokio::task::spawn_blocking(move || runtime.advance_clock(stop)).await??;
-            let settled = self.settle(stop, deadline).await?;
-            if stop >= to_ms || !settled {
-                return Ok(Some((stop.max(now), settled)));
+            if !self.settle(stop, deadline).await? {
+                return jump(self.clone()).await;
+            }
+            if stop >= to_ms {
+                return Ok(Some((stop.max(now), true)));
             }
         }
     }
@@ -1992,13 +2064,18 @@ fn decide(
             let (until_ms, window) = match &spec.window {
                 None => (spec.until_ms, None),
                 Some(window) => {
-                    let zone = match window.time_zone.as_str() {
-                        "" => customer_zone().unwrap_or_else(|| "UTC".to_owned()),
-                        zone => zone.to_owned(),
+                    let (zone, source) = match window.time_zone.as_str() {
+                        "" => match customer_zone() {
+                            Some(zone) => (zone, "the customer's profile `time_zone`: "),
+                            None => ("UTC".to_owned(), ""),
+                        },
+                        zone => (zone.to_owned(), ""),
                     };
                     let window = SendingWindow::new(window.from_minute, window.to_minute, &zone)
                         .map_err(|reason| {
-                            format!("plugin chose to sleep within a sending window: {reason}")
+                            format!(
+                                "plugin chose to sleep within a sending window: {source}{reason}"
+                            )
                         })?;
                     (window.next_open(spec.until_ms)?, Some(window.to_string()))
                 }
@@ -2030,7 +2107,7 @@ fn channel_preference(
             event: event.id.clone(),
             kind: event.kind.clone(),
             field: "channel",
-            reason: "must name the channel, e.g. \"sms\"",
+            reason: "must name the channel: 1-64 of A-Z a-z 0-9 . _ -, e.g. \"sms\"",
         });
     };
     Ok(Some(ChannelPreference {

@@ -147,14 +147,19 @@ impl Registry {
 
     /// The latest version of every journey that listens to `event` (its
     /// trigger or a declared kind): whose exit rules and engagement apply.
+    /// In name order, so whichever decides (an engagement declared twice)
+    /// decides the same way every time.
     pub fn listening_to(&self, event: &str) -> Vec<Arc<Journey>> {
-        self.read()
+        let mut listening: Vec<Arc<Journey>> = self
+            .read()
             .journeys
             .values()
             .filter_map(|versions| versions.last())
             .filter(|journey| journey.listens_to(event))
             .cloned()
-            .collect()
+            .collect();
+        listening.sort_by(|a, b| a.name().cmp(b.name()));
+        listening
     }
 
     /// Record a plugin version.

@@ -50,6 +50,9 @@ const META: u8 = b'K';
 /// Unfinished instances of journeys that look them up by customer (single
 /// re-entry, exit events): `A journey 0 customer 0 instance:u64`.
 const ACTIVE: u8 = b'A';
+/// Instances an exit event must still end (its exit lost to a step and is
+/// retried): `Q instance:u64`, holding the event id.
+const PENDING_EXIT: u8 = b'Q';
 /// Channel opt-ins: `Y customer 0 channel`.
 const PREFERENCE: u8 = b'Y';
 /// Engagement: `Z customer 0 seq:u64`.
@@ -341,6 +344,22 @@ pub fn active_of(journey: &str, customer: &str) -> Vec<u8> {
         ACTIVE,
         &[journey.as_bytes(), &[0], customer.as_bytes(), &[0]],
     )
+}
+
+/// The key of an exit an event still owes `instance`.
+pub fn pending_exit(instance: InstanceId) -> Vec<u8> {
+    key(PENDING_EXIT, &[&instance.0.to_be_bytes()])
+}
+
+/// The prefix of every pending exit.
+pub fn pending_exits() -> Vec<u8> {
+    vec![PENDING_EXIT]
+}
+
+/// The instance of a pending exit key.
+pub fn pending_exit_of(key: &[u8]) -> Option<InstanceId> {
+    let bytes: [u8; 8] = key.strip_prefix(&[PENDING_EXIT])?.try_into().ok()?;
+    Some(InstanceId(u64::from_be_bytes(bytes)))
 }
 
 /// The key of a customer's choice about `channel`.

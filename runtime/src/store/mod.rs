@@ -912,8 +912,10 @@ pub struct IngestCommit {
     /// accepted event is never lost to a waiting instance). A wake whose
     /// history slot is taken (its timer fired first) is skipped.
     pub wakes: Vec<StepCommit>,
-    /// Instances this event ends (exit rules), committed with it. An exit
-    /// whose history slot is taken is skipped; the caller tries again.
+    /// Instances this event ends (exit rules), committed with it. Each is
+    /// also recorded as a pending exit until it applies: an exit whose
+    /// history slot is taken (a step came first) is skipped, and the
+    /// caller, or the next start, tries again.
     pub exits: Vec<StepCommit>,
     /// A channel opt-in or opt-out this event records: (channel, record).
     pub preference: Option<(String, Vec<u8>)>,
@@ -1095,6 +1097,10 @@ pub trait Store: Send + Sync + 'static {
     fn running_instances(&self) -> Result<Vec<Instance>>;
     /// Whether any instance has a step to run.
     fn any_running(&self) -> Result<bool>;
+    /// Exits events still owe instances: (instance, event id).
+    fn pending_exits(&self) -> Result<Vec<(InstanceId, String)>>;
+    /// Forget a pending exit (its instance finished another way).
+    fn forget_exit(&self, instance: InstanceId) -> Result<()>;
     /// An instance's history, in order.
     fn history(&self, id: InstanceId) -> Result<Vec<HistoryEntry>>;
     /// Outbox messages in queue order, optionally only one instance's.
@@ -1368,13 +1374,25 @@ pub(crate) mod suite {
             vec![],
         );
         let step = StepCommit::new(stepped, &step, &[], vec![]).expect("encode");
+        let withdrawn = EventRecord {
+            id: "evt-71".into(),
+            kind: "enquiry.withdrawn".into(),
+            customer_id: customer.into(),
+            data: raw("{}"),
+            received_at_ms: 3,
+            started: vec![],
+        };
+        let mut ingest = IngestCommit::new(&withdrawn, &[], interaction("x", "y")).expect("encode");
+        ingest.exits = vec![exit];
         let applied = store
-            .commit(&[
-                Write::Step(Box::new(step)),
-                Write::Step(Box::new(exit.clone())),
-            ])
+            .commit(&[Write::Step(Box::new(step)), Write::Ingest(Box::new(ingest))])
             .expect("commit");
-        assert_eq!(applied, vec![Applied::Done, Applied::StaleStep]);
+        assert_eq!(applied, vec![Applied::Done, Applied::Done]);
+        // The exit lost to the step: it stays owed until it applies.
+        assert_eq!(
+            store.pending_exits().expect("pending"),
+            vec![(InstanceId(70), "evt-71".to_owned())]
+        );
         // Tried again from its new position, it ends the instance.
         let current = store
             .instance(InstanceId(70))
@@ -1393,6 +1411,7 @@ pub(crate) mod suite {
             .instance(InstanceId(70))
             .expect("read")
             .expect("exists");
+        assert!(store.pending_exits().expect("pending").is_empty());
         assert_eq!(ended.status, InstanceStatus::Exited);
         assert!(
             store

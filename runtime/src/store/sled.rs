@@ -211,6 +211,9 @@ impl SledStore {
             } else {
                 batch.remove(keys::running(instance.id));
             }
+            if instance.status == InstanceStatus::Exited {
+                batch.remove(keys::pending_exit(instance.id));
+            }
             if instance.indexed_by_customer && instance.status.is_finished() {
                 batch.remove(keys::active(
                     &instance.journey,
@@ -572,6 +575,12 @@ impl Store for SledStore {
                     interactions.push((&ingest.customer_id, seq, &interaction.interaction));
                     // An exit or wake whose slot is taken (a step or timer
                     // came first) is not applied; exits are tried again.
+                    for exit in &ingest.exits {
+                        batch.insert(
+                            keys::pending_exit(exit.instance.id),
+                            ingest.event_id.as_bytes(),
+                        );
+                    }
                     for change in ingest.exits.iter().chain(&ingest.wakes) {
                         self.add_step(
                             &mut batch,
@@ -672,6 +681,23 @@ impl Store for SledStore {
 
     fn any_running(&self) -> Result<bool> {
         Ok(self.db.scan_prefix(keys::running_all()).next().is_some())
+    }
+
+    fn pending_exits(&self) -> Result<Vec<(InstanceId, String)>> {
+        let mut pending = Vec::new();
+        for item in self.db.scan_prefix(keys::pending_exits()) {
+            let (key, event) = item?;
+            if let Some(id) = keys::pending_exit_of(&key) {
+                pending.push((id, String::from_utf8_lossy(&event).into_owned()));
+            }
+        }
+        Ok(pending)
+    }
+
+    fn forget_exit(&self, instance: InstanceId) -> Result<()> {
+        self.db.remove(keys::pending_exit(instance))?;
+        self.db.flush()?;
+        Ok(())
     }
 
     fn history(&self, id: InstanceId) -> Result<Vec<HistoryEntry>> {
