@@ -30,9 +30,8 @@ pub enum Admission {
 /// The runtime's frequency caps, as the host sees them.
 pub trait SendPolicy: Send + Sync {
     /// Decide on a message to `customer` on `channel` from a step of
-    /// `journey` at `now_ms`. An
-    /// error is the runtime's fault (its store failed): the step traps and
-    /// is retried after a restart.
+    /// `journey` at `now_ms`. An error means the store failed: the step
+    /// traps, and fails with the store's error in its history.
     fn admit(
         &self,
         customer: &str,
