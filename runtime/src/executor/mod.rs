@@ -1312,13 +1312,7 @@ impl Runtime {
     pub async fn settle(&self, now_ms: u64, deadline: std::time::Instant) -> Result<bool> {
         loop {
             let store = self.store.clone();
-            let busy = tokio::task::spawn_blocking(move || {
-                Ok::<_, store::Error>(
-                    store.any_running()? || !store.due_timers(now_ms, 1)?.is_empty(),
-                )
-            })
-            .await??;
-            if !busy {
+            if tokio::task::spawn_blocking(move || store.settled(now_ms)).await?? {
                 return Ok(true);
             }
             if std::time::Instant::now() >= deadline {

@@ -1095,8 +1095,11 @@ pub trait Store: Send + Sync + 'static {
     fn instances(&self, filter: &InstanceFilter) -> Result<Vec<Instance>>;
     /// Every instance that still has a step to run.
     fn running_instances(&self) -> Result<Vec<Instance>>;
-    /// Whether any instance has a step to run.
-    fn any_running(&self) -> Result<bool>;
+    /// Whether the store is at rest at `now_ms`: no instance has a step to
+    /// run and no timer is due. Both are read at one moment, so a commit
+    /// that moves an instance from a due timer to running (a wake-up) or
+    /// back cannot fall between the reads and make a busy store look idle.
+    fn settled(&self, now_ms: u64) -> Result<bool>;
     /// Exits events still owe instances: (instance, event id).
     fn pending_exits(&self) -> Result<Vec<(InstanceId, String)>>;
     /// Forget a pending exit (its instance finished another way).
@@ -1260,6 +1263,87 @@ pub(crate) mod suite {
         a_sleeping_instance_has_a_timer_until_it_wakes(store);
         channels_engagement_and_counted_sends_are_kept(store);
         an_exit_ends_an_instance_indexed_by_customer(store);
+    }
+
+    /// While one thread wakes an instance from a due timer and puts it back
+    /// to sleep on one, over and over, the store is never at rest; another
+    /// thread asking [`Store::settled`] must never be told it is. `store`
+    /// must be empty.
+    pub(crate) fn settled_is_never_seen_between_a_timer_and_its_step(store: &dyn Store) {
+        const NOW: u64 = 5_000;
+        store.commit(&[ingest(80, "c-8")]).expect("commit");
+        assert!(!store.settled(NOW).expect("settled"), "a running instance");
+        let mut running = store
+            .instance(InstanceId(80))
+            .expect("read")
+            .expect("exists");
+        let rounds = 2_000;
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let watcher = scope.spawn(|| {
+                let mut looks = 0u64;
+                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    assert!(
+                        !store.settled(NOW).expect("settled"),
+                        "a busy store looked settled after {looks} looks"
+                    );
+                    looks += 1;
+                }
+                looks
+            });
+            for _ in 0..rounds {
+                let mut asleep = running.clone();
+                asleep.history_len += 1;
+                asleep.status = InstanceStatus::Waiting;
+                asleep.wake_at_ms = Some(NOW);
+                let outcome = StepOutcome::Sleep {
+                    until_ms: NOW,
+                    transition: "later".into(),
+                    target: "acknowledge".into(),
+                    requested_ms: None,
+                    window: None,
+                };
+                let key = running.idempotency_key();
+                let entry = acknowledged(key, StateChanges::default(), outcome, vec![]);
+                let sleep = StepCommit::new(asleep.clone(), &entry, &[], vec![]).expect("encode");
+                let mut awake = asleep.clone();
+                awake.status = InstanceStatus::Running;
+                awake.wake_at_ms = None;
+                awake.history_len += 1;
+                let woke = HistoryEntry::Woke {
+                    at_ms: NOW,
+                    due_ms: NOW,
+                };
+                let wake = StepCommit::wake(awake.clone(), &woke, &asleep).expect("encode");
+                for commit in [sleep, wake] {
+                    let applied = store
+                        .commit(&[Write::Step(Box::new(commit))])
+                        .expect("commit");
+                    assert_eq!(applied, [Applied::Done]);
+                }
+                running = awake;
+            }
+            done.store(true, std::sync::atomic::Ordering::Release);
+            let looks = watcher
+                .join()
+                .expect("the watcher saw a busy store as busy");
+            assert!(looks > 0, "the watcher looked at least once");
+        });
+        let mut finished = running.clone();
+        finished.history_len += 1;
+        finished.status = InstanceStatus::Completed;
+        finished.current_step = None;
+        let entry = acknowledged(
+            running.idempotency_key(),
+            StateChanges::default(),
+            StepOutcome::Complete,
+            vec![],
+        );
+        let last = StepCommit::new(finished, &entry, &[], vec![]).expect("encode");
+        store
+            .commit(&[Write::Step(Box::new(last))])
+            .expect("commit");
+        assert!(store.settled(NOW).expect("settled"), "nothing left to do");
     }
 
     fn channels_engagement_and_counted_sends_are_kept(store: &dyn Store) {
