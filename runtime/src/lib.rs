@@ -19,7 +19,21 @@ pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod executor;
+pub mod faults;
 pub mod host;
 pub mod journey;
 pub mod store;
 pub mod window;
+
+/// An error and its sources, `outer: inner: innermost`, for logs and
+/// recorded reasons.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    chain
+}

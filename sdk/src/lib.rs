@@ -479,7 +479,10 @@ impl Context {
         &self.input.instance_id
     }
 
-    /// 1 on the first attempt, more when re-run after a crash.
+    /// 1 on the first attempt of this step; more when the host runs it
+    /// again after a failed attempt (the step's retry policy), a host
+    /// fault or a restart. Every attempt has the same
+    /// [`Context::idempotency_key`].
     pub fn attempt(&self) -> u32 {
         self.input.attempt
     }

@@ -48,7 +48,15 @@ pub const ENQUIRY_PLUGINS: [&str; 6] = [
 ];
 
 /// Every fixture component, by crate directory name under `tests/fixtures`.
-pub const FIXTURES: [&str; 6] = ["noop", "trap", "spin", "memory-hog", "wrong-world", "slow"];
+pub const FIXTURES: [&str; 7] = [
+    "noop",
+    "trap",
+    "spin",
+    "memory-hog",
+    "wrong-world",
+    "slow",
+    "flaky",
+];
 
 fn component(file: &str) -> Vec<u8> {
     let path = workspace().join("target/wasm32-wasip2/plugin").join(file);

@@ -61,7 +61,14 @@ fn swapping_a_step_under_load_loses_no_journey_and_history_names_every_digest() 
         |journeyd| {
             tag(journeyd, json!({ "version": 1 }));
         },
-        |source| source.replace(r#"plugin = "classify""#, r#"plugin = "classify:stable""#),
+        // No retries: an instance whose classify ran the trapping canary
+        // fails, so the failures the rollback rule counts are visible.
+        |source| {
+            source.replace(
+                r#"plugin = "classify""#,
+                "plugin = \"classify:stable\"\nretry = { attempts = 1 }",
+            )
+        },
     );
     let (v2, _) = push(
         &journeyd,

@@ -536,6 +536,9 @@ fn a_time_zone_that_does_not_exist_is_refused_or_fails_its_step() {
         json!({ "id": "n" }),
     ))[0];
     advance(&journeyd, 1);
+    // The default retry policy tries it three times, 1 s and 2 s apart.
+    assert_eq!(instance(&journeyd, id)["status"], "waiting");
+    advance(&journeyd, 3_000);
     let view = instance(&journeyd, id);
     assert_eq!(view["status"], "failed", "{view}");
     assert!(

@@ -208,8 +208,12 @@ fn a_wait_without_a_timeout_fails_its_step_with_the_reason() {
     let (status, receipt) = send(&journeyd, "invite-1", "webinar.invited", "c-ada");
     assert_eq!(status, 202, "{receipt}");
     let id = receipt["instances"][0].as_u64().expect("instance");
+    // The default retry policy tries it three times, 1 s and 2 s apart.
+    journeyd.advance_clock_by(0);
+    journeyd.advance_clock_by(3_000);
     let view = journeyd.wait_instance(id, Duration::from_secs(10));
     assert_eq!(view["status"], "failed", "{view:#}");
     let failure = view["failure"].as_str().expect("a reason");
     assert!(failure.contains("without a timeout"), "{failure}");
+    assert!(failure.contains("attempt 3"), "{failure}");
 }

@@ -19,12 +19,19 @@
 //! | POST | `/v1/plugins/{name}/tags/{tag}/rollback` | end a tag's rollout |
 //! | GET | `/v1/instances` | list (`?journey=&status=&after=&limit=`) |
 //! | GET | `/v1/instances/{id}` | one instance with its timeline (`?wait_ms=` waits for it to finish) |
+//! | POST | `/v1/instances/{id}/retry`, `/skip`, `/cancel` | an operator's action: retry a failed instance (`{"plugin"}` to run another version), skip it to a step (`{"to"}`), cancel it; `{"reason"}` is recorded |
+//! | POST | `/v1/journeys/{name}/instances/retry`, `/skip`, `/cancel` | the same for every instance of the journey it applies to (`{"step"}`: only those at that step; `{"dry_run": true}` only counts) |
 //! | GET | `/v1/outbox` | queued messages (`?instance=&limit=`) |
 //! | GET | `/v1/clock` | the runtime's time and whether it is simulated |
 //! | POST | `/v1/clock/advance` | move a simulated clock forward (`{"ms"}` or `{"to_ms"}`); due timers fire. With `"settle_ms"` the clock stops at each due timer until the runtime settles, so every timer fires on time |
 //! | GET | `/v1/frequency-caps` | the frequency caps in force |
 //! | PUT | `/v1/frequency-caps` | replace them: `{"caps": [{"channel", "limit", "period_ms"}]}` |
-//! | GET | `/healthz`, `/metrics` | liveness; Prometheus text |
+//! | GET | `/healthz` | liveness: the process serves HTTP |
+//! | GET | `/readyz` | readiness: `200` when it can take events and run steps, `503` with what stands in the way (starting, workers, committer, timer loop, host faults) |
+//! | GET | `/metrics` | Prometheus text |
+//!
+//! Until the runtime has finished starting (resumed its instances and
+//! started its timer loop) every `/v1` route answers `503 not_ready`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +61,9 @@ pub const MAX_JOURNEY_BYTES: usize = 256 * 1024;
 pub const MAX_PLUGIN_BYTES: usize = 32 * 1024 * 1024;
 /// Longest `wait_ms` honoured.
 const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Longest an event waits for its commit before the client hears that it
+/// is in doubt (the store keeps failing; the commit may still happen).
+const INGEST_WAIT: Duration = Duration::from_secs(15);
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -82,13 +92,7 @@ impl ApiError {
     }
 
     fn internal(error: &dyn std::error::Error) -> Self {
-        let mut chain = error.to_string();
-        let mut source = error.source();
-        while let Some(cause) = source {
-            chain.push_str(": ");
-            chain.push_str(&cause.to_string());
-            source = cause.source();
-        }
+        let chain = crate::error_chain(error);
         tracing::error!(error = %chain, "internal error");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -144,11 +148,18 @@ impl From<executor::Error> for ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "unknown_plugin_version")
             }
             E::UnknownTag { .. } => (StatusCode::NOT_FOUND, "unknown_tag"),
+            E::InvalidAction { .. } => (StatusCode::CONFLICT, "invalid_action"),
+            E::UnknownStep { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_step"),
             E::InvalidTag { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_tag"),
             E::Commit(executor::CommitError::Stopped) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
             }
-            E::Store(_) | E::Commit(_) | E::Task(_) | E::Engine(_) | E::Thread(_) => {
+            E::Store(_)
+            | E::Task(_)
+            | E::Engine(_)
+            | E::Thread(_)
+            | E::MissingEvent { .. }
+            | E::NoAsyncRuntime => {
                 return ApiError::internal(&error);
             }
         };
@@ -175,6 +186,7 @@ fn journey_code(error: &crate::journey::Error) -> &'static str {
         J::UnreachableStep { .. } => "journey_unreachable_step",
         J::BadPluginRef { .. } => "journey_bad_plugin_ref",
         J::InvalidSplit { .. } => "journey_invalid_split",
+        J::InvalidRetry { .. } => "journey_invalid_retry",
         J::UnknownPlugin { .. } => "journey_unknown_plugin",
         J::InvalidCondition { .. } => "journey_invalid_condition",
         J::UnknownExitEvent { .. } => "journey_unknown_exit_event",
@@ -186,7 +198,7 @@ type ApiResult<T> = Result<T, ApiError>;
 
 /// The whole API over `state`.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route(
             "/v1/events",
             post(ingest_event).layer(DefaultBodyLimit::max(MAX_EVENT_BYTES)),
@@ -214,15 +226,46 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/plugins/{name}/tags/{tag}/rollback", post(roll_back))
         .route("/v1/instances", get(list_instances))
         .route("/v1/instances/{id}", get(show_instance))
+        .route("/v1/instances/{id}/{action}", post(act_on_instance))
+        .route(
+            "/v1/journeys/{name}/instances/{action}",
+            post(act_on_journey),
+        )
         .route("/v1/outbox", get(list_outbox))
         .route("/v1/clock", get(show_clock))
         .route("/v1/clock/advance", post(advance_clock))
         .route("/v1/frequency-caps", get(show_caps).put(put_caps))
         .route("/healthz", get(healthz))
-        .route("/metrics", get(render_metrics))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics));
+    #[cfg(feature = "fault-injection")]
+    let router = router.route("/v1/faults", get(show_faults).put(set_faults));
+    router
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            refuse_until_started,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Every `/v1` route waits for the runtime to finish starting: an event
+/// taken while instances are being resumed could be scheduled twice.
+async fn refuse_until_started(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.uri().path().starts_with("/v1/") && !state.runtime.is_started() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "journeyd is starting (resuming instances); try again in a moment",
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 async fn ingest_event(
@@ -240,8 +283,19 @@ async fn ingest_event(
     // A task of its own: a client that hangs up must not cancel an ingest
     // halfway (its commit goes ahead; what follows it must too).
     let runtime = state.runtime.clone();
-    let receipt = tokio::spawn(async move { runtime.ingest(event).await })
+    let ingest = tokio::spawn(async move { runtime.ingest(event).await });
+    let receipt = tokio::time::timeout(INGEST_WAIT, ingest)
         .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "commit_pending",
+                format!(
+                    "the event was not committed within {} s (see /readyz); it may still be: send it again with the same id",
+                    INGEST_WAIT.as_secs()
+                ),
+            )
+        })?
         .map_err(executor::Error::from)??;
     let status = if receipt.duplicate {
         StatusCode::OK
@@ -649,6 +703,128 @@ async fn show_instance(
     }))
 }
 
+/// The body of an operator's action (every field optional).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    /// `retry`: the plugin to run instead of the step's.
+    #[serde(default)]
+    plugin: Option<String>,
+    /// `skip`: the step to continue at.
+    #[serde(default)]
+    to: Option<String>,
+    /// Why, recorded in the instance's history.
+    #[serde(default)]
+    reason: Option<String>,
+    /// Bulk: only instances at this step.
+    #[serde(default)]
+    step: Option<String>,
+    /// Bulk: only count the instances it applies to.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+impl ActionBody {
+    /// The action named `name` with this body's arguments.
+    fn action(&self, name: &str) -> ApiResult<executor::Action> {
+        let unexpected = |field: &str| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                format!("`{field}` does not apply to `{name}`"),
+            )
+        };
+        match name {
+            "retry" => match &self.to {
+                Some(_) => Err(unexpected("to")),
+                None => Ok(executor::Action::Retry {
+                    plugin: self.plugin.clone(),
+                }),
+            },
+            "skip" => match (&self.plugin, &self.to) {
+                (Some(_), _) => Err(unexpected("plugin")),
+                (None, Some(to)) => Ok(executor::Action::Skip { to: to.clone() }),
+                (None, None) => Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    "`skip` needs `to`: the step the instance continues at",
+                )),
+            },
+            "cancel" => match (&self.plugin, &self.to) {
+                (Some(_), _) => Err(unexpected("plugin")),
+                (_, Some(_)) => Err(unexpected("to")),
+                (None, None) => Ok(executor::Action::Cancel),
+            },
+            _ => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no instance action `{name}`: use retry, skip or cancel"),
+            )),
+        }
+    }
+
+    fn reason(&self, action: &executor::Action) -> String {
+        self.reason
+            .clone()
+            .unwrap_or_else(|| format!("operator: {}", action.name()))
+    }
+}
+
+fn action_body(body: Result<Bytes, BytesRejection>) -> ApiResult<ActionBody> {
+    match &body {
+        Ok(bytes) if bytes.is_empty() => Ok(ActionBody::default()),
+        _ => json_body(body, "the action"),
+    }
+}
+
+async fn act_on_instance(
+    State(state): State<AppState>,
+    Path((id, action)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let id = parse_instance_id(&id)?;
+    let request = action_body(body)?;
+    if request.step.is_some() || request.dry_run {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            "`step` and `dry_run` are for a journey's instances: POST /v1/journeys/{name}/instances/{action}",
+        ));
+    }
+    let action = request.action(&action)?;
+    let reason = request.reason(&action);
+    let runtime = state.runtime.clone();
+    let instance = tokio::spawn(async move { runtime.act_on_instance(id, &action, &reason).await })
+        .await
+        .map_err(executor::Error::from)??;
+    Ok(Json(json!({ "instance": instance })))
+}
+
+async fn act_on_journey(
+    State(state): State<AppState>,
+    Path((name, action)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<executor::BulkOutcome>> {
+    let request = action_body(body)?;
+    let action = request.action(&action)?;
+    let reason = request.reason(&action);
+    let runtime = state.runtime.clone();
+    let outcome = tokio::spawn(async move {
+        runtime
+            .act_on_journey(
+                &name,
+                request.step.as_deref(),
+                &action,
+                &reason,
+                request.dry_run,
+            )
+            .await
+    })
+    .await
+    .map_err(executor::Error::from)??;
+    Ok(Json(outcome))
+}
+
 #[derive(Deserialize)]
 struct OutboxQuery {
     instance: Option<String>,
@@ -760,6 +936,39 @@ async fn advance_clock(
 
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let readiness = state.runtime.readiness();
+    if readiness.ready {
+        return (StatusCode::OK, Json(readiness)).into_response();
+    }
+    let mut body = serde_json::to_value(&readiness).expect("a readiness report is plain data");
+    body["error"] = json!({ "code": "not_ready", "message": readiness.problems.join("; ") });
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+}
+
+/// The body of `PUT /v1/faults` (test builds): which faults are on.
+#[cfg(feature = "fault-injection")]
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Faults {
+    faults: Vec<crate::faults::Fault>,
+}
+
+#[cfg(feature = "fault-injection")]
+async fn show_faults() -> Json<serde_json::Value> {
+    Json(json!({ "faults": crate::faults::armed_faults() }))
+}
+
+#[cfg(feature = "fault-injection")]
+async fn set_faults(body: Result<Bytes, BytesRejection>) -> ApiResult<Json<serde_json::Value>> {
+    let request: Faults = json_body(body, "the faults")?;
+    for fault in crate::faults::Fault::ALL {
+        crate::faults::set(fault, request.faults.contains(&fault));
+    }
+    tracing::warn!(faults = ?request.faults, "injected faults changed");
+    Ok(Json(json!({ "faults": crate::faults::armed_faults() })))
 }
 
 async fn render_metrics(State(state): State<AppState>) -> Response {

@@ -129,6 +129,7 @@ fn sleeping_instance(
         waiting_for: None,
         last_event_id: None,
         indexed_by_customer: false,
+        attempts: None,
     };
     let interaction = Interaction {
         at_ms: now_ms,
@@ -158,6 +159,7 @@ fn sleeping_instance(
         messages: Vec::new(),
         capped: Vec::new(),
         logs: Vec::new(),
+        retry_at_ms: None,
     };
     let mut asleep = instance;
     asleep.advance(&record, |_| true);

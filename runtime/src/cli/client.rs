@@ -419,6 +419,75 @@ impl Client {
         Ok(())
     }
 
+    /// An operator's action on one instance or a journey's instances.
+    pub async fn instance_action(
+        &self,
+        action: &str,
+        target: super::ActionTarget,
+        mut body: serde_json::Map<String, Value>,
+    ) -> anyhow::Result<()> {
+        if let Some(reason) = target.reason {
+            body.insert("reason".into(), reason.into());
+        }
+        match (target.id, target.journey) {
+            (Some(id), _) => {
+                let answer = self
+                    .post_json(
+                        &format!("/v1/instances/{id}/{action}"),
+                        &Value::Object(body),
+                    )
+                    .await?;
+                println!("{action}: {}", timeline::summary(&answer["instance"]));
+            }
+            (None, Some(journey)) => {
+                if let Some(step) = &target.step {
+                    body.insert("step".into(), step.clone().into());
+                }
+                body.insert("dry_run".into(), target.dry_run.into());
+                let outcome = self
+                    .post_json(
+                        &format!("/v1/journeys/{journey}/instances/{action}"),
+                        &Value::Object(body),
+                    )
+                    .await?;
+                let at = target
+                    .step
+                    .map(|step| format!(" at step {step}"))
+                    .unwrap_or_default();
+                let matched = outcome["matched"].as_u64().unwrap_or(0);
+                if target.dry_run {
+                    println!(
+                        "{action} would apply to {matched} instances of {journey}{at} (dry run: nothing changed)"
+                    );
+                    return Ok(());
+                }
+                let ids = |list: &Value| -> Vec<String> {
+                    list.as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|id| id.as_u64().or_else(|| id[0].as_u64()))
+                        .map(|id| format!("i-{id}"))
+                        .collect()
+                };
+                let changed = ids(&outcome["changed"]);
+                println!(
+                    "{action}: {} of {matched} instances of {journey}{at}: {}",
+                    changed.len(),
+                    changed.join(", ")
+                );
+                for refused in outcome["refused"].as_array().into_iter().flatten() {
+                    println!(
+                        "    not changed: i-{}: {}",
+                        refused[0],
+                        refused[1].as_str().unwrap_or("?")
+                    );
+                }
+            }
+            (None, None) => bail!("give an instance id or --journey"),
+        }
+        Ok(())
+    }
+
     pub async fn list_outbox(&self, instance: Option<String>, limit: usize) -> anyhow::Result<()> {
         let mut query = vec![("limit", limit.to_string())];
         query.extend(instance.map(|instance| ("instance", instance)));

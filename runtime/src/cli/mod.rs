@@ -321,6 +321,55 @@ pub enum InstanceCommand {
         #[arg(long)]
         timelines: bool,
     },
+    /// Run a failed instance's failed step again as a new step execution,
+    /// optionally on another plugin version; with --journey, every failed
+    /// instance of the journey (at --step).
+    Retry {
+        /// Which instances.
+        #[command(flatten)]
+        target: ActionTarget,
+        /// Run this plugin for the step instead of the journey's
+        /// (`name@version` or `name:tag`).
+        #[arg(long)]
+        plugin: Option<String>,
+    },
+    /// Move a failed or waiting instance on to another step (or terminal
+    /// state); with --journey, every such instance of the journey (at --step).
+    Skip {
+        /// Which instances.
+        #[command(flatten)]
+        target: ActionTarget,
+        /// The step it continues at.
+        #[arg(long)]
+        to: String,
+    },
+    /// Cancel a running, waiting or failed instance; with --journey, every
+    /// such instance of the journey (at --step).
+    Cancel {
+        /// Which instances.
+        #[command(flatten)]
+        target: ActionTarget,
+    },
+}
+
+/// Which instances an operator's action is for: one, or a journey's.
+#[derive(Debug, Args)]
+pub struct ActionTarget {
+    /// The instance (`i-42`); or give --journey.
+    #[arg(required_unless_present = "journey", conflicts_with = "journey")]
+    pub id: Option<String>,
+    /// Every instance of this journey the action applies to.
+    #[arg(long)]
+    pub journey: Option<String>,
+    /// With --journey: only instances at this step.
+    #[arg(long, requires = "journey")]
+    pub step: Option<String>,
+    /// With --journey: only count the instances, change nothing.
+    #[arg(long, requires = "journey")]
+    pub dry_run: bool,
+    /// Why; recorded in each instance's history.
+    #[arg(long)]
+    pub reason: Option<String>,
 }
 
 /// Run the command line.
@@ -375,6 +424,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }) => {
             client
                 .list_instances(journey, status, limit, timelines)
+                .await
+        }
+        Command::Instance(InstanceCommand::Retry { target, plugin }) => {
+            let mut body = serde_json::Map::new();
+            if let Some(plugin) = plugin {
+                body.insert("plugin".into(), plugin.into());
+            }
+            client.instance_action("retry", target, body).await
+        }
+        Command::Instance(InstanceCommand::Skip { target, to }) => {
+            let mut body = serde_json::Map::new();
+            body.insert("to".into(), to.into());
+            client.instance_action("skip", target, body).await
+        }
+        Command::Instance(InstanceCommand::Cancel { target }) => {
+            client
+                .instance_action("cancel", target, serde_json::Map::new())
                 .await
         }
         Command::Event(EventCommand::Replay { files }) => client.replay(&files).await,

@@ -32,6 +32,11 @@ pub struct ServeArgs {
     /// Default deadline of one step run, ms.
     #[arg(long, default_value_t = 2000)]
     pub step_deadline_ms: u64,
+    /// Step workers: steps that run in the sandbox at once (default: one
+    /// per core). Steps are CPU-bound; more workers than cores only helps
+    /// when steps wait, e.g. on a slow plugin.
+    #[arg(long, env = "JOURNEYD_STEP_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub step_workers: Option<u16>,
     /// sled page cache, MiB.
     #[arg(long, default_value_t = 64)]
     pub cache_mib: u64,
@@ -84,6 +89,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         compiled_cache: Some(args.data.join("compiled")),
         ..Settings::default()
     };
+    let settings = match args.step_workers {
+        Some(workers) => Settings {
+            parallel_steps: usize::from(workers),
+            ..settings
+        },
+        None => settings,
+    };
     let store: Arc<dyn Store> = Arc::new(store);
     let clock: Arc<dyn Clock> = if args.simulated_clock {
         let kept = store
@@ -104,6 +116,22 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Arc::new(SystemClock)
     };
     let runtime = Runtime::new(store, clock, settings)?;
+    // Health answers from now on; every `/v1` route says `not_ready`
+    // until the instances are resumed and the timer loop runs.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let address = listener.local_addr()?;
+    let app = api::router(AppState {
+        runtime: runtime.clone(),
+        metrics: Some(metrics),
+    });
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+    });
+
     let loading = std::time::Instant::now();
     let plugins = runtime.load_plugins().await?;
     let counts = runtime.host().cache_counts();
@@ -132,8 +160,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         }
     });
-    tokio::spawn(runtime.clone().run_timers());
-    let resumed = runtime.resume()?;
+    // Resume first, with nothing else moving instances: the timer loop
+    // and new events start only once every running instance is scheduled.
+    let resumed = runtime.resume().await?;
     let exits = runtime.resume_exits().await?;
     if exits > 0 {
         tracing::info!(exits, "applied exits left pending by the last run");
@@ -141,10 +170,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if resumed > 0 {
         tracing::info!(resumed, "resumed unfinished instances");
     }
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let address = listener.local_addr()?;
+    runtime.start_timers();
+    runtime.set_ready();
     // The readiness line: scripts and tests wait for it on stdout.
     let mut stdout = tokio::io::stdout();
     stdout
@@ -152,15 +179,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await?;
     stdout.flush().await?;
     tracing::info!(%address, data = %args.data.display(), "serving");
-    let runtime_for_shutdown = runtime.clone();
-    let app = api::router(AppState {
-        runtime,
-        metrics: Some(metrics),
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    if let Err(error) = runtime_for_shutdown.save_version_stats() {
+    server.await??;
+    if let Err(error) = runtime.save_version_stats() {
         tracing::warn!(error = %error, "saving plugin run counts failed");
     }
     tracing::info!("stopped");

@@ -92,7 +92,7 @@ pub fn render(view: &Value) -> String {
                     text(&entry["event_id"])
                 );
             }
-            "step_ran" => {
+            "step_ran" | "step_failed" => {
                 let outcome = &entry["outcome"];
                 let result = match text(&outcome["kind"]) {
                     "goto" => format!(
@@ -141,7 +141,14 @@ pub fn render(view: &Value) -> String {
                             text(&outcome["target"])
                         )
                     }
-                    "fail" => format!("FAILED: {}", text(&outcome["reason"])),
+                    "fail" => match entry["retry_at_ms"].as_u64() {
+                        Some(retry_at) => format!(
+                            "attempt failed: {}; retried at {}",
+                            text(&outcome["reason"]),
+                            offset(retry_at.saturating_sub(start))
+                        ),
+                        None => format!("FAILED: {}", text(&outcome["reason"])),
+                    },
                     other => other.to_owned(),
                 };
                 let attempt = match entry["attempt"].as_u64() {
@@ -180,6 +187,46 @@ pub fn render(view: &Value) -> String {
                         offset(capped["period_ms"].as_u64().unwrap_or(0))
                     );
                 }
+            }
+            "restarted" => {
+                let _ = writeln!(
+                    out,
+                    "  {at:>9}  restart {:<12} attempt {} interrupted by a restart; runs again",
+                    text(&entry["step"]),
+                    entry["attempt"]
+                );
+            }
+            "retried" | "skipped" | "cancelled" => {
+                let what = match entry["type"].as_str() {
+                    Some("retried") => format!(
+                        "retried at {}{}",
+                        text(&entry["step"]),
+                        entry["plugin"]
+                            .as_str()
+                            .map(|plugin| format!(" on {plugin}"))
+                            .unwrap_or_default()
+                    ),
+                    Some("skipped") => format!(
+                        "skipped {}to {}",
+                        entry["from_step"]
+                            .as_str()
+                            .map(|step| format!("from {step} "))
+                            .unwrap_or_default(),
+                        text(&entry["to_step"])
+                    ),
+                    _ => format!(
+                        "cancelled{}",
+                        entry["step"]
+                            .as_str()
+                            .map(|step| format!(" at {step}"))
+                            .unwrap_or_default()
+                    ),
+                };
+                let _ = writeln!(
+                    out,
+                    "  {at:>9}  operator {what}: {}",
+                    text(&entry["reason"])
+                );
             }
             "split" => {
                 let _ = writeln!(

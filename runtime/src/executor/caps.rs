@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::host::{Admission, FrequencyCap as CapHit, SendPolicy};
+use crate::host::{Admission, FrequencyCap as CapHit, HostFault, SendPolicy};
 use crate::store::Store;
 
 /// Where the caps are kept in the store's runtime settings.
@@ -147,7 +147,7 @@ impl SendPolicy for SendLedger {
         channel: &str,
         journey: &str,
         now_ms: u64,
-    ) -> anyhow::Result<Admission> {
+    ) -> Result<Admission, HostFault> {
         let caps = self.caps();
         let Some(cap) = caps.iter().find(|cap| {
             cap.channel == channel
@@ -161,7 +161,15 @@ impl SendPolicy for SendLedger {
         // one step for concurrent senders. A commit applied but not yet
         // released is counted twice for a moment: never under the cap.
         let mut pending = self.pending();
-        let mut sent = self.store.sent_since(customer, channel, since)?;
+        let mut sent = self
+            .store
+            .sent_since(customer, channel, since)
+            .map_err(|error| {
+                HostFault(format!(
+                    "the frequency cap on {channel} could not be checked: {}",
+                    crate::error_chain(&error)
+                ))
+            })?;
         sent.extend(
             pending
                 .get(&key)

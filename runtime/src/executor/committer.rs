@@ -11,28 +11,73 @@
 //!
 //! Guarantee: `submit` returns `Ok` only after a sync that started after
 //! the write was applied, i.e. the write is durable.
+//!
+//! Faults: a store error is the host's, never a reason to drop a write.
+//! The failed apply or sync is tried again with backoff until it succeeds,
+//! while [`Committer::health`] reports it; callers simply wait longer. A
+//! reply callback that panics is caught and reported to the runtime's
+//! panic hook (its instance is looked at again). A panic inside the store
+//! itself leaves the journal in an unknown state: the process exits with
+//! a clear log line, so a supervisor restarts it and recovery starts from
+//! what is durable. The committer is never half-alive.
 
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{self, Applied, Store, Write};
+use crate::faults::{self, Fault};
+use crate::store::{self, Applied, InstanceId, Store, Write};
 
 /// Most writes applied in one batch.
 pub const MAX_BATCH: usize = 512;
+/// First wait before a failed apply or sync is tried again; it doubles
+/// up to [`MAX_RETRY_WAIT`].
+const FIRST_RETRY_WAIT: Duration = Duration::from_millis(10);
+/// Longest wait between tries of a failed apply or sync.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(2);
+/// Exit status when the committer cannot go on (see the module docs).
+pub const EXIT_COMMITTER_FAILED: i32 = 70;
 
 /// Why a write was not committed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CommitError {
-    /// The store failed; the batch was not committed.
-    #[error("commit failed")]
-    Store(#[source] Arc<store::Error>),
     /// The committer has stopped (the runtime is shutting down).
     #[error("the committer has stopped")]
     Stopped,
 }
+
+/// What the committer reports about itself for readiness.
+#[derive(Debug, Default)]
+pub struct CommitHealth {
+    /// The store error the committer is retrying, while it lasts.
+    failing: Mutex<Option<String>>,
+    /// Store errors met so far.
+    pub failures: AtomicU64,
+}
+
+impl CommitHealth {
+    /// The error being retried now, if any.
+    pub fn failing(&self) -> Option<String> {
+        self.failing
+            .lock()
+            .expect("the commit health lock is never poisoned")
+            .clone()
+    }
+
+    fn set_failing(&self, error: Option<String>) {
+        *self
+            .failing
+            .lock()
+            .expect("the commit health lock is never poisoned") = error;
+    }
+}
+
+/// Called with the instance (if the write was about one) whose reply
+/// callback panicked: the runtime looks at it again.
+pub type PanicHook = Arc<dyn Fn(Option<InstanceId>) + Send + Sync>;
 
 /// What runs once a write's fate is known: on the sync thread after a
 /// durable commit, or wherever the failure is detected. Keep it short.
@@ -43,9 +88,16 @@ struct Request {
     reply: Then,
 }
 
+/// A reply waiting for its write to be durable, with the instance the
+/// write is about (for the panic hook).
+struct Reply {
+    then: Then,
+    instance: Option<InstanceId>,
+}
+
 /// A batch that is applied but not yet known durable.
 struct Applying {
-    replies: Vec<(Then, Applied)>,
+    replies: Vec<(Reply, Applied)>,
 }
 
 /// Counters of the commit path.
@@ -68,26 +120,52 @@ pub struct CommitStats {
 pub struct Committer {
     requests: mpsc::UnboundedSender<Request>,
     stats: Arc<CommitStats>,
+    health: Arc<CommitHealth>,
 }
 
 impl Committer {
     /// Start the committer threads on `store`. They stop when every handle
-    /// is dropped.
-    pub fn start(store: Arc<dyn Store>) -> Committer {
+    /// is dropped. `on_panic` hears of reply callbacks that panicked.
+    pub fn start(store: Arc<dyn Store>, on_panic: PanicHook) -> Committer {
         let (requests, receiver) = mpsc::unbounded_channel();
         let (applied, to_sync) = std::sync::mpsc::channel();
         let stats = Arc::new(CommitStats::default());
-        let (apply_store, apply_stats) = (store.clone(), stats.clone());
+        let health = Arc::new(CommitHealth::default());
+        let (apply_store, apply_stats, apply_health) =
+            (store.clone(), stats.clone(), health.clone());
         std::thread::Builder::new()
             .name("commit-apply".into())
-            .spawn(move || apply_batches(&*apply_store, receiver, &applied, &apply_stats))
+            .spawn(move || {
+                exit_on_panic("applying", || {
+                    apply_batches(
+                        &*apply_store,
+                        receiver,
+                        &applied,
+                        &apply_stats,
+                        &apply_health,
+                    )
+                })
+            })
             .expect("spawning a thread at start-up");
-        let sync_stats = stats.clone();
+        let (sync_stats, sync_health) = (stats.clone(), health.clone());
         std::thread::Builder::new()
             .name("commit-sync".into())
-            .spawn(move || sync_batches(&*store, &to_sync, &sync_stats))
+            .spawn(move || {
+                exit_on_panic("syncing", || {
+                    sync_batches(&*store, &to_sync, &sync_stats, &sync_health, &*on_panic)
+                })
+            })
             .expect("spawning a thread at start-up");
-        Committer { requests, stats }
+        Committer {
+            requests,
+            stats,
+            health,
+        }
+    }
+
+    /// Whether the committer is retrying a store error now.
+    pub fn health(&self) -> &CommitHealth {
+        &self.health
     }
 
     /// Commit `write` durably, sharing the flush with whatever else is
@@ -119,28 +197,79 @@ impl Committer {
     }
 }
 
+/// Run a committer thread's loop; if it panics, the journal is in an
+/// unknown state, so say so and end the process (see the module docs).
+fn exit_on_panic(doing: &str, run: impl FnOnce()) {
+    if std::panic::catch_unwind(AssertUnwindSafe(run)).is_err() {
+        tracing::error!(
+            "the committer panicked while {doing} a batch; journeyd exits (status {EXIT_COMMITTER_FAILED}) so a supervisor restarts it from what is durable"
+        );
+        eprintln!(
+            "journeyd: the committer panicked while {doing} a batch; exiting with status {EXIT_COMMITTER_FAILED}"
+        );
+        std::process::exit(EXIT_COMMITTER_FAILED);
+    }
+}
+
+/// Run `attempt` until it succeeds, waiting longer after each store error
+/// and reporting the error in `health` while it lasts.
+fn until_it_succeeds<T>(
+    doing: &str,
+    health: &CommitHealth,
+    mut attempt: impl FnMut() -> store::Result<T>,
+) -> T {
+    let mut wait = FIRST_RETRY_WAIT;
+    loop {
+        let result = if faults::armed(Fault::Commit) {
+            Err(store::Error::Injected("commit"))
+        } else {
+            attempt()
+        };
+        match result {
+            Ok(value) => {
+                if health.failing().is_some() {
+                    tracing::info!("group commit {doing} works again");
+                    health.set_failing(None);
+                }
+                return value;
+            }
+            Err(error) => {
+                let error = crate::error_chain(&error);
+                tracing::error!(%error, retry_in_ms = wait.as_millis() as u64, "group commit failed {doing}; retrying");
+                metrics::counter!("journeyd_host_faults_total", "kind" => "commit").increment(1);
+                health.failures.fetch_add(1, Ordering::Relaxed);
+                health.set_failing(Some(format!("{doing} failed: {error}")));
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(MAX_RETRY_WAIT);
+            }
+        }
+    }
+}
+
 fn apply_batches(
     store: &dyn Store,
     mut receiver: mpsc::UnboundedReceiver<Request>,
     to_sync: &std::sync::mpsc::Sender<Applying>,
     stats: &CommitStats,
+    health: &CommitHealth,
 ) {
     let mut writes = Vec::with_capacity(MAX_BATCH);
     let mut replies = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = receiver.blocking_recv() {
-        writes.push(first.write);
-        replies.push(first.reply);
-        while writes.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(request) => {
-                    writes.push(request.write);
-                    replies.push(request.reply);
-                }
-                Err(_) => break,
-            }
+        let mut next = Some(first);
+        while let Some(request) = next {
+            replies.push(Reply {
+                then: request.reply,
+                instance: request.write.instance(),
+            });
+            writes.push(request.write);
+            next = match replies.len() < MAX_BATCH {
+                true => receiver.try_recv().ok(),
+                false => None,
+            };
         }
         let started = Instant::now();
-        let result = store.apply(&writes);
+        let applied = until_it_succeeds("applying", health, || store.apply(&writes));
         stats
             .apply_nanos
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -151,19 +280,11 @@ fn apply_batches(
         metrics::counter!("journeyd_commit_batches_total").increment(1);
         metrics::counter!("journeyd_commit_writes_total").increment(writes.len() as u64);
         writes.clear();
-        match result {
-            Ok(applied) => {
-                let batch = Applying {
-                    replies: replies.drain(..).zip(applied).collect(),
-                };
-                if to_sync.send(batch).is_err() {
-                    return;
-                }
-            }
-            Err(error) => {
-                tracing::error!(error = %error, "group commit failed to apply");
-                fail_all(replies.drain(..), error);
-            }
+        let batch = Applying {
+            replies: replies.drain(..).zip(applied).collect(),
+        };
+        if to_sync.send(batch).is_err() {
+            return;
         }
     }
 }
@@ -172,34 +293,25 @@ fn sync_batches(
     store: &dyn Store,
     applied: &std::sync::mpsc::Receiver<Applying>,
     stats: &CommitStats,
+    health: &CommitHealth,
+    on_panic: &(dyn Fn(Option<InstanceId>) + Send + Sync),
 ) {
     while let Ok(first) = applied.recv() {
         let mut batches = vec![first];
         batches.extend(applied.try_iter());
         let started = Instant::now();
-        let result = store.sync();
+        until_it_succeeds("syncing", health, || store.sync());
         stats
             .sync_nanos
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         stats.syncs.fetch_add(1, Ordering::Relaxed);
-        let replies = batches.into_iter().flat_map(|batch| batch.replies);
-        match result {
-            Ok(()) => {
-                for (reply, applied) in replies {
-                    reply(Ok(applied));
-                }
-            }
-            Err(error) => {
-                tracing::error!(error = %error, "group commit failed to sync");
-                fail_all(replies.map(|(reply, _)| reply), error);
+        for (reply, applied) in batches.into_iter().flat_map(|batch| batch.replies) {
+            let Reply { then, instance } = reply;
+            if std::panic::catch_unwind(AssertUnwindSafe(|| then(Ok(applied)))).is_err() {
+                tracing::error!(instance = ?instance, "a commit's follow-up panicked; the instance is looked at again");
+                metrics::counter!("journeyd_host_faults_total", "kind" => "panic").increment(1);
+                on_panic(instance);
             }
         }
-    }
-}
-
-fn fail_all(replies: impl Iterator<Item = Then>, error: store::Error) {
-    let error = Arc::new(error);
-    for reply in replies {
-        reply(Err(CommitError::Store(error.clone())));
     }
 }

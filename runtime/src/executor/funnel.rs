@@ -31,6 +31,8 @@ pub struct StepCounts {
     pub failed_here: u64,
     /// Instances an exit event ended after it (they left the journey).
     pub exited_here: u64,
+    /// Instances an operator cancelled after it.
+    pub cancelled_here: u64,
 }
 
 /// The drop-off report of one journey.
@@ -70,7 +72,9 @@ pub fn funnel(store: &dyn Store, journey: &str, steps: &[String]) -> store::Resu
             let mut reached = Vec::new();
             for entry in store.history(instance.id)? {
                 match entry {
-                    HistoryEntry::StepRan(step) => reached.push(step.step),
+                    HistoryEntry::StepRan(step) | HistoryEntry::StepFailed(step) => {
+                        reached.push(step.step)
+                    }
                     HistoryEntry::Split {
                         step,
                         variant: chosen,
@@ -112,6 +116,7 @@ pub fn funnel(store: &dyn Store, journey: &str, steps: &[String]) -> store::Resu
                 InstanceStatus::Completed => line.completed_here += 1,
                 InstanceStatus::Failed => line.failed_here += 1,
                 InstanceStatus::Exited => line.exited_here += 1,
+                InstanceStatus::Cancelled => line.cancelled_here += 1,
                 InstanceStatus::Running => {}
             }
         }

@@ -17,6 +17,8 @@
 pub mod caps;
 pub mod committer;
 mod funnel;
+pub mod health;
+mod operator;
 pub mod registry;
 
 use std::collections::{HashMap, HashSet};
@@ -30,7 +32,7 @@ use tokio::sync::broadcast;
 use self::registry::Resolved;
 use crate::clock::Clock;
 use crate::host::{self, Host, LoadError, StepFailure, StepRequest};
-use crate::journey::{self, Journey, PluginRef, Reentry, Target};
+use crate::journey::{self, Journey, PluginRef, Reentry, RetryPolicy, Target};
 use crate::store::{
     self, Applied, Canary, CappedMessage, ChannelPreference, Engagement, EventRecord, HistoryEntry,
     IngestCommit, Instance, InstanceId, InstanceStatus, Interaction, LogLine, MigrationRecord,
@@ -42,6 +44,8 @@ use crate::window::SendingWindow;
 pub use self::caps::{FrequencyCap, SendLedger};
 pub use self::committer::{CommitError, Committer};
 pub use self::funnel::Funnel;
+pub use self::health::{Health, Readiness};
+pub use self::operator::{Action, BulkOutcome};
 pub use self::registry::{Registry, Tag};
 
 /// Timers woken per store scan.
@@ -215,6 +219,33 @@ pub enum Error {
     /// A blocking task panicked or was cancelled.
     #[error("internal task failed")]
     Task(#[from] tokio::task::JoinError),
+    /// An operator's action does not apply to the instance.
+    #[error("instance `{instance}`: {reason}")]
+    InvalidAction {
+        /// The instance.
+        instance: InstanceId,
+        /// Why not.
+        reason: String,
+    },
+    /// A journey has no step (or terminal state) of this name.
+    #[error("journey `{journey}` has no step or terminal state `{step}`")]
+    UnknownStep {
+        /// The journey.
+        journey: String,
+        /// The name asked for.
+        step: String,
+    },
+    /// An instance's current event is not in the store.
+    #[error("instance `{instance}`: its event `{event}` is missing from the store")]
+    MissingEvent {
+        /// The instance.
+        instance: InstanceId,
+        /// The event it needs.
+        event: String,
+    },
+    /// [`Runtime::new`] was called outside a tokio runtime.
+    #[error("the runtime must be started inside a tokio runtime")]
+    NoAsyncRuntime,
 }
 
 /// Result of runtime operations.
@@ -338,10 +369,22 @@ pub struct Finished {
 
 /// A step ready to run: the instance as last committed, the event that
 /// started it, and which attempt this is.
+#[derive(Debug)]
 struct StepJob {
     instance: Instance,
     event: Arc<host::Event>,
     attempt: u32,
+}
+
+impl StepJob {
+    /// The next attempt of `instance`'s current step, as its record counts.
+    fn new(instance: Instance, event: Arc<host::Event>) -> Self {
+        StepJob {
+            attempt: instance.next_attempt(),
+            instance,
+            event,
+        }
+    }
 }
 
 /// Settings of a [`Runtime`].
@@ -426,6 +469,10 @@ pub struct Runtime {
     sends: Arc<SendLedger>,
     /// Single re-entry starts in flight.
     entering: Entering,
+    /// Workers, timer loop, host faults, stuck timers.
+    health: Health,
+    /// Where steps that met a host fault wait to run again.
+    tokio: tokio::runtime::Handle,
 }
 
 fn check_id(field: &'static str, value: &str) -> Result<()> {
@@ -470,8 +517,15 @@ impl Runtime {
         clock: Arc<dyn Clock>,
         settings: Settings,
     ) -> Result<Arc<Self>> {
-        let host = Host::new(settings.limits.clone(), settings.compiled_cache.as_deref())
-            .map_err(Error::Engine)?;
+        let workers = settings.parallel_steps.max(1);
+        // Only the step workers run plugins, one step each at a time: the
+        // instance pool is sized from them so it is never exhausted.
+        let limits = host::Limits {
+            concurrent_steps: u32::try_from(workers).unwrap_or(u32::MAX),
+            ..settings.limits.clone()
+        };
+        let host = Host::new(limits, settings.compiled_cache.as_deref()).map_err(Error::Engine)?;
+        let tokio = tokio::runtime::Handle::try_current().map_err(|_| Error::NoAsyncRuntime)?;
         let registry = Registry::default();
         for record in store.plugins()? {
             registry.add_plugin(record);
@@ -499,25 +553,37 @@ impl Runtime {
         let sends = Arc::new(SendLedger::open(store.clone())?);
         let (finished, _) = broadcast::channel(65_536);
         let (jobs, queued) = crossbeam_channel::unbounded();
-        let runtime = Arc::new(Runtime {
-            committer: Committer::start(store.clone()),
-            store,
-            host: Arc::new(host),
-            clock,
-            registry,
-            jobs,
-            loading: std::sync::Mutex::new(()),
-            finished,
-            step_stats: StepStats::default(),
-            versions: std::sync::Mutex::new(versions),
-            start_probes: std::sync::Mutex::new(Vec::new()),
-            timers_changed: tokio::sync::Notify::new(),
-            has_start_probes: std::sync::atomic::AtomicBool::new(false),
-            sends,
-            entering: Entering::default(),
+        let runtime = Arc::new_cyclic(|runtime: &std::sync::Weak<Runtime>| {
+            let runtime = runtime.clone();
+            // A commit's follow-up that panicked may not have scheduled
+            // its instance's next step: look at the instance again.
+            let on_panic: committer::PanicHook = Arc::new(move |instance| {
+                if let (Some(runtime), Some(id)) = (runtime.upgrade(), instance) {
+                    runtime.host_fault(id, 1, "a commit's follow-up panicked".into());
+                }
+            });
+            Runtime {
+                committer: Committer::start(store.clone(), on_panic),
+                store,
+                host: Arc::new(host),
+                clock,
+                registry,
+                jobs,
+                loading: std::sync::Mutex::new(()),
+                finished,
+                step_stats: StepStats::default(),
+                versions: std::sync::Mutex::new(versions),
+                start_probes: std::sync::Mutex::new(Vec::new()),
+                timers_changed: tokio::sync::Notify::new(),
+                has_start_probes: std::sync::atomic::AtomicBool::new(false),
+                sends,
+                entering: Entering::default(),
+                health: Health::new(workers),
+                tokio,
+            }
         });
         // The workers hold the runtime: it lives as long as the process.
-        for worker in 0..settings.parallel_steps.max(1) {
+        for worker in 0..workers {
             let (runtime, queued) = (runtime.clone(), queued.clone());
             std::thread::Builder::new()
                 .name(format!("step-worker-{worker}"))
@@ -803,6 +869,7 @@ impl Runtime {
                 waiting_for: None,
                 last_event_id: None,
                 indexed_by_customer: journey.indexes_by_customer(),
+                attempts: None,
             });
         }
         let text = data
@@ -874,11 +941,7 @@ impl Runtime {
                 metrics::counter!("journeyd_events_accepted_total").increment(1);
                 let ids = instances.iter().map(|instance| instance.id).collect();
                 for instance in instances {
-                    self.schedule(StepJob {
-                        instance,
-                        event: wit_event.clone(),
-                        attempt: 1,
-                    });
+                    self.schedule(StepJob::new(instance, wit_event.clone()));
                 }
                 for instance in woken {
                     // Its wake-up is skipped when its timer fired first.
@@ -1050,21 +1113,147 @@ impl Runtime {
 
     /// Restart every instance that has a step to run. Their interrupted
     /// step runs again as attempt 2 with the same idempotency key.
-    pub fn resume(&self) -> Result<usize> {
-        let running = self.store.running_instances()?;
+    ///
+    /// Call it once at start, before the timer loop runs and before
+    /// events are taken: it reads running instances one by one, and an
+    /// instance that moved on meanwhile would be scheduled twice.
+    pub async fn resume(self: &Arc<Self>) -> Result<usize> {
+        let store = self.store.clone();
+        let running = tokio::task::spawn_blocking(move || store.running_instances()).await??;
         let count = running.len();
+        let now = self.clock.now_ms();
+        // Each interrupted attempt is recorded (all in one group commit),
+        // so the next one counts on.
+        let mut restarts = tokio::task::JoinSet::new();
         for instance in running {
-            let Some(event) = self.store.event(instance.current_event_id())? else {
-                tracing::error!(instance = %instance.id, event = %instance.current_event_id(), "its event is missing; instance left as is");
+            let Some(step) = instance
+                .current_step
+                .clone()
+                .filter(|_| instance.status == InstanceStatus::Running)
+            else {
                 continue;
             };
-            self.schedule(StepJob {
-                instance,
-                event: Arc::new(wit_event(&event)),
-                attempt: 2,
+            let mut next = instance.clone();
+            next.restarted(instance.next_attempt(), now);
+            let entry = HistoryEntry::Restarted {
+                at_ms: now,
+                step,
+                attempt: instance.next_attempt(),
+            };
+            let commit = StepCommit::new(next.clone(), &entry, &[], Vec::new())
+                .expect("a restart entry is plain data that always encodes as JSON");
+            let committer = self.committer.clone();
+            restarts.spawn(async move {
+                let applied = committer.submit(Write::Step(Box::new(commit))).await;
+                (next, applied)
             });
         }
+        while let Some(restarted) = restarts.join_next().await {
+            let (instance, applied) = restarted?;
+            if applied? != Applied::Done {
+                continue;
+            }
+            let id = instance.id;
+            match self.store.event(instance.current_event_id()) {
+                Ok(Some(event)) => {
+                    self.schedule(StepJob::new(instance, Arc::new(wit_event(&event))))
+                }
+                Ok(None) => self.host_fault(
+                    id,
+                    1,
+                    format!("its event `{}` is missing", instance.current_event_id()),
+                ),
+                Err(error) => self.host_fault(
+                    id,
+                    1,
+                    format!(
+                        "its event could not be read: {}",
+                        crate::error_chain(&error)
+                    ),
+                ),
+            }
+        }
         Ok(count)
+    }
+
+    /// Starting is over: events may come in.
+    pub fn set_ready(&self) {
+        self.health.set_ready();
+    }
+
+    /// Whether the runtime has finished starting.
+    pub fn is_started(&self) -> bool {
+        self.health.is_started()
+    }
+
+    /// What `/readyz` answers: whether the runtime can take events and
+    /// run steps now, and what stands in the way.
+    pub fn readiness(&self) -> Readiness {
+        self.health.report(self.committer.health().failing())
+    }
+
+    /// A host fault met `instance`'s step (it did not run, or its
+    /// attempt's effects were dropped): nothing was committed for the
+    /// customer. Logged and counted; after a backoff that grows with each
+    /// fault in a row, the instance is read again and, if it still has
+    /// that step to run, the step runs again as attempt `attempt + 1`.
+    fn host_fault(self: &Arc<Self>, id: InstanceId, attempt: u32, reason: String) {
+        metrics::counter!("journeyd_host_faults_total", "kind" => "step").increment(1);
+        let wait = self.health.host_fault(id, reason.clone());
+        tracing::warn!(instance = %id, %reason, retry_in_ms = wait.as_millis() as u64, "host fault: the step runs again; the instance does not fail");
+        let runtime = self.clone();
+        self.tokio.spawn(async move {
+            tokio::time::sleep(wait).await;
+            let rerun = runtime.clone();
+            if let Err(error) =
+                tokio::task::spawn_blocking(move || rerun.run_again(id, attempt + 1)).await
+            {
+                runtime.host_fault(id, attempt, format!("running it again failed: {error}"));
+            }
+        });
+    }
+
+    /// After a host fault: schedule `id`'s step again if it still has one
+    /// to run (it may have moved on: a duplicate run is discarded as stale).
+    fn run_again(self: &Arc<Self>, id: InstanceId, attempt: u32) {
+        // A host fault is not recorded, so the run it spoiled is counted
+        // here: the plugin may have started.
+        let instance = match self.store.instance(id) {
+            Ok(Some(instance)) => instance,
+            Ok(None) => {
+                self.health.host_fault_over(id);
+                return;
+            }
+            Err(error) => {
+                let reason = format!(
+                    "the instance could not be read: {}",
+                    crate::error_chain(&error)
+                );
+                return self.host_fault(id, attempt - 1, reason);
+            }
+        };
+        if instance.status != InstanceStatus::Running || instance.current_step.is_none() {
+            self.health.host_fault_over(id);
+            return;
+        }
+        match self.store.event(instance.current_event_id()) {
+            Ok(Some(event)) => {
+                let mut job = StepJob::new(instance, Arc::new(wit_event(&event)));
+                job.attempt = job.attempt.max(attempt);
+                self.schedule(job);
+            }
+            Ok(None) => {
+                let reason = format!("its event `{}` is missing", instance.current_event_id());
+                self.host_fault(id, attempt - 1, reason);
+            }
+            Err(error) => {
+                let reason = format!(
+                    "its event could not be read: {}",
+                    crate::error_chain(&error)
+                );
+                self.host_fault(id, attempt - 1, reason);
+            }
+        }
     }
 
     /// Apply the exits that events still owe instances: their exit lost to
@@ -1090,10 +1279,18 @@ impl Runtime {
         }
     }
 
-    /// A step worker: runs queued steps until the runtime goes away.
+    /// A step worker: runs queued steps until the runtime goes away. A
+    /// panic while running one is a host fault: the worker goes on and the
+    /// step runs again later.
     fn work(self: Arc<Self>, jobs: crossbeam_channel::Receiver<StepJob>) {
+        let _alive = self.health.worker_alive();
         while let Ok(job) = jobs.recv() {
-            self.run_step(job);
+            let (id, attempt) = (job.instance.id, job.attempt);
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_step(job)));
+            if ran.is_err() {
+                metrics::counter!("journeyd_host_faults_total", "kind" => "panic").increment(1);
+                self.host_fault(id, attempt, "the step worker panicked".into());
+            }
         }
     }
 
@@ -1114,10 +1311,14 @@ impl Runtime {
             event,
             attempt,
         } = job;
-        let step_name = instance
+        let Some(step_name) = instance
             .current_step
             .clone()
-            .expect("a running instance has a current step");
+            .filter(|_| instance.status == InstanceStatus::Running)
+        else {
+            tracing::warn!(instance = %instance.id, status = ?instance.status, "a step was scheduled for an instance with no step to run; dropped");
+            return;
+        };
         let journey = self
             .registry
             .journey(&instance.journey, instance.journey_version);
@@ -1138,42 +1339,62 @@ impl Runtime {
         }
         let idempotency_key = instance.idempotency_key();
 
+        // An operator's retry may name another plugin version for this step.
+        let chosen = instance
+            .attempts
+            .as_ref()
+            .and_then(|attempts| attempts.plugin.as_deref())
+            .and_then(PluginRef::parse);
         let (plugin, run) = match step {
-            Some(step) => match self.resolve_plugin(&step.plugin, instance.id) {
-                Ok((resolved, loaded)) => {
-                    self.notify_start(&resolved.record.digest);
-                    let request = StepRequest {
-                        input: host::StepInput {
-                            journey: instance.journey.clone(),
-                            journey_version: instance.journey_version,
-                            instance_id: instance.id.to_string(),
-                            step: step_name.clone(),
-                            event: (*event).clone(),
-                            state: instance.state.get().to_owned(),
-                            config: step.config_json.clone(),
-                            attempt,
-                            idempotency_key: idempotency_key.clone(),
-                        },
-                        customer: host::CustomerSource {
-                            store: self.store.clone(),
-                            customer_id: instance.customer_id.clone(),
-                        },
-                        now_ms: started_ms,
-                        deadline: step.definition.timeout_ms.map(Duration::from_millis),
-                        sends: self.sends.clone(),
-                    };
-                    (Some(resolved), self.host.run_step(&loaded, request))
+            Some(step) => {
+                match self.resolve_plugin(chosen.as_ref().unwrap_or(&step.plugin), instance.id) {
+                    Ok((resolved, loaded)) => {
+                        let _running = self.health.step_running();
+                        self.notify_start(&resolved.record.digest);
+                        let request = StepRequest {
+                            input: host::StepInput {
+                                journey: instance.journey.clone(),
+                                journey_version: instance.journey_version,
+                                instance_id: instance.id.to_string(),
+                                step: step_name.clone(),
+                                event: (*event).clone(),
+                                state: instance.state.get().to_owned(),
+                                config: step.config_json.clone(),
+                                attempt,
+                                idempotency_key: idempotency_key.clone(),
+                            },
+                            customer: host::CustomerSource {
+                                store: self.store.clone(),
+                                customer_id: instance.customer_id.clone(),
+                            },
+                            now_ms: started_ms,
+                            deadline: step.definition.timeout_ms.map(Duration::from_millis),
+                            sends: self.sends.clone(),
+                        };
+                        (Some(resolved), self.host.run_step(&loaded, request))
+                    }
+                    Err(failure) => (None, failed_run(failure)),
                 }
-                Err(reason) => (None, failed_run(reason)),
-            },
+            }
             None => (
                 None,
-                failed_run(format!(
+                failed_run(StepFailure::Instantiate(format!(
                     "journey `{}` version {} has no step `{step_name}`",
                     instance.journey, instance.journey_version
-                )),
+                ))),
             ),
         };
+        if let Err(failure) = &run.result
+            && failure.is_host_fault()
+        {
+            // Nothing of the attempt is committed: its cap reservations
+            // are given back and the step runs again.
+            for queued in run.effects.messages.iter().filter(|queued| queued.counted) {
+                self.sends
+                    .release(&instance.customer_id, &queued.message.channel, started_ms);
+            }
+            return self.host_fault(instance.id, attempt, failure.to_string());
+        }
         let (commit, samples) = self.build_commit(
             &instance,
             journey.as_deref(),
@@ -1216,6 +1437,7 @@ impl Runtime {
         samples: Vec<host::MetricSample>,
         step_name: &str,
     ) {
+        self.health.host_fault_over(next.id);
         match result {
             Ok(Applied::Done) => {
                 for sample in samples {
@@ -1223,15 +1445,14 @@ impl Runtime {
                         .increment(sample.value);
                 }
                 match next.status {
-                    InstanceStatus::Running => self.schedule(StepJob {
-                        instance: next,
-                        event,
-                        attempt: 1,
-                    }),
+                    InstanceStatus::Running => self.schedule(StepJob::new(next, event)),
                     // Its timer is in the store; the timer loop may be
                     // sleeping until a later one.
                     InstanceStatus::Waiting => self.timers_changed.notify_one(),
-                    InstanceStatus::Completed | InstanceStatus::Failed | InstanceStatus::Exited => {
+                    InstanceStatus::Completed
+                    | InstanceStatus::Failed
+                    | InstanceStatus::Exited
+                    | InstanceStatus::Cancelled => {
                         self.finish(&next);
                     }
                 }
@@ -1239,10 +1460,8 @@ impl Runtime {
             Ok(_) => {
                 tracing::info!(instance = %next.id, step = %step_name, "step discarded: the instance moved on first (another attempt, or an exit event)");
             }
-            Err(error) => {
-                // Nothing of the step was committed; it runs again when
-                // the runtime restarts.
-                tracing::error!(instance = %next.id, error = %error, "step could not be committed; instance paused until restart");
+            Err(CommitError::Stopped) => {
+                tracing::info!(instance = %next.id, "the runtime is stopping; the step runs again at the next start");
             }
         }
     }
@@ -1322,9 +1541,30 @@ impl Runtime {
         }
     }
 
+    /// Start the timer loop under supervision: if it panics, the panic
+    /// is logged and counted as a host fault and the loop starts again
+    /// after a second. Start it after [`Runtime::resume`].
+    pub fn start_timers(self: &Arc<Self>) {
+        let runtime = self.clone();
+        self.tokio.spawn(async move {
+            loop {
+                match tokio::spawn(runtime.clone().run_timers()).await {
+                    Err(error) if error.is_panic() => {
+                        metrics::counter!("journeyd_host_faults_total", "kind" => "panic")
+                            .increment(1);
+                        tracing::error!("the timer loop panicked; it starts again in 1 s");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    // Cancelled: the process is stopping.
+                    Err(_) | Ok(()) => return,
+                }
+            }
+        });
+    }
+
     /// Fire timers as they fall due, for as long as the runtime lives.
     /// Timers that fell due while the runtime was down fire at once.
-    pub async fn run_timers(self: Arc<Self>) {
+    async fn run_timers(self: Arc<Self>) {
         loop {
             let wait = match self.fire_due_timers().await {
                 Ok(wait) => wait,
@@ -1340,45 +1580,84 @@ impl Runtime {
     /// Wake every instance whose timer is due; returns how long the loop
     /// may sleep before the next timer (the system clock) or until it is
     /// told the clock moved (a simulated clock).
+    ///
+    /// A timer that cannot be fired (its event is missing, the store
+    /// fails) is recorded with the reason and tried again with backoff,
+    /// never in a busy loop; one whose instance no longer waits for it is
+    /// removed.
     async fn fire_due_timers(self: &Arc<Self>) -> Result<Duration> {
+        self.health.timer_loop_seen();
         loop {
             let now = self.clock.now_ms();
-            let due = self.store.due_timers(now, TIMER_BATCH)?;
-            let batch = due.len();
+            // Stuck timers are due too: read past them.
+            let limit = TIMER_BATCH + self.health.stuck_timers().0;
+            let due = self.store.due_timers(now, limit)?;
+            let scanned = due.len();
             let mut woken = tokio::task::JoinSet::new();
             for (due_ms, id) in due {
+                if self.health.timer_backing_off(due_ms, id) {
+                    continue;
+                }
                 let runtime = self.clone();
-                woken.spawn(async move { runtime.wake(id, due_ms, now).await });
+                woken.spawn(async move { (due_ms, id, runtime.wake(id, due_ms, now).await) });
             }
+            let mut fired = 0;
             while let Some(result) = woken.join_next().await {
-                if let Err(error) = result? {
-                    tracing::error!(error = %error, "an instance could not be woken; retrying");
+                let (due_ms, id, result) = result?;
+                match result {
+                    Ok(()) => {
+                        self.health.timer_fired(due_ms, id);
+                        fired += 1;
+                    }
+                    Err(error) => {
+                        let reason = crate::error_chain(&error);
+                        tracing::error!(instance = %id, due_ms, %reason, "a timer could not be fired; it is tried again later");
+                        metrics::counter!("journeyd_timers_stuck_total").increment(1);
+                        self.health.timer_stuck(due_ms, id, reason);
+                    }
                 }
             }
-            if batch < TIMER_BATCH {
+            if scanned < limit || fired == 0 {
                 break;
             }
         }
         let next = self.store.next_timer()?;
-        Ok(match (next, self.clock.simulated()) {
+        let now = self.clock.now_ms();
+        let wait = match (next, self.clock.simulated()) {
             (_, Some(_)) | (None, None) => MAX_TIMER_SLEEP,
             (Some(due), None) => {
-                Duration::from_millis(due.saturating_sub(self.clock.now_ms())).min(MAX_TIMER_SLEEP)
+                Duration::from_millis(due.saturating_sub(now)).min(MAX_TIMER_SLEEP)
             }
-        })
+        };
+        if wait.is_zero() {
+            // Only stuck timers are due: wait for the first of their next tries.
+            let next_try = self.health.stuck_timers().1.unwrap_or(MAX_TIMER_SLEEP);
+            return Ok(next_try.clamp(Duration::from_millis(10), MAX_TIMER_SLEEP));
+        }
+        Ok(wait)
     }
 
     /// Commit a waiting instance's wake-up, then run its next step.
     async fn wake(self: &Arc<Self>, id: InstanceId, due_ms: u64, now: u64) -> Result<()> {
-        let Some(asleep) = self.store.instance(id)? else {
-            return Err(Error::UnknownInstance(id));
+        let asleep = match self.store.instance(id)? {
+            Some(asleep)
+                if asleep.status == InstanceStatus::Waiting
+                    && asleep.wake_at_ms == Some(due_ms) =>
+            {
+                asleep
+            }
+            stale => {
+                // Gone, or woken some other way and its timer left over.
+                tracing::warn!(instance = %id, due_ms, status = ?stale.map(|instance| instance.status), "removing a timer its instance no longer waits for");
+                self.store.forget_timer(due_ms, id)?;
+                return Ok(());
+            }
         };
-        if asleep.status != InstanceStatus::Waiting {
-            return Ok(());
-        }
         let Some(event) = self.store.event(asleep.current_event_id())? else {
-            tracing::error!(instance = %id, "its event is missing; instance left waiting");
-            return Ok(());
+            return Err(Error::MissingEvent {
+                instance: id,
+                event: asleep.current_event_id().to_owned(),
+            });
         };
         let mut next = awake(&asleep, now);
         let target = match &asleep.waiting_for {
@@ -1419,11 +1698,7 @@ impl Runtime {
         if instance.status.is_finished() {
             self.finish(&instance);
         } else {
-            self.schedule(StepJob {
-                instance,
-                event,
-                attempt: 1,
-            });
+            self.schedule(StepJob::new(instance, event));
         }
     }
 
@@ -1505,18 +1780,14 @@ impl Runtime {
             Write::Step(Box::new(commit)),
             Box::new(move |result| match result {
                 Ok(Applied::Done) if next.status == InstanceStatus::Running => {
-                    runtime.schedule(StepJob {
-                        instance: next,
-                        event,
-                        attempt: 1,
-                    });
+                    runtime.schedule(StepJob::new(next, event));
                 }
                 Ok(Applied::Done) => runtime.finish(&next),
                 Ok(_) => {
                     tracing::warn!(instance = %next.id, "split was already committed by another attempt");
                 }
-                Err(error) => {
-                    tracing::error!(instance = %next.id, error = %error, "split could not be committed; instance paused until restart");
+                Err(CommitError::Stopped) => {
+                    tracing::info!(instance = %next.id, "the runtime is stopping; the split is taken at the next start");
                 }
             }),
         );
@@ -1528,10 +1799,10 @@ impl Runtime {
         let StepJob {
             instance, event, ..
         } = job;
-        let from_step = instance
-            .current_step
-            .clone()
-            .expect("a running instance has a current step");
+        let Some(from_step) = instance.current_step.clone() else {
+            tracing::warn!(instance = %instance.id, "a migration was scheduled for an instance with no step to run; dropped");
+            return;
+        };
         let to_step = migration
             .steps
             .get(&from_step)
@@ -1555,23 +1826,20 @@ impl Runtime {
         self.committer.submit_then(
             Write::Step(Box::new(commit)),
             Box::new(move |result| match result {
-                Ok(Applied::Done) => runtime.schedule(StepJob {
-                    instance: next,
-                    event,
-                    attempt: 1,
-                }),
+                Ok(Applied::Done) => runtime.schedule(StepJob::new(next, event)),
                 Ok(_) => {
                     tracing::warn!(instance = %next.id, "migration was already committed by another attempt");
                 }
-                Err(error) => {
-                    tracing::error!(instance = %next.id, error = %error, "migration could not be committed; instance paused until restart");
+                Err(CommitError::Stopped) => {
+                    tracing::info!(instance = %next.id, "the runtime is stopping; the migration is made at the next start");
                 }
             }),
         );
     }
 
     fn finish(&self, instance: &Instance) {
-        metrics::counter!("journeyd_instances_finished_total", "status" => status_label(instance.status)).increment(1);
+        metrics::counter!("journeyd_instances_finished_total", "status" => instance.status.label())
+            .increment(1);
         let _ = self.finished.send(Finished {
             id: instance.id,
             status: instance.status,
@@ -1582,15 +1850,17 @@ impl Runtime {
     /// compiled. Compiles on a cache miss, one compilation at a time, so
     /// steps that miss together wait for one compilation instead of each
     /// starting one.
+    ///
+    /// A reference that resolves to nothing fails the step; bytes that
+    /// cannot be read or compiled are the host's fault.
     fn resolve_plugin(
         &self,
         plugin: &PluginRef,
         instance: InstanceId,
-    ) -> Result<(Resolved, Arc<host::LoadedPlugin>), String> {
-        let resolved = self
-            .registry
-            .resolve(plugin, instance)
-            .ok_or_else(|| format!("plugin `{plugin}` is not pushed (or tagged)"))?;
+    ) -> Result<(Resolved, Arc<host::LoadedPlugin>), StepFailure> {
+        let resolved = self.registry.resolve(plugin, instance).ok_or_else(|| {
+            StepFailure::Instantiate(format!("plugin `{plugin}` is not pushed (or tagged)"))
+        })?;
         let digest = resolved.record.digest.clone();
         if let Some(loaded) = self.host.cached(&digest) {
             return Ok((resolved, loaded));
@@ -1605,12 +1875,22 @@ impl Runtime {
         let bytes = self
             .store
             .plugin_bytes(&digest)
-            .map_err(|error| format!("plugin bytes unreadable: {error}"))?
-            .ok_or_else(|| format!("plugin bytes for digest {digest} are missing"))?;
-        let loaded = self
-            .host
-            .load(&digest, &bytes)
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| {
+                StepFailure::Host(format!(
+                    "the bytes of plugin {plugin} (sha256:{digest}) could not be read: {}",
+                    crate::error_chain(&error)
+                ))
+            })?
+            .ok_or_else(|| {
+                StepFailure::Host(format!(
+                    "the bytes of plugin {plugin} (sha256:{digest}) are missing from the store"
+                ))
+            })?;
+        let loaded = self.host.load(&digest, &bytes).map_err(|error| {
+            StepFailure::Host(format!(
+                "plugin {plugin} (sha256:{digest}) could not be loaded: {error}"
+            ))
+        })?;
         Ok((resolved, loaded))
     }
 
@@ -1860,19 +2140,43 @@ impl Runtime {
             Ok(output) => decide(journey, step, instance, output, started_ms, &customer_zone),
             Err(failure) => Err(failure.to_string()),
         };
-        let (outcome, new_state, effects) = match decided {
-            Ok((outcome, state)) => (outcome, state, run.effects),
+        let (outcome, new_state, effects, plugin_failed) = match decided {
+            Ok((outcome, state)) => (outcome, state, run.effects, false),
             Err(reason) => {
                 // A failed attempt's effects came from an unfinished step:
                 // none of them are committed, and the cap slots its
-                // messages took are given back.
+                // messages took are given back. Its log lines are kept:
+                // they say what went wrong.
                 for queued in run.effects.messages.iter().filter(|queued| queued.counted) {
                     self.sends
                         .release(&instance.customer_id, &queued.message.channel, started_ms);
                 }
-                (StepOutcome::Fail { reason }, None, host::Effects::default())
+                let kept = host::Effects {
+                    logs: run.effects.logs,
+                    ..host::Effects::default()
+                };
+                (StepOutcome::Fail { reason }, None, kept, true)
             }
         };
+        // A failed plugin runs again while its step's retry policy allows,
+        // on a durable timer.
+        let retry_at_ms = if plugin_failed {
+            let policy = journey
+                .and_then(|journey| journey.step(step))
+                .map_or(RetryPolicy::DEFAULT, |step| step.retry);
+            let failed = instance
+                .attempts
+                .as_ref()
+                .map_or(0, |attempts| attempts.failed)
+                + 1;
+            (failed < policy.attempts)
+                .then(|| self.clock.now_ms().max(started_ms) + policy.delay_ms(failed))
+        } else {
+            None
+        };
+        if retry_at_ms.is_some() {
+            metrics::counter!("journeyd_step_retries_total").increment(1);
+        }
         metrics::counter!("journeyd_steps_total", "outcome" => outcome_label(&outcome))
             .increment(1);
 
@@ -1968,15 +2272,24 @@ impl Runtime {
                     message: line.message,
                 })
                 .collect(),
+            retry_at_ms,
         };
         let mut next = instance.clone();
-        next.advance(&record, |target| {
-            journey.is_some_and(|journey| journey.step(target).is_some())
-        });
-        if let Some(new_state) = new_state {
-            next.state = new_state;
-        }
-        let entry = HistoryEntry::StepRan(Box::new(record));
+        let entry = match retry_at_ms {
+            Some(retry_at_ms) => {
+                next.retry_later(&record, retry_at_ms);
+                HistoryEntry::StepFailed(Box::new(record))
+            }
+            None => {
+                next.advance(&record, |target| {
+                    journey.is_some_and(|journey| journey.step(target).is_some())
+                });
+                if let Some(new_state) = new_state {
+                    next.state = new_state;
+                }
+                HistoryEntry::StepRan(Box::new(record))
+            }
+        };
         let mut commit = StepCommit::new(next, &entry, &messages, notes)
             .expect("step records are plain data that always encode as JSON");
         commit.counted = counted;
@@ -2172,9 +2485,9 @@ fn object(state: &str) -> serde_json::Map<String, serde_json::Value> {
     serde_json::from_str(state).unwrap_or_default()
 }
 
-fn failed_run(reason: String) -> host::StepRun {
+fn failed_run(failure: StepFailure) -> host::StepRun {
     host::StepRun {
-        result: Err(StepFailure::Instantiate(reason)),
+        result: Err(failure),
         effects: host::Effects::default(),
         duration: Duration::ZERO,
     }
@@ -2187,16 +2500,6 @@ fn wit_event(record: &EventRecord) -> host::Event {
         customer_id: record.customer_id.clone(),
         data: record.data.get().to_owned(),
         received_at_ms: record.received_at_ms,
-    }
-}
-
-fn status_label(status: InstanceStatus) -> &'static str {
-    match status {
-        InstanceStatus::Running => "running",
-        InstanceStatus::Waiting => "waiting",
-        InstanceStatus::Completed => "completed",
-        InstanceStatus::Failed => "failed",
-        InstanceStatus::Exited => "exited",
     }
 }
 

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 use wasmtime::component::{HasSelf, Linker};
 
-use super::StepState;
 use super::bindings::journey::plugin::customer::{
     self, ChannelPreference, CustomerView, Engagement, Interaction,
 };
+use super::{HostFault, StepState};
 use crate::store::Store;
 
 /// Notes one step may add.
@@ -58,13 +58,27 @@ impl customer::Host for CustomerCapability {
         max_interactions: u32,
         kinds: Vec<String>,
     ) -> wasmtime::Result<CustomerView> {
-        // A store failure is the host's fault, not the plugin's: trap, so
-        // the step fails without committing and is retried on restart.
-        let view = self.source.store.customer_view(
-            &self.source.customer_id,
-            max_interactions as usize,
-            &kinds,
-        )?;
+        use crate::faults::{self, Fault};
+        if faults::armed(Fault::HostPanic) {
+            panic!("injected fault: a host call panicked");
+        }
+        if faults::armed(Fault::CustomerView) {
+            return Err(HostFault::trap(
+                "the customer view could not be read: injected fault",
+            ));
+        }
+        // A store failure is the host's fault, not the plugin's: the step
+        // is dropped and run again, and the instance does not fail.
+        let view = self
+            .source
+            .store
+            .customer_view(&self.source.customer_id, max_interactions as usize, &kinds)
+            .map_err(|error| {
+                HostFault::trap(format_args!(
+                    "the customer view could not be read: {}",
+                    crate::error_chain(&error)
+                ))
+            })?;
         Ok(CustomerView {
             id: view.id,
             profile: json_text(view.profile),

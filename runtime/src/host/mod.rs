@@ -97,9 +97,36 @@ pub enum StepFailure {
         /// The limit.
         limit_mib: u64,
     },
-    /// It could not be instantiated (e.g. the pool is exhausted).
+    /// Its start-up code trapped while it was being instantiated.
     #[error("plugin could not be instantiated: {0}")]
     Instantiate(String),
+    /// The host failed, not the plugin: the instance pool, the store
+    /// behind a host call, a panic in host code. Never recorded as the
+    /// instance's failure: the executor drops the attempt's effects and
+    /// runs the step again.
+    #[error("host fault: {0}")]
+    Host(String),
+}
+
+impl StepFailure {
+    /// Whether the host, not the plugin, is at fault.
+    pub fn is_host_fault(&self) -> bool {
+        matches!(self, StepFailure::Host(_))
+    }
+}
+
+/// A fault of the host inside a host call (a store read that failed, say).
+/// Host calls return it as their trap so that [`Host::run_step`] reports
+/// [`StepFailure::Host`] instead of blaming the plugin.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct HostFault(pub String);
+
+impl HostFault {
+    /// A trap carrying this fault out of a host call.
+    pub fn trap(what: impl std::fmt::Display) -> wasmtime::Error {
+        wasmtime::Error::new(HostFault(what.to_string()))
+    }
 }
 
 /// Limits applied to every step.
@@ -109,18 +136,22 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Wall-clock deadline for one step run, unless the step overrides it.
     pub deadline: Duration,
-    /// Instances the pool can hold at once (steps running concurrently).
+    /// Steps that run in the sandbox at once: one per step worker. The
+    /// pool holds this many instances plus [`WARM_SLOTS`], so a step never
+    /// finds it full.
     pub concurrent_steps: u32,
 }
+
+/// Pool slots beyond one per concurrent step: they keep warm instances of
+/// recently run plugins for reuse (module affinity).
+pub const WARM_SLOTS: u32 = 14;
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             memory_bytes: 64 * 1024 * 1024,
             deadline: Duration::from_secs(2),
-            // One step per worker runs at a time; the spare slots keep
-            // warm instances of each plugin for reuse (module affinity).
-            concurrent_steps: 16,
+            concurrent_steps: 2,
         }
     }
 }
@@ -237,7 +268,9 @@ impl Host {
     /// Build the engine and linker, and start the epoch ticker.
     pub fn new(limits: Limits, compiled_cache: Option<&std::path::Path>) -> wasmtime::Result<Host> {
         let mut pool = PoolingAllocationConfig::default();
-        let slots = limits.concurrent_steps.max(1);
+        // Only the step workers instantiate plugins, one step each at a
+        // time, so the pool cannot run out by design.
+        let slots = limits.concurrent_steps.max(1) + WARM_SLOTS;
         pool.total_component_instances(slots)
             .total_core_instances(slots * 8)
             .max_core_instances_per_component(16)
@@ -416,10 +449,7 @@ impl Host {
                 .call_run(&mut store, &request.input)
                 .map_err(|error| self.classify_trap(&store, error, deadline))
                 .and_then(|returned| returned.map_err(StepFailure::Returned)),
-            Err(error) => Err(match self.classify_trap(&store, error, deadline) {
-                StepFailure::Trap(message) => StepFailure::Instantiate(message),
-                other => other,
-            }),
+            Err(error) => Err(self.classify_instantiate_error(&store, error, deadline)),
         };
         let duration = started.elapsed();
         let state = store.into_data();
@@ -437,12 +467,34 @@ impl Host {
         }
     }
 
+    /// Whose fault a failed instantiation is: the plugin's when its
+    /// start-up code trapped, ran too long or took too much memory; the
+    /// host's otherwise (the pool, a host call).
+    fn classify_instantiate_error(
+        &self,
+        store: &Store<StepState>,
+        error: wasmtime::Error,
+        deadline: Duration,
+    ) -> StepFailure {
+        let plugins_fault = error.downcast_ref::<Trap>().is_some() || store.data().memory.exceeded;
+        match self.classify_trap(store, error, deadline) {
+            StepFailure::Trap(message) if plugins_fault => StepFailure::Instantiate(message),
+            StepFailure::Trap(message) => {
+                StepFailure::Host(format!("the plugin could not be instantiated: {message}"))
+            }
+            other => other,
+        }
+    }
+
     fn classify_trap(
         &self,
         store: &Store<StepState>,
         error: wasmtime::Error,
         deadline: Duration,
     ) -> StepFailure {
+        if let Some(fault) = error.downcast_ref::<HostFault>() {
+            return StepFailure::Host(fault.0.clone());
+        }
         if store.data().memory.exceeded {
             return StepFailure::Memory {
                 limit_mib: (self.limits.memory_bytes / (1024 * 1024)) as u64,

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker};
 
-use super::StepState;
 use super::bindings::journey::plugin::outbox::{self, FrequencyCap, Message, SendError};
+use super::{HostFault, StepState};
 
 /// Messages one step may queue.
 const MAX_MESSAGES: usize = 16;
@@ -30,15 +30,15 @@ pub enum Admission {
 /// The runtime's frequency caps, as the host sees them.
 pub trait SendPolicy: Send + Sync {
     /// Decide on a message to `customer` on `channel` from a step of
-    /// `journey` at `now_ms`. An error means the store failed: the step
-    /// traps, and fails with the store's error in its history.
+    /// `journey` at `now_ms`. An error is the host's fault (the store
+    /// could not say what was sent): the step is run again later.
     fn admit(
         &self,
         customer: &str,
         channel: &str,
         journey: &str,
         now_ms: u64,
-    ) -> anyhow::Result<Admission>;
+    ) -> Result<Admission, HostFault>;
 }
 
 /// A policy without caps.
@@ -46,7 +46,7 @@ pub trait SendPolicy: Send + Sync {
 pub struct NoCaps;
 
 impl SendPolicy for NoCaps {
-    fn admit(&self, _: &str, _: &str, _: &str, _: u64) -> anyhow::Result<Admission> {
+    fn admit(&self, _: &str, _: &str, _: &str, _: u64) -> Result<Admission, HostFault> {
         Ok(Admission::Uncapped)
     }
 }
@@ -118,7 +118,7 @@ impl outbox::Host for OutboxCapability {
                 &self.journey,
                 self.now_ms,
             )
-            .map_err(|error| wasmtime::Error::msg(format!("{error:#}")))?;
+            .map_err(wasmtime::Error::new)?;
         let counted = match admission {
             Admission::Uncapped => false,
             Admission::Counted => true,

@@ -192,6 +192,16 @@ pub enum Error {
         /// The event.
         event: String,
     },
+    /// A step's retry policy is malformed.
+    #[error("{file}: step `{step}`, field `retry`: {reason}")]
+    InvalidRetry {
+        /// The file name as given.
+        file: String,
+        /// The step.
+        step: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A step's plugin (or plugin version) was never pushed.
     #[error("{file}: step `{step}` uses plugin `{plugin}`, which has not been pushed (or tagged)")]
     UnknownPlugin {
@@ -414,6 +424,116 @@ pub struct StepDefinition {
     /// about the instance's customer match.
     #[serde(default)]
     pub correlate_on: Option<String>,
+    /// How often the step is tried when its plugin fails (returns an
+    /// error, traps, runs past its deadline or its memory); without it,
+    /// [`RetryPolicy::DEFAULT`]. A plugin that chooses `fail` is not
+    /// retried: that is an outcome, not a failure.
+    #[serde(default)]
+    pub retry: Option<RetryDefinition>,
+}
+
+/// A step's retry policy as written: `retry = { attempts = 3, backoff =
+/// "exponential", initial = "1s", max = "5m" }`; what is left out comes
+/// from [`RetryPolicy::DEFAULT`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryDefinition {
+    /// Attempts in all, the first included (1 means no retry).
+    #[serde(default)]
+    pub attempts: Option<u32>,
+    /// How the wait between attempts grows.
+    #[serde(default)]
+    pub backoff: Option<Backoff>,
+    /// The wait before the first retry, e.g. `"1s"` or `"500ms"`.
+    #[serde(default)]
+    pub initial: Option<String>,
+    /// The longest wait between attempts, e.g. `"5m"`.
+    #[serde(default)]
+    pub max: Option<String>,
+}
+
+/// How the wait between attempts grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backoff {
+    /// The wait doubles after every failed attempt, up to `max`.
+    Exponential,
+    /// Every wait is `initial`.
+    Fixed,
+}
+
+/// When a failed step runs again. A retry waits on a durable timer, like
+/// a sleep: it survives restarts, and on a simulated clock it waits for
+/// the clock to move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub attempts: u32,
+    /// How the wait grows.
+    pub backoff: Backoff,
+    /// The wait before the first retry, ms.
+    pub initial_ms: u64,
+    /// The longest wait, ms.
+    pub max_ms: u64,
+}
+
+/// Most attempts a retry policy may ask for.
+pub const MAX_ATTEMPTS: u32 = 100;
+
+impl RetryPolicy {
+    /// Three attempts, one second then two seconds apart: a passing fault
+    /// does not fail a customer, a broken plugin fails them within seconds
+    /// (and an operator can retry them once it is fixed).
+    pub const DEFAULT: RetryPolicy = RetryPolicy {
+        attempts: 3,
+        backoff: Backoff::Exponential,
+        initial_ms: 1_000,
+        max_ms: 60_000,
+    };
+
+    /// The wait after the `failed`-th failed attempt (from 1), ms.
+    pub fn delay_ms(&self, failed: u32) -> u64 {
+        match self.backoff {
+            Backoff::Fixed => self.initial_ms,
+            Backoff::Exponential => self
+                .initial_ms
+                .saturating_mul(1u64 << failed.saturating_sub(1).min(40))
+                .min(self.max_ms),
+        }
+    }
+
+    /// The policy `definition` describes, or what is wrong with it.
+    pub fn from_definition(definition: &RetryDefinition) -> Result<Self, String> {
+        let duration = |field: &str, text: &Option<String>, default: u64| match text {
+            None => Ok(default),
+            Some(text) => humantime::parse_duration(text)
+                .map(|duration| duration.as_millis() as u64)
+                .map_err(|error| {
+                    format!(
+                        "`{field}` = \"{text}\" is not a duration such as \"1s\" or \"5m\": {error}"
+                    )
+                }),
+        };
+        let attempts = definition.attempts.unwrap_or(Self::DEFAULT.attempts);
+        if !(1..=MAX_ATTEMPTS).contains(&attempts) {
+            return Err(format!(
+                "`attempts` must be 1 to {MAX_ATTEMPTS} (the first attempt included), not {attempts}"
+            ));
+        }
+        let initial_ms = duration("initial", &definition.initial, Self::DEFAULT.initial_ms)?;
+        let max_ms = duration("max", &definition.max, Self::DEFAULT.max_ms.max(initial_ms))?;
+        if max_ms < initial_ms {
+            return Err(format!(
+                "`max` ({max_ms} ms) is shorter than `initial` ({initial_ms} ms)"
+            ));
+        }
+        Ok(RetryPolicy {
+            attempts,
+            backoff: definition.backoff.unwrap_or(Self::DEFAULT.backoff),
+            initial_ms,
+            max_ms,
+        })
+    }
 }
 
 /// A reference from a step to a plugin.
@@ -492,6 +612,8 @@ pub struct Step {
     pub plugin: PluginRef,
     /// Its config as JSON text, as the plugin receives it.
     pub config_json: String,
+    /// When it runs again after its plugin failed.
+    pub retry: RetryPolicy,
 }
 
 /// A validated journey definition.
@@ -729,6 +851,7 @@ impl Journey {
                         selector: Selector::Latest,
                     },
                     config_json: "{}".into(),
+                    retry: RetryPolicy::DEFAULT,
                 };
                 if steps.insert(step.name.clone(), ready).is_some() {
                     return Err(Error::DuplicateStep {
@@ -761,10 +884,21 @@ impl Journey {
             }
             let config_json =
                 serde_json::to_string(&step.config).expect("a TOML table always converts to JSON");
+            let retry = match &step.retry {
+                None => RetryPolicy::DEFAULT,
+                Some(definition) => RetryPolicy::from_definition(definition).map_err(|reason| {
+                    Error::InvalidRetry {
+                        file: file.clone(),
+                        step: step.name.clone(),
+                        reason,
+                    }
+                })?,
+            };
             let ready = Step {
                 definition: step.clone(),
                 plugin,
                 config_json,
+                retry,
             };
             if steps.insert(step.name.clone(), ready).is_some() {
                 return Err(Error::DuplicateStep {
@@ -868,6 +1002,12 @@ impl Journey {
     /// declared kind).
     pub fn listens_to(&self, kind: &str) -> bool {
         self.definition.trigger.event == kind || self.definition.events.contains_key(kind)
+    }
+
+    /// Whether `name` is a step or a terminal state: somewhere an
+    /// instance can be sent.
+    pub fn leads_to(&self, name: &str) -> bool {
+        self.steps.contains_key(name) || self.terminal.contains(name)
     }
 
     /// A step by name.

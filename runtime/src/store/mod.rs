@@ -46,6 +46,9 @@ pub enum Error {
     /// A record could not be encoded (a bug, not bad input).
     #[error("record could not be encoded")]
     Encode(#[source] serde_json::Error),
+    /// A fault a test build injected (see [`crate::faults`]).
+    #[error("injected fault: {0}")]
+    Injected(&'static str),
 }
 
 /// Result of store operations.
@@ -251,15 +254,33 @@ pub enum InstanceStatus {
     Failed,
     /// One of its journey's exit events ended it wherever it was.
     Exited,
+    /// An operator cancelled it.
+    Cancelled,
 }
 
 impl InstanceStatus {
-    /// Whether it has finished (completed, failed or exited).
+    /// Whether it has finished (completed, failed, exited or cancelled).
+    /// A failed instance can still be retried or skipped by an operator.
     pub fn is_finished(self) -> bool {
         matches!(
             self,
-            InstanceStatus::Completed | InstanceStatus::Failed | InstanceStatus::Exited
+            InstanceStatus::Completed
+                | InstanceStatus::Failed
+                | InstanceStatus::Exited
+                | InstanceStatus::Cancelled
         )
+    }
+
+    /// The status as the API spells it.
+    pub fn label(self) -> &'static str {
+        match self {
+            InstanceStatus::Running => "running",
+            InstanceStatus::Waiting => "waiting",
+            InstanceStatus::Completed => "completed",
+            InstanceStatus::Failed => "failed",
+            InstanceStatus::Exited => "exited",
+            InstanceStatus::Cancelled => "cancelled",
+        }
     }
 }
 
@@ -309,6 +330,28 @@ pub struct Instance {
     /// has exit events about the customer.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub indexed_by_customer: bool,
+    /// Attempts of its current step so far, once there is more than the
+    /// first: after a failed attempt waiting to be retried, after a
+    /// restart, or after an operator's retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<StepAttempts>,
+}
+
+/// The attempts of one step execution: every attempt gets the same
+/// idempotency key, and the attempt number counts up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepAttempts {
+    /// Attempts made so far: failed ones, and ones a restart interrupted.
+    pub made: u32,
+    /// Of those, the ones whose plugin failed (what the retry policy
+    /// counts).
+    pub failed: u32,
+    /// The idempotency key of every attempt: the first attempt's.
+    pub idempotency_key: String,
+    /// The plugin to run instead of the step's (`name`, `name@version` or
+    /// `name:tag`): an operator's retry onto another version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
 }
 
 /// What a waiting instance waits for.
@@ -330,6 +373,7 @@ impl Instance {
     pub fn follow_split(&mut self, target: &str, is_step: bool, now: u64) {
         self.history_len += 1;
         self.updated_at_ms = now;
+        self.attempts = None;
         if is_step {
             self.current_step = Some(target.to_owned());
         } else {
@@ -349,10 +393,53 @@ impl Instance {
 }
 
 impl Instance {
-    /// The idempotency key of the step execution that writes history entry
-    /// `history_len`: the same for every attempt of that step.
+    /// The idempotency key of its current step execution: the same for
+    /// every attempt of that step (the history slot of the first one).
     pub fn idempotency_key(&self) -> String {
-        format!("{}/{}", self.id, self.history_len)
+        match &self.attempts {
+            Some(attempts) => attempts.idempotency_key.clone(),
+            None => format!("{}/{}", self.id, self.history_len),
+        }
+    }
+
+    /// The number of the next attempt of its current step (1 for a first).
+    pub fn next_attempt(&self) -> u32 {
+        self.attempts
+            .as_ref()
+            .map_or(1, |attempts| attempts.made + 1)
+    }
+
+    /// The attempts of its current step, begun if there were none.
+    fn attempts_mut(&mut self) -> &mut StepAttempts {
+        let key = self.idempotency_key();
+        self.attempts.get_or_insert(StepAttempts {
+            made: 0,
+            failed: 0,
+            idempotency_key: key,
+            plugin: None,
+        })
+    }
+
+    /// A restart interrupted attempt `attempt` of its current step: the
+    /// next one counts on (history entry [`HistoryEntry::Restarted`]).
+    pub fn restarted(&mut self, attempt: u32, at_ms: u64) {
+        let attempts = self.attempts_mut();
+        attempts.made = attempts.made.max(attempt);
+        self.history_len += 1;
+        self.updated_at_ms = at_ms;
+    }
+
+    /// Attempt `step.attempt` failed and the step runs again at
+    /// `retry_at_ms` (history entry [`HistoryEntry::StepFailed`]): the
+    /// instance waits on a durable timer, still at the same step.
+    pub fn retry_later(&mut self, step: &StepRecord, retry_at_ms: u64) {
+        let attempts = self.attempts_mut();
+        attempts.made = step.attempt;
+        attempts.failed += 1;
+        self.history_len += 1;
+        self.updated_at_ms = step.at_ms + step.duration_us / 1000;
+        self.status = InstanceStatus::Waiting;
+        self.wake_at_ms = Some(retry_at_ms);
     }
 
     /// Move a running instance past one step entry: the next history slot
@@ -362,6 +449,7 @@ impl Instance {
     pub fn advance(&mut self, step: &StepRecord, is_step: impl Fn(&str) -> bool) {
         self.history_len += 1;
         self.updated_at_ms = step.at_ms + step.duration_us / 1000;
+        self.attempts = None;
         match &step.outcome {
             StepOutcome::Goto { target, .. } if is_step(target) => {
                 self.current_step = Some(target.clone());
@@ -403,7 +491,10 @@ impl Instance {
             StepOutcome::Fail { reason } => {
                 self.current_step = None;
                 self.status = InstanceStatus::Failed;
-                self.failure = Some(format!("step `{}`: {reason}", step.step));
+                self.failure = Some(match step.attempt {
+                    1 => format!("step `{}`: {reason}", step.step),
+                    attempt => format!("step `{}`, attempt {attempt}: {reason}", step.step),
+                });
             }
         }
     }
@@ -488,6 +579,55 @@ pub enum HistoryEntry {
     },
     /// A step ran and its effects were committed.
     StepRan(Box<StepRecord>),
+    /// An attempt of a step failed and the step runs again at its
+    /// `retry_at_ms` (its retry policy). Nothing of the attempt but this
+    /// record was committed.
+    StepFailed(Box<StepRecord>),
+    /// The runtime restarted while the instance had a step to run: the
+    /// attempt in progress was interrupted and the step runs again.
+    Restarted {
+        /// Entry time, ms since the Unix epoch.
+        at_ms: u64,
+        /// The step.
+        step: String,
+        /// The attempt the restart interrupted.
+        attempt: u32,
+    },
+    /// An operator retried the failed instance at the step it failed at.
+    Retried {
+        /// Entry time, ms since the Unix epoch.
+        at_ms: u64,
+        /// The step it runs again.
+        step: String,
+        /// The plugin it runs instead of the step's, if the operator named
+        /// one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        plugin: Option<String>,
+        /// Why, as the operator gave it.
+        reason: String,
+    },
+    /// An operator moved the instance on to another step.
+    Skipped {
+        /// Entry time, ms since the Unix epoch.
+        at_ms: u64,
+        /// The step it was at, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from_step: Option<String>,
+        /// The step (or terminal state) it continues at.
+        to_step: String,
+        /// Why, as the operator gave it.
+        reason: String,
+    },
+    /// An operator cancelled the instance.
+    Cancelled {
+        /// Entry time, ms since the Unix epoch.
+        at_ms: u64,
+        /// The step it was at, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
+        /// Why, as the operator gave it.
+        reason: String,
+    },
     /// A split step sent the instance down one variant.
     Split {
         /// Entry time, ms since the Unix epoch.
@@ -558,7 +698,8 @@ pub struct StepRecord {
     pub plugin_version: u32,
     /// The digest of the component that ran.
     pub digest: String,
-    /// Which attempt this was (1 unless re-run after a restart).
+    /// Which attempt this was: 1, or more after failed attempts, host
+    /// faults or restarts.
     pub attempt: u32,
     /// The idempotency key the step saw.
     pub idempotency_key: String,
@@ -581,6 +722,9 @@ pub struct StepRecord {
     pub capped: Vec<CappedMessage>,
     /// Plugin log lines (bounded).
     pub logs: Vec<LogLine>,
+    /// On a failed attempt that is retried: when the next attempt runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at_ms: Option<u64>,
 }
 
 /// A message a step asked to send that a frequency cap refused.
@@ -652,8 +796,12 @@ impl HistoryEntry {
             | HistoryEntry::Woke { at_ms, .. }
             | HistoryEntry::EventArrived { at_ms, .. }
             | HistoryEntry::Exited { at_ms, .. }
-            | HistoryEntry::Split { at_ms, .. } => *at_ms,
-            HistoryEntry::StepRan(step) => step.at_ms,
+            | HistoryEntry::Split { at_ms, .. }
+            | HistoryEntry::Restarted { at_ms, .. }
+            | HistoryEntry::Retried { at_ms, .. }
+            | HistoryEntry::Skipped { at_ms, .. }
+            | HistoryEntry::Cancelled { at_ms, .. } => *at_ms,
+            HistoryEntry::StepRan(step) | HistoryEntry::StepFailed(step) => step.at_ms,
         }
     }
 }
@@ -973,6 +1121,16 @@ pub enum Write {
     Step(Box<StepCommit>),
 }
 
+impl Write {
+    /// The instance a step write is about (an ingest may be about many).
+    pub fn instance(&self) -> Option<InstanceId> {
+        match self {
+            Write::Ingest(_) => None,
+            Write::Step(step) => Some(step.instance.id),
+        }
+    }
+}
+
 /// What happened to one [`Write`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
@@ -1046,6 +1204,9 @@ pub trait Store: Send + Sync + 'static {
     fn due_timers(&self, now_ms: u64, limit: usize) -> Result<Vec<(u64, InstanceId)>>;
     /// When the earliest timer is due.
     fn next_timer(&self) -> Result<Option<u64>>;
+    /// Remove a timer whose instance no longer waits for it (it is gone,
+    /// or waits for another time). Durable on return.
+    fn forget_timer(&self, due_ms: u64, instance: InstanceId) -> Result<()>;
     /// Keep a runtime setting across starts. Durable on return.
     fn put_meta(&self, name: &str, value: &serde_json::Value) -> Result<()>;
     /// A runtime setting, if kept.
@@ -1151,6 +1312,7 @@ pub(crate) mod suite {
             waiting_for: None,
             last_event_id: None,
             indexed_by_customer: false,
+            attempts: None,
         }
     }
 
@@ -1205,6 +1367,7 @@ pub(crate) mod suite {
             messages,
             capped: vec![],
             logs: vec![],
+            retry_at_ms: None,
         }))
     }
 
@@ -1263,6 +1426,88 @@ pub(crate) mod suite {
         a_sleeping_instance_has_a_timer_until_it_wakes(store);
         channels_engagement_and_counted_sends_are_kept(store);
         an_exit_ends_an_instance_indexed_by_customer(store);
+        attempts_keep_their_idempotency_key_and_stale_timers_can_be_forgotten(store);
+    }
+
+    fn attempts_keep_their_idempotency_key_and_stale_timers_can_be_forgotten(store: &dyn Store) {
+        // A restart interrupts a running instance's first step: read back,
+        // its next attempt is the second, with the first one's key.
+        store.commit(&[ingest(91, "c-9")]).expect("commit");
+        let mut restarted = instance(91, "c-9");
+        restarted.restarted(1, 3);
+        let entry = HistoryEntry::Restarted {
+            at_ms: 3,
+            step: "acknowledge".into(),
+            attempt: 1,
+        };
+        let commit = StepCommit::new(restarted, &entry, &[], vec![]).expect("encode");
+        store
+            .commit(&[Write::Step(Box::new(commit))])
+            .expect("commit");
+        let read = store
+            .instance(InstanceId(91))
+            .expect("read")
+            .expect("exists");
+        assert_eq!(
+            (
+                read.history_len,
+                read.next_attempt(),
+                read.idempotency_key()
+            ),
+            (2, 2, "i-91/1".to_owned())
+        );
+
+        // That attempt fails and is retried on a timer, still with the key.
+        let mut retrying = read.clone();
+        let failed = StepRecord {
+            attempt: 2,
+            idempotency_key: read.idempotency_key(),
+            retry_at_ms: Some(9_000),
+            ..match acknowledged(
+                read.idempotency_key(),
+                StateChanges::default(),
+                StepOutcome::Fail {
+                    reason: "boom".into(),
+                },
+                vec![],
+            ) {
+                HistoryEntry::StepRan(step) => *step,
+                _ => unreachable!("acknowledged makes a step entry"),
+            }
+        };
+        retrying.retry_later(&failed, 9_000);
+        let entry = HistoryEntry::StepFailed(Box::new(failed));
+        let commit = StepCommit::new(retrying, &entry, &[], vec![]).expect("encode");
+        store
+            .commit(&[Write::Step(Box::new(commit))])
+            .expect("commit");
+        let read = store
+            .instance(InstanceId(91))
+            .expect("read")
+            .expect("exists");
+        assert_eq!(read.status, InstanceStatus::Waiting);
+        assert_eq!(
+            read.attempts,
+            Some(StepAttempts {
+                made: 2,
+                failed: 1,
+                idempotency_key: "i-91/1".into(),
+                plugin: None,
+            })
+        );
+        assert!(
+            store
+                .due_timers(9_000, 10)
+                .expect("timers")
+                .contains(&(9_000, InstanceId(91)))
+        );
+        store.forget_timer(9_000, InstanceId(91)).expect("forget");
+        assert!(
+            !store
+                .due_timers(9_000, 10)
+                .expect("timers")
+                .contains(&(9_000, InstanceId(91)))
+        );
     }
 
     /// While one thread wakes an instance from a due timer and puts it back

@@ -216,7 +216,10 @@ impl SledStore {
             } else {
                 batch.remove(keys::running(instance.id));
             }
-            if instance.status == InstanceStatus::Exited {
+            if matches!(
+                instance.status,
+                InstanceStatus::Exited | InstanceStatus::Cancelled
+            ) {
                 batch.remove(keys::pending_exit(instance.id));
             }
             if instance.indexed_by_customer && instance.status.is_finished() {
@@ -283,10 +286,17 @@ impl SledStore {
             })
         {
             let (key, bytes) = item?;
+            // A running instance's entries since its record: steps that
+            // led on to steps, splits, and restarts (every other entry
+            // rewrites the record).
             let step = match decode::<HistoryEntry>(&key, &bytes)? {
                 HistoryEntry::StepRan(step) => step,
                 HistoryEntry::Split { target, at_ms, .. } => {
                     instance.follow_split(&target, true, at_ms);
+                    continue;
+                }
+                HistoryEntry::Restarted { attempt, at_ms, .. } => {
+                    instance.restarted(attempt, at_ms);
                     continue;
                 }
                 _ => continue,
@@ -443,6 +453,12 @@ impl Store for SledStore {
             .transpose()?
             .and_then(|key| keys::timer_of(&key))
             .map(|(due, _)| due))
+    }
+
+    fn forget_timer(&self, due_ms: u64, instance: InstanceId) -> Result<()> {
+        self.db.remove(keys::timer(due_ms, instance))?;
+        self.db.flush()?;
+        Ok(())
     }
 
     fn put_meta(&self, name: &str, value: &serde_json::Value) -> Result<()> {
