@@ -75,6 +75,42 @@ pub struct BenchArgs {
     /// Matching events sent per second for `--scenario resume`.
     #[arg(long, default_value_t = 2_000)]
     pub event_rate: usize,
+    /// Put a `screen` step first whose plugin (`fixture_flaky.wasm`) fails
+    /// the first attempt of about this share of instances (0 to 100),
+    /// with a policy of 3 attempts `--retry-after-ms` apart. Adds
+    /// `retries` and `completed_share` to the figures.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub fail_first_percent: Option<u8>,
+    /// The wait before a retry, with `--fail-first-percent`.
+    #[arg(long, default_value_t = 50)]
+    pub retry_after_ms: u64,
+}
+
+/// The enquiry journey with a first step `screen` whose plugin fails the
+/// first attempt of `percent`% of instances, retried after `retry_ms`.
+fn with_failing_first_step(source: &str, percent: u8, retry_ms: u64) -> anyhow::Result<String> {
+    let mut journey: toml::Table = toml::from_str(source)?;
+    let steps = journey
+        .get_mut("steps")
+        .and_then(toml::Value::as_array_mut)
+        .context("the journey has no steps")?;
+    let start = steps
+        .first()
+        .and_then(|step| step.get("name"))
+        .and_then(toml::Value::as_str)
+        .context("the first step has no name")?
+        .to_owned();
+    let screen: toml::Table = toml::from_str(&format!(
+        r#"
+name = "screen"
+plugin = "screen"
+config = {{ fail_first_percent = {percent}, next = "ok" }}
+on = {{ ok = "{start}" }}
+retry = {{ attempts = 3, backoff = "fixed", initial = "{retry_ms}ms" }}
+"#
+    ))?;
+    steps.insert(0, toml::Value::Table(screen));
+    Ok(toml::to_string(&journey)?)
 }
 
 /// What `journeyd bench` measures.
@@ -294,6 +330,17 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let journey_source =
         crate::journey::skip_steps(&journey_source, &["sla", "escalate"], "resolved")
             .map_err(|reason| anyhow::anyhow!("{}: {reason}", args.journey.display()))?;
+    let journey_source = match args.fail_first_percent {
+        Some(percent) => {
+            runtime
+                .push_plugin("screen", read_component(&dir, "fixture_flaky.wasm")?)
+                .await?;
+            // Retries wait on durable timers: the timer loop runs.
+            runtime.start_timers();
+            with_failing_first_step(&journey_source, percent, args.retry_after_ms)?
+        }
+        None => journey_source,
+    };
     let file = args.journey.display().to_string();
     let (version, journey) = runtime.deploy_journey(&file, &journey_source)?;
     let steps_per_journey = journey.steps().count();
@@ -500,6 +547,26 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             .join(", ")
     );
     println!("  outbox: {outbox} messages; failed journeys: {failed}; peak RSS {rss:.0} MiB");
+    let retries = match args.fail_first_percent {
+        Some(percent) => {
+            let mut retries = 0;
+            for id in &finished_ids {
+                retries += store
+                    .history(*id)?
+                    .iter()
+                    .filter(|entry| matches!(entry, crate::store::HistoryEntry::StepFailed(_)))
+                    .count();
+            }
+            println!(
+                "  failing plugin: `screen` failed the first attempt of {percent}% of instances: {retries} retries ({:.1}% of journeys), {} of {} journeys completed",
+                retries as f64 * 100.0 / args.journeys.max(1) as f64,
+                args.journeys - failed,
+                args.journeys
+            );
+            Some(retries)
+        }
+        None => None,
+    };
     if failed > 0 {
         bail!("{failed} journeys failed; see the log");
     }
@@ -514,6 +581,12 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             "steps_per_flush": (steps_per_flush * 10.0).round() / 10.0,
             "peak_rss_mib": rss.round(),
     });
+    if let Some(retries) = retries {
+        figures["fail_first_percent"] = json!(args.fail_first_percent);
+        figures["retries"] = json!(retries);
+        figures["completed_share"] =
+            json!((args.journeys - failed) as f64 / args.journeys.max(1) as f64);
+    }
     if let Some((swaps, swap_visible_ms)) = swaps {
         steady.sort_by(f64::total_cmp);
         swapping.sort_by(f64::total_cmp);
