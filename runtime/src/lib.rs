@@ -22,6 +22,7 @@ pub mod executor;
 pub mod faults;
 pub mod host;
 pub mod journey;
+pub mod json;
 pub mod store;
 pub mod window;
 

@@ -48,7 +48,7 @@ pub const ENQUIRY_PLUGINS: [&str; 6] = [
 ];
 
 /// Every fixture component, by crate directory name under `tests/fixtures`.
-pub const FIXTURES: [&str; 7] = [
+pub const FIXTURES: [&str; 8] = [
     "noop",
     "trap",
     "spin",
@@ -56,6 +56,7 @@ pub const FIXTURES: [&str; 7] = [
     "wrong-world",
     "slow",
     "flaky",
+    "contract-breaker",
 ];
 
 fn component(file: &str) -> Vec<u8> {
@@ -290,19 +291,6 @@ impl Journeyd {
             &format!("/v1/customers/{id}"),
             Some(profile.to_string().into_bytes()),
         )
-    }
-
-    /// Return once everything journeyd shows is durable. Reads show
-    /// committed steps as soon as they are applied, a moment before the
-    /// flush that makes them durable; any acknowledged write comes after
-    /// such a flush (a customer upsert flushes the whole store).
-    pub fn make_durable(&self) {
-        let (status, body) = self.request(
-            "PUT",
-            "/v1/customers/durability-probe",
-            Some(b"{}".to_vec()),
-        );
-        assert_eq!(status, 200, "{body}");
     }
 
     /// Poll until `check` holds or `timeout` passes.

@@ -274,3 +274,254 @@ fn a_plugin_that_traps_spins_or_hoards_memory_fails_only_its_own_step() {
     assert_eq!(view["status"], "completed", "{view:#}");
     assert_eq!(journeyd.get("/healthz")["status"], "ok");
 }
+
+#[test]
+fn every_malformed_request_is_refused_in_one_json_shape_and_changes_nothing() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let journeyd = Journeyd::start(data.path());
+    journeyd.setup_enquiry();
+    let (status, body) = journeyd.set_tag("classify", "stable", &json!({ "version": 1 }));
+    assert_eq!(status, 200, "{body}");
+    let event = |data: &str| {
+        format!(r#"{{"id":"bad-1","type":"enquiry.received","customer":"c-ada","data":{data}}}"#)
+            .into_bytes()
+    };
+    let deep = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
+    let wrapping = enquiry_source()
+        .replacen("[[steps]]", "[[steps]]\nname = \"pick\"\nsplit = { a = 4294967295, b = 101 }\non = { a = \"acknowledge\", b = \"acknowledge\" }\n\n[[steps]]", 1);
+    let big_profile = format!(r#"{{"name": "{}"}}"#, "x".repeat(100 * 1024));
+    // method, path, body, status, error code, what the message names.
+    type Case<'a> = (&'a str, &'a str, Option<Vec<u8>>, u16, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "PUT",
+            "/v1/plugins/classify/tags/stable",
+            Some(b"[1]".to_vec()),
+            400,
+            "bad_body",
+            "found an array",
+        ),
+        (
+            "PUT",
+            "/v1/plugins/classify/tags/stable",
+            Some(br#"{"version": 2, "version": 1}"#.to_vec()),
+            400,
+            "bad_body",
+            "`version` is given twice",
+        ),
+        (
+            "POST",
+            "/v1/events",
+            Some(event(r#"{"enquiry_id": "q-1", "enquiry_id": "q-2"}"#)),
+            400,
+            "invalid_event",
+            "`enquiry_id` is given twice",
+        ),
+        (
+            "POST",
+            "/v1/events",
+            Some(event(&deep)),
+            400,
+            "invalid_event",
+            "nested deeper than 64 levels",
+        ),
+        (
+            "POST",
+            "/v1/events",
+            Some(event(r#"{"enquiry_id": 1e400}"#)),
+            400,
+            "invalid_event",
+            "number out of range",
+        ),
+        (
+            "POST",
+            "/v1/events",
+            Some(event(r#"{"enquiry_id": "\ud800"}"#)),
+            400,
+            "invalid_event",
+            "escape",
+        ),
+        (
+            "GET",
+            "/v1/customers/c-ada%00",
+            None,
+            400,
+            "invalid_id",
+            "customer id",
+        ),
+        (
+            "GET",
+            "/v1/customers/c-nobody",
+            None,
+            404,
+            "unknown_customer",
+            "`c-nobody`",
+        ),
+        (
+            "GET",
+            "/v1/plugins/bad%20name",
+            None,
+            400,
+            "invalid_id",
+            "plugin name",
+        ),
+        (
+            "GET",
+            "/v1/plugins/nothing",
+            None,
+            404,
+            "unknown_plugin",
+            "`nothing`",
+        ),
+        (
+            "GET",
+            "/v1/journeys/bad%20name/funnel",
+            None,
+            400,
+            "invalid_id",
+            "journey",
+        ),
+        (
+            "GET",
+            "/v1/journeys/nothing/migrations",
+            None,
+            404,
+            "unknown_journey",
+            "`nothing`",
+        ),
+        (
+            "GET",
+            "/v1/instances?journey=nothing",
+            None,
+            404,
+            "unknown_journey",
+            "`nothing`",
+        ),
+        (
+            "DELETE",
+            "/v1/events",
+            None,
+            405,
+            "method_not_allowed",
+            "does not take DELETE",
+        ),
+        (
+            "GET",
+            "/v1/instances?status=bogus",
+            None,
+            400,
+            "bad_query",
+            "unknown variant `bogus`",
+        ),
+        (
+            "GET",
+            "/v1/instances/%FF",
+            None,
+            400,
+            "bad_path",
+            "Invalid UTF-8",
+        ),
+        (
+            "PUT",
+            "/v1/customers/c-big",
+            Some(big_profile.into_bytes()),
+            413,
+            "body_too_large",
+            "limit of 65536 bytes",
+        ),
+        (
+            "POST",
+            "/v1/journeys?file=split.toml",
+            Some(wrapping.into_bytes()),
+            422,
+            "journey_invalid_split",
+            "add up to 4294967396",
+        ),
+        (
+            "GET",
+            "/v1/no/such/route",
+            None,
+            404,
+            "not_found",
+            "no such route",
+        ),
+    ];
+    for (method, path, body, status, code, mention) in cases {
+        let (got, answer) = journeyd.request(method, path, body);
+        assert_eq!(
+            (got, error_code(&answer)),
+            (status, code),
+            "{method} {path}: {answer}"
+        );
+        assert!(
+            error_message(&answer).contains(mention),
+            "{method} {path}: `{mention}` missing in {answer}"
+        );
+    }
+    // Nothing changed: the tag, the instances, the customers, the journeys.
+    let tags = journeyd.get("/v1/plugins/classify")["tags"].clone();
+    assert_eq!(tags[0]["version"], 1, "{tags}");
+    assert_eq!(journeyd.get("/v1/instances")["instances"], json!([]));
+    let (status, _) = journeyd.request("GET", "/v1/customers/c-big", None);
+    assert_eq!(status, 404);
+    assert_eq!(
+        journeyd.get("/v1/journeys")["journeys"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+}
+
+#[test]
+fn the_cli_keeps_every_id_and_name_one_path_segment() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let journeyd = Journeyd::start(data.path());
+    journeyd.setup_enquiry();
+    let file = data.path().join("customers.json");
+    std::fs::write(
+        &file,
+        json!({ "c-victim?note=1": { "name": "Mallory" }, "c-a/b": { "name": "Slash" } })
+            .to_string(),
+    )
+    .expect("write customers");
+    let (status, body) = journeyd.put_customer("c-victim", &json!({ "name": "Victim" }));
+    assert_eq!(status, 200, "{body}");
+    let cli = |args: &[&str]| {
+        std::process::Command::new(journey_tests::journeyd_binary())
+            .args(["--server", &journeyd.url])
+            .args(args)
+            .output()
+            .expect("journeyd runs")
+    };
+    let imported = cli(&["customer", "import", file.to_str().expect("a path")]);
+    assert!(imported.status.success(), "{imported:?}");
+    assert_eq!(
+        journeyd.get("/v1/customers/c-victim")["profile"]["name"],
+        "Victim"
+    );
+    assert_eq!(
+        journeyd.get("/v1/customers/c-victim%3Fnote%3D1")["profile"]["name"],
+        "Mallory"
+    );
+    assert_eq!(
+        journeyd.get("/v1/customers/c-a%2Fb")["profile"]["name"],
+        "Slash"
+    );
+
+    let component = data.path().join("other.wasm");
+    std::fs::write(&component, plugin("classify")).expect("write component");
+    let pushed = cli(&[
+        "plugin",
+        "push",
+        "classify?v=2",
+        component.to_str().expect("a path"),
+    ]);
+    assert!(!pushed.status.success(), "{pushed:?}");
+    let said = String::from_utf8_lossy(&pushed.stderr);
+    assert!(
+        said.contains("plugin name `classify?v=2` is invalid"),
+        "{said}"
+    );
+    let versions = journeyd.get("/v1/plugins/classify")["versions"].clone();
+    assert_eq!(versions.as_array().map(Vec::len), Some(1), "{versions}");
+}

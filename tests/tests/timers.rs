@@ -130,7 +130,6 @@ fn a_timer_that_fell_due_while_journeyd_was_down_fires_on_start() {
     let wake_at = wait_until_waiting(&journeyd, id)["wake_at_ms"]
         .as_u64()
         .expect("a wake time");
-    journeyd.make_durable();
     journeyd.kill();
 
     // Four days pass while it is down.

@@ -181,7 +181,6 @@ fn a_wait_survives_a_crash() {
     let data = tempfile::tempdir().expect("temp dir");
     let mut journeyd = start(data.path());
     let ada = invite(&journeyd, "c-ada");
-    journeyd.make_durable();
     journeyd.kill();
     let journeyd = Journeyd::start_with(data.path(), &["--simulated-clock"]);
     let (status, receipt) = send(&journeyd, "reg-1", "webinar.registered", "c-ada");

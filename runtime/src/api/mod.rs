@@ -41,12 +41,15 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+
+pub mod error;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use self::error::{ApiError, ErrorCode};
 use crate::executor::{self, IncomingEvent, Runtime};
 use crate::store::{
     Canary, HistoryEntry, Instance, InstanceFilter, InstanceId, InstanceStatus, MigrationRecord,
@@ -55,6 +58,9 @@ use crate::store::{
 
 /// Largest event body accepted.
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+/// Largest body of every other JSON route (profiles, tags, caps, actions,
+/// migrations, the clock).
+pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
 /// Largest journey definition accepted.
 pub const MAX_JOURNEY_BYTES: usize = 256 * 1024;
 /// Largest plugin component accepted.
@@ -74,124 +80,21 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
 }
 
-/// An API error: HTTP status, stable code, message for people.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn internal(error: &dyn std::error::Error) -> Self {
-        let chain = crate::error_chain(error);
-        tracing::error!(error = %chain, "internal error");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error; see the journeyd log",
-        )
-    }
-
-    fn body(rejection: BytesRejection, what: &str, limit: usize) -> Self {
+/// A request body as bytes, or the error that names the limit it broke.
+fn body_bytes(body: Result<Bytes, BytesRejection>, what: &str, limit: usize) -> ApiResult<Bytes> {
+    body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
+                ErrorCode::BodyTooLarge,
                 format!("{what} is larger than the limit of {limit} bytes"),
             )
         } else {
-            ApiError::new(rejection.status(), "bad_body", rejection.body_text())
+            ApiError::new(
+                error::code_for_status(rejection.status()),
+                format!("{what}: {}", rejection.body_text()),
+            )
         }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
-        (self.status, Json(body)).into_response()
-    }
-}
-
-impl From<executor::Error> for ApiError {
-    fn from(error: executor::Error) -> Self {
-        use executor::Error as E;
-        let (status, code) = match &error {
-            E::Journey(journey) => (StatusCode::UNPROCESSABLE_ENTITY, journey_code(journey)),
-            E::Plugin { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_plugin"),
-            E::InvalidId { .. } => (StatusCode::BAD_REQUEST, "invalid_id"),
-            E::EventDataNotObject { .. } => (StatusCode::BAD_REQUEST, "invalid_event"),
-            E::UnknownEventType { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_event_type"),
-            E::MissingCorrelationKey { .. } => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "missing_correlation_key")
-            }
-            E::ProfileNotObject { .. } => (StatusCode::BAD_REQUEST, "invalid_profile"),
-            E::EventDataField { .. } => (StatusCode::BAD_REQUEST, "invalid_event"),
-            E::InvalidTimeZone { .. } => (StatusCode::BAD_REQUEST, "unknown_time_zone"),
-            E::InvalidCaps(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_caps"),
-            E::UnknownInstance(_) => (StatusCode::NOT_FOUND, "unknown_instance"),
-            E::UnknownJourney(_) => (StatusCode::NOT_FOUND, "unknown_journey"),
-            E::UnknownJourneyVersion { .. } => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "unknown_journey_version")
-            }
-            E::InvalidMigration { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_migration"),
-            E::UnknownPlugin(_) => (StatusCode::NOT_FOUND, "unknown_plugin"),
-            E::UnknownPluginVersion { .. } => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "unknown_plugin_version")
-            }
-            E::UnknownTag { .. } => (StatusCode::NOT_FOUND, "unknown_tag"),
-            E::InvalidAction { .. } => (StatusCode::CONFLICT, "invalid_action"),
-            E::UnknownStep { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_step"),
-            E::InvalidTag { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_tag"),
-            E::Commit(executor::CommitError::Stopped) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
-            }
-            E::Store(_)
-            | E::Task(_)
-            | E::Engine(_)
-            | E::Thread(_)
-            | E::MissingEvent { .. }
-            | E::NoAsyncRuntime => {
-                return ApiError::internal(&error);
-            }
-        };
-        ApiError::new(status, code, error.to_string())
-    }
-}
-
-impl From<crate::store::Error> for ApiError {
-    fn from(error: crate::store::Error) -> Self {
-        ApiError::internal(&error)
-    }
-}
-
-fn journey_code(error: &crate::journey::Error) -> &'static str {
-    use crate::journey::Error as J;
-    match error {
-        J::Syntax { .. } | J::MissingPlugin { .. } => "journey_syntax",
-        J::NoSteps { .. } => "journey_no_steps",
-        J::InvalidName { .. } => "journey_invalid_name",
-        J::DuplicateStep { .. } => "journey_duplicate_step",
-        J::TerminalIsStep { .. } => "journey_terminal_is_step",
-        J::UnknownStart { .. } => "journey_unknown_start",
-        J::DanglingTransition { .. } => "journey_dangling_transition",
-        J::UnreachableStep { .. } => "journey_unreachable_step",
-        J::BadPluginRef { .. } => "journey_bad_plugin_ref",
-        J::InvalidSplit { .. } => "journey_invalid_split",
-        J::InvalidRetry { .. } => "journey_invalid_retry",
-        J::UnknownPlugin { .. } => "journey_unknown_plugin",
-        J::InvalidCondition { .. } => "journey_invalid_condition",
-        J::UnknownExitEvent { .. } => "journey_unknown_exit_event",
-        J::ExitIsTrigger { .. } => "journey_exit_is_trigger",
-    }
+    })
 }
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -241,13 +144,84 @@ pub fn router(state: AppState) -> Router {
     #[cfg(feature = "fault-injection")]
     let router = router.route("/v1/faults", get(show_faults).put(set_faults));
     router
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
+        .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            durable_reads,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             refuse_until_started,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Every error is the JSON `{"error": {"code", "message"}}`: an error
+/// response something other than a handler made (the router's 405, an
+/// extractor's rejection of a query or a path) is turned into that shape,
+/// keeping its text as the message.
+async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|kind| kind.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default();
+    let message = match status {
+        StatusCode::METHOD_NOT_ALLOWED => format!("{path} does not take {method}"),
+        _ if text.is_empty() => status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_owned(),
+        _ => text,
+    };
+    let code = match message.as_str() {
+        text if text.starts_with("Failed to deserialize query string") => ErrorCode::BadQuery,
+        text if text.starts_with("Invalid URL") => ErrorCode::BadPath,
+        _ => error::code_for_status(status),
+    };
+    let mut error = ApiError::new(code, message).into_response();
+    *error.status_mut() = status;
+    error
+}
+
+/// A `GET` answers only with what is durable: the store shows a commit a
+/// moment before its flush, so the answer waits for that flush (about a
+/// millisecond; longer only while the store fails, see `/readyz`).
+async fn durable_reads(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let read =
+        request.method() == axum::http::Method::GET && request.uri().path().starts_with("/v1/");
+    let response = next.run(request).await;
+    if read {
+        let durable = state.runtime.committer().wait_durable();
+        if tokio::time::timeout(INGEST_WAIT, durable).await.is_err() {
+            return ApiError::new(
+                ErrorCode::NotDurable,
+                format!(
+                    "what this read shows was not made durable within {} s (see /readyz)",
+                    INGEST_WAIT.as_secs()
+                ),
+            )
+            .into_response();
+        }
+    }
+    response
 }
 
 /// Every `/v1` route waits for the runtime to finish starting: an event
@@ -259,8 +233,7 @@ async fn refuse_until_started(
 ) -> Response {
     if request.uri().path().starts_with("/v1/") && !state.runtime.is_started() {
         return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
+            ErrorCode::NotReady,
             "journeyd is starting (resuming instances); try again in a moment",
         )
         .into_response();
@@ -272,14 +245,8 @@ async fn ingest_event(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<executor::Receipt>)> {
-    let body = body.map_err(|rejection| ApiError::body(rejection, "the event", MAX_EVENT_BYTES))?;
-    let event: IncomingEvent = serde_json::from_slice(&body).map_err(|error| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_event",
-            format!("the event is not valid: {error}"),
-        )
-    })?;
+    let event: IncomingEvent =
+        json_object(body, "the event", MAX_EVENT_BYTES, ErrorCode::InvalidEvent)?;
     // A task of its own: a client that hangs up must not cancel an ingest
     // halfway (its commit goes ahead; what follows it must too).
     let runtime = state.runtime.clone();
@@ -287,9 +254,7 @@ async fn ingest_event(
     let receipt = tokio::time::timeout(INGEST_WAIT, ingest)
         .await
         .map_err(|_| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "commit_pending",
+            ApiError::new(ErrorCode::CommitPending,
                 format!(
                     "the event was not committed within {} s (see /readyz); it may still be: send it again with the same id",
                     INGEST_WAIT.as_secs()
@@ -310,15 +275,12 @@ async fn put_customer(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let body =
-        body.map_err(|rejection| ApiError::body(rejection, "the profile", MAX_EVENT_BYTES))?;
-    let profile: serde_json::Value = serde_json::from_slice(&body).map_err(|error| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_profile",
-            format!("customer `{id}`: the profile is not valid JSON: {error}"),
-        )
-    })?;
+    let profile: serde_json::Value = json_object(
+        body,
+        &format!("customer `{id}`: the profile"),
+        MAX_JSON_BODY_BYTES,
+        ErrorCode::InvalidProfile,
+    )?;
     state.runtime.put_customer(&id, &profile)?;
     Ok(Json(json!({ "id": id, "profile": profile })))
 }
@@ -327,11 +289,20 @@ async fn get_customer(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<crate::store::CustomerView>> {
-    Ok(Json(state.runtime.store().customer_view(
-        &id,
-        VIEW_INTERACTIONS,
-        &[],
-    )?))
+    executor::check_id("customer id", &id)?;
+    let store = state.runtime.store().clone();
+    let lookup = id.clone();
+    let view =
+        tokio::task::spawn_blocking(move || store.customer_view(&lookup, VIEW_INTERACTIONS, &[]))
+            .await
+            .map_err(executor::Error::from)??;
+    if !view.is_known() {
+        return Err(ApiError::new(
+            ErrorCode::UnknownCustomer,
+            format!("nothing is known about customer `{id}`: no profile, event or choice"),
+        ));
+    }
+    Ok(Json(view))
 }
 
 #[derive(Deserialize)]
@@ -344,17 +315,20 @@ async fn deploy_journey(
     Query(query): Query<DeployQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    let body =
-        body.map_err(|rejection| ApiError::body(rejection, "the journey", MAX_JOURNEY_BYTES))?;
+    let body = body_bytes(body, "the journey", MAX_JOURNEY_BYTES)?;
     let file = query.file.unwrap_or_else(|| "<request body>".into());
     let source = std::str::from_utf8(&body).map_err(|_| {
         ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "journey_syntax",
+            ErrorCode::JourneySyntax,
             format!("{file}: the journey is not UTF-8 text"),
         )
     })?;
-    let (version, journey) = state.runtime.deploy_journey(&file, source)?;
+    let source = source.to_owned();
+    let runtime = state.runtime.clone();
+    let (version, journey) =
+        tokio::task::spawn_blocking(move || runtime.deploy_journey(&file, &source))
+            .await
+            .map_err(executor::Error::from)??;
     let steps: Vec<&str> = journey
         .steps()
         .map(|step| step.definition.name.as_str())
@@ -423,14 +397,14 @@ async fn show_funnel(
 async fn list_migrations(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Json<serde_json::Value> {
+) -> ApiResult<Json<serde_json::Value>> {
     let migrations: Vec<MigrationRecord> = state
         .runtime
-        .migrations_of(&name)
+        .migrations_of(&name)?
         .iter()
         .map(|migration| (**migration).clone())
         .collect();
-    Json(json!({ "migrations": migrations }))
+    Ok(Json(json!({ "migrations": migrations })))
 }
 
 async fn push_plugin(
@@ -438,8 +412,7 @@ async fn push_plugin(
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<crate::store::PluginRecord>)> {
-    let body =
-        body.map_err(|rejection| ApiError::body(rejection, "the plugin", MAX_PLUGIN_BYTES))?;
+    let body = body_bytes(body, "the plugin", MAX_PLUGIN_BYTES)?;
     let record = state.runtime.push_plugin(&name, body.to_vec()).await?;
     Ok((StatusCode::CREATED, Json(record)))
 }
@@ -517,6 +490,7 @@ async fn show_plugin(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
+    executor::check_name("plugin name", &name)?;
     let versions = versions_of(&state.runtime, Some(&name));
     if versions.is_empty() {
         return Err(executor::Error::UnknownPlugin(name).into());
@@ -540,18 +514,28 @@ struct SetTag {
     reason: Option<String>,
 }
 
+/// A JSON object body of at most [`MAX_JSON_BODY_BYTES`], read as `T`.
 fn json_body<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
     what: &str,
 ) -> ApiResult<T> {
-    let body = body.map_err(|rejection| ApiError::body(rejection, what, MAX_EVENT_BYTES))?;
-    serde_json::from_slice(&body).map_err(|error| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_body",
-            format!("{what} is not valid: {error}"),
-        )
-    })
+    json_object(body, what, MAX_JSON_BODY_BYTES, ErrorCode::BadBody)
+}
+
+/// Every JSON body goes through here: at most `limit` bytes, one JSON
+/// object (not an array, no key twice, not nested too deep), then read as
+/// `T`; anything else is refused with `code`, naming what is wrong.
+fn json_object<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    what: &str,
+    limit: usize,
+    code: ErrorCode,
+) -> ApiResult<T> {
+    let body = body_bytes(body, what, limit)?;
+    let invalid = |reason: String| ApiError::new(code, format!("{what} is not valid: {reason}"));
+    let text = std::str::from_utf8(&body).map_err(|_| invalid("it is not UTF-8 text".into()))?;
+    crate::json::check_object(text).map_err(|error| invalid(error.to_string()))?;
+    serde_json::from_str(text).map_err(|error| invalid(error.to_string()))
 }
 
 async fn set_tag(
@@ -627,8 +611,7 @@ struct ListQuery {
 fn parse_instance_id(text: &str) -> ApiResult<InstanceId> {
     text.parse().map_err(|_| {
         ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_id",
+            ErrorCode::InvalidId,
             format!("`{text}` is not an instance id (like `i-42`)"),
         )
     })
@@ -638,13 +621,19 @@ async fn list_instances(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
+    if let Some(journey) = &query.journey {
+        state.runtime.known_journey(journey)?;
+    }
     let filter = InstanceFilter {
         journey: query.journey,
         status: query.status,
         after: query.after.as_deref().map(parse_instance_id).transpose()?,
         limit: query.limit.unwrap_or(100).clamp(1, 1000),
     };
-    let instances = state.runtime.store().instances(&filter)?;
+    let store = state.runtime.store().clone();
+    let instances = tokio::task::spawn_blocking(move || store.instances(&filter))
+        .await
+        .map_err(executor::Error::from)??;
     Ok(Json(json!({ "instances": instances })))
 }
 
@@ -729,8 +718,7 @@ impl ActionBody {
     fn action(&self, name: &str) -> ApiResult<executor::Action> {
         let unexpected = |field: &str| {
             ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_body",
+                ErrorCode::BadBody,
                 format!("`{field}` does not apply to `{name}`"),
             )
         };
@@ -745,8 +733,7 @@ impl ActionBody {
                 (Some(_), _) => Err(unexpected("plugin")),
                 (None, Some(to)) => Ok(executor::Action::Skip { to: to.clone() }),
                 (None, None) => Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_body",
+                    ErrorCode::BadBody,
                     "`skip` needs `to`: the step the instance continues at",
                 )),
             },
@@ -756,8 +743,7 @@ impl ActionBody {
                 (None, None) => Ok(executor::Action::Cancel),
             },
             _ => Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
+                ErrorCode::NotFound,
                 format!("no instance action `{name}`: use retry, skip or cancel"),
             )),
         }
@@ -786,8 +772,7 @@ async fn act_on_instance(
     let request = action_body(body)?;
     if request.step.is_some() || request.dry_run {
         return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_body",
+            ErrorCode::BadBody,
             "`step` and `dry_run` are for a journey's instances: POST /v1/journeys/{name}/instances/{action}",
         ));
     }
@@ -899,15 +884,13 @@ async fn advance_clock(
         (None, Some(to_ms)) if to_ms >= now => to_ms,
         (None, Some(to_ms)) => {
             return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "clock_backwards",
+                ErrorCode::ClockBackwards,
                 format!("the clock is at {now} ms and only moves forward, not to {to_ms} ms"),
             ));
         }
         _ => {
             return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_body",
+                ErrorCode::BadBody,
                 "give exactly one of `ms` (how far) and `to_ms` (to when)",
             ));
         }
@@ -927,8 +910,7 @@ async fn advance_clock(
             json!({ "now_ms": now_ms, "simulated": true, "settled": settled }),
         )),
         None => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "clock_not_simulated",
+            ErrorCode::ClockNotSimulated,
             "this journeyd runs on the system clock; start it with --simulated-clock to move time",
         )),
     }
@@ -982,8 +964,7 @@ async fn render_metrics(State(state): State<AppState>) -> Response {
         )
             .into_response(),
         None => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "metrics_disabled",
+            ErrorCode::MetricsDisabled,
             "no metrics recorder is installed in this process",
         )
         .into_response(),

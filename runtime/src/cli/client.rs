@@ -42,31 +42,43 @@ impl Client {
         }
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .with_context(|| format!("is journeyd running at {}?", self.base))?;
-        check(response).await
+    /// The URL of the API path made of `segments`, each percent-encoded:
+    /// an id such as `c-1?note=1` or `a/b` stays one path segment.
+    fn url(&self, segments: &[&str]) -> anyhow::Result<reqwest::Url> {
+        let mut url = reqwest::Url::parse(&self.base).with_context(|| {
+            format!(
+                "`{}` is not a URL: give journeyd's address with --server or JOURNEYD_URL",
+                self.base
+            )
+        })?;
+        url.path_segments_mut()
+            .map_err(|()| anyhow::anyhow!("`{}` cannot be a base URL", self.base))?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
     }
 
-    async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+    async fn get(&self, segments: &[&str]) -> anyhow::Result<Value> {
+        self.send(self.http.get(self.url(segments)?)).await
+    }
+
+    async fn post_json(&self, segments: &[&str], body: &Value) -> anyhow::Result<Value> {
+        self.send(self.http.post(self.url(segments)?).json(body))
             .await
     }
 
-    async fn put_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        self.send(self.http.put(format!("{}{path}", self.base)).json(body))
+    async fn put_json(&self, segments: &[&str], body: &Value) -> anyhow::Result<Value> {
+        self.send(self.http.put(self.url(segments)?).json(body))
             .await
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("is journeyd running at {}?", self.base))?;
+        let response = request.send().await.map_err(|error| {
+            anyhow::anyhow!(
+                "cannot reach journeyd at {} ({error}); is it running? Give its address with --server or JOURNEYD_URL",
+                self.base
+            )
+        })?;
         check(response).await
     }
 
@@ -78,7 +90,7 @@ impl Client {
         let body = self
             .send(
                 self.http
-                    .post(format!("{}/v1/journeys", self.base))
+                    .post(self.url(&["v1", "journeys"])?)
                     .query(&[("file", name)])
                     .body(read(file)?),
             )
@@ -101,7 +113,7 @@ impl Client {
     }
 
     pub async fn list_journeys(&self) -> anyhow::Result<()> {
-        let body = self.get("/v1/journeys").await?;
+        let body = self.get(&["v1", "journeys"]).await?;
         for journey in body["journeys"].as_array().into_iter().flatten() {
             println!(
                 "{} v{}",
@@ -113,13 +125,13 @@ impl Client {
     }
 
     pub async fn show_clock(&self) -> anyhow::Result<()> {
-        let clock = self.get("/v1/clock").await?;
+        let clock = self.get(&["v1", "clock"]).await?;
         println!("{}", clock_line(&clock));
         Ok(())
     }
 
     pub async fn advance_clock(&self, body: Value) -> anyhow::Result<()> {
-        let clock = self.post_json("/v1/clock/advance", &body).await?;
+        let clock = self.post_json(&["v1", "clock", "advance"], &body).await?;
         let settled = if clock["settled"].as_bool() == Some(false) {
             " (still busy: timers or steps are running)"
         } else {
@@ -130,20 +142,20 @@ impl Client {
     }
 
     pub async fn show_caps(&self) -> anyhow::Result<()> {
-        print_caps(&self.get("/v1/frequency-caps").await?);
+        print_caps(&self.get(&["v1", "frequency-caps"]).await?);
         Ok(())
     }
 
     pub async fn set_caps(&self, caps: Vec<Value>) -> anyhow::Result<()> {
         let body = self
-            .put_json("/v1/frequency-caps", &json!({ "caps": caps }))
+            .put_json(&["v1", "frequency-caps"], &json!({ "caps": caps }))
             .await?;
         print_caps(&body);
         Ok(())
     }
 
     pub async fn show_funnel(&self, name: &str) -> anyhow::Result<()> {
-        let report = self.get(&format!("/v1/journeys/{name}/funnel")).await?;
+        let report = self.get(&["v1", "journeys", name, "funnel"]).await?;
         println!("journey {name}: {} instances", report["instances"]);
         for (variant, lines) in report["variants"].as_object().into_iter().flatten() {
             if variant != "-" {
@@ -171,7 +183,7 @@ impl Client {
 
     pub async fn migrate_journey(&self, name: &str, body: Value) -> anyhow::Result<()> {
         let record = self
-            .post_json(&format!("/v1/journeys/{name}/migrations"), &body)
+            .post_json(&["v1", "journeys", name, "migrations"], &body)
             .await?;
         println!(
             "journey {name}: running instances of v{} move to v{} at their next step",
@@ -188,7 +200,7 @@ impl Client {
         let body = self
             .send(
                 self.http
-                    .put(format!("{}/v1/plugins/{name}", self.base))
+                    .put(self.url(&["v1", "plugins", name])?)
                     .body(read(file)?),
             )
             .await?;
@@ -205,7 +217,7 @@ impl Client {
 
     pub async fn set_tag(&self, name: &str, tag: &str, body: Value) -> anyhow::Result<()> {
         let answer = self
-            .put_json(&format!("/v1/plugins/{name}/tags/{tag}"), &body)
+            .put_json(&["v1", "plugins", name, "tags", tag], &body)
             .await?;
         println!("{}", tag_line(&answer));
         Ok(())
@@ -213,7 +225,7 @@ impl Client {
 
     /// The version a tag points at (its stable side during a rollout).
     pub async fn tag_version(&self, name: &str, tag: &str) -> anyhow::Result<u64> {
-        let plugin = self.get(&format!("/v1/plugins/{name}")).await?;
+        let plugin = self.get(&["v1", "plugins", name]).await?;
         plugin["tags"]
             .as_array()
             .into_iter()
@@ -250,7 +262,7 @@ impl Client {
     }
 
     pub async fn list_plugins(&self) -> anyhow::Result<()> {
-        let body = self.get("/v1/plugins").await?;
+        let body = self.get(&["v1", "plugins"]).await?;
         print_versions(&body["plugins"]);
         for tag in body["tags"].as_array().into_iter().flatten() {
             println!("{}", tag_line(tag));
@@ -259,7 +271,7 @@ impl Client {
     }
 
     pub async fn show_plugin(&self, name: &str) -> anyhow::Result<()> {
-        let body = self.get(&format!("/v1/plugins/{name}")).await?;
+        let body = self.get(&["v1", "plugins", name]).await?;
         print_versions(&body["versions"]);
         for tag in body["tags"].as_array().into_iter().flatten() {
             println!("{}", tag_line(tag));
@@ -281,15 +293,14 @@ impl Client {
                 format!("{}: expected a JSON object of id → profile", file.display())
             })?;
         for (id, profile) in &customers {
-            self.put_json(&format!("/v1/customers/{id}"), profile)
-                .await?;
+            self.put_json(&["v1", "customers", id], profile).await?;
         }
         println!("imported {} customers", customers.len());
         Ok(())
     }
 
     pub async fn show_customer(&self, id: &str) -> anyhow::Result<()> {
-        let body = self.get(&format!("/v1/customers/{id}")).await?;
+        let body = self.get(&["v1", "customers", id]).await?;
         println!("{}", serde_json::to_string_pretty(&body)?);
         Ok(())
     }
@@ -317,7 +328,7 @@ impl Client {
             }
         };
         for event in events {
-            let receipt = self.post_json("/v1/events", &event).await?;
+            let receipt = self.post_json(&["v1", "events"], &event).await?;
             let instances = print_receipt(&event, &receipt);
             if args.wait {
                 for id in instances {
@@ -351,7 +362,7 @@ impl Client {
         for (at, moment) in moments {
             let clock = self
                 .post_json(
-                    "/v1/clock/advance",
+                    &["v1", "clock", "advance"],
                     &json!({ "to_ms": at, "settle_ms": 30_000 }),
                 )
                 .await
@@ -371,7 +382,7 @@ impl Client {
             }
             println!("\n── {} · {}", moment.at, moment.note);
             for event in moment.events {
-                let receipt = self.post_json("/v1/events", &event).await?;
+                let receipt = self.post_json(&["v1", "events"], &event).await?;
                 print_receipt(&event, &receipt);
             }
         }
@@ -380,7 +391,11 @@ impl Client {
 
     pub async fn show_instance(&self, id: &str, wait_ms: u64, raw: bool) -> anyhow::Result<()> {
         let body = self
-            .get(&format!("/v1/instances/{id}?wait_ms={wait_ms}"))
+            .send(
+                self.http
+                    .get(self.url(&["v1", "instances", id])?)
+                    .query(&[("wait_ms", wait_ms)]),
+            )
             .await?;
         if raw {
             println!("{}", serde_json::to_string_pretty(&body)?);
@@ -401,11 +416,7 @@ impl Client {
         query.extend(journey.map(|journey| ("journey", journey)));
         query.extend(status.map(|status| ("status", status)));
         let body = self
-            .send(
-                self.http
-                    .get(format!("{}/v1/instances", self.base))
-                    .query(&query),
-            )
+            .send(self.http.get(self.url(&["v1", "instances"])?).query(&query))
             .await?;
         for instance in body["instances"].as_array().into_iter().flatten() {
             match (timelines, instance["id"].as_u64()) {
@@ -432,10 +443,7 @@ impl Client {
         match (target.id, target.journey) {
             (Some(id), _) => {
                 let answer = self
-                    .post_json(
-                        &format!("/v1/instances/{id}/{action}"),
-                        &Value::Object(body),
-                    )
+                    .post_json(&["v1", "instances", &id, action], &Value::Object(body))
                     .await?;
                 println!("{action}: {}", timeline::summary(&answer["instance"]));
             }
@@ -446,7 +454,7 @@ impl Client {
                 body.insert("dry_run".into(), target.dry_run.into());
                 let outcome = self
                     .post_json(
-                        &format!("/v1/journeys/{journey}/instances/{action}"),
+                        &["v1", "journeys", &journey, "instances", action],
                         &Value::Object(body),
                     )
                     .await?;
@@ -492,11 +500,7 @@ impl Client {
         let mut query = vec![("limit", limit.to_string())];
         query.extend(instance.map(|instance| ("instance", instance)));
         let body = self
-            .send(
-                self.http
-                    .get(format!("{}/v1/outbox", self.base))
-                    .query(&query),
-            )
+            .send(self.http.get(self.url(&["v1", "outbox"])?).query(&query))
             .await?;
         for message in body["messages"].as_array().into_iter().flatten() {
             println!("{}", timeline::message_line(message));

@@ -1,10 +1,15 @@
 //! The `journeyd` command line.
 //!
 //! `journeyd serve` runs the runtime; every other subcommand is a thin
-//! client of the HTTP API (`--server`, default `http://127.0.0.1:7700`)
-//! that prints readable output, except `bench`, which runs the executor
-//! in-process on a temporary store. This module owns argument parsing and
-//! presentation only.
+//! client of the HTTP API that prints readable output, except `bench`,
+//! which runs the executor in-process on a temporary store. This module
+//! owns argument parsing and presentation only.
+//!
+//! Which journeyd a client talks to: `--server`, else `JOURNEYD_URL`,
+//! else the address a `journeyd serve` on the data directory
+//! (`JOURNEYD_DATA`, default `journeyd-data`) wrote into its
+//! [`ADDRESS_FILE`] (so `serve --listen 127.0.0.1:0` is found), else
+//! `http://127.0.0.1:7700`.
 
 mod bench;
 mod bench_waiting;
@@ -23,14 +28,12 @@ pub use self::serve::ServeArgs;
 #[derive(Debug, Parser)]
 #[command(name = "journeyd", version, about)]
 pub struct Cli {
-    /// Where a running journeyd listens (for client subcommands).
-    #[arg(
-        long,
-        global = true,
-        env = "JOURNEYD_URL",
-        default_value = "http://127.0.0.1:7700"
-    )]
-    pub server: String,
+    /// Where a running journeyd listens (for client subcommands); without
+    /// it, the address `journeyd serve` wrote into its data directory
+    /// (`JOURNEYD_DATA`, default `journeyd-data`), else
+    /// http://127.0.0.1:7700.
+    #[arg(long, global = true, env = "JOURNEYD_URL")]
+    pub server: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -372,17 +375,45 @@ pub struct ActionTarget {
     pub reason: Option<String>,
 }
 
-/// Run the command line.
-pub fn main() -> anyhow::Result<()> {
+/// The file in a data directory where `journeyd serve` writes the URL it
+/// listens on, for client commands to find it.
+pub const ADDRESS_FILE: &str = "address";
+/// Where clients look when nothing else names a server.
+const DEFAULT_SERVER: &str = "http://127.0.0.1:7700";
+
+/// The journeyd a client command talks to (see the module docs).
+fn server_url(server: Option<String>) -> String {
+    if let Some(server) = server {
+        return server;
+    }
+    let data = std::env::var_os("JOURNEYD_DATA").unwrap_or_else(|| "journeyd-data".into());
+    std::fs::read_to_string(std::path::Path::new(&data).join(ADDRESS_FILE))
+        .ok()
+        .map(|address| address.trim().to_owned())
+        .filter(|address| address.starts_with("http"))
+        .unwrap_or_else(|| DEFAULT_SERVER.to_owned())
+}
+
+/// Run the command line. Errors are printed as one readable line (with
+/// their causes), never as a backtrace: they are the user's to fix.
+pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?;
-    runtime.block_on(run(cli))
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(run(cli)));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let client = client::Client::new(&cli.server);
+    let client = client::Client::new(&server_url(cli.server));
     match cli.command {
         Command::Serve(args) => serve::serve(args).await,
         Command::Bench(args) => bench::bench(args).await,

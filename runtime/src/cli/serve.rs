@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt as _;
 use crate::api::{self, AppState};
 use crate::clock::{Clock, ShiftedClock, SimulatedClock, SystemClock};
 use crate::executor::{Runtime, SIMULATED_CLOCK_META, Settings};
-use crate::host::Limits;
+use crate::host::{Limits, OutputLimits};
 use crate::store::Store;
 use crate::store::sled::{SledOptions, SledStore};
 
@@ -32,6 +32,19 @@ pub struct ServeArgs {
     /// Default deadline of one step run, ms.
     #[arg(long, default_value_t = 2000)]
     pub step_deadline_ms: u64,
+    /// Largest instance state a step may return, bytes (over it, the step
+    /// fails naming the limit).
+    #[arg(long, default_value_t = OutputLimits::default().state_bytes)]
+    pub max_state_bytes: usize,
+    /// Largest message body a step may queue, bytes.
+    #[arg(long, default_value_t = OutputLimits::default().message_bytes)]
+    pub max_message_bytes: usize,
+    /// Largest JSON argument (message metadata, note details), bytes.
+    #[arg(long, default_value_t = OutputLimits::default().json_bytes)]
+    pub max_json_bytes: usize,
+    /// Largest free text (note text, log line, `fail` reason), bytes.
+    #[arg(long, default_value_t = OutputLimits::default().text_bytes)]
+    pub max_text_bytes: usize,
     /// Step workers: steps that run in the sandbox at once (default: one
     /// per core). Steps are CPU-bound; more workers than cores only helps
     /// when steps wait, e.g. on a slow plugin.
@@ -61,9 +74,11 @@ pub struct ServeArgs {
 pub(crate) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal, not in a log file.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -84,6 +99,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         limits: Limits {
             memory_bytes: args.step_memory_mib * 1024 * 1024,
             deadline: Duration::from_millis(args.step_deadline_ms),
+            output: OutputLimits {
+                state_bytes: args.max_state_bytes,
+                message_bytes: args.max_message_bytes,
+                json_bytes: args.max_json_bytes,
+                text_bytes: args.max_text_bytes,
+                ..OutputLimits::default()
+            },
             ..Limits::default()
         },
         compiled_cache: Some(args.data.join("compiled")),
@@ -172,13 +194,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     runtime.start_timers();
     runtime.set_ready();
+    // Client commands on this data directory find the server here, also
+    // when it listens on a port the system picked.
+    let url = format!("http://{address}");
+    if let Err(error) = std::fs::write(args.data.join(super::ADDRESS_FILE), &url) {
+        tracing::warn!(%error, "could not write the address file; clients need --server or JOURNEYD_URL");
+    }
+    tracing::info!(%address, data = %args.data.display(), "serving; clients: export JOURNEYD_URL={url}");
     // The readiness line: scripts and tests wait for it on stdout.
     let mut stdout = tokio::io::stdout();
     stdout
         .write_all(format!("journeyd listening on http://{address}\n").as_bytes())
         .await?;
     stdout.flush().await?;
-    tracing::info!(%address, data = %args.data.display(), "serving");
     server.await??;
     if let Err(error) = runtime.save_version_stats() {
         tracing::warn!(error = %error, "saving plugin run counts failed");

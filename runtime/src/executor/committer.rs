@@ -12,6 +12,11 @@
 //! Guarantee: `submit` returns `Ok` only after a sync that started after
 //! the write was applied, i.e. the write is durable.
 //!
+//! Reads: the store shows a batch as soon as it is applied, a moment
+//! before it is durable. [`Committer::wait_durable`] waits until every
+//! batch that had begun applying is durable, so a reader that calls it
+//! after reading never reports what a crash could still take back.
+//!
 //! Faults: a store error is the host's, never a reason to drop a write.
 //! The failed apply or sync is tried again with backoff until it succeeds,
 //! while [`Committer::health`] reports it; callers simply wait longer. A
@@ -97,7 +102,17 @@ struct Reply {
 
 /// A batch that is applied but not yet known durable.
 struct Applying {
+    /// Its number in apply order, from 1.
+    seq: u64,
     replies: Vec<(Reply, Applied)>,
+}
+
+/// How far applying and syncing have got, in batches.
+struct Watermark {
+    /// Batches that began applying (written by the apply thread only).
+    started: AtomicU64,
+    /// The last batch known durable (every one before it is too).
+    durable: tokio::sync::watch::Sender<u64>,
 }
 
 /// Counters of the commit path.
@@ -121,6 +136,7 @@ pub struct Committer {
     requests: mpsc::UnboundedSender<Request>,
     stats: Arc<CommitStats>,
     health: Arc<CommitHealth>,
+    watermark: Arc<Watermark>,
 }
 
 impl Committer {
@@ -131,8 +147,16 @@ impl Committer {
         let (applied, to_sync) = std::sync::mpsc::channel();
         let stats = Arc::new(CommitStats::default());
         let health = Arc::new(CommitHealth::default());
-        let (apply_store, apply_stats, apply_health) =
-            (store.clone(), stats.clone(), health.clone());
+        let watermark = Arc::new(Watermark {
+            started: AtomicU64::new(0),
+            durable: tokio::sync::watch::Sender::new(0),
+        });
+        let (apply_store, apply_stats, apply_health, apply_watermark) = (
+            store.clone(),
+            stats.clone(),
+            health.clone(),
+            watermark.clone(),
+        );
         std::thread::Builder::new()
             .name("commit-apply".into())
             .spawn(move || {
@@ -143,16 +167,25 @@ impl Committer {
                         &applied,
                         &apply_stats,
                         &apply_health,
+                        &apply_watermark,
                     )
                 })
             })
             .expect("spawning a thread at start-up");
-        let (sync_stats, sync_health) = (stats.clone(), health.clone());
+        let (sync_stats, sync_health, sync_watermark) =
+            (stats.clone(), health.clone(), watermark.clone());
         std::thread::Builder::new()
             .name("commit-sync".into())
             .spawn(move || {
                 exit_on_panic("syncing", || {
-                    sync_batches(&*store, &to_sync, &sync_stats, &sync_health, &*on_panic)
+                    sync_batches(
+                        &*store,
+                        &to_sync,
+                        &sync_stats,
+                        &sync_health,
+                        &sync_watermark,
+                        &*on_panic,
+                    )
                 })
             })
             .expect("spawning a thread at start-up");
@@ -160,7 +193,17 @@ impl Committer {
             requests,
             stats,
             health,
+            watermark,
         }
+    }
+
+    /// Wait until everything the store shows now is durable: every batch
+    /// that had begun applying when this was called. Call it after a read.
+    pub async fn wait_durable(&self) {
+        let target = self.watermark.started.load(Ordering::Acquire);
+        let mut durable = self.watermark.durable.subscribe();
+        // The sender lives as long as this handle: it cannot close.
+        let _ = durable.wait_for(|durable| *durable >= target).await;
     }
 
     /// Whether the committer is retrying a store error now.
@@ -252,6 +295,7 @@ fn apply_batches(
     to_sync: &std::sync::mpsc::Sender<Applying>,
     stats: &CommitStats,
     health: &CommitHealth,
+    watermark: &Watermark,
 ) {
     let mut writes = Vec::with_capacity(MAX_BATCH);
     let mut replies = Vec::with_capacity(MAX_BATCH);
@@ -269,7 +313,18 @@ fn apply_batches(
             };
         }
         let started = Instant::now();
-        let applied = until_it_succeeds("applying", health, || store.apply(&writes));
+        // Counted before each try to apply it, so a reader that sees any of
+        // it waits for its sync; uncounted when a try fails, since a failed
+        // apply shows nothing (readers go on while the store is failing).
+        let seq = watermark.started.load(Ordering::Acquire) + 1;
+        let applied = until_it_succeeds("applying", health, || {
+            watermark.started.store(seq, Ordering::Release);
+            let result = store.apply(&writes);
+            if result.is_err() {
+                watermark.started.store(seq - 1, Ordering::Release);
+            }
+            result
+        });
         stats
             .apply_nanos
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -281,6 +336,7 @@ fn apply_batches(
         metrics::counter!("journeyd_commit_writes_total").increment(writes.len() as u64);
         writes.clear();
         let batch = Applying {
+            seq,
             replies: replies.drain(..).zip(applied).collect(),
         };
         if to_sync.send(batch).is_err() {
@@ -294,6 +350,7 @@ fn sync_batches(
     applied: &std::sync::mpsc::Receiver<Applying>,
     stats: &CommitStats,
     health: &CommitHealth,
+    watermark: &Watermark,
     on_panic: &(dyn Fn(Option<InstanceId>) + Send + Sync),
 ) {
     while let Ok(first) = applied.recv() {
@@ -305,6 +362,12 @@ fn sync_batches(
             .sync_nanos
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         stats.syncs.fetch_add(1, Ordering::Relaxed);
+        let newest = batches.iter().map(|batch| batch.seq).max().unwrap_or(0);
+        watermark.durable.send_if_modified(|durable| {
+            let moved = newest > *durable;
+            *durable = (*durable).max(newest);
+            moved
+        });
         for (reply, applied) in batches.into_iter().flat_map(|batch| batch.replies) {
             let Reply { then, instance } = reply;
             if std::panic::catch_unwind(AssertUnwindSafe(|| then(Ok(applied)))).is_err() {

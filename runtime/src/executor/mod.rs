@@ -443,6 +443,37 @@ impl VersionCounts {
     }
 }
 
+/// Counter names a plugin may create on `/metrics`: each metric is a
+/// series for as long as the process lives, so a plugin cannot make more
+/// than [`MAX_METRIC_NAMES`] of them (further names are dropped, and
+/// counted in `journeyd_plugin_metrics_dropped_total`).
+#[derive(Default)]
+struct MetricNames(std::sync::Mutex<HashMap<String, HashSet<String>>>);
+
+/// Counter names one plugin may create.
+pub const MAX_METRIC_NAMES: usize = 32;
+
+impl MetricNames {
+    /// Whether `plugin` may add to counter `name`.
+    fn admit(&self, plugin: &str, name: &str) -> bool {
+        let mut names = self
+            .0
+            .lock()
+            .expect("the metric names lock is never poisoned");
+        let known = names.entry(plugin.to_owned()).or_default();
+        if known.contains(name) {
+            return true;
+        }
+        if known.len() >= MAX_METRIC_NAMES {
+            metrics::counter!("journeyd_plugin_metrics_dropped_total", "plugin" => plugin.to_owned())
+                .increment(1);
+            return false;
+        }
+        known.insert(name.to_owned());
+        true
+    }
+}
+
 /// The runtime: store, sandbox, committer, and the instances in flight.
 pub struct Runtime {
     store: Arc<dyn Store>,
@@ -471,11 +502,20 @@ pub struct Runtime {
     entering: Entering,
     /// Workers, timer loop, host faults, stuck timers.
     health: Health,
+    /// The counter names each plugin has used, bounded.
+    metric_names: MetricNames,
+    /// Held while a plugin or journey version is stored and registered,
+    /// so the registry learns versions in the order the store numbered
+    /// them.
+    catalog: std::sync::Mutex<()>,
     /// Where steps that met a host fault wait to run again.
     tokio: tokio::runtime::Handle,
 }
 
-fn check_id(field: &'static str, value: &str) -> Result<()> {
+/// An id from outside (an event, a customer, a correlation value): 1-200
+/// characters, no control characters. Writes and reads check ids the same
+/// way, so a read of an id no write could store is refused, not empty.
+pub fn check_id(field: &'static str, value: &str) -> Result<()> {
     let valid =
         !value.is_empty() && value.len() <= MAX_ID_LEN && !value.chars().any(|c| c.is_control());
     if valid {
@@ -489,7 +529,9 @@ fn check_id(field: &'static str, value: &str) -> Result<()> {
     }
 }
 
-fn check_name(field: &'static str, value: &str) -> Result<()> {
+/// A name (journey, plugin, tag, step, event type): 1-64 of A-Z a-z 0-9
+/// . _ -, checked the same way by writes and reads.
+pub fn check_name(field: &'static str, value: &str) -> Result<()> {
     if journey::is_valid_name(value) {
         Ok(())
     } else {
@@ -579,6 +621,8 @@ impl Runtime {
                 sends,
                 entering: Entering::default(),
                 health: Health::new(workers),
+                metric_names: MetricNames::default(),
+                catalog: std::sync::Mutex::new(()),
                 tokio,
             }
         });
@@ -591,6 +635,12 @@ impl Runtime {
                 .map_err(Error::Thread)?;
         }
         Ok(runtime)
+    }
+
+    fn catalog_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.catalog
+            .lock()
+            .expect("the catalog lock is never poisoned")
     }
 
     /// The store.
@@ -619,7 +669,7 @@ impl Runtime {
     }
 
     /// Check, store and cache a plugin version.
-    pub async fn push_plugin(&self, name: &str, bytes: Vec<u8>) -> Result<PluginRecord> {
+    pub async fn push_plugin(self: &Arc<Self>, name: &str, bytes: Vec<u8>) -> Result<PluginRecord> {
         use sha2::Digest as _;
         check_name("plugin name", name)?;
         let digest = format!("{:x}", sha2::Sha256::digest(&bytes));
@@ -634,10 +684,18 @@ impl Runtime {
             name: name.to_owned(),
             source,
         })?;
-        let record = self
-            .store
-            .put_plugin(name, &digest, &bytes, self.clock.now_ms())?;
-        self.registry.add_plugin(record.clone());
+        let runtime = self.clone();
+        let name_owned = name.to_owned();
+        let record = tokio::task::spawn_blocking(move || {
+            let _catalog = runtime.catalog_lock();
+            let record =
+                runtime
+                    .store
+                    .put_plugin(&name_owned, &digest, &bytes, runtime.clock.now_ms())?;
+            runtime.registry.add_plugin(record.clone());
+            Ok::<_, Error>(record)
+        })
+        .await??;
         tracing::info!(plugin = name, version = record.version, digest = %record.digest, "plugin pushed");
         Ok(record)
     }
@@ -645,6 +703,7 @@ impl Runtime {
     /// Validate and store a journey definition as its next version.
     pub fn deploy_journey(&self, file: &str, source: &str) -> Result<(u32, Arc<Journey>)> {
         let journey = Journey::parse(file, source, |plugin| self.registry.exists(plugin))?;
+        let _catalog = self.catalog_lock();
         let record = self
             .store
             .put_journey(journey.name(), source, self.clock.now_ms())?;
@@ -742,6 +801,7 @@ impl Runtime {
     /// The drop-off report of `journey` over all its instances, by the
     /// steps of its latest version.
     pub fn funnel(&self, journey: &str) -> Result<Funnel> {
+        check_name("journey", journey)?;
         let latest = self.registry.journey_versions(journey);
         let definition = self
             .registry
@@ -755,8 +815,18 @@ impl Runtime {
     }
 
     /// Every migration of `journey`.
-    pub fn migrations_of(&self, journey: &str) -> Vec<Arc<MigrationRecord>> {
-        self.registry.migrations_of(journey)
+    pub fn migrations_of(&self, journey: &str) -> Result<Vec<Arc<MigrationRecord>>> {
+        self.known_journey(journey)?;
+        Ok(self.registry.migrations_of(journey))
+    }
+
+    /// `journey` must be a valid name of a deployed journey.
+    pub fn known_journey(&self, journey: &str) -> Result<()> {
+        check_name("journey", journey)?;
+        if self.registry.journey_versions(journey) == 0 {
+            return Err(Error::UnknownJourney(journey.to_owned()));
+        }
+        Ok(())
     }
 
     /// Create or replace a customer's profile. A `time_zone` must be an
@@ -1395,7 +1465,8 @@ impl Runtime {
             }
             return self.host_fault(instance.id, attempt, failure.to_string());
         }
-        let (commit, samples) = self.build_commit(
+        let plugin_name = plugin.as_ref().map(|resolved| resolved.record.name.clone());
+        let (commit, mut samples) = self.build_commit(
             &instance,
             journey.as_deref(),
             &step_name,
@@ -1405,6 +1476,11 @@ impl Runtime {
             started_ms,
             run,
         );
+        samples.retain(|sample| {
+            plugin_name
+                .as_deref()
+                .is_some_and(|plugin| self.metric_names.admit(plugin, &sample.name))
+        });
         let next = commit.instance.clone();
         let counted: Vec<String> = commit
             .counted
@@ -1996,6 +2072,8 @@ impl Runtime {
     /// End the rollout on `tag` of `plugin`: every instance runs the
     /// tag's version again. `reason` is recorded with the change.
     pub fn end_rollout(&self, plugin: &str, tag: &str, reason: String) -> Result<TagRecord> {
+        check_name("plugin name", plugin)?;
+        check_name("tag", tag)?;
         let current = self
             .registry
             .tag(plugin, tag)
@@ -2216,8 +2294,8 @@ impl Runtime {
                     to: message.to,
                     subject: message.subject,
                     body: message.body,
-                    metadata: RawValue::from_string(message.metadata)
-                        .unwrap_or_else(|_| empty_object()),
+                    // The host checked it is a JSON object.
+                    metadata: raw_json(message.metadata),
                     queued_at_ms: started_ms,
                 }
             })
@@ -2229,9 +2307,8 @@ impl Runtime {
                 channel: note.interaction.channel,
                 kind: note.interaction.kind,
                 text: note.interaction.text,
-                // A plugin's details that are not JSON are kept as `null`.
-                details: RawValue::from_string(note.interaction.details)
-                    .unwrap_or_else(|_| raw_json("null".to_owned())),
+                // The host checked it is a JSON object.
+                details: raw_json(note.interaction.details),
             })
             .collect();
         let state = match &new_state {
@@ -2319,9 +2396,13 @@ fn decide(
     };
     let state = match output.state {
         None => None,
-        Some(text) => match RawValue::from_string(text) {
-            Ok(state) if state.get().trim_start().starts_with('{') => Some(state),
-            _ => return Err("plugin returned a state that is not a JSON object".into()),
+        Some(text) => match crate::json::check_object(&text) {
+            Ok(()) => Some(raw_json(text)),
+            Err(error) => {
+                return Err(format!(
+                    "plugin returned a state that is not a JSON object: {error}"
+                ));
+            }
         },
     };
     let outcome = match output.outcome {

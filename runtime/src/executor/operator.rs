@@ -142,8 +142,9 @@ impl Runtime {
         reason: &str,
         dry_run: bool,
     ) -> Result<BulkOutcome> {
-        if self.registry.journey_versions(journey) == 0 {
-            return Err(Error::UnknownJourney(journey.to_owned()));
+        self.known_journey(journey)?;
+        if let Some(step) = step {
+            super::check_name("step", step)?;
         }
         self.check_action(action, Some(journey))?;
         let mut matched = Vec::new();

@@ -9,6 +9,7 @@ use wasmtime::component::{HasSelf, Linker};
 use super::bindings::journey::plugin::customer::{
     self, ChannelPreference, CustomerView, Engagement, Interaction,
 };
+use super::contract::{OutputLimits, Violation, check_channel, check_object, check_size};
 use super::{HostFault, StepState};
 use crate::store::Store;
 
@@ -35,14 +36,16 @@ pub struct Note {
 pub struct CustomerCapability {
     source: CustomerSource,
     now_ms: u64,
+    limits: OutputLimits,
     notes: Vec<Note>,
 }
 
 impl CustomerCapability {
-    pub fn new(source: CustomerSource, now_ms: u64) -> Self {
+    pub fn new(source: CustomerSource, now_ms: u64, limits: OutputLimits) -> Self {
         CustomerCapability {
             source,
             now_ms,
+            limits,
             notes: Vec::new(),
         }
     }
@@ -116,19 +119,38 @@ impl customer::Host for CustomerCapability {
         })
     }
 
-    fn note(&mut self, channel: String, kind: String, text: String, details: String) {
-        if self.notes.len() < MAX_NOTES {
-            self.notes.push(Note {
-                at_ms: self.now_ms,
-                interaction: Interaction {
-                    at_ms: self.now_ms,
-                    channel,
-                    kind,
-                    text,
-                    details,
-                },
-            });
+    fn note(
+        &mut self,
+        channel: String,
+        kind: String,
+        text: String,
+        details: String,
+    ) -> wasmtime::Result<()> {
+        const PLACE: &str = "customer.note";
+        let limits = &self.limits;
+        if self.notes.len() >= MAX_NOTES {
+            return Err(Violation::TooMany {
+                place: PLACE,
+                limit: MAX_NOTES,
+            }
+            .trap());
         }
+        check_channel(PLACE, &channel)
+            .and_then(|()| check_size(PLACE, "kind", &kind, limits.name_bytes))
+            .and_then(|()| check_size(PLACE, "text", &text, limits.text_bytes))
+            .and_then(|()| check_object(PLACE, "details", &details, limits.json_bytes))
+            .map_err(|violation| violation.trap())?;
+        self.notes.push(Note {
+            at_ms: self.now_ms,
+            interaction: Interaction {
+                at_ms: self.now_ms,
+                channel,
+                kind,
+                text,
+                details,
+            },
+        });
+        Ok(())
     }
 }
 

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use wasmtime::component::{HasSelf, Linker};
 
 use super::bindings::journey::plugin::log::{self, Level};
+use super::contract::check_size;
 use super::{StepInput, StepState};
 
 /// Lines kept per step; later lines are counted, not kept.
@@ -26,15 +27,18 @@ pub struct LogCapability {
     step: String,
     lines: Vec<PluginLog>,
     dropped: usize,
+    line_limit: usize,
 }
 
 impl LogCapability {
-    pub fn new(input: &StepInput) -> Self {
+    /// A log for one step; a line over `line_limit` bytes fails the step.
+    pub fn new(input: &StepInput, line_limit: usize) -> Self {
         LogCapability {
             instance: input.instance_id.clone(),
             step: input.step.clone(),
             lines: Vec::new(),
             dropped: 0,
+            line_limit,
         }
     }
 
@@ -50,7 +54,8 @@ impl LogCapability {
 }
 
 impl log::Host for LogCapability {
-    fn write(&mut self, level: Level, message: String) {
+    fn write(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        check_size("log.write", "message", &message, self.line_limit).map_err(|v| v.trap())?;
         let (instance, step) = (&self.instance, &self.step);
         let name = match level {
             Level::Debug => {
@@ -72,12 +77,13 @@ impl log::Host for LogCapability {
         };
         if self.lines.len() >= MAX_LINES {
             self.dropped += 1;
-            return;
+            return Ok(());
         }
         self.lines.push(PluginLog {
             level: name.into(),
             message: message.chars().take(MAX_LINE_CHARS).collect(),
         });
+        Ok(())
     }
 }
 

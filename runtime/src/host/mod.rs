@@ -11,6 +11,7 @@
 //! journeys, instances or storage layout.
 
 mod clock;
+mod contract;
 mod customer;
 mod log;
 mod metrics;
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, types::ComponentItem};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
+pub use self::contract::{OutputLimits, Violation};
 pub use self::customer::CustomerSource;
 pub use self::log::PluginLog;
 pub use self::metrics::MetricSample;
@@ -36,7 +38,9 @@ pub mod bindings {
         world: "step-plugin",
         imports: {
             "journey:plugin/customer.view": trappable,
+            "journey:plugin/customer.note": trappable,
             "journey:plugin/outbox.send": trappable,
+            "journey:plugin/log.write": trappable,
         },
     });
 }
@@ -44,8 +48,21 @@ pub mod bindings {
 pub use bindings::journey::plugin::outbox::FrequencyCap;
 pub use bindings::journey::plugin::types::{Event, Outcome, SendingWindow, StepInput, StepOutput};
 
+/// The version of the `journey:plugin` WIT package this host implements,
+/// as a literal for `concat!`. `wit/journey.wit` must declare the same
+/// (a unit test checks).
+macro_rules! wit_version {
+    () => {
+        "0.2.0"
+    };
+}
+
+/// The version of the `journey:plugin` WIT package this host implements.
+pub const WIT_VERSION: &str = wit_version!();
 /// The export a plugin must provide.
-pub const STEP_EXPORT: &str = "journey:plugin/step@0.2.0";
+pub const STEP_EXPORT: &str = concat!("journey:plugin/step@", wit_version!());
+/// The world a step plugin implements.
+pub const STEP_WORLD: &str = concat!("journey:plugin/step-plugin@", wit_version!());
 
 /// How often the epoch ticks; step deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -72,7 +89,7 @@ pub enum LoadError {
     },
     /// It imports something the host does not grant, or its step export
     /// has the wrong shape.
-    #[error("does not implement the `journey:plugin/step-plugin@0.2.0` world: {0:#}")]
+    #[error("does not implement the `{STEP_WORLD}` world: {0:#}")]
     World(#[source] wasmtime::Error),
 }
 
@@ -100,6 +117,10 @@ pub enum StepFailure {
     /// Its start-up code trapped while it was being instantiated.
     #[error("plugin could not be instantiated: {0}")]
     Instantiate(String),
+    /// It broke the contract: output over a size limit, a `json` value
+    /// that is not a JSON object, a malformed channel name.
+    #[error("plugin broke the contract: {0}")]
+    Contract(String),
     /// The host failed, not the plugin: the instance pool, the store
     /// behind a host call, a panic in host code. Never recorded as the
     /// instance's failure: the executor drops the attempt's effects and
@@ -140,6 +161,8 @@ pub struct Limits {
     /// pool holds this many instances plus [`WARM_SLOTS`], so a step never
     /// finds it full.
     pub concurrent_steps: u32,
+    /// How large what a step hands the host may be.
+    pub output: OutputLimits,
 }
 
 /// Pool slots beyond one per concurrent step: they keep warm instances of
@@ -152,6 +175,7 @@ impl Default for Limits {
             memory_bytes: 64 * 1024 * 1024,
             deadline: Duration::from_secs(2),
             concurrent_steps: 2,
+            output: OutputLimits::default(),
         }
     }
 }
@@ -422,15 +446,20 @@ impl Host {
         let deadline = request.deadline.unwrap_or(self.limits.deadline);
         let state = StepState {
             wasi: wasi::WasiState::new(request.now_ms),
-            log: log::LogCapability::new(&request.input),
+            log: log::LogCapability::new(&request.input, self.limits.output.text_bytes),
             outbox: outbox::OutboxCapability::new(
                 &request.input.idempotency_key,
                 &request.customer.customer_id,
                 &request.input.journey,
                 request.now_ms,
                 request.sends,
+                self.limits.output.clone(),
             ),
-            customer: customer::CustomerCapability::new(request.customer, request.now_ms),
+            customer: customer::CustomerCapability::new(
+                request.customer,
+                request.now_ms,
+                self.limits.output.clone(),
+            ),
             metrics: metrics::MetricsCapability::default(),
             clock: clock::ClockCapability::new(request.now_ms),
             memory: MemoryLimiter {
@@ -448,7 +477,12 @@ impl Host {
                 .journey_plugin_step()
                 .call_run(&mut store, &request.input)
                 .map_err(|error| self.classify_trap(&store, error, deadline))
-                .and_then(|returned| returned.map_err(StepFailure::Returned)),
+                .and_then(|returned| returned.map_err(|error| self.returned_error(error)))
+                .and_then(|output| {
+                    contract::check_output(&output, &self.limits.output)
+                        .map_err(|violation| StepFailure::Contract(violation.to_string()))?;
+                    Ok(output)
+                }),
             Err(error) => Err(self.classify_instantiate_error(&store, error, deadline)),
         };
         let duration = started.elapsed();
@@ -465,6 +499,24 @@ impl Host {
             },
             duration,
         }
+    }
+
+    /// The error a plugin returned, cut to the text limit: it is already a
+    /// failure, so an oversized one is shortened rather than refused.
+    fn returned_error(&self, error: String) -> StepFailure {
+        let limit = self.limits.output.text_bytes;
+        if error.len() <= limit {
+            return StepFailure::Returned(error);
+        }
+        let mut end = limit;
+        while !error.is_char_boundary(end) {
+            end -= 1;
+        }
+        StepFailure::Returned(format!(
+            "{}… ({} bytes, cut to the limit of {limit})",
+            &error[..end],
+            error.len()
+        ))
     }
 
     /// Whose fault a failed instantiation is: the plugin's when its
@@ -494,6 +546,9 @@ impl Host {
     ) -> StepFailure {
         if let Some(fault) = error.downcast_ref::<HostFault>() {
             return StepFailure::Host(fault.0.clone());
+        }
+        if let Some(violation) = error.downcast_ref::<Violation>() {
+            return StepFailure::Contract(violation.to_string());
         }
         if store.data().memory.exceeded {
             return StepFailure::Memory {
@@ -532,4 +587,19 @@ pub fn with_custom_section(mut component: Vec<u8>, name: &str, payload: &[u8]) -
     leb128(content.len(), &mut component);
     component.extend_from_slice(&content);
     component
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wit_file_declares_the_version_the_host_implements() {
+        let wit = include_str!("../../../wit/journey.wit");
+        assert!(
+            wit.contains(&format!("package journey:plugin@{WIT_VERSION};")),
+            "wit/journey.wit and WIT_VERSION disagree"
+        );
+        assert_eq!(STEP_EXPORT, format!("journey:plugin/step@{WIT_VERSION}"));
+    }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker};
 
 use super::bindings::journey::plugin::outbox::{self, FrequencyCap, Message, SendError};
+use super::contract::{OutputLimits, check_channel, check_object, check_size};
 use super::{HostFault, StepState};
 
 /// Messages one step may queue.
@@ -77,6 +78,7 @@ pub struct OutboxCapability {
     journey: String,
     now_ms: u64,
     policy: Arc<dyn SendPolicy>,
+    limits: OutputLimits,
     messages: Vec<QueuedMessage>,
     capped: Vec<CappedSend>,
 }
@@ -88,6 +90,7 @@ impl OutboxCapability {
         journey: &str,
         now_ms: u64,
         policy: Arc<dyn SendPolicy>,
+        limits: OutputLimits,
     ) -> Self {
         OutboxCapability {
             idempotency_key: idempotency_key.to_owned(),
@@ -95,6 +98,7 @@ impl OutboxCapability {
             journey: journey.to_owned(),
             now_ms,
             policy,
+            limits,
             messages: Vec::new(),
             capped: Vec::new(),
         }
@@ -107,6 +111,14 @@ impl OutboxCapability {
 
 impl outbox::Host for OutboxCapability {
     fn send(&mut self, message: Message) -> wasmtime::Result<Result<String, SendError>> {
+        const PLACE: &str = "outbox.send";
+        let limits = &self.limits;
+        check_channel(PLACE, &message.channel)
+            .and_then(|()| check_size(PLACE, "to", &message.to, limits.name_bytes))
+            .and_then(|()| check_size(PLACE, "subject", &message.subject, limits.name_bytes))
+            .and_then(|()| check_size(PLACE, "body", &message.body, limits.message_bytes))
+            .and_then(|()| check_object(PLACE, "metadata", &message.metadata, limits.json_bytes))
+            .map_err(|violation| violation.trap())?;
         if self.messages.len() >= MAX_MESSAGES {
             return Ok(Err(SendError::TooManyMessages));
         }

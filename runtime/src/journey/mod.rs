@@ -649,7 +649,14 @@ fn check_split(file: &str, step: &StepDefinition) -> Result<()> {
             "a step has either a `plugin` or a `split`, not both".into(),
         ));
     }
-    let total: u32 = step.split.values().sum();
+    if let Some(variant) = step.split.keys().find(|variant| !is_valid_name(variant)) {
+        return Err(invalid(format!(
+            "variant `{}` is not a valid name (use 1-64 of A-Z a-z 0-9 . _ -)",
+            variant.escape_debug()
+        )));
+    }
+    // Summed wide: weights near u32::MAX must not wrap around to 100.
+    let total: u64 = step.split.values().map(|weight| u64::from(*weight)).sum();
     if total != 100 || step.split.values().any(|weight| *weight == 0) {
         return Err(invalid(format!(
             "the weights must be above 0 and add up to 100; they add up to {total}"
@@ -842,6 +849,9 @@ impl Journey {
         let mut steps = HashMap::new();
         for step in &definition.steps {
             check_name("steps.name".into(), &step.name)?;
+            if let Some(key) = &step.correlate_on {
+                check_name(format!("steps.{}.correlate_on", step.name), key)?;
+            }
             if !step.split.is_empty() {
                 check_split(&file, step)?;
                 let ready = Step {
@@ -1074,6 +1084,32 @@ name = "send"
 plugin = "acknowledge"
 on = { sent = "done" }
 "#;
+
+    #[test]
+    fn split_weights_cannot_wrap_and_variant_and_correlation_names_are_checked() {
+        let wrapping = SPLIT.replace(
+            "split = { short = 30, long = 70 }",
+            "split = { short = 4294967295, long = 101 }",
+        );
+        let error = parse(&wrapping).expect_err("weights that wrap").to_string();
+        assert!(error.contains("add up to 4294967396"), "{error}");
+        let spaced = SPLIT
+            .replace("short = 30", "\"sh ort\" = 30")
+            .replace("short = \"send\"", "\"sh ort\" = \"send\"");
+        let error = parse(&spaced)
+            .expect_err("a variant with a space")
+            .to_string();
+        assert!(
+            error.contains("variant `sh ort` is not a valid name"),
+            "{error}"
+        );
+        let nul = VALID.replace(
+            "plugin = \"acknowledge\"",
+            "plugin = \"acknowledge\"\ncorrelate_on = \"a\\u0000b\"",
+        );
+        let error = parse(&nul).expect_err("a NUL in correlate_on").to_string();
+        assert!(error.contains("steps.acknowledge.correlate_on"), "{error}");
+    }
 
     #[test]
     fn a_split_assigns_variants_by_weight_and_keeps_each_instance_on_one() {

@@ -897,6 +897,17 @@ pub struct CustomerView {
     pub engagement: Vec<Engagement>,
 }
 
+impl CustomerView {
+    /// Whether anything is known about the customer: a profile other
+    /// than `{}`, an interaction, a channel choice or an engagement.
+    pub fn is_known(&self) -> bool {
+        self.profile.get() != "{}"
+            || !self.interactions.is_empty()
+            || !self.channels.is_empty()
+            || !self.engagement.is_empty()
+    }
+}
+
 /// An interaction and its encoded record.
 #[derive(Debug, Clone)]
 pub struct EncodedInteraction {

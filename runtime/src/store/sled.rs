@@ -90,6 +90,9 @@ pub struct SledStore {
     /// reading by [`Store::settled`]: sled makes each read see a batch
     /// whole, but not two reads in a row.
     applying: std::sync::RwLock<()>,
+    /// Held while a plugin or journey version is numbered and written, so
+    /// two at once never get the same number.
+    versions: std::sync::Mutex<()>,
 }
 
 impl SledStore {
@@ -110,6 +113,7 @@ impl SledStore {
                 capacity: options.cached_customers.max(1),
             }),
             applying: std::sync::RwLock::new(()),
+            versions: std::sync::Mutex::new(()),
         })
     }
 
@@ -316,6 +320,12 @@ impl SledStore {
         Ok(instance)
     }
 
+    fn numbering(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.versions
+            .lock()
+            .expect("the version numbering lock is never poisoned")
+    }
+
     fn latest_version(&self, prefix: &[u8]) -> Result<Option<(sled::IVec, sled::IVec)>> {
         Ok(self.db.scan_prefix(prefix).next_back().transpose()?)
     }
@@ -342,6 +352,7 @@ impl Store for SledStore {
         bytes: &[u8],
         at_ms: u64,
     ) -> Result<PluginRecord> {
+        let _numbering = self.numbering();
         let latest = match self.latest_version(&keys::plugin_versions(name))? {
             Some((key, value)) => Some(decode::<PluginRecord>(&key, &value)?),
             None => None,
@@ -485,6 +496,7 @@ impl Store for SledStore {
     }
 
     fn put_journey(&self, name: &str, source: &str, at_ms: u64) -> Result<JourneyRecord> {
+        let _numbering = self.numbering();
         let version = match self.latest_version(&keys::journey_versions(name))? {
             Some((key, value)) => decode::<JourneyRecord>(&key, &value)?.version + 1,
             None => 1,
