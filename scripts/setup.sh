@@ -2,7 +2,12 @@
 # build every plugin component (first-party plugins and test fixtures) once.
 # Sourced, not run.
 
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+# Bold headings for a person at a terminal; plain text in a log file.
+if [ -t 1 ]; then
+    step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+else
+    step() { printf '\n==> %s\n' "$*"; }
+fi
 
 step "setup: rust target wasm32-wasip2"
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2

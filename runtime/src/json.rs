@@ -4,6 +4,7 @@
 //! number too large for a 64-bit float. One check, used by every boundary,
 //! so that what passes here never fails later in a step.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
@@ -139,9 +140,21 @@ impl<'de> Visitor<'de> for Strict {
 
     fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<(), A::Error> {
         self.enter::<A::Error>()?;
-        let mut seen = HashSet::new();
-        while let Some(key) = entries.next_key::<String>()? {
-            if !seen.insert(key.clone()) {
+        // Objects on the step path are small: a list is cheaper than a set
+        // until they are not. Keys are borrowed from the text unless they
+        // have escapes.
+        let mut few: Vec<Cow<'de, str>> = Vec::new();
+        let mut many: HashSet<Cow<'de, str>> = HashSet::new();
+        while let Some(key) = entries.next_key_seed(Key)? {
+            let repeated = if many.is_empty() && few.len() < 16 {
+                let repeated = few.contains(&key);
+                few.push(key.clone());
+                repeated
+            } else {
+                many.extend(few.drain(..));
+                !many.insert(key.clone())
+            };
+            if repeated {
                 return Err(serde::de::Error::custom(format_args!(
                     "key `{}` is given twice",
                     key.chars().take(64).collect::<String>()
@@ -150,6 +163,33 @@ impl<'de> Visitor<'de> for Strict {
             entries.next_value_seed(self.inner())?;
         }
         Ok(())
+    }
+}
+
+/// An object key, borrowed from the text where it can be.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, key: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(key))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(key.to_owned()))
     }
 }
 
@@ -178,6 +218,16 @@ mod tests {
         assert_eq!(
             twice.to_string(),
             "key `b` is given twice at line 1 column 18"
+        );
+        let many: Vec<String> = (0..30).map(|n| format!(r#""k{n}": {n}"#)).collect();
+        assert!(check_object(&format!("{{{}}}", many.join(","))).is_ok());
+        let again = format!(r#"{{{}, "k3": 0}}"#, many.join(","));
+        let error = check_object(&again).expect_err("repeated").to_string();
+        assert!(error.starts_with("key `k3` is given twice"), "{error}");
+        let escaped = check_object(r#"{"a\u0062": 1, "ab": 2}"#).expect_err("the same key");
+        assert!(
+            escaped.to_string().starts_with("key `ab` is given twice"),
+            "{escaped}"
         );
         let deep = format!("{}1{}", "[".repeat(100), "]".repeat(100));
         let error = check_value(&deep).expect_err("deep").to_string();

@@ -338,3 +338,48 @@ fn operators_skip_and_cancel_instances_and_refuse_what_does_not_apply() {
     assert_eq!(view(&journeyd, ids[1])["status"], "completed");
     assert_eq!(view(&journeyd, ids[2])["status"], "cancelled");
 }
+
+#[test]
+fn a_retried_instance_is_active_again_for_single_reentry() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let journeyd = Journeyd::start_simulated(data.path(), START_MS);
+    for (name, fixture_name) in [
+        ("score", "flaky"),
+        ("score", "noop"),
+        ("noop", "noop"),
+        ("slow", "slow"),
+    ] {
+        let (status, body) = journeyd.push(name, fixture(fixture_name));
+        assert_eq!(status, 201, "push {name}: {body}");
+    }
+    let single = journey("score@1", r#"{ fail_attempts = 1000 }"#, "{ attempts = 1 }")
+        .replace("[trigger]", "[entry]\nreentry = \"single\"\n\n[trigger]");
+    let (status, body) = journeyd.deploy("scoring.toml", &single);
+    assert_eq!(status, 201, "{body}");
+    let first = send(&journeyd, 1);
+    journeyd.advance_clock_by(0);
+    assert_eq!(view(&journeyd, first)["status"], "failed");
+    // Retried onto a plugin that sleeps, it is active again ...
+    let (status, body) = act(
+        &journeyd,
+        &format!("/v1/instances/i-{first}/skip"),
+        json!({ "to": "later" }),
+    );
+    assert_eq!(status, 200, "{body}");
+    journeyd.advance_clock_by(0);
+    assert_eq!(view(&journeyd, first)["status"], "waiting");
+    // ... so the same customer does not enter a second time.
+    let (status, receipt) = journeyd.send_event(&json!({
+        "id": "lead-again", "type": "lead.created", "customer": "c-1",
+        "data": { "lead": "l-again" },
+    }));
+    assert_eq!(status, 202, "{receipt}");
+    assert_eq!(receipt["instances"], json!([]), "{receipt}");
+    assert!(
+        receipt["skipped"][0]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("instance i-{first} is still active")),
+        "{receipt}"
+    );
+}

@@ -162,19 +162,20 @@ impl Client {
                 println!("variant {variant}");
             }
             println!(
-                "  {:<24} {:>8} {:>8} {:>10} {:>8} {:>7}",
-                "step", "reached", "waiting", "completed", "failed", "exited"
+                "  {:<24} {:>8} {:>8} {:>10} {:>8} {:>7} {:>10}",
+                "step", "reached", "waiting", "completed", "failed", "exited", "cancelled"
             );
             for line in lines.as_array().into_iter().flatten() {
                 let count = |field: &str| line[field].as_u64().unwrap_or(0);
                 println!(
-                    "  {:<24} {:>8} {:>8} {:>10} {:>8} {:>7}",
+                    "  {:<24} {:>8} {:>8} {:>10} {:>8} {:>7} {:>10}",
                     line["step"].as_str().unwrap_or("?"),
                     count("reached"),
                     count("waiting"),
                     count("completed_here"),
                     count("failed_here"),
                     count("exited_here"),
+                    count("cancelled_here"),
                 );
             }
         }

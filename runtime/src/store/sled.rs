@@ -226,12 +226,15 @@ impl SledStore {
             ) {
                 batch.remove(keys::pending_exit(instance.id));
             }
-            if instance.indexed_by_customer && instance.status.is_finished() {
-                batch.remove(keys::active(
-                    &instance.journey,
-                    &instance.customer_id,
-                    instance.id,
-                ));
+            if instance.indexed_by_customer {
+                // Indexed while unfinished, including an instance an
+                // operator brought back from `failed`.
+                let active = keys::active(&instance.journey, &instance.customer_id, instance.id);
+                if instance.status.is_finished() {
+                    batch.remove(active);
+                } else {
+                    batch.insert(active, &[]);
+                }
             }
         }
         for (channel, at_ms, index) in &step.counted {
