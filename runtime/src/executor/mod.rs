@@ -2593,3 +2593,25 @@ fn outcome_label(outcome: &StepOutcome) -> &'static str {
         StepOutcome::Fail { .. } => "fail",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plugin_may_use_only_so_many_counter_names() {
+        let names = MetricNames::default();
+        for n in 0..MAX_METRIC_NAMES {
+            assert!(names.admit("classify", &format!("counter_{n}")));
+        }
+        assert!(!names.admit("classify", "one_too_many"), "beyond the bound");
+        assert!(
+            names.admit("classify", "counter_0"),
+            "a known name still counts"
+        );
+        assert!(
+            names.admit("handover", "one_too_many"),
+            "the bound is per plugin"
+        );
+    }
+}
