@@ -32,6 +32,12 @@
 //!
 //! Until the runtime has finished starting (resumed its instances and
 //! started its timer loop) every `/v1` route answers `503 not_ready`.
+//!
+//! This file holds the router, the layers every route shares (the JSON
+//! error shape, durable reads, the start gate) and body parsing; the
+//! handlers live in one module per area (`events`, `customers`,
+//! `journeys`, `plugins`, `instances`, `outbox`, `caps`, `clock`, `ops`),
+//! and `error` owns the error codes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,7 +48,16 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+mod caps;
+mod clock;
+mod customers;
 pub mod error;
+mod events;
+mod instances;
+mod journeys;
+mod ops;
+mod outbox;
+mod plugins;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -104,45 +119,57 @@ pub fn router(state: AppState) -> Router {
     let router = Router::new()
         .route(
             "/v1/events",
-            post(ingest_event).layer(DefaultBodyLimit::max(MAX_EVENT_BYTES)),
+            post(events::ingest_event).layer(DefaultBodyLimit::max(MAX_EVENT_BYTES)),
         )
-        .route("/v1/customers/{id}", put(put_customer).get(get_customer))
+        .route(
+            "/v1/customers/{id}",
+            put(customers::put_customer).get(customers::get_customer),
+        )
         .route(
             "/v1/journeys",
-            post(deploy_journey)
-                .get(list_journeys)
+            post(journeys::deploy_journey)
+                .get(journeys::list_journeys)
                 .layer(DefaultBodyLimit::max(MAX_JOURNEY_BYTES)),
         )
-        .route("/v1/journeys/{name}/funnel", get(show_funnel))
+        .route("/v1/journeys/{name}/funnel", get(journeys::show_funnel))
         .route(
             "/v1/journeys/{name}/migrations",
-            post(migrate_journey).get(list_migrations),
+            post(journeys::migrate_journey).get(journeys::list_migrations),
         )
         .route(
             "/v1/plugins/{name}",
-            put(push_plugin)
-                .get(show_plugin)
+            put(plugins::push_plugin)
+                .get(plugins::show_plugin)
                 .layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES)),
         )
-        .route("/v1/plugins", get(list_plugins))
-        .route("/v1/plugins/{name}/tags/{tag}", put(set_tag))
-        .route("/v1/plugins/{name}/tags/{tag}/rollback", post(roll_back))
-        .route("/v1/instances", get(list_instances))
-        .route("/v1/instances/{id}", get(show_instance))
-        .route("/v1/instances/{id}/{action}", post(act_on_instance))
+        .route("/v1/plugins", get(plugins::list_plugins))
+        .route("/v1/plugins/{name}/tags/{tag}", put(plugins::set_tag))
+        .route(
+            "/v1/plugins/{name}/tags/{tag}/rollback",
+            post(plugins::roll_back),
+        )
+        .route("/v1/instances", get(instances::list_instances))
+        .route("/v1/instances/{id}", get(instances::show_instance))
+        .route(
+            "/v1/instances/{id}/{action}",
+            post(instances::act_on_instance),
+        )
         .route(
             "/v1/journeys/{name}/instances/{action}",
-            post(act_on_journey),
+            post(instances::act_on_journey),
         )
-        .route("/v1/outbox", get(list_outbox))
-        .route("/v1/clock", get(show_clock))
-        .route("/v1/clock/advance", post(advance_clock))
-        .route("/v1/frequency-caps", get(show_caps).put(put_caps))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(render_metrics));
+        .route("/v1/outbox", get(outbox::list_outbox))
+        .route("/v1/clock", get(clock::show_clock))
+        .route("/v1/clock/advance", post(clock::advance_clock))
+        .route(
+            "/v1/frequency-caps",
+            get(caps::show_caps).put(caps::put_caps),
+        )
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::render_metrics));
     #[cfg(feature = "fault-injection")]
-    let router = router.route("/v1/faults", get(show_faults).put(set_faults));
+    let router = router.route("/v1/faults", get(ops::show_faults).put(ops::set_faults));
     router
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
@@ -241,279 +268,6 @@ async fn refuse_until_started(
     next.run(request).await
 }
 
-async fn ingest_event(
-    State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<(StatusCode, Json<executor::Receipt>)> {
-    let event: IncomingEvent =
-        json_object(body, "the event", MAX_EVENT_BYTES, ErrorCode::InvalidEvent)?;
-    // A task of its own: a client that hangs up must not cancel an ingest
-    // halfway (its commit goes ahead; what follows it must too).
-    let runtime = state.runtime.clone();
-    let ingest = tokio::spawn(async move { runtime.ingest(event).await });
-    let receipt = tokio::time::timeout(INGEST_WAIT, ingest)
-        .await
-        .map_err(|_| {
-            ApiError::new(ErrorCode::CommitPending,
-                format!(
-                    "the event was not committed within {} s (see /readyz); it may still be: send it again with the same id",
-                    INGEST_WAIT.as_secs()
-                ),
-            )
-        })?
-        .map_err(executor::Error::from)??;
-    let status = if receipt.duplicate {
-        StatusCode::OK
-    } else {
-        StatusCode::ACCEPTED
-    };
-    Ok((status, Json(receipt)))
-}
-
-async fn put_customer(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<serde_json::Value>> {
-    let profile: serde_json::Value = json_object(
-        body,
-        &format!("customer `{id}`: the profile"),
-        MAX_JSON_BODY_BYTES,
-        ErrorCode::InvalidProfile,
-    )?;
-    state.runtime.put_customer(&id, &profile)?;
-    Ok(Json(json!({ "id": id, "profile": profile })))
-}
-
-async fn get_customer(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<crate::store::CustomerView>> {
-    executor::check_id("customer id", &id)?;
-    let store = state.runtime.store().clone();
-    let lookup = id.clone();
-    let view =
-        tokio::task::spawn_blocking(move || store.customer_view(&lookup, VIEW_INTERACTIONS, &[]))
-            .await
-            .map_err(executor::Error::from)??;
-    if !view.is_known() {
-        return Err(ApiError::new(
-            ErrorCode::UnknownCustomer,
-            format!("nothing is known about customer `{id}`: no profile, event or choice"),
-        ));
-    }
-    Ok(Json(view))
-}
-
-#[derive(Deserialize)]
-struct DeployQuery {
-    file: Option<String>,
-}
-
-async fn deploy_journey(
-    State(state): State<AppState>,
-    Query(query): Query<DeployQuery>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    let body = body_bytes(body, "the journey", MAX_JOURNEY_BYTES)?;
-    let file = query.file.unwrap_or_else(|| "<request body>".into());
-    let source = std::str::from_utf8(&body).map_err(|_| {
-        ApiError::new(
-            ErrorCode::JourneySyntax,
-            format!("{file}: the journey is not UTF-8 text"),
-        )
-    })?;
-    let source = source.to_owned();
-    let runtime = state.runtime.clone();
-    let (version, journey) =
-        tokio::task::spawn_blocking(move || runtime.deploy_journey(&file, &source))
-            .await
-            .map_err(executor::Error::from)??;
-    let steps: Vec<&str> = journey
-        .steps()
-        .map(|step| step.definition.name.as_str())
-        .collect();
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "name": journey.name(),
-            "version": version,
-            "trigger": journey.definition.trigger.event,
-            "steps": steps,
-        })),
-    ))
-}
-
-async fn list_journeys(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
-    let journeys: Vec<_> = state
-        .runtime
-        .store()
-        .journeys()?
-        .into_iter()
-        .map(|record| {
-            json!({ "name": record.name, "version": record.version, "deployed_at_ms": record.deployed_at_ms })
-        })
-        .collect();
-    Ok(Json(json!({ "journeys": journeys })))
-}
-
-/// The body of `POST /v1/journeys/{name}/migrations`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Migrate {
-    from: u32,
-    to: u32,
-    #[serde(default)]
-    steps: std::collections::BTreeMap<String, String>,
-}
-
-async fn migrate_journey(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<(StatusCode, Json<MigrationRecord>)> {
-    let request: Migrate = json_body(body, "the migration")?;
-    let runtime = state.runtime.clone();
-    let record = tokio::task::spawn_blocking(move || {
-        runtime.migrate_journey(&name, request.from, request.to, request.steps)
-    })
-    .await
-    .map_err(executor::Error::from)??;
-    Ok((StatusCode::CREATED, Json(record)))
-}
-
-async fn show_funnel(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> ApiResult<Json<executor::Funnel>> {
-    let runtime = state.runtime.clone();
-    Ok(Json(
-        tokio::task::spawn_blocking(move || runtime.funnel(&name))
-            .await
-            .map_err(executor::Error::from)??,
-    ))
-}
-
-async fn list_migrations(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
-    let migrations: Vec<MigrationRecord> = state
-        .runtime
-        .migrations_of(&name)?
-        .iter()
-        .map(|migration| (**migration).clone())
-        .collect();
-    Ok(Json(json!({ "migrations": migrations })))
-}
-
-async fn push_plugin(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<(StatusCode, Json<crate::store::PluginRecord>)> {
-    let body = body_bytes(body, "the plugin", MAX_PLUGIN_BYTES)?;
-    let record = state.runtime.push_plugin(&name, body.to_vec()).await?;
-    Ok((StatusCode::CREATED, Json(record)))
-}
-
-/// A plugin version with its run counts.
-#[derive(Serialize)]
-struct VersionView {
-    #[serde(flatten)]
-    record: PluginRecord,
-    runs: u64,
-    failures: u64,
-    failure_rate: f64,
-    p50_us: Option<u64>,
-    p99_us: Option<u64>,
-}
-
-/// A tag with the counts of its rollout in progress.
-#[derive(Serialize)]
-struct TagView {
-    #[serde(flatten)]
-    record: TagRecord,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    canary_runs: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    canary_failures: Option<u64>,
-}
-
-impl TagView {
-    fn new(tag: &executor::Tag) -> Self {
-        let rollout = tag.record.canary.is_some();
-        let count = |counter: &std::sync::atomic::AtomicU64| {
-            rollout.then(|| counter.load(std::sync::atomic::Ordering::Relaxed))
-        };
-        TagView {
-            record: tag.record.clone(),
-            canary_runs: count(&tag.canary_runs),
-            canary_failures: count(&tag.canary_failures),
-        }
-    }
-}
-
-fn versions_of(runtime: &Runtime, plugin: Option<&str>) -> Vec<VersionView> {
-    runtime
-        .version_stats()
-        .into_iter()
-        .filter(|(record, _)| plugin.is_none_or(|name| record.name == name))
-        .map(|(record, stats)| VersionView {
-            record,
-            runs: stats.runs,
-            failures: stats.failures,
-            failure_rate: (stats.failure_rate() * 1000.0).round() / 1000.0,
-            p50_us: stats.percentile_us(50.0),
-            p99_us: stats.percentile_us(99.0),
-        })
-        .collect()
-}
-
-fn tags_of(runtime: &Runtime, plugin: Option<&str>) -> Vec<TagView> {
-    runtime
-        .tags()
-        .iter()
-        .filter(|tag| plugin.is_none_or(|name| tag.record.plugin == name))
-        .map(|tag| TagView::new(tag))
-        .collect()
-}
-
-async fn list_plugins(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({
-        "plugins": versions_of(&state.runtime, None),
-        "tags": tags_of(&state.runtime, None),
-    }))
-}
-
-async fn show_plugin(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
-    executor::check_name("plugin name", &name)?;
-    let versions = versions_of(&state.runtime, Some(&name));
-    if versions.is_empty() {
-        return Err(executor::Error::UnknownPlugin(name).into());
-    }
-    Ok(Json(json!({
-        "name": name,
-        "versions": versions,
-        "tags": tags_of(&state.runtime, Some(&name)),
-        "tag_changes": state.runtime.store().tag_changes(&name)?,
-    })))
-}
-
-/// The body of `PUT /v1/plugins/{name}/tags/{tag}`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SetTag {
-    version: u32,
-    #[serde(default)]
-    canary: Option<Canary>,
-    #[serde(default)]
-    reason: Option<String>,
-}
-
 /// A JSON object body of at most [`MAX_JSON_BODY_BYTES`], read as `T`.
 fn json_body<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
@@ -536,437 +290,4 @@ fn json_object<T: serde::de::DeserializeOwned>(
     let text = std::str::from_utf8(&body).map_err(|_| invalid("it is not UTF-8 text".into()))?;
     crate::json::check_object(text).map_err(|error| invalid(error.to_string()))?;
     serde_json::from_str(text).map_err(|error| invalid(error.to_string()))
-}
-
-async fn set_tag(
-    State(state): State<AppState>,
-    Path((name, tag)): Path<(String, String)>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<TagView>> {
-    let request: SetTag = json_body(body, "the tag change")?;
-    let reason = request.reason.unwrap_or_else(|| match &request.canary {
-        Some(canary) => format!(
-            "operator: roll out version {} to {}%",
-            canary.version, canary.percent
-        ),
-        None => format!("operator: point at version {}", request.version),
-    });
-    change_tag(state.runtime, move |runtime| {
-        runtime.set_tag(&name, &tag, request.version, request.canary, &reason)
-    })
-    .await
-}
-
-/// Apply a tag change off the async threads (it waits for a flush) and
-/// answer with the tag as it is now.
-async fn change_tag(
-    runtime: Arc<Runtime>,
-    change: impl FnOnce(&Runtime) -> executor::Result<TagRecord> + Send + 'static,
-) -> ApiResult<Json<TagView>> {
-    tokio::task::spawn_blocking(move || {
-        let record = change(&runtime)?;
-        let tag = runtime.registry_tag(&record.plugin, &record.tag);
-        Ok::<_, executor::Error>(TagView::new(&tag))
-    })
-    .await
-    .map_err(executor::Error::from)?
-    .map(Json)
-    .map_err(ApiError::from)
-}
-
-/// The body of `POST /v1/plugins/{name}/tags/{tag}/rollback` (optional).
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RollBack {
-    #[serde(default)]
-    reason: Option<String>,
-}
-
-async fn roll_back(
-    State(state): State<AppState>,
-    Path((name, tag)): Path<(String, String)>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<TagView>> {
-    let request: RollBack = match &body {
-        Ok(bytes) if bytes.is_empty() => RollBack::default(),
-        _ => json_body(body, "the rollback")?,
-    };
-    let reason = request
-        .reason
-        .unwrap_or_else(|| "operator: rollback".to_owned());
-    change_tag(state.runtime, move |runtime| {
-        runtime.end_rollout(&name, &tag, reason)
-    })
-    .await
-}
-
-#[derive(Deserialize)]
-struct ListQuery {
-    journey: Option<String>,
-    status: Option<InstanceStatus>,
-    after: Option<String>,
-    limit: Option<usize>,
-}
-
-fn parse_instance_id(text: &str) -> ApiResult<InstanceId> {
-    text.parse().map_err(|_| {
-        ApiError::new(
-            ErrorCode::InvalidId,
-            format!("`{text}` is not an instance id (like `i-42`)"),
-        )
-    })
-}
-
-async fn list_instances(
-    State(state): State<AppState>,
-    Query(query): Query<ListQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
-    if let Some(journey) = &query.journey {
-        state.runtime.known_journey(journey)?;
-    }
-    let filter = InstanceFilter {
-        journey: query.journey,
-        status: query.status,
-        after: query.after.as_deref().map(parse_instance_id).transpose()?,
-        limit: query.limit.unwrap_or(100).clamp(1, 1000),
-    };
-    let store = state.runtime.store().clone();
-    let instances = tokio::task::spawn_blocking(move || store.instances(&filter))
-        .await
-        .map_err(executor::Error::from)??;
-    Ok(Json(json!({ "instances": instances })))
-}
-
-/// An instance with everything that happened to it.
-#[derive(Serialize)]
-pub struct InstanceView {
-    /// The instance.
-    #[serde(flatten)]
-    pub instance: Instance,
-    /// Its history, in order.
-    pub history: Vec<HistoryEntry>,
-    /// The messages its steps queued.
-    pub messages: Vec<OutboxMessage>,
-}
-
-#[derive(Deserialize)]
-struct ShowQuery {
-    wait_ms: Option<u64>,
-}
-
-async fn show_instance(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(query): Query<ShowQuery>,
-) -> ApiResult<Json<InstanceView>> {
-    let id = parse_instance_id(&id)?;
-    let runtime = &state.runtime;
-    let mut finished = runtime.subscribe();
-    let mut instance = runtime
-        .store()
-        .instance(id)?
-        .ok_or(executor::Error::UnknownInstance(id))?;
-    if let Some(wait_ms) = query.wait_ms {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms).min(MAX_WAIT);
-        while matches!(
-            instance.status,
-            InstanceStatus::Running | InstanceStatus::Waiting
-        ) {
-            match tokio::time::timeout_at(deadline, finished.recv()).await {
-                Ok(Ok(done)) if done.id != id => continue,
-                Err(_) | Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => break,
-                Ok(_) => {}
-            }
-            instance = runtime
-                .store()
-                .instance(id)?
-                .ok_or(executor::Error::UnknownInstance(id))?;
-        }
-    }
-    let history = runtime.store().history(id)?;
-    let messages = runtime.store().outbox(Some(id), 1000)?;
-    Ok(Json(InstanceView {
-        instance,
-        history,
-        messages,
-    }))
-}
-
-/// The body of an operator's action (every field optional).
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ActionBody {
-    /// `retry`: the plugin to run instead of the step's.
-    #[serde(default)]
-    plugin: Option<String>,
-    /// `skip`: the step to continue at.
-    #[serde(default)]
-    to: Option<String>,
-    /// Why, recorded in the instance's history.
-    #[serde(default)]
-    reason: Option<String>,
-    /// Bulk: only instances at this step.
-    #[serde(default)]
-    step: Option<String>,
-    /// Bulk: only count the instances it applies to.
-    #[serde(default)]
-    dry_run: bool,
-}
-
-impl ActionBody {
-    /// The action named `name` with this body's arguments.
-    fn action(&self, name: &str) -> ApiResult<executor::Action> {
-        let unexpected = |field: &str| {
-            ApiError::new(
-                ErrorCode::BadBody,
-                format!("`{field}` does not apply to `{name}`"),
-            )
-        };
-        match name {
-            "retry" => match &self.to {
-                Some(_) => Err(unexpected("to")),
-                None => Ok(executor::Action::Retry {
-                    plugin: self.plugin.clone(),
-                }),
-            },
-            "skip" => match (&self.plugin, &self.to) {
-                (Some(_), _) => Err(unexpected("plugin")),
-                (None, Some(to)) => Ok(executor::Action::Skip { to: to.clone() }),
-                (None, None) => Err(ApiError::new(
-                    ErrorCode::BadBody,
-                    "`skip` needs `to`: the step the instance continues at",
-                )),
-            },
-            "cancel" => match (&self.plugin, &self.to) {
-                (Some(_), _) => Err(unexpected("plugin")),
-                (_, Some(_)) => Err(unexpected("to")),
-                (None, None) => Ok(executor::Action::Cancel),
-            },
-            _ => Err(ApiError::new(
-                ErrorCode::NotFound,
-                format!("no instance action `{name}`: use retry, skip or cancel"),
-            )),
-        }
-    }
-
-    fn reason(&self, action: &executor::Action) -> String {
-        self.reason
-            .clone()
-            .unwrap_or_else(|| format!("operator: {}", action.name()))
-    }
-}
-
-fn action_body(body: Result<Bytes, BytesRejection>) -> ApiResult<ActionBody> {
-    match &body {
-        Ok(bytes) if bytes.is_empty() => Ok(ActionBody::default()),
-        _ => json_body(body, "the action"),
-    }
-}
-
-async fn act_on_instance(
-    State(state): State<AppState>,
-    Path((id, action)): Path<(String, String)>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<serde_json::Value>> {
-    let id = parse_instance_id(&id)?;
-    let request = action_body(body)?;
-    if request.step.is_some() || request.dry_run {
-        return Err(ApiError::new(
-            ErrorCode::BadBody,
-            "`step` and `dry_run` are for a journey's instances: POST /v1/journeys/{name}/instances/{action}",
-        ));
-    }
-    let action = request.action(&action)?;
-    let reason = request.reason(&action);
-    let runtime = state.runtime.clone();
-    let instance = tokio::spawn(async move { runtime.act_on_instance(id, &action, &reason).await })
-        .await
-        .map_err(executor::Error::from)??;
-    Ok(Json(json!({ "instance": instance })))
-}
-
-async fn act_on_journey(
-    State(state): State<AppState>,
-    Path((name, action)): Path<(String, String)>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<executor::BulkOutcome>> {
-    let request = action_body(body)?;
-    let action = request.action(&action)?;
-    let reason = request.reason(&action);
-    let runtime = state.runtime.clone();
-    let outcome = tokio::spawn(async move {
-        runtime
-            .act_on_journey(
-                &name,
-                request.step.as_deref(),
-                &action,
-                &reason,
-                request.dry_run,
-            )
-            .await
-    })
-    .await
-    .map_err(executor::Error::from)??;
-    Ok(Json(outcome))
-}
-
-#[derive(Deserialize)]
-struct OutboxQuery {
-    instance: Option<String>,
-    limit: Option<usize>,
-}
-
-async fn list_outbox(
-    State(state): State<AppState>,
-    Query(query): Query<OutboxQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
-    let instance = query
-        .instance
-        .as_deref()
-        .map(parse_instance_id)
-        .transpose()?;
-    let limit = query.limit.unwrap_or(100).clamp(1, 100_000);
-    let messages = state.runtime.store().outbox(instance, limit)?;
-    Ok(Json(json!({ "messages": messages })))
-}
-
-async fn show_caps(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({ "caps": *state.runtime.frequency_caps() }))
-}
-
-/// The body of `PUT /v1/frequency-caps`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CapsBody {
-    caps: Vec<executor::FrequencyCap>,
-}
-
-async fn put_caps(
-    State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<serde_json::Value>> {
-    let request: CapsBody = json_body(body, "the frequency caps")?;
-    let runtime = state.runtime.clone();
-    tokio::task::spawn_blocking(move || runtime.set_frequency_caps(request.caps))
-        .await
-        .map_err(executor::Error::from)??;
-    Ok(Json(json!({ "caps": *state.runtime.frequency_caps() })))
-}
-
-async fn show_clock(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let clock = state.runtime.clock();
-    Json(json!({ "now_ms": clock.now_ms(), "simulated": clock.simulated().is_some() }))
-}
-
-/// The body of `POST /v1/clock/advance`: by `ms`, or to `to_ms`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Advance {
-    #[serde(default)]
-    ms: Option<u64>,
-    #[serde(default)]
-    to_ms: Option<u64>,
-    /// Move from due timer to due timer, waiting up to this long in all
-    /// for the runtime to settle at each (no timer due, no instance with a
-    /// step to run). 0 jumps straight to the new time.
-    #[serde(default)]
-    settle_ms: u64,
-}
-
-async fn advance_clock(
-    State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<serde_json::Value>> {
-    let request: Advance = json_body(body, "the clock advance")?;
-    let now = state.runtime.clock().now_ms();
-    let to_ms = match (request.ms, request.to_ms) {
-        (Some(ms), None) => now.saturating_add(ms),
-        (None, Some(to_ms)) if to_ms >= now => to_ms,
-        (None, Some(to_ms)) => {
-            return Err(ApiError::new(
-                ErrorCode::ClockBackwards,
-                format!("the clock is at {now} ms and only moves forward, not to {to_ms} ms"),
-            ));
-        }
-        _ => {
-            return Err(ApiError::new(
-                ErrorCode::BadBody,
-                "give exactly one of `ms` (how far) and `to_ms` (to when)",
-            ));
-        }
-    };
-    let advanced = if request.settle_ms > 0 {
-        let limit = Duration::from_millis(request.settle_ms).min(MAX_WAIT);
-        state.runtime.advance_clock_settled(to_ms, limit).await?
-    } else {
-        let runtime = state.runtime.clone();
-        tokio::task::spawn_blocking(move || runtime.advance_clock(to_ms))
-            .await
-            .map_err(executor::Error::from)??
-            .map(|now_ms| (now_ms, false))
-    };
-    match advanced {
-        Some((now_ms, settled)) => Ok(Json(
-            json!({ "now_ms": now_ms, "simulated": true, "settled": settled }),
-        )),
-        None => Err(ApiError::new(
-            ErrorCode::ClockNotSimulated,
-            "this journeyd runs on the system clock; start it with --simulated-clock to move time",
-        )),
-    }
-}
-
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
-}
-
-async fn readyz(State(state): State<AppState>) -> Response {
-    let readiness = state.runtime.readiness();
-    if readiness.ready {
-        return (StatusCode::OK, Json(readiness)).into_response();
-    }
-    let mut body = serde_json::to_value(&readiness).expect("a readiness report is plain data");
-    body["error"] = json!({ "code": "not_ready", "message": readiness.problems.join("; ") });
-    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
-}
-
-/// The body of `PUT /v1/faults` (test builds): which faults are on.
-#[cfg(feature = "fault-injection")]
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Faults {
-    faults: Vec<crate::faults::Fault>,
-}
-
-#[cfg(feature = "fault-injection")]
-async fn show_faults() -> Json<serde_json::Value> {
-    Json(json!({ "faults": crate::faults::armed_faults() }))
-}
-
-#[cfg(feature = "fault-injection")]
-async fn set_faults(body: Result<Bytes, BytesRejection>) -> ApiResult<Json<serde_json::Value>> {
-    let request: Faults = json_body(body, "the faults")?;
-    for fault in crate::faults::Fault::ALL {
-        crate::faults::set(fault, request.faults.contains(&fault));
-    }
-    tracing::warn!(faults = ?request.faults, "injected faults changed");
-    Ok(Json(json!({ "faults": crate::faults::armed_faults() })))
-}
-
-async fn render_metrics(State(state): State<AppState>) -> Response {
-    match &state.metrics {
-        Some(handle) => (
-            [(
-                axum::http::header::CONTENT_TYPE,
-                "text/plain; version=0.0.4",
-            )],
-            handle.render(),
-        )
-            .into_response(),
-        None => ApiError::new(
-            ErrorCode::MetricsDisabled,
-            "no metrics recorder is installed in this process",
-        )
-        .into_response(),
-    }
 }

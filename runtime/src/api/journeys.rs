@@ -1,0 +1,107 @@
+//! `/v1/journeys`: deploy and list definitions, the drop-off report, migrations.
+
+use super::*;
+
+#[derive(Deserialize)]
+pub(super) struct DeployQuery {
+    file: Option<String>,
+}
+
+pub(super) async fn deploy_journey(
+    State(state): State<AppState>,
+    Query(query): Query<DeployQuery>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let body = body_bytes(body, "the journey", MAX_JOURNEY_BYTES)?;
+    let file = query.file.unwrap_or_else(|| "<request body>".into());
+    let source = std::str::from_utf8(&body).map_err(|_| {
+        ApiError::new(
+            ErrorCode::JourneySyntax,
+            format!("{file}: the journey is not UTF-8 text"),
+        )
+    })?;
+    let source = source.to_owned();
+    let runtime = state.runtime.clone();
+    let (version, journey) =
+        tokio::task::spawn_blocking(move || runtime.deploy_journey(&file, &source))
+            .await
+            .map_err(executor::Error::from)??;
+    let steps: Vec<&str> = journey
+        .steps()
+        .map(|step| step.definition.name.as_str())
+        .collect();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "name": journey.name(),
+            "version": version,
+            "trigger": journey.definition.trigger.event,
+            "steps": steps,
+        })),
+    ))
+}
+
+pub(super) async fn list_journeys(
+    State(state): State<AppState>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let journeys: Vec<_> = state
+        .runtime
+        .store()
+        .journeys()?
+        .into_iter()
+        .map(|record| {
+            json!({ "name": record.name, "version": record.version, "deployed_at_ms": record.deployed_at_ms })
+        })
+        .collect();
+    Ok(Json(json!({ "journeys": journeys })))
+}
+
+/// The body of `POST /v1/journeys/{name}/migrations`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Migrate {
+    from: u32,
+    to: u32,
+    #[serde(default)]
+    steps: std::collections::BTreeMap<String, String>,
+}
+
+pub(super) async fn migrate_journey(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<MigrationRecord>)> {
+    let request: Migrate = json_body(body, "the migration")?;
+    let runtime = state.runtime.clone();
+    let record = tokio::task::spawn_blocking(move || {
+        runtime.migrate_journey(&name, request.from, request.to, request.steps)
+    })
+    .await
+    .map_err(executor::Error::from)??;
+    Ok((StatusCode::CREATED, Json(record)))
+}
+
+pub(super) async fn show_funnel(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<executor::Funnel>> {
+    let runtime = state.runtime.clone();
+    Ok(Json(
+        tokio::task::spawn_blocking(move || runtime.funnel(&name))
+            .await
+            .map_err(executor::Error::from)??,
+    ))
+}
+
+pub(super) async fn list_migrations(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let migrations: Vec<MigrationRecord> = state
+        .runtime
+        .migrations_of(&name)?
+        .iter()
+        .map(|migration| (**migration).clone())
+        .collect();
+    Ok(Json(json!({ "migrations": migrations })))
+}

@@ -1,0 +1,24 @@
+//! `GET /v1/outbox`: the messages steps queued.
+
+use super::instances::parse_instance_id;
+use super::*;
+
+#[derive(Deserialize)]
+pub(super) struct OutboxQuery {
+    instance: Option<String>,
+    limit: Option<usize>,
+}
+
+pub(super) async fn list_outbox(
+    State(state): State<AppState>,
+    Query(query): Query<OutboxQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let instance = query
+        .instance
+        .as_deref()
+        .map(parse_instance_id)
+        .transpose()?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 100_000);
+    let messages = state.runtime.store().outbox(instance, limit)?;
+    Ok(Json(json!({ "messages": messages })))
+}
