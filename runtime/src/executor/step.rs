@@ -1,0 +1,589 @@
+//! Running a step: the sandbox run, how its outcome moves the instance
+//! (or retries it on its policy), splits, migrations, and its commit.
+
+use super::*;
+
+impl Runtime {
+    /// Run an instance's current step on this thread and hand its effects
+    /// to the committer. Once they are durable, the committer thread
+    /// schedules the instance's next step (or records it finished), so an
+    /// instance has at most one step queued, running or committing.
+    pub(super) fn run_step(self: &Arc<Self>, job: StepJob) {
+        if let Some(migration) = self
+            .registry
+            .migration(&job.instance.journey, job.instance.journey_version)
+        {
+            self.migrate(job, &migration);
+            return;
+        }
+        let StepJob {
+            instance,
+            event,
+            attempt,
+        } = job;
+        let Some(step_name) = instance
+            .current_step
+            .clone()
+            .filter(|_| instance.status == InstanceStatus::Running)
+        else {
+            tracing::warn!(instance = %instance.id, status = ?instance.status, "a step was scheduled for an instance with no step to run; dropped");
+            return;
+        };
+        let journey = self
+            .registry
+            .journey(&instance.journey, instance.journey_version);
+        let step = journey
+            .as_ref()
+            .and_then(|journey| journey.step(&step_name));
+        let started_ms = self.clock.now_ms();
+        if let Some((step, journey)) = step.zip(journey.as_deref())
+            && let Some(variant) = step.variant_for(&instance.journey, instance.id.0)
+        {
+            let variant = variant.to_owned();
+            let target = step.definition.on[&variant].clone();
+            let is_step = journey.step(&target).is_some();
+            self.take_split(
+                instance, event, step_name, variant, target, is_step, started_ms,
+            );
+            return;
+        }
+        let idempotency_key = instance.idempotency_key();
+
+        // An operator's retry may name another plugin version for this step.
+        let chosen = instance
+            .attempts
+            .as_ref()
+            .and_then(|attempts| attempts.plugin.as_deref())
+            .and_then(PluginRef::parse);
+        let (plugin, run) = match step {
+            Some(step) => {
+                match self.resolve_plugin(chosen.as_ref().unwrap_or(&step.plugin), instance.id) {
+                    Ok((resolved, loaded)) => {
+                        let _running = self.health.step_running();
+                        self.notify_start(&resolved.record.digest);
+                        let request = StepRequest {
+                            input: host::StepInput {
+                                journey: instance.journey.clone(),
+                                journey_version: instance.journey_version,
+                                instance_id: instance.id.to_string(),
+                                step: step_name.clone(),
+                                event: (*event).clone(),
+                                state: instance.state.get().to_owned(),
+                                config: step.config_json.clone(),
+                                attempt,
+                                idempotency_key: idempotency_key.clone(),
+                            },
+                            customer: host::CustomerSource {
+                                store: self.store.clone(),
+                                customer_id: instance.customer_id.clone(),
+                            },
+                            now_ms: started_ms,
+                            deadline: step.definition.timeout_ms.map(Duration::from_millis),
+                            sends: self.sends.clone(),
+                        };
+                        (Some(resolved), self.host.run_step(&loaded, request))
+                    }
+                    Err(failure) => (None, failed_run(failure)),
+                }
+            }
+            None => (
+                None,
+                failed_run(StepFailure::Instantiate(format!(
+                    "journey `{}` version {} has no step `{step_name}`",
+                    instance.journey, instance.journey_version
+                ))),
+            ),
+        };
+        if let Err(failure) = &run.result
+            && failure.is_host_fault()
+        {
+            // Nothing of the attempt is committed: its cap reservations
+            // are given back and the step runs again.
+            for queued in run.effects.messages.iter().filter(|queued| queued.counted) {
+                self.sends
+                    .release(&instance.customer_id, &queued.message.channel, started_ms);
+            }
+            return self.host_fault(instance.id, attempt, failure.to_string());
+        }
+        let plugin_name = plugin.as_ref().map(|resolved| resolved.record.name.clone());
+        let (commit, mut samples) = self.build_commit(
+            &instance,
+            journey.as_deref(),
+            &step_name,
+            plugin,
+            attempt,
+            idempotency_key,
+            started_ms,
+            run,
+        );
+        samples.retain(|sample| {
+            plugin_name
+                .as_deref()
+                .is_some_and(|plugin| self.metric_names.admit(plugin, &sample.name))
+        });
+        let next = commit.instance.clone();
+        let counted: Vec<String> = commit
+            .counted
+            .iter()
+            .map(|(channel, _, _)| channel.clone())
+            .collect();
+        let runtime = self.clone();
+        self.committer.submit_then(
+            Write::Step(Box::new(commit)),
+            Box::new(move |result| {
+                // Committed, the store counts them; discarded, they never
+                // happened: either way their reservations end here.
+                for channel in &counted {
+                    runtime
+                        .sends
+                        .release(&next.customer_id, channel, started_ms);
+                }
+                runtime.after_step_commit(result, next, event, samples, &step_name);
+            }),
+        );
+    }
+
+    /// What follows a step's commit: its metrics and next step, or the
+    /// instance's end.
+    pub(super) fn after_step_commit(
+        self: &Arc<Self>,
+        result: Result<Applied, CommitError>,
+        next: Instance,
+        event: Arc<host::Event>,
+        samples: Vec<host::MetricSample>,
+        step_name: &str,
+    ) {
+        self.health.host_fault_over(next.id);
+        match result {
+            Ok(Applied::Done) => {
+                for sample in samples {
+                    metrics::counter!(format!("journey_plugin_{}_total", sample.name))
+                        .increment(sample.value);
+                }
+                match next.status {
+                    InstanceStatus::Running => self.schedule(StepJob::new(next, event)),
+                    // Its timer is in the store; the timer loop may be
+                    // sleeping until a later one.
+                    InstanceStatus::Waiting => self.timers_changed.notify_one(),
+                    InstanceStatus::Completed
+                    | InstanceStatus::Failed
+                    | InstanceStatus::Exited
+                    | InstanceStatus::Cancelled => {
+                        self.finish(&next);
+                    }
+                }
+            }
+            Ok(_) => {
+                tracing::info!(instance = %next.id, step = %step_name, "step discarded: the instance moved on first (another attempt, or an exit event)");
+            }
+            Err(CommitError::Stopped) => {
+                tracing::info!(instance = %next.id, "the runtime is stopping; the step runs again at the next start");
+            }
+        }
+    }
+
+    /// Send an instance down the variant of a split step it is assigned
+    /// to, recorded in its history; then run what follows.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn take_split(
+        self: &Arc<Self>,
+        instance: Instance,
+        event: Arc<host::Event>,
+        step: String,
+        variant: String,
+        target: String,
+        is_step: bool,
+        now: u64,
+    ) {
+        let mut next = instance;
+        next.follow_split(&target, is_step, now);
+        let entry = HistoryEntry::Split {
+            at_ms: now,
+            step,
+            variant,
+            target,
+        };
+        let commit = StepCommit::new(next.clone(), &entry, &[], Vec::new())
+            .expect("a split entry is plain data that always encodes as JSON");
+        metrics::counter!("journeyd_steps_total", "outcome" => "split").increment(1);
+        let runtime = self.clone();
+        self.committer.submit_then(
+            Write::Step(Box::new(commit)),
+            Box::new(move |result| match result {
+                Ok(Applied::Done) if next.status == InstanceStatus::Running => {
+                    runtime.schedule(StepJob::new(next, event));
+                }
+                Ok(Applied::Done) => runtime.finish(&next),
+                Ok(_) => {
+                    tracing::warn!(instance = %next.id, "split was already committed by another attempt");
+                }
+                Err(CommitError::Stopped) => {
+                    tracing::info!(instance = %next.id, "the runtime is stopping; the split is taken at the next start");
+                }
+            }),
+        );
+    }
+
+    /// Move an instance to the version `migration` leads to, before its
+    /// next step; once that is durable, the step runs under the new version.
+    pub(super) fn migrate(self: &Arc<Self>, job: StepJob, migration: &MigrationRecord) {
+        let StepJob {
+            instance, event, ..
+        } = job;
+        let Some(from_step) = instance.current_step.clone() else {
+            tracing::warn!(instance = %instance.id, "a migration was scheduled for an instance with no step to run; dropped");
+            return;
+        };
+        let to_step = migration
+            .steps
+            .get(&from_step)
+            .cloned()
+            .unwrap_or_else(|| from_step.clone());
+        let mut next = instance.clone();
+        next.journey_version = migration.to_version;
+        next.current_step = Some(to_step.clone());
+        next.history_len += 1;
+        next.updated_at_ms = self.clock.now_ms();
+        let entry = HistoryEntry::Migrated {
+            at_ms: next.updated_at_ms,
+            from_version: migration.from_version,
+            to_version: migration.to_version,
+            from_step,
+            to_step,
+        };
+        let commit = StepCommit::migration(next.clone(), &entry)
+            .expect("a migration entry is plain data that always encodes as JSON");
+        let runtime = self.clone();
+        self.committer.submit_then(
+            Write::Step(Box::new(commit)),
+            Box::new(move |result| match result {
+                Ok(Applied::Done) => runtime.schedule(StepJob::new(next, event)),
+                Ok(_) => {
+                    tracing::warn!(instance = %next.id, "migration was already committed by another attempt");
+                }
+                Err(CommitError::Stopped) => {
+                    tracing::info!(instance = %next.id, "the runtime is stopping; the migration is made at the next start");
+                }
+            }),
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn build_commit(
+        &self,
+        instance: &Instance,
+        journey: Option<&Journey>,
+        step: &str,
+        plugin: Option<Resolved>,
+        attempt: u32,
+        idempotency_key: String,
+        started_ms: u64,
+        run: host::StepRun,
+    ) -> (StepCommit, Vec<host::MetricSample>) {
+        let duration_us = run.duration.as_micros() as u64;
+        self.step_stats
+            .steps
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.step_stats.sandbox_nanos.fetch_add(
+            run.duration.as_nanos() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        metrics::histogram!("journeyd_step_duration_seconds").record(run.duration.as_secs_f64());
+
+        let customer_zone = || {
+            let view = self
+                .store
+                .customer_view(&instance.customer_id, 0, &[])
+                .ok()?;
+            let profile: serde_json::Value = serde_json::from_str(view.profile.get()).ok()?;
+            profile.get("time_zone")?.as_str().map(str::to_owned)
+        };
+        let decided = match run.result {
+            Ok(output) => decide(journey, step, instance, output, started_ms, &customer_zone),
+            Err(failure) => Err(failure.to_string()),
+        };
+        let (outcome, new_state, effects, plugin_failed) = match decided {
+            Ok((outcome, state)) => (outcome, state, run.effects, false),
+            Err(reason) => {
+                // A failed attempt's effects came from an unfinished step:
+                // none of them are committed, and the cap slots its
+                // messages took are given back. Its log lines are kept:
+                // they say what went wrong.
+                for queued in run.effects.messages.iter().filter(|queued| queued.counted) {
+                    self.sends
+                        .release(&instance.customer_id, &queued.message.channel, started_ms);
+                }
+                let kept = host::Effects {
+                    logs: run.effects.logs,
+                    ..host::Effects::default()
+                };
+                (StepOutcome::Fail { reason }, None, kept, true)
+            }
+        };
+        // A failed plugin runs again while its step's retry policy allows,
+        // on a durable timer.
+        let retry_at_ms = if plugin_failed {
+            let policy = journey
+                .and_then(|journey| journey.step(step))
+                .map_or(RetryPolicy::DEFAULT, |step| step.retry);
+            let failed = instance
+                .attempts
+                .as_ref()
+                .map_or(0, |attempts| attempts.failed)
+                + 1;
+            (failed < policy.attempts)
+                .then(|| self.clock.now_ms().max(started_ms) + policy.delay_ms(failed))
+        } else {
+            None
+        };
+        if retry_at_ms.is_some() {
+            metrics::counter!("journeyd_step_retries_total").increment(1);
+        }
+        metrics::counter!("journeyd_steps_total", "outcome" => outcome_label(&outcome))
+            .increment(1);
+
+        let host::Effects {
+            messages,
+            capped,
+            notes,
+            logs,
+            metrics,
+        } = effects;
+        let counted: Vec<(String, u64, u32)> = messages
+            .iter()
+            .enumerate()
+            .filter(|(_, queued)| queued.counted)
+            .map(|(index, queued)| (queued.message.channel.clone(), started_ms, index as u32))
+            .collect();
+        let capped: Vec<CappedMessage> = capped
+            .into_iter()
+            .map(|capped| CappedMessage {
+                channel: capped.message.channel,
+                subject: capped.message.subject,
+                limit: capped.cap.limit,
+                period_ms: capped.cap.period_ms,
+                next_allowed_ms: capped.cap.next_allowed_ms,
+            })
+            .collect();
+        let messages: Vec<OutboxMessage> = messages
+            .into_iter()
+            .map(|queued| {
+                let message = queued.message;
+                OutboxMessage {
+                    id: queued.id,
+                    instance_id: instance.id,
+                    step: step.to_owned(),
+                    customer_id: instance.customer_id.clone(),
+                    channel: message.channel,
+                    to: message.to,
+                    subject: message.subject,
+                    body: message.body,
+                    // The host checked it is a JSON object.
+                    metadata: raw_json(message.metadata),
+                    queued_at_ms: started_ms,
+                }
+            })
+            .collect();
+        let notes = notes
+            .into_iter()
+            .map(|note| Interaction {
+                at_ms: note.at_ms,
+                channel: note.interaction.channel,
+                kind: note.interaction.kind,
+                text: note.interaction.text,
+                // The host checked it is a JSON object.
+                details: raw_json(note.interaction.details),
+            })
+            .collect();
+        let state = match &new_state {
+            Some(new_state) => {
+                StateChanges::between(&object(instance.state.get()), object(new_state.get()))
+            }
+            None => StateChanges::default(),
+        };
+        if let Some(resolved) = &plugin {
+            let failed = matches!(outcome, StepOutcome::Fail { .. });
+            self.count_run(resolved, failed, duration_us);
+        }
+        let (plugin_name, plugin_version, digest) = match plugin {
+            Some(resolved) => (
+                resolved.record.name,
+                resolved.record.version,
+                resolved.record.digest,
+            ),
+            None => (String::new(), 0, String::new()),
+        };
+        let record = StepRecord {
+            at_ms: started_ms,
+            step: step.to_owned(),
+            plugin: plugin_name,
+            plugin_version,
+            digest,
+            attempt,
+            idempotency_key,
+            state,
+            outcome,
+            duration_us,
+            messages: messages.iter().map(|message| message.id.clone()).collect(),
+            capped,
+            logs: logs
+                .into_iter()
+                .map(|line| LogLine {
+                    level: line.level,
+                    message: line.message,
+                })
+                .collect(),
+            retry_at_ms,
+        };
+        let mut next = instance.clone();
+        let entry = match retry_at_ms {
+            Some(retry_at_ms) => {
+                next.retry_later(&record, retry_at_ms);
+                HistoryEntry::StepFailed(Box::new(record))
+            }
+            None => {
+                next.advance(&record, |target| {
+                    journey.is_some_and(|journey| journey.step(target).is_some())
+                });
+                if let Some(new_state) = new_state {
+                    next.state = new_state;
+                }
+                HistoryEntry::StepRan(Box::new(record))
+            }
+        };
+        let mut commit = StepCommit::new(next, &entry, &messages, notes)
+            .expect("step records are plain data that always encode as JSON");
+        commit.counted = counted;
+        (commit, metrics)
+    }
+}
+
+/// Turn a plugin's output into a recorded outcome and new state, or the
+/// reason the step fails.
+fn decide(
+    journey: Option<&Journey>,
+    step: &str,
+    instance: &Instance,
+    output: host::StepOutput,
+    started_ms: u64,
+    customer_zone: &dyn Fn() -> Option<String>,
+) -> Result<(StepOutcome, Option<Box<RawValue>>), String> {
+    // Where a wait or sleep continues: a step, or a terminal state that
+    // completes the instance when it wakes.
+    let step_target = |transition: &str, what: &str| match journey
+        .and_then(|journey| journey.target(step, transition))
+    {
+        Some(Target::Step(target) | Target::Terminal(target)) => Ok(target.to_owned()),
+        None => Err(format!(
+            "plugin chose to {what}, then take transition `{transition}`, which step `{step}` does not define"
+        )),
+    };
+    let state = match output.state {
+        None => None,
+        Some(text) => match crate::json::check_object(&text) {
+            Ok(()) => Some(raw_json(text)),
+            Err(error) => {
+                return Err(format!(
+                    "plugin returned a state that is not a JSON object: {error}"
+                ));
+            }
+        },
+    };
+    let outcome = match output.outcome {
+        host::Outcome::Goto(transition) => {
+            match journey.and_then(|journey| journey.target(step, &transition)) {
+                Some(Target::Step(target)) | Some(Target::Terminal(target)) => StepOutcome::Goto {
+                    target: target.to_owned(),
+                    transition,
+                },
+                None => {
+                    return Err(format!(
+                        "plugin chose transition `{transition}`, which step `{step}` does not define"
+                    ));
+                }
+            }
+        }
+        host::Outcome::Complete => StepOutcome::Complete,
+        host::Outcome::Fail(reason) => StepOutcome::Fail { reason },
+        host::Outcome::WaitForEvent(spec) => {
+            if spec.kind.is_empty() {
+                return Err("plugin chose to wait for an event with no event type".into());
+            }
+            if spec.timeout_ms == 0 {
+                return Err(format!(
+                    "plugin chose to wait for `{}` without a timeout: `timeout-ms` must be above 0, so nobody waits forever",
+                    spec.kind
+                ));
+            }
+            let correlation = match journey
+                .and_then(|journey| journey.step(step))
+                .and_then(|step| step.definition.correlate_on.as_deref())
+            {
+                Some(key) => format!("{key}={}", instance.correlation),
+                None => format!("customer={}", instance.customer_id),
+            };
+            StepOutcome::WaitForEvent {
+                event_target: step_target(&spec.on_event, "wait for an event")?,
+                timeout_target: step_target(&spec.on_timeout, "wait for an event")?,
+                event: spec.kind,
+                correlation,
+                until_ms: started_ms.saturating_add(spec.timeout_ms),
+                on_event: spec.on_event,
+                on_timeout: spec.on_timeout,
+            }
+        }
+        host::Outcome::SleepUntil(spec) => {
+            let (until_ms, window) = match &spec.window {
+                None => (spec.until_ms, None),
+                Some(window) => {
+                    let (zone, source) = match window.time_zone.as_str() {
+                        "" => match customer_zone() {
+                            Some(zone) => (zone, "the customer's profile `time_zone`: "),
+                            None => ("UTC".to_owned(), ""),
+                        },
+                        zone => (zone.to_owned(), ""),
+                    };
+                    let window = SendingWindow::new(window.from_minute, window.to_minute, &zone)
+                        .map_err(|reason| {
+                            format!(
+                                "plugin chose to sleep within a sending window: {source}{reason}"
+                            )
+                        })?;
+                    (window.next_open(spec.until_ms)?, Some(window.to_string()))
+                }
+            };
+            StepOutcome::Sleep {
+                until_ms,
+                target: step_target(&spec.then, "sleep")?,
+                transition: spec.then,
+                requested_ms: (until_ms != spec.until_ms).then_some(spec.until_ms),
+                window,
+            }
+        }
+    };
+    Ok((outcome, state))
+}
+
+/// Instance state as a map. It is always a JSON object: [`decide`]
+/// checks what plugins return before it is recorded.
+fn object(state: &str) -> serde_json::Map<String, serde_json::Value> {
+    serde_json::from_str(state).unwrap_or_default()
+}
+
+fn failed_run(failure: StepFailure) -> host::StepRun {
+    host::StepRun {
+        result: Err(failure),
+        effects: host::Effects::default(),
+        duration: Duration::ZERO,
+    }
+}
+
+fn outcome_label(outcome: &StepOutcome) -> &'static str {
+    match outcome {
+        StepOutcome::Goto { .. } => "goto",
+        StepOutcome::Sleep { .. } => "sleep",
+        StepOutcome::WaitForEvent { .. } => "wait_for_event",
+        StepOutcome::Complete => "complete",
+        StepOutcome::Fail { .. } => "fail",
+    }
+}

@@ -1,0 +1,259 @@
+//! Time: the timer loop that wakes sleeping and waiting instances, and
+//! moving a simulated clock timer by timer.
+
+use super::*;
+
+impl Runtime {
+    /// The clock the runtime reads.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Move the simulated clock forward to `to_ms` and let timers that
+    /// fell due fire; returns the new time. `None` on the system clock.
+    pub fn advance_clock(&self, to_ms: u64) -> Result<Option<u64>> {
+        let Some(clock) = self.clock.simulated() else {
+            return Ok(None);
+        };
+        let now = clock.advance_to(to_ms);
+        self.store
+            .put_meta(SIMULATED_CLOCK_META, &serde_json::json!(now))?;
+        self.timers_changed.notify_one();
+        Ok(Some(now))
+    }
+
+    /// Move the simulated clock to `to_ms` one due timer at a time: the
+    /// clock stops at each timer's due time until the runtime has settled
+    /// (the woken steps, and whatever they set in motion, are committed),
+    /// so every timer fires on time even across a jump of weeks. Gives up
+    /// waiting after `limit`. Returns the new time and whether it settled;
+    /// `None` on the system clock.
+    pub async fn advance_clock_settled(
+        self: &Arc<Self>,
+        to_ms: u64,
+        limit: Duration,
+    ) -> Result<Option<(u64, bool)>> {
+        let deadline = std::time::Instant::now() + limit;
+        let Some(clock) = self.clock.simulated() else {
+            return Ok(None);
+        };
+        // Whatever is under way finishes at the current time first. When
+        // the runtime does not settle in time (a step paused by a store
+        // error, say), the clock still moves: to `to_ms` in one jump.
+        let jump = |runtime: Arc<Self>| async move {
+            let moved = tokio::task::spawn_blocking(move || runtime.advance_clock(to_ms)).await??;
+            Ok::<_, Error>(moved.map(|now| (now, false)))
+        };
+        if !self.settle(clock.now_ms(), deadline).await? {
+            return jump(self.clone()).await;
+        }
+        loop {
+            let now = clock.now_ms();
+            let stop = match self.store.next_timer()? {
+                Some(due) if due <= to_ms => due.max(now),
+                _ => to_ms,
+            };
+            let runtime = self.clone();
+            tokio::task::spawn_blocking(move || runtime.advance_clock(stop)).await??;
+            if !self.settle(stop, deadline).await? {
+                return jump(self.clone()).await;
+            }
+            if stop >= to_ms {
+                return Ok(Some((stop.max(now), true)));
+            }
+        }
+    }
+
+    /// Wait until no timer is due at `now_ms` and no instance has a step
+    /// to run, or `deadline` passes; returns whether it settled.
+    pub async fn settle(&self, now_ms: u64, deadline: std::time::Instant) -> Result<bool> {
+        loop {
+            let store = self.store.clone();
+            if tokio::task::spawn_blocking(move || store.settled(now_ms)).await?? {
+                return Ok(true);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Start the timer loop under supervision: if it panics, the panic
+    /// is logged and counted as a host fault and the loop starts again
+    /// after a second. Start it after [`Runtime::resume`].
+    pub fn start_timers(self: &Arc<Self>) {
+        let runtime = self.clone();
+        self.tokio.spawn(async move {
+            loop {
+                match tokio::spawn(runtime.clone().run_timers()).await {
+                    Err(error) if error.is_panic() => {
+                        metrics::counter!("journeyd_host_faults_total", "kind" => "panic")
+                            .increment(1);
+                        tracing::error!("the timer loop panicked; it starts again in 1 s");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    // Cancelled: the process is stopping.
+                    Err(_) | Ok(()) => return,
+                }
+            }
+        });
+    }
+
+    /// Fire timers as they fall due, for as long as the runtime lives.
+    /// Timers that fell due while the runtime was down fire at once.
+    pub(super) async fn run_timers(self: Arc<Self>) {
+        loop {
+            let wait = match self.fire_due_timers().await {
+                Ok(wait) => wait,
+                Err(error) => {
+                    tracing::error!(error = %error, "firing timers failed; retrying in 1 s");
+                    Duration::from_secs(1)
+                }
+            };
+            let _ = tokio::time::timeout(wait, self.timers_changed.notified()).await;
+        }
+    }
+
+    /// Wake every instance whose timer is due; returns how long the loop
+    /// may sleep before the next timer (the system clock) or until it is
+    /// told the clock moved (a simulated clock).
+    ///
+    /// A timer that cannot be fired (its event is missing, the store
+    /// fails) is recorded with the reason and tried again with backoff,
+    /// never in a busy loop; one whose instance no longer waits for it is
+    /// removed.
+    pub(super) async fn fire_due_timers(self: &Arc<Self>) -> Result<Duration> {
+        self.health.timer_loop_seen();
+        loop {
+            let now = self.clock.now_ms();
+            // Stuck timers are due too: read past them.
+            let limit = TIMER_BATCH + self.health.stuck_timers().0;
+            let due = self.store.due_timers(now, limit)?;
+            let scanned = due.len();
+            let mut woken = tokio::task::JoinSet::new();
+            for (due_ms, id) in due {
+                if self.health.timer_backing_off(due_ms, id) {
+                    continue;
+                }
+                let runtime = self.clone();
+                woken.spawn(async move { (due_ms, id, runtime.wake(id, due_ms, now).await) });
+            }
+            let mut fired = 0;
+            while let Some(result) = woken.join_next().await {
+                let (due_ms, id, result) = result?;
+                match result {
+                    Ok(()) => {
+                        self.health.timer_fired(due_ms, id);
+                        fired += 1;
+                    }
+                    Err(error) => {
+                        let reason = crate::error_chain(&error);
+                        tracing::error!(instance = %id, due_ms, %reason, "a timer could not be fired; it is tried again later");
+                        metrics::counter!("journeyd_timers_stuck_total").increment(1);
+                        self.health.timer_stuck(due_ms, id, reason);
+                    }
+                }
+            }
+            if scanned < limit || fired == 0 {
+                break;
+            }
+        }
+        let next = self.store.next_timer()?;
+        let now = self.clock.now_ms();
+        let wait = match (next, self.clock.simulated()) {
+            (_, Some(_)) | (None, None) => MAX_TIMER_SLEEP,
+            (Some(due), None) => {
+                Duration::from_millis(due.saturating_sub(now)).min(MAX_TIMER_SLEEP)
+            }
+        };
+        if wait.is_zero() {
+            // Only stuck timers are due: wait for the first of their next tries.
+            let next_try = self.health.stuck_timers().1.unwrap_or(MAX_TIMER_SLEEP);
+            return Ok(next_try.clamp(Duration::from_millis(10), MAX_TIMER_SLEEP));
+        }
+        Ok(wait)
+    }
+
+    /// Commit a waiting instance's wake-up, then run its next step.
+    pub(super) async fn wake(
+        self: &Arc<Self>,
+        id: InstanceId,
+        due_ms: u64,
+        now: u64,
+    ) -> Result<()> {
+        let asleep = match self.store.instance(id)? {
+            Some(asleep)
+                if asleep.status == InstanceStatus::Waiting
+                    && asleep.wake_at_ms == Some(due_ms) =>
+            {
+                asleep
+            }
+            stale => {
+                // Gone, or woken some other way and its timer left over.
+                tracing::warn!(instance = %id, due_ms, status = ?stale.map(|instance| instance.status), "removing a timer its instance no longer waits for");
+                self.store.forget_timer(due_ms, id)?;
+                return Ok(());
+            }
+        };
+        let Some(event) = self.store.event(asleep.current_event_id())? else {
+            return Err(Error::MissingEvent {
+                instance: id,
+                event: asleep.current_event_id().to_owned(),
+            });
+        };
+        let mut next = awake(&asleep, now);
+        let target = match &asleep.waiting_for {
+            Some(wait) => wait.on_timeout.clone(),
+            None => asleep.current_step.clone().unwrap_or_default(),
+        };
+        self.continue_at(&mut next, target);
+        let entry = HistoryEntry::Woke { at_ms: now, due_ms };
+        let commit = StepCommit::wake(next.clone(), &entry, &asleep)
+            .expect("a wake-up entry is plain data that always encodes as JSON");
+        metrics::histogram!("journeyd_timer_lateness_seconds")
+            .record(now.saturating_sub(due_ms) as f64 / 1000.0);
+        if self.committer.submit(Write::Step(Box::new(commit))).await? == Applied::Done {
+            self.run_next(next, Arc::new(wit_event(&event)));
+        }
+        Ok(())
+    }
+
+    /// Point a woken instance at `target`: the step it runs next, or, when
+    /// the journey has no such step, the terminal state it completes in.
+    pub(super) fn continue_at(&self, instance: &mut Instance, target: String) {
+        let is_step = self
+            .registry
+            .journey(&instance.journey, instance.journey_version)
+            .is_some_and(|journey| journey.step(&target).is_some());
+        if is_step {
+            instance.current_step = Some(target);
+        } else {
+            instance.current_step = None;
+            instance.status = InstanceStatus::Completed;
+            instance.terminal = Some(target);
+        }
+    }
+
+    /// After a committed wake-up: run the instance's next step, or report
+    /// it finished when the wait led to a terminal state.
+    pub(super) fn run_next(&self, instance: Instance, event: Arc<host::Event>) {
+        if instance.status.is_finished() {
+            self.finish(&instance);
+        } else {
+            self.schedule(StepJob::new(instance, event));
+        }
+    }
+}
+
+/// A waiting instance running again: its next history slot, no timer or
+/// wait (the caller sets where it continues).
+pub(super) fn awake(asleep: &Instance, now: u64) -> Instance {
+    let mut next = asleep.clone();
+    next.status = InstanceStatus::Running;
+    next.wake_at_ms = None;
+    next.waiting_for = None;
+    next.history_len += 1;
+    next.updated_at_ms = now;
+    next
+}
