@@ -291,3 +291,125 @@ fn json_object<T: serde::de::DeserializeOwned>(
     crate::json::check_object(text).map_err(|error| invalid(error.to_string()))?;
     serde_json::from_str(text).map_err(|error| invalid(error.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::clock::SimulatedClock;
+    use crate::store::{SledStore, sled::SledOptions};
+
+    /// The API over a runtime on a fresh store, started or still starting.
+    fn app(started: bool) -> (tempfile::TempDir, Router) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SledStore::open(dir.path(), &SledOptions::default()).expect("open");
+        let runtime = Runtime::new(
+            Arc::new(store),
+            Arc::new(SimulatedClock::starting_at(1_000)),
+            executor::Settings::default(),
+        )
+        .expect("a runtime");
+        if started {
+            runtime.set_ready();
+        }
+        let app = router(AppState {
+            runtime,
+            metrics: None,
+        });
+        (dir, app)
+    }
+
+    /// Send one request; the status and the JSON body.
+    async fn call(app: &Router, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::from(body.to_owned()))
+            .expect("a request");
+        let response = app.clone().oneshot(request).await.expect("an answer");
+        let status = response.status().as_u16();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("a body");
+        let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (status, body)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_v1_route_waits_until_the_runtime_has_started_but_health_answers() {
+        let (_dir, app) = app(false);
+        let (status, body) = call(&app, "GET", "/v1/clock", "").await;
+        assert_eq!((status, &body["error"]["code"]), (503, &json!("not_ready")));
+        let (status, body) = call(&app, "GET", "/healthz", "").await;
+        assert_eq!((status, &body["status"]), (200, &json!("ok")));
+        let (status, body) = call(&app, "GET", "/readyz", "").await;
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            body["problems"][0]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("starting"),
+            "{body}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn errors_made_outside_the_handlers_have_the_same_json_shape() {
+        let (_dir, app) = app(true);
+        let cases = [
+            (
+                "DELETE",
+                "/v1/events",
+                "",
+                405,
+                "method_not_allowed",
+                "does not take DELETE",
+            ),
+            (
+                "GET",
+                "/v1/instances?limit=many",
+                "",
+                400,
+                "bad_query",
+                "limit",
+            ),
+            ("GET", "/v1/nowhere", "", 404, "not_found", "no such route"),
+            (
+                "PUT",
+                "/v1/frequency-caps",
+                "[]",
+                400,
+                "bad_body",
+                "found an array",
+            ),
+            (
+                "GET",
+                "/v1/customers/c-1",
+                "",
+                404,
+                "unknown_customer",
+                "`c-1`",
+            ),
+        ];
+        for (method, path, body, status, code, mention) in cases {
+            let (got, answer) = call(&app, method, path, body).await;
+            assert_eq!(
+                (got, &answer["error"]["code"]),
+                (status, &json!(code)),
+                "{method} {path}: {answer}"
+            );
+            assert!(
+                answer["error"]["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains(mention),
+                "{method} {path}: {answer}"
+            );
+        }
+        let (status, clock) = call(&app, "GET", "/v1/clock", "").await;
+        assert_eq!((status, &clock["now_ms"]), (200, &json!(1_000)));
+    }
+}
