@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fault {
-    /// `customer.view` fails as if the store could not be read.
+    /// Reading a customer's view fails as if the store could not be read:
+    /// the `customer.view` host call, and the time zone lookup of a sleep
+    /// in the customer's sending window.
     CustomerView,
     /// Every group commit fails as if the store could not be written.
     Commit,

@@ -289,3 +289,48 @@ fn more_steps_run_at_once_than_the_old_sixteen_slot_pool_held_and_none_fails() {
         "no host fault: {metrics}"
     );
 }
+
+#[test]
+fn a_time_zone_the_store_cannot_read_is_a_host_fault_not_utc() {
+    const START_MS: u64 = 1_796_112_000_000; // 2026-12-01T08:00:00Z
+    let data = tempfile::tempdir().expect("temp dir");
+    let journeyd = Journeyd::start_simulated(data.path(), START_MS);
+    let (status, body) = journeyd.push("sleep", journey_tests::plugin("sleep"));
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = journeyd.deploy(
+        "nap.toml",
+        r#"
+name = "nap"
+terminal = ["done"]
+[trigger]
+event = "nap.started"
+correlation_key = "id"
+[[steps]]
+name = "nap"
+plugin = "sleep"
+on = { woke = "done" }
+config = { for = "1h", window = "09:00-20:00" }
+"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = journeyd.put_customer("c-ny", &json!({ "time_zone": "America/New_York" }));
+    assert_eq!(status, 200, "{body}");
+
+    set_faults(&journeyd, &["customer_view"]);
+    let (status, receipt) = journeyd.send_event(&json!({
+        "id": "nap-1", "type": "nap.started", "customer": "c-ny", "data": { "id": "n-1" },
+    }));
+    assert_eq!(status, 202, "{receipt}");
+    let id = receipt["instances"][0].as_u64().expect("an instance");
+    wait_unready(&journeyd, "the customer's time zone could not be read");
+    assert_eq!(status_of(&journeyd, id), "running");
+
+    set_faults(&journeyd, &[]);
+    wait_ready(&journeyd);
+    journeyd.advance_clock_by(0);
+    let view = journeyd.get(&format!("/v1/instances/i-{id}"));
+    // 09:00 UTC is 04:00 in New York: the wake-up moves to 09:00 there,
+    // 14:00 UTC, not to 09:00 UTC as a UTC fallback would have it.
+    assert_eq!(view["status"], "waiting", "{view:#}");
+    assert_eq!(view["wake_at_ms"], START_MS + 6 * 3_600_000, "{view:#}");
+}

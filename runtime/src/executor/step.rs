@@ -94,17 +94,25 @@ impl Runtime {
                 ))),
             ),
         };
-        if let Err(failure) = &run.result
-            && failure.is_host_fault()
-        {
-            // Nothing of the attempt is committed: its cap reservations
-            // are given back and the step runs again.
-            for queued in run.effects.messages.iter().filter(|queued| queued.counted) {
-                self.sends
-                    .release(&instance.customer_id, &queued.message.channel, started_ms);
+        // A sleep inside the customer's sending window needs their time
+        // zone; a store that cannot say is the host's fault, not UTC.
+        let customer_zone = match &run.result {
+            Err(failure) if failure.is_host_fault() => Err(failure.to_string()),
+            Ok(output) if needs_customer_zone(output) => self.customer_zone(&instance.customer_id),
+            _ => Ok(None),
+        };
+        let customer_zone = match customer_zone {
+            Ok(zone) => zone,
+            Err(reason) => {
+                // Nothing of the attempt is committed: its cap reservations
+                // are given back and the step runs again.
+                for queued in run.effects.messages.iter().filter(|queued| queued.counted) {
+                    self.sends
+                        .release(&instance.customer_id, &queued.message.channel, started_ms);
+                }
+                return self.host_fault(instance.id, attempt, reason);
             }
-            return self.host_fault(instance.id, attempt, failure.to_string());
-        }
+        };
         let plugin_name = plugin.as_ref().map(|resolved| resolved.record.name.clone());
         let (commit, mut samples) = self.build_commit(
             &instance,
@@ -115,6 +123,7 @@ impl Runtime {
             idempotency_key,
             started_ms,
             run,
+            customer_zone.as_deref(),
         );
         samples.retain(|sample| {
             plugin_name
@@ -269,6 +278,27 @@ impl Runtime {
     }
 
     #[allow(clippy::too_many_arguments)]
+    /// The time zone in `customer`'s profile, if it names one; an error
+    /// (the host's fault) when the store cannot say.
+    fn customer_zone(&self, customer: &str) -> Result<Option<String>, String> {
+        use crate::faults::{self, Fault};
+        let unreadable =
+            |reason: String| format!("the customer's time zone could not be read: {reason}");
+        if faults::armed(Fault::CustomerView) {
+            return Err(unreadable("injected fault".into()));
+        }
+        let view = self
+            .store
+            .customer_view(customer, 0, &[])
+            .map_err(|error| unreadable(crate::error_chain(&error)))?;
+        let profile: serde_json::Value =
+            serde_json::from_str(view.profile.get()).unwrap_or_default();
+        Ok(profile
+            .get("time_zone")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned))
+    }
+
     pub(super) fn build_commit(
         &self,
         instance: &Instance,
@@ -279,6 +309,7 @@ impl Runtime {
         idempotency_key: String,
         started_ms: u64,
         run: host::StepRun,
+        customer_zone: Option<&str>,
     ) -> (StepCommit, Vec<host::MetricSample>) {
         let duration_us = run.duration.as_micros() as u64;
         self.step_stats
@@ -290,16 +321,8 @@ impl Runtime {
         );
         metrics::histogram!("journeyd_step_duration_seconds").record(run.duration.as_secs_f64());
 
-        let customer_zone = || {
-            let view = self
-                .store
-                .customer_view(&instance.customer_id, 0, &[])
-                .ok()?;
-            let profile: serde_json::Value = serde_json::from_str(view.profile.get()).ok()?;
-            profile.get("time_zone")?.as_str().map(str::to_owned)
-        };
         let decided = match run.result {
-            Ok(output) => decide(journey, step, instance, output, started_ms, &customer_zone),
+            Ok(output) => decide(journey, step, instance, output, started_ms, customer_zone),
             Err(failure) => Err(failure.to_string()),
         };
         let (outcome, new_state, effects, plugin_failed) = match decided {
@@ -466,7 +489,7 @@ fn decide(
     instance: &Instance,
     output: host::StepOutput,
     started_ms: u64,
-    customer_zone: &dyn Fn() -> Option<String>,
+    customer_zone: Option<&str>,
 ) -> Result<(StepOutcome, Option<Box<RawValue>>), String> {
     // Where a wait or sleep continues: a step, or a terminal state that
     // completes the instance when it wakes.
@@ -537,8 +560,8 @@ fn decide(
                 None => (spec.until_ms, None),
                 Some(window) => {
                     let (zone, source) = match window.time_zone.as_str() {
-                        "" => match customer_zone() {
-                            Some(zone) => (zone, "the customer's profile `time_zone`: "),
+                        "" => match customer_zone {
+                            Some(zone) => (zone.to_owned(), "the customer's profile `time_zone`: "),
                             None => ("UTC".to_owned(), ""),
                         },
                         zone => (zone.to_owned(), ""),
@@ -586,4 +609,14 @@ fn outcome_label(outcome: &StepOutcome) -> &'static str {
         StepOutcome::Complete => "complete",
         StepOutcome::Fail { .. } => "fail",
     }
+}
+
+/// Whether the outcome sleeps inside a window of the customer's own time
+/// zone (one that names no zone).
+fn needs_customer_zone(output: &host::StepOutput) -> bool {
+    matches!(
+        &output.outcome,
+        host::Outcome::SleepUntil(sleep)
+            if sleep.window.as_ref().is_some_and(|window| window.time_zone.is_empty())
+    )
 }
