@@ -277,7 +277,6 @@ impl Runtime {
         );
     }
 
-    #[allow(clippy::too_many_arguments)]
     /// The time zone in `customer`'s profile, if it names one; an error
     /// (the host's fault) when the store cannot say.
     fn customer_zone(&self, customer: &str) -> Result<Option<String>, String> {
@@ -299,6 +298,9 @@ impl Runtime {
             .map(str::to_owned))
     }
 
+    /// What a step's run commits: its outcome (or a retry on its policy),
+    /// the instance moved on, the history entry, messages and notes.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn build_commit(
         &self,
         instance: &Instance,
