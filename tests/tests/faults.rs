@@ -99,10 +99,7 @@ fn a_store_read_error_or_a_panicking_host_call_never_fails_the_customer() {
 fn a_failing_commit_is_retried_and_the_instances_it_held_move_on() {
     let data = tempfile::tempdir().expect("temp dir");
     let journeyd = Journeyd::start(data.path());
-    for name in ["slow", "noop"] {
-        let (status, body) = journeyd.push(name, fixture(name));
-        assert_eq!(status, 201, "push {name}: {body}");
-    }
+    push_slow_and_noop(&journeyd);
     let (status, body) = journeyd.deploy(
         "busy.toml",
         &slow_then_finish("busy", "work", r#"{ ms = 300, next = "finish" }"#),
@@ -137,6 +134,13 @@ fn a_failing_commit_is_retried_and_the_instances_it_held_move_on() {
     wait_ready(&journeyd);
 }
 
+fn push_slow_and_noop(journeyd: &Journeyd) {
+    for name in ["slow", "noop"] {
+        let (status, body) = journeyd.push(name, fixture(name));
+        assert_eq!(status, 201, "push {name}: {body}");
+    }
+}
+
 /// Journey `name` (started by `NAME.started`, correlated on `run`): step
 /// `first` runs the `slow` fixture with `config`, which leads to `finish`.
 fn slow_then_finish(name: &str, first: &str, config: &str) -> String {
@@ -166,10 +170,7 @@ fn a_restart_after_sigkill_mid_step_with_overdue_timers_resumes_every_instance()
     const BUSY_RUNS: usize = 30;
     let data = tempfile::tempdir().expect("temp dir");
     let mut journeyd = Journeyd::start_simulated(data.path(), START_MS);
-    for name in ["slow", "noop"] {
-        let (status, body) = journeyd.push(name, fixture(name));
-        assert_eq!(status, 201, "push {name}: {body}");
-    }
+    push_slow_and_noop(&journeyd);
     let nap = slow_then_finish("nap", "sleep", r#"{ sleep_ms = 3600000, next = "finish" }"#);
     let busy = slow_then_finish("busy", "work", r#"{ ms = 150, next = "finish" }"#);
     for (file, source) in [("nap.toml", nap), ("busy.toml", busy)] {
@@ -248,10 +249,7 @@ fn a_restart_after_sigkill_mid_step_with_overdue_timers_resumes_every_instance()
 fn more_steps_run_at_once_than_the_old_sixteen_slot_pool_held_and_none_fails() {
     let data = tempfile::tempdir().expect("temp dir");
     let journeyd = Journeyd::start_with(data.path(), &["--step-workers", "24"]);
-    for name in ["slow", "noop"] {
-        let (status, body) = journeyd.push(name, fixture(name));
-        assert_eq!(status, 201, "push {name}: {body}");
-    }
+    push_slow_and_noop(&journeyd);
     let (status, body) = journeyd.deploy(
         "busy.toml",
         &slow_then_finish("busy", "work", r#"{ ms = 400, next = "finish" }"#),

@@ -106,10 +106,7 @@ impl Runtime {
             Err(reason) => {
                 // Nothing of the attempt is committed: its cap reservations
                 // are given back and the step runs again.
-                for queued in run.effects.messages.iter().filter(|queued| queued.counted) {
-                    self.sends
-                        .release(&instance.customer_id, &queued.message.channel, started_ms);
-                }
+                self.release_counted(&run.effects.messages, &instance.customer_id, started_ms);
                 return self.host_fault(instance.id, attempt, reason);
             }
         };
@@ -277,6 +274,15 @@ impl Runtime {
         );
     }
 
+    /// Give back the frequency-cap slots an attempt's messages took: the
+    /// attempt commits none of them.
+    fn release_counted(&self, messages: &[host::QueuedMessage], customer: &str, started_ms: u64) {
+        for queued in messages.iter().filter(|queued| queued.counted) {
+            self.sends
+                .release(customer, &queued.message.channel, started_ms);
+        }
+    }
+
     /// The time zone in `customer`'s profile, if it names one; an error
     /// (the host's fault) when the store cannot say.
     fn customer_zone(&self, customer: &str) -> Result<Option<String>, String> {
@@ -334,10 +340,7 @@ impl Runtime {
                 // none of them are committed, and the cap slots its
                 // messages took are given back. Its log lines are kept:
                 // they say what went wrong.
-                for queued in run.effects.messages.iter().filter(|queued| queued.counted) {
-                    self.sends
-                        .release(&instance.customer_id, &queued.message.channel, started_ms);
-                }
+                self.release_counted(&run.effects.messages, &instance.customer_id, started_ms);
                 let kept = host::Effects {
                     logs: run.effects.logs,
                     ..host::Effects::default()

@@ -872,27 +872,10 @@ mod tests {
     }
 
     fn running(history_len: u32) -> Instance {
-        Instance {
-            id: InstanceId(7),
-            journey: "enquiry".into(),
-            journey_version: 1,
-            customer_id: "c-1".into(),
-            correlation: "q-1".into(),
-            trigger_event_id: "evt-1".into(),
-            status: InstanceStatus::Running,
-            current_step: Some("classify".into()),
-            terminal: None,
-            failure: None,
-            state: RawValue::from_string("{}".into()).expect("JSON"),
-            history_len,
-            created_at_ms: 1,
-            updated_at_ms: 1,
-            wake_at_ms: None,
-            waiting_for: None,
-            last_event_id: None,
-            indexed_by_customer: false,
-            attempts: None,
-        }
+        let mut instance = crate::store::suite::instance(7, "c-1");
+        instance.current_step = Some("classify".into());
+        instance.history_len = history_len;
+        instance
     }
 
     fn ran(attempt: u32, outcome: StepOutcome) -> StepRecord {

@@ -10,7 +10,9 @@ fn raw(text: &str) -> Box<RawValue> {
     RawValue::from_string(text.to_owned()).expect("test JSON")
 }
 
-fn instance(id: u64, customer: &str) -> Instance {
+/// A running instance of the enquiry journey at `acknowledge`, history
+/// slot 1 next (shared with the state machine's unit tests).
+pub(crate) fn instance(id: u64, customer: &str) -> Instance {
     Instance {
         id: InstanceId(id),
         journey: "enquiry".into(),
