@@ -21,7 +21,7 @@ use crate::clock::SystemClock;
 use crate::executor::{IncomingEvent, Runtime, Settings};
 use crate::host::{self, StepRequest};
 use crate::store::sled::{SledOptions, SledStore};
-use crate::store::{InstanceId, InstanceStatus, Store};
+use crate::store::{Catalog, InstanceId, InstanceStatus, Journal, Outbox, Store};
 
 /// Arguments of `journeyd bench`.
 #[derive(Debug, Args)]
@@ -253,7 +253,7 @@ fn step_overhead_us(runtime: &Runtime, noop: &[u8], rounds: usize) -> anyhow::Re
         let request = StepRequest {
             input: input(round),
             customer: host::CustomerSource {
-                store: runtime.store().clone(),
+                customers: runtime.store().clone(),
                 customer_id: "c".into(),
             },
             now_ms: 0,
@@ -393,10 +393,9 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         let commits = runtime.committer().stats();
         let steps = runtime.step_stats();
         [
-            commits.syncs.load(Ordering::Relaxed),
+            commits.batches.load(Ordering::Relaxed),
             commits.writes.load(Ordering::Relaxed),
-            commits.apply_nanos.load(Ordering::Relaxed),
-            commits.sync_nanos.load(Ordering::Relaxed),
+            commits.commit_nanos.load(Ordering::Relaxed),
             steps.steps.load(Ordering::Relaxed),
             steps.sandbox_nanos.load(Ordering::Relaxed),
         ]
@@ -497,20 +496,14 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     dispatcher.abort();
     let cpu = process_cpu_seconds() - cpu_before;
     let after = counters(&runtime);
-    let [
-        syncs,
-        writes,
-        apply_nanos,
-        sync_nanos,
-        steps_run,
-        sandbox_nanos,
-    ]: [u64; 6] = std::array::from_fn(|index| after[index] - before[index]);
+    let [groups, writes, commit_nanos, steps_run, sandbox_nanos]: [u64; 5] =
+        std::array::from_fn(|index| after[index] - before[index]);
 
     latencies.sort_by(f64::total_cmp);
     let journeys_per_s = args.journeys as f64 / elapsed.as_secs_f64();
     let steps = args.journeys * steps_per_journey;
     let steps_per_s = steps as f64 / elapsed.as_secs_f64();
-    let steps_per_flush = writes as f64 / syncs.max(1) as f64;
+    let steps_per_group = writes as f64 / groups.max(1) as f64;
     let (p50, p99) = (percentile(&latencies, 50.0), percentile(&latencies, 99.0));
     let rss = peak_rss_mib();
     let outbox = store.outbox(None, usize::MAX)?.len();
@@ -523,15 +516,15 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         "  event accepted → journey complete: p50 {p50:.2} ms, p99 {p99:.2} ms, max {:.2} ms",
         latencies.last().copied().unwrap_or(0.0)
     );
-    println!("  group commit: {writes} writes in {syncs} flushes ({steps_per_flush:.1} per flush)");
+    println!(
+        "  group commit: {writes} commits in {groups} groups ({steps_per_group:.1} per group)"
+    );
     let elapsed_ns = elapsed.as_nanos() as f64;
     println!(
-        "  where the time goes: sandbox {:.0} µs/step; apply {:.0} µs/write ({:.0}% busy); sync {:.2} ms/flush ({:.0}% busy); process CPU {:.2} of {} cores",
+        "  where the time goes: sandbox {:.0} µs/step; commit {:.2} ms/group (committers {:.0}% busy); process CPU {:.2} of {} cores",
         sandbox_nanos as f64 / steps_run.max(1) as f64 / 1e3,
-        apply_nanos as f64 / writes.max(1) as f64 / 1e3,
-        apply_nanos as f64 / elapsed_ns * 100.0,
-        sync_nanos as f64 / syncs.max(1) as f64 / 1e6,
-        sync_nanos as f64 / elapsed_ns * 100.0,
+        commit_nanos as f64 / groups.max(1) as f64 / 1e6,
+        commit_nanos as f64 / elapsed_ns * 100.0,
         cpu / elapsed.as_secs_f64(),
         std::thread::available_parallelism().map_or(1, |cores| cores.get()),
     );
@@ -578,7 +571,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             "p50_ms": (p50 * 100.0).round() / 100.0,
             "p99_ms": (p99 * 100.0).round() / 100.0,
             "step_overhead_us": (overhead * 10.0).round() / 10.0,
-            "steps_per_flush": (steps_per_flush * 10.0).round() / 10.0,
+            "commits_per_group": (steps_per_group * 10.0).round() / 10.0,
             "peak_rss_mib": rss.round(),
     });
     if let Some(retries) = retries {

@@ -28,8 +28,8 @@ use crate::executor::{IncomingEvent, Runtime, Settings};
 use crate::host;
 use crate::store::sled::{SledOptions, SledStore};
 use crate::store::{
-    EventRecord, HistoryEntry, IngestCommit, Instance, InstanceId, InstanceStatus, Interaction,
-    StateChanges, StepCommit, StepOutcome, StepRecord, Store, Write,
+    Catalog, Commit, EventCommit, EventRecord, HistoryEntry, Instance, InstanceCommit, InstanceId,
+    InstanceStatus, Interaction, Journal, StateChanges, StepOutcome, StepRecord,
 };
 
 /// The journey of `--scenario timers`: sleep until `data.wake_at_ms`,
@@ -99,7 +99,7 @@ fn sleeping_instance(
     due_ms: u64,
     now_ms: u64,
     digest: &str,
-) -> anyhow::Result<[Write; 2]> {
+) -> anyhow::Result<[Commit; 2]> {
     let customer = format!("c-{}", n % 10_000);
     let data = json!({ "nap_id": n, "wake_at_ms": due_ms });
     let event = EventRecord {
@@ -138,7 +138,7 @@ fn sleeping_instance(
         text: String::new(),
         details: event.data.clone(),
     };
-    let ingest = IngestCommit::new(&event, std::slice::from_ref(&instance), interaction)?;
+    let ingest = EventCommit::new(event, vec![instance.clone()], interaction);
     let record = StepRecord {
         at_ms: now_ms,
         step: "nap".into(),
@@ -163,13 +163,8 @@ fn sleeping_instance(
     };
     let mut asleep = instance;
     asleep.advance(&record, |_| true);
-    let step = StepCommit::new(
-        asleep,
-        &HistoryEntry::StepRan(Box::new(record)),
-        &[],
-        Vec::new(),
-    )?;
-    Ok([Write::Ingest(Box::new(ingest)), Write::Step(Box::new(step))])
+    let step = InstanceCommit::new(asleep, HistoryEntry::StepRan(Box::new(record)));
+    Ok([ingest.into(), step.into()])
 }
 
 /// `--scenario timers`.
@@ -227,7 +222,6 @@ pub async fn timers(args: &BenchArgs) -> anyhow::Result<()> {
                 );
             }
         }
-        store.sync()?;
     }
     let seed_s = seeding.elapsed().as_secs_f64();
     let store_mib = dir_size(&data) as f64 / (1024.0 * 1024.0);

@@ -226,19 +226,14 @@ impl Runtime {
         let woken: Vec<Instance> = wakes.iter().map(|wake| wake.instance.clone()).collect();
         let event_id = record.id.clone();
         let wit_event = Arc::new(wit_event(&record));
-        let mut commit = IngestCommit::new(&record, &instances, interaction)?;
-        commit.wakes = wakes;
-        commit.exits = exits;
-        commit.preference = preference
-            .map(|preference| {
-                Ok::<_, store::Error>((preference.channel.clone(), store::encode(&preference)?))
-            })
-            .transpose()?;
-        commit.engagement = engagement.as_ref().map(store::encode).transpose()?;
-        let applied = self
-            .committer
-            .submit(Write::Ingest(Box::new(commit)))
-            .await?;
+        let commit = EventCommit {
+            wakes,
+            exits,
+            preference,
+            engagement,
+            ..EventCommit::new(record.clone(), instances.clone(), interaction)
+        };
+        let applied = self.committer.submit(commit).await?;
         drop(entering);
         match applied {
             Applied::DuplicateEvent { started } => Ok(Receipt::new(event_id, true, started)),
@@ -327,7 +322,7 @@ impl Runtime {
         event: &EventRecord,
         data: &serde_json::Map<String, serde_json::Value>,
         listening: &[Arc<Journey>],
-    ) -> Result<Vec<StepCommit>> {
+    ) -> Result<Vec<InstanceCommit>> {
         let mut exits = Vec::new();
         let mut seen = HashSet::new();
         for journey in listening {
@@ -385,7 +380,7 @@ impl Runtime {
                 return Ok(ended_here);
             }
             let commit = exit_commit(&current, event);
-            if self.committer.submit(Write::Step(Box::new(commit))).await? == Applied::Done {
+            if self.committer.submit(commit).await? == Applied::Done {
                 continue;
             }
             // A step committed first; try again from its new position.
@@ -418,7 +413,7 @@ impl Runtime {
         &self,
         event: &EventRecord,
         data: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<Vec<StepCommit>> {
+    ) -> Result<Vec<InstanceCommit>> {
         if !self.store.any_waiting_for(&event.kind)? {
             return Ok(Vec::new());
         }
@@ -451,10 +446,7 @@ impl Runtime {
                     event_id: event.id.clone(),
                     kind: event.kind.clone(),
                 };
-                wakes.push(
-                    StepCommit::wake(next, &entry, &asleep)
-                        .expect("a wake-up entry is plain data that always encodes as JSON"),
-                );
+                wakes.push(InstanceCommit::leaving(next, entry, &asleep));
             }
         }
         Ok(wakes)
@@ -509,8 +501,8 @@ fn engagement(
     })
 }
 
-/// Encode the exit of `instance` (unfinished) through exit event `event`.
-fn exit_commit(instance: &Instance, event: &EventRecord) -> StepCommit {
+/// The exit of `instance` (unfinished) through exit event `event`.
+fn exit_commit(instance: &Instance, event: &EventRecord) -> InstanceCommit {
     let mut next = instance.clone();
     next.status = InstanceStatus::Exited;
     next.current_step = None;
@@ -525,6 +517,5 @@ fn exit_commit(instance: &Instance, event: &EventRecord) -> StepCommit {
         kind: event.kind.clone(),
         step: instance.current_step.clone(),
     };
-    StepCommit::exit(next, &entry, instance)
-        .expect("an exit entry is plain data that always encodes as JSON")
+    InstanceCommit::leaving(next, entry, instance)
 }

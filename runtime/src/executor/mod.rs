@@ -6,7 +6,7 @@
 //! a fixed pool of step-worker threads (about one per core), in the sandbox,
 //! outside any store transaction; a step's outcome, new state, history
 //! entry, outbox messages and notes then go to the committer as one
-//! [`StepCommit`]. Only when that is durable does the committer queue the
+//! [`InstanceCommit`]. Only when that is durable does the committer queue the
 //! instance's next step, so an instance has at most one step queued,
 //! running or committing (strict order within an instance, concurrency
 //! across instances) and tokio is not on the step path at all. On start,
@@ -47,10 +47,10 @@ use crate::clock::Clock;
 use crate::host::{self, Host, LoadError, StepFailure, StepRequest};
 use crate::journey::{self, Journey, PluginRef, Reentry, RetryPolicy, Target};
 use crate::store::{
-    self, Applied, Canary, CappedMessage, ChannelPreference, Engagement, EventRecord, HistoryEntry,
-    IngestCommit, Instance, InstanceId, InstanceStatus, Interaction, LogLine, MigrationRecord,
-    OutboxMessage, PluginRecord, StateChanges, StepCommit, StepOutcome, StepRecord, Store,
-    TagRecord, VersionStats, Write,
+    self, Applied, Canary, CappedMessage, ChannelPreference, CountedSend, Engagement, EventCommit,
+    EventRecord, HistoryEntry, Instance, InstanceCommit, InstanceId, InstanceStatus, Interaction,
+    LogLine, MigrationRecord, OutboxMessage, PluginRecord, StateChanges, StepOutcome, StepRecord,
+    Store, TagRecord, VersionStats,
 };
 use crate::window::SendingWindow;
 
@@ -332,10 +332,18 @@ pub struct StepStats {
 /// Run counts by plugin name, then version: counted on every step without
 /// allocating.
 #[derive(Default)]
-struct VersionCounts(HashMap<String, HashMap<u32, VersionStats>>);
+struct VersionCounts {
+    /// Every run, saved or not.
+    total: CountsByVersion,
+    /// Runs since the counts were last saved (the store adds them up).
+    unsaved: CountsByVersion,
+}
 
-impl VersionCounts {
-    fn record(&mut self, plugin: &str, version: u32, failed: bool, duration_us: u64) {
+#[derive(Default)]
+struct CountsByVersion(HashMap<String, HashMap<u32, VersionStats>>);
+
+impl CountsByVersion {
+    fn entry(&mut self, plugin: &str, version: u32) -> &mut VersionStats {
         if !self.0.contains_key(plugin) {
             self.0.insert(plugin.to_owned(), HashMap::new());
         }
@@ -348,7 +356,40 @@ impl VersionCounts {
                 version,
                 ..VersionStats::default()
             })
+    }
+
+    fn get(&self, plugin: &str, version: u32) -> Option<&VersionStats> {
+        self.0.get(plugin)?.get(&version)
+    }
+
+    fn into_list(self) -> Vec<VersionStats> {
+        self.0
+            .into_values()
+            .flat_map(HashMap::into_values)
+            .collect()
+    }
+}
+
+impl VersionCounts {
+    fn record(&mut self, plugin: &str, version: u32, failed: bool, duration_us: u64) {
+        self.total
+            .entry(plugin, version)
             .record(failed, duration_us);
+        self.unsaved
+            .entry(plugin, version)
+            .record(failed, duration_us);
+    }
+
+    /// The runs since the last save, to be added to the saved counts.
+    fn take_unsaved(&mut self) -> Vec<VersionStats> {
+        std::mem::take(&mut self.unsaved).into_list()
+    }
+
+    /// Runs that could not be saved, to be saved next time.
+    fn keep_unsaved(&mut self, counted: &[VersionStats]) {
+        for stats in counted {
+            self.unsaved.entry(&stats.plugin, stats.version).add(stats);
+        }
     }
 }
 
@@ -490,10 +531,9 @@ impl Runtime {
         let mut versions = VersionCounts::default();
         for stats in store.version_stats()? {
             versions
-                .0
-                .entry(stats.plugin.clone())
-                .or_default()
-                .insert(stats.version, stats);
+                .total
+                .entry(&stats.plugin, stats.version)
+                .add(&stats);
         }
         for record in store.journeys()? {
             // Stored definitions were valid when deployed; plugins are never

@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::{Error, Result, Runtime, StepJob, wit_event};
 use crate::journey::PluginRef;
 use crate::store::{
-    Applied, HistoryEntry, Instance, InstanceFilter, InstanceId, InstanceStatus, StepCommit, Write,
+    Applied, HistoryEntry, Instance, InstanceCommit, InstanceFilter, InstanceId, InstanceStatus,
 };
 
 /// Tries of an action on an instance whose steps keep committing first.
@@ -118,7 +118,7 @@ impl Runtime {
             let (instance, history) = self.instance_with_history(id).await?;
             let commit = self.action_commit(&instance, &history, action, reason)?;
             let next = commit.instance.clone();
-            if self.committer.submit(Write::Step(Box::new(commit))).await? == Applied::Done {
+            if self.committer.submit(commit).await? == Applied::Done {
                 tracing::info!(instance = %id, action = action.name(), reason, "operator action");
                 self.after_action(next.clone(), &instance).await?;
                 return Ok(next);
@@ -263,7 +263,7 @@ impl Runtime {
         history: &[HistoryEntry],
         action: &Action,
         reason: &str,
-    ) -> Result<StepCommit> {
+    ) -> Result<InstanceCommit> {
         let refuse = |why: String| Error::InvalidAction {
             instance: instance.id,
             reason: why,
@@ -344,8 +344,7 @@ impl Runtime {
                 }
             }
         };
-        Ok(StepCommit::wake(next, &entry, instance)
-            .expect("an operator's entry is plain data that always encodes as JSON"))
+        Ok(InstanceCommit::leaving(next, entry, instance))
     }
 
     /// After an action committed: run the instance's step, or report it

@@ -237,9 +237,8 @@ impl Runtime {
             .into_iter()
             .map(|record| {
                 let stats = counts
-                    .0
-                    .get(&record.name)
-                    .and_then(|versions| versions.get(&record.version))
+                    .total
+                    .get(&record.name, record.version)
                     .cloned()
                     .unwrap_or_else(|| VersionStats {
                         plugin: record.name.clone(),
@@ -305,17 +304,20 @@ impl Runtime {
             .expect("the tag was set before it is read")
     }
 
-    /// Save the run counts of every plugin version.
+    /// Add the runs counted since the last save to the saved counts.
     pub fn save_version_stats(&self) -> Result<()> {
-        let counts: Vec<VersionStats> = self
-            .versions
-            .lock()
-            .expect("the version counts lock is never poisoned")
-            .0
-            .values()
-            .flat_map(HashMap::values)
-            .cloned()
-            .collect();
-        Ok(self.store.put_version_stats(&counts)?)
+        let lock = || {
+            self.versions
+                .lock()
+                .expect("the version counts lock is never poisoned")
+        };
+        let counted = lock().take_unsaved();
+        if counted.is_empty() {
+            return Ok(());
+        }
+        self.store.add_version_stats(&counted).inspect_err(|_| {
+            lock().keep_unsaved(&counted);
+        })?;
+        Ok(())
     }
 }

@@ -33,11 +33,10 @@ impl Runtime {
                 step,
                 attempt: instance.next_attempt(),
             };
-            let commit = StepCommit::new(next.clone(), &entry, &[], Vec::new())
-                .expect("a restart entry is plain data that always encodes as JSON");
+            let commit = InstanceCommit::new(next.clone(), entry);
             let committer = self.committer.clone();
             restarts.spawn(async move {
-                let applied = committer.submit(Write::Step(Box::new(commit))).await;
+                let applied = committer.submit(commit).await;
                 (next, applied)
             });
         }

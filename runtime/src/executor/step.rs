@@ -74,7 +74,7 @@ impl Runtime {
                                 idempotency_key: idempotency_key.clone(),
                             },
                             customer: host::CustomerSource {
-                                store: self.store.clone(),
+                                customers: self.store.clone(),
                                 customer_id: instance.customer_id.clone(),
                             },
                             now_ms: started_ms,
@@ -131,11 +131,11 @@ impl Runtime {
         let counted: Vec<String> = commit
             .counted
             .iter()
-            .map(|(channel, _, _)| channel.clone())
+            .map(|counted| counted.channel.clone())
             .collect();
         let runtime = self.clone();
         self.committer.submit_then(
-            Write::Step(Box::new(commit)),
+            commit,
             Box::new(move |result| {
                 // Committed, the store counts them; discarded, they never
                 // happened: either way their reservations end here.
@@ -209,12 +209,11 @@ impl Runtime {
             variant,
             target,
         };
-        let commit = StepCommit::new(next.clone(), &entry, &[], Vec::new())
-            .expect("a split entry is plain data that always encodes as JSON");
+        let commit = InstanceCommit::new(next.clone(), entry);
         metrics::counter!("journeyd_steps_total", "outcome" => "split").increment(1);
         let runtime = self.clone();
         self.committer.submit_then(
-            Write::Step(Box::new(commit)),
+            commit,
             Box::new(move |result| match result {
                 Ok(Applied::Done) if next.status == InstanceStatus::Running => {
                     runtime.schedule(StepJob::new(next, event));
@@ -257,11 +256,10 @@ impl Runtime {
             from_step,
             to_step,
         };
-        let commit = StepCommit::migration(next.clone(), &entry)
-            .expect("a migration entry is plain data that always encodes as JSON");
+        let commit = InstanceCommit::new(next.clone(), entry);
         let runtime = self.clone();
         self.committer.submit_then(
-            Write::Step(Box::new(commit)),
+            commit,
             Box::new(move |result| match result {
                 Ok(Applied::Done) => runtime.schedule(StepJob::new(next, event)),
                 Ok(_) => {
@@ -318,7 +316,7 @@ impl Runtime {
         started_ms: u64,
         run: host::StepRun,
         customer_zone: Option<&str>,
-    ) -> (StepCommit, Vec<host::MetricSample>) {
+    ) -> (InstanceCommit, Vec<host::MetricSample>) {
         let duration_us = run.duration.as_micros() as u64;
         self.step_stats
             .steps
@@ -377,11 +375,13 @@ impl Runtime {
             logs,
             metrics,
         } = effects;
-        let counted: Vec<(String, u64, u32)> = messages
+        let counted: Vec<CountedSend> = messages
             .iter()
-            .enumerate()
-            .filter(|(_, queued)| queued.counted)
-            .map(|(index, queued)| (queued.message.channel.clone(), started_ms, index as u32))
+            .filter(|queued| queued.counted)
+            .map(|queued| CountedSend {
+                channel: queued.message.channel.clone(),
+                at_ms: started_ms,
+            })
             .collect();
         let capped: Vec<CappedMessage> = capped
             .into_iter()
@@ -479,9 +479,12 @@ impl Runtime {
                 HistoryEntry::StepRan(Box::new(record))
             }
         };
-        let mut commit = StepCommit::new(next, &entry, &messages, notes)
-            .expect("step records are plain data that always encode as JSON");
-        commit.counted = counted;
+        let commit = InstanceCommit {
+            messages,
+            interactions: notes,
+            counted,
+            ..InstanceCommit::new(next, entry)
+        };
         (commit, metrics)
     }
 }

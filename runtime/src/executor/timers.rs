@@ -209,11 +209,10 @@ impl Runtime {
         };
         self.continue_at(&mut next, target);
         let entry = HistoryEntry::Woke { at_ms: now, due_ms };
-        let commit = StepCommit::wake(next.clone(), &entry, &asleep)
-            .expect("a wake-up entry is plain data that always encodes as JSON");
+        let commit = InstanceCommit::leaving(next.clone(), entry, &asleep);
         metrics::histogram!("journeyd_timer_lateness_seconds")
             .record(now.saturating_sub(due_ms) as f64 / 1000.0);
-        if self.committer.submit(Write::Step(Box::new(commit))).await? == Applied::Done {
+        if self.committer.submit(commit).await? == Applied::Done {
             self.run_next(next, Arc::new(wit_event(&event)));
         }
         Ok(())

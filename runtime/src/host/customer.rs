@@ -11,15 +11,15 @@ use super::bindings::journey::plugin::customer::{
 };
 use super::contract::{OutputLimits, Violation, check_channel, check_object, check_size};
 use super::{HostFault, StepState};
-use crate::store::Store;
+use crate::store::Customers;
 
 /// Notes one step may add.
 const MAX_NOTES: usize = 16;
 
 /// Where a step's customer view comes from.
 pub struct CustomerSource {
-    /// The store holding customers.
-    pub store: Arc<dyn Store>,
+    /// Where customers are kept (the store's customer part, nothing more).
+    pub customers: Arc<dyn Customers>,
     /// The instance's customer.
     pub customer_id: String,
 }
@@ -74,7 +74,7 @@ impl customer::Host for CustomerCapability {
         // is dropped and run again, and the instance does not fail.
         let view = self
             .source
-            .store
+            .customers
             .customer_view(&self.source.customer_id, max_interactions as usize, &kinds)
             .map_err(|error| {
                 HostFault::trap(format_args!(

@@ -136,6 +136,18 @@ impl VersionStats {
         None
     }
 
+    /// Add the runs counted in `other` (of the same version).
+    pub fn add(&mut self, other: &VersionStats) {
+        self.runs += other.runs;
+        self.failures += other.failures;
+        if self.latency_buckets.len() < other.latency_buckets.len() {
+            self.latency_buckets.resize(other.latency_buckets.len(), 0);
+        }
+        for (mine, theirs) in self.latency_buckets.iter_mut().zip(&other.latency_buckets) {
+            *mine += theirs;
+        }
+    }
+
     /// Failed runs over runs (0 before the first run).
     pub fn failure_rate(&self) -> f64 {
         if self.runs == 0 {

@@ -1,5 +1,15 @@
-//! The behaviour every [`Store`] backend must have. Each backend's tests
-//! call [`run`] on a fresh store.
+//! The behaviour every store backend must have: one conformance suite,
+//! run by each backend's tests on a fresh store. It is exported under the
+//! `testing` feature, so a backend in another crate runs it too:
+//!
+//! ```ignore
+//! journey_runtime::store::suite::run(&my_store);
+//! ```
+//!
+//! It covers commits (atomic, once, stale and duplicate ones skipped),
+//! indexes derived from domain facts (timers, waits, correlation, the
+//! running and active sets), customers, the catalog, and concurrency
+//! (commits and version numbering from several threads at once).
 
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -12,7 +22,7 @@ fn raw(text: &str) -> Box<RawValue> {
 
 /// A running instance of the enquiry journey at `acknowledge`, history
 /// slot 1 next (shared with the state machine's unit tests).
-pub(crate) fn instance(id: u64, customer: &str) -> Instance {
+pub fn instance(id: u64, customer: &str) -> Instance {
     Instance {
         id: InstanceId(id),
         journey: "enquiry".into(),
@@ -46,7 +56,11 @@ fn interaction(kind: &str, text: &str) -> Interaction {
     }
 }
 
-fn ingest(id: u64, customer: &str) -> Write {
+fn ingest(id: u64, customer: &str) -> Commit {
+    ingest_commit(id, customer).into()
+}
+
+fn ingest_commit(id: u64, customer: &str) -> EventCommit {
     let instance = instance(id, customer);
     let event = EventRecord {
         id: instance.trigger_event_id.clone(),
@@ -56,14 +70,11 @@ fn ingest(id: u64, customer: &str) -> Write {
         received_at_ms: 1,
         started: vec![instance.id],
     };
-    Write::Ingest(Box::new(
-        IngestCommit::new(
-            &event,
-            &[instance],
-            interaction("enquiry.received", "hello"),
-        )
-        .expect("encode"),
-    ))
+    EventCommit::new(
+        event,
+        vec![instance],
+        interaction("enquiry.received", "hello"),
+    )
 }
 
 /// The history entry of an `acknowledge` step.
@@ -93,7 +104,7 @@ fn acknowledged(
 
 /// The step that writes history slot `seq` of instance `id`: it goes
 /// on to `classify`, or completes the instance when `last`.
-fn step(id: u64, customer: &str, seq: u32, last: bool, notes: Vec<Interaction>) -> Write {
+fn step(id: u64, customer: &str, seq: u32, last: bool, notes: Vec<Interaction>) -> Commit {
     let mut next = instance(id, customer);
     next.history_len = seq;
     let key = next.idempotency_key();
@@ -130,13 +141,19 @@ fn step(id: u64, customer: &str, seq: u32, last: bool, notes: Vec<Interaction>) 
         metadata: raw("{}"),
         queued_at_ms: 2,
     };
-    Write::Step(Box::new(
-        StepCommit::new(next, &entry, &[message], notes).expect("encode"),
-    ))
+    InstanceCommit {
+        messages: vec![message],
+        interactions: notes,
+        ..InstanceCommit::new(next, entry)
+    }
+    .into()
 }
 
-/// Run every check on `store`, which must be empty.
-pub(crate) fn run(store: &dyn Store) {
+/// Run every check on `store`, which must be empty. Panics, naming the
+/// broken behaviour, on the first failed check.
+pub fn run(store: &dyn Store) {
+    // First: it needs a store with nothing else running.
+    settled_is_never_seen_between_a_timer_and_its_step(store);
     an_event_is_accepted_once(store);
     a_step_commits_once_with_its_effects(store);
     customer_views_follow_writes(store);
@@ -147,6 +164,82 @@ pub(crate) fn run(store: &dyn Store) {
     channels_engagement_and_counted_sends_are_kept(store);
     an_exit_ends_an_instance_indexed_by_customer(store);
     attempts_keep_their_idempotency_key_and_stale_timers_can_be_forgotten(store);
+    versions_are_numbered_once_under_concurrency(store);
+    concurrent_commits_take_each_history_slot_once(store);
+}
+
+fn versions_are_numbered_once_under_concurrency(store: &dyn Store) {
+    const THREADS: u32 = 4;
+    const EACH: u32 = 10;
+    let mut versions: Vec<u32> = std::thread::scope(|scope| {
+        let deployers: Vec<_> = (0..THREADS)
+            .map(|_| {
+                scope.spawn(|| {
+                    (0..EACH)
+                        .map(|_| {
+                            store
+                                .put_journey("contended", "name = \"contended\"", 1)
+                                .expect("deploy")
+                                .version
+                        })
+                        .collect::<Vec<u32>>()
+                })
+            })
+            .collect();
+        deployers
+            .into_iter()
+            .flat_map(|deployer| deployer.join().expect("a deployer"))
+            .collect()
+    });
+    versions.sort_unstable();
+    assert_eq!(
+        versions,
+        (1..=THREADS * EACH).collect::<Vec<u32>>(),
+        "every concurrent deploy gets its own version"
+    );
+}
+
+fn concurrent_commits_take_each_history_slot_once(store: &dyn Store) {
+    const INSTANCES: u64 = 50;
+    let ids = 300..300 + INSTANCES;
+    for id in ids.clone() {
+        store.commit(&[ingest(id, "c-race")]).expect("commit");
+    }
+    // Two attempts of every instance's first step race, each committing
+    // one at a time from its own thread: exactly one of each pair wins.
+    let done: u64 = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..2)
+            .map(|_| {
+                let ids = ids.clone();
+                scope.spawn(move || {
+                    ids.filter(|&id| {
+                        let applied = store
+                            .commit(&[step(id, "c-race", 1, false, vec![])])
+                            .expect("commit");
+                        applied == [Applied::Done]
+                    })
+                    .count() as u64
+                })
+            })
+            .collect();
+        racers
+            .into_iter()
+            .map(|racer| racer.join().expect("a racer"))
+            .sum()
+    });
+    assert_eq!(done, INSTANCES, "each history slot is taken once");
+    for id in ids {
+        let history = store.history(InstanceId(id)).expect("history");
+        assert_eq!(history.len(), 2, "i-{id}: the event and one step");
+        assert_eq!(
+            store
+                .outbox(Some(InstanceId(id)), 10)
+                .expect("outbox")
+                .len(),
+            1,
+            "i-{id}: the winner's message only"
+        );
+    }
 }
 
 fn attempts_keep_their_idempotency_key_and_stale_timers_can_be_forgotten(store: &dyn Store) {
@@ -160,10 +253,8 @@ fn attempts_keep_their_idempotency_key_and_stale_timers_can_be_forgotten(store: 
         step: "acknowledge".into(),
         attempt: 1,
     };
-    let commit = StepCommit::new(restarted, &entry, &[], vec![]).expect("encode");
-    store
-        .commit(&[Write::Step(Box::new(commit))])
-        .expect("commit");
+    let commit = InstanceCommit::new(restarted, entry.clone());
+    store.commit(&[commit.into()]).expect("commit");
     let read = store
         .instance(InstanceId(91))
         .expect("read")
@@ -197,10 +288,8 @@ fn attempts_keep_their_idempotency_key_and_stale_timers_can_be_forgotten(store: 
     };
     retrying.retry_later(&failed, 9_000);
     let entry = HistoryEntry::StepFailed(Box::new(failed));
-    let commit = StepCommit::new(retrying, &entry, &[], vec![]).expect("encode");
-    store
-        .commit(&[Write::Step(Box::new(commit))])
-        .expect("commit");
+    let commit = InstanceCommit::new(retrying, entry.clone());
+    store.commit(&[commit.into()]).expect("commit");
     let read = store
         .instance(InstanceId(91))
         .expect("read")
@@ -232,9 +321,8 @@ fn attempts_keep_their_idempotency_key_and_stale_timers_can_be_forgotten(store: 
 
 /// While one thread wakes an instance from a due timer and puts it back
 /// to sleep on one, over and over, the store is never at rest; another
-/// thread asking [`Store::settled`] must never be told it is. `store`
-/// must be empty.
-pub(crate) fn settled_is_never_seen_between_a_timer_and_its_step(store: &dyn Store) {
+/// thread asking [`Journal::settled`] must never be told it is.
+fn settled_is_never_seen_between_a_timer_and_its_step(store: &dyn Store) {
     const NOW: u64 = 5_000;
     store.commit(&[ingest(80, "c-8")]).expect("commit");
     assert!(!store.settled(NOW).expect("settled"), "a running instance");
@@ -270,7 +358,7 @@ pub(crate) fn settled_is_never_seen_between_a_timer_and_its_step(store: &dyn Sto
             };
             let key = running.idempotency_key();
             let entry = acknowledged(key, StateChanges::default(), outcome, vec![]);
-            let sleep = StepCommit::new(asleep.clone(), &entry, &[], vec![]).expect("encode");
+            let sleep = InstanceCommit::new(asleep.clone(), entry.clone());
             let mut awake = asleep.clone();
             awake.status = InstanceStatus::Running;
             awake.wake_at_ms = None;
@@ -279,11 +367,9 @@ pub(crate) fn settled_is_never_seen_between_a_timer_and_its_step(store: &dyn Sto
                 at_ms: NOW,
                 due_ms: NOW,
             };
-            let wake = StepCommit::wake(awake.clone(), &woke, &asleep).expect("encode");
+            let wake = InstanceCommit::leaving(awake.clone(), woke.clone(), &asleep);
             for commit in [sleep, wake] {
-                let applied = store
-                    .commit(&[Write::Step(Box::new(commit))])
-                    .expect("commit");
+                let applied = store.commit(&[commit.into()]).expect("commit");
                 assert_eq!(applied, [Applied::Done]);
             }
             running = awake;
@@ -304,10 +390,8 @@ pub(crate) fn settled_is_never_seen_between_a_timer_and_its_step(store: &dyn Sto
         StepOutcome::Complete,
         vec![],
     );
-    let last = StepCommit::new(finished, &entry, &[], vec![]).expect("encode");
-    store
-        .commit(&[Write::Step(Box::new(last))])
-        .expect("commit");
+    let last = InstanceCommit::new(finished, entry.clone());
+    store.commit(&[last.into()]).expect("commit");
     assert!(store.settled(NOW).expect("settled"), "nothing left to do");
 }
 
@@ -321,16 +405,13 @@ fn channels_engagement_and_counted_sends_are_kept(store: &dyn Store) {
             .channels
             .is_empty()
     );
-    let mut opt_in = match ingest(60, customer) {
-        Write::Ingest(ingest) => ingest,
-        Write::Step(_) => unreachable!("ingest builds an ingest"),
-    };
+    let mut opt_in = ingest_commit(60, customer);
     let preference = ChannelPreference {
         channel: "sms".into(),
         opted_in: true,
         changed_at_ms: 7,
     };
-    opt_in.preference = Some(("sms".into(), encode(&preference).expect("encode")));
+    opt_in.preference = Some(preference.clone());
     let engagement = Engagement {
         at_ms: 8,
         action: "opened".into(),
@@ -338,8 +419,8 @@ fn channels_engagement_and_counted_sends_are_kept(store: &dyn Store) {
         event_kind: "email.opened".into(),
         details: raw(r#"{"webinar_id":"w-1"}"#),
     };
-    opt_in.engagement = Some(encode(&engagement).expect("encode"));
-    store.commit(&[Write::Ingest(opt_in)]).expect("commit");
+    opt_in.engagement = Some(engagement);
+    store.commit(&[opt_in.into()]).expect("commit");
     let view = store.customer_view(customer, 0, &[]).expect("view");
     assert_eq!(view.channels, vec![preference]);
     assert_eq!(view.engagement.len(), 1);
@@ -357,11 +438,14 @@ fn channels_engagement_and_counted_sends_are_kept(store: &dyn Store) {
         },
         vec![],
     );
-    let mut step = StepCommit::new(next, &entry, &[], vec![]).expect("encode");
-    step.counted = vec![("sms".into(), 1_000, 0), ("sms".into(), 2_000, 1)];
-    store
-        .commit(&[Write::Step(Box::new(step))])
-        .expect("commit");
+    let mut step = InstanceCommit::new(next, entry.clone());
+    step.counted = [1_000, 2_000]
+        .map(|at_ms| CountedSend {
+            channel: "sms".into(),
+            at_ms,
+        })
+        .to_vec();
+    store.commit(&[step.into()]).expect("commit");
     assert_eq!(
         store.sent_since(customer, "sms", 0).expect("sent"),
         vec![1_000, 2_000]
@@ -390,11 +474,8 @@ fn an_exit_ends_an_instance_indexed_by_customer(store: &dyn Store) {
         received_at_ms: 1,
         started: vec![started.id],
     };
-    let commit =
-        IngestCommit::new(&event, &[started.clone()], interaction("x", "y")).expect("encode");
-    store
-        .commit(&[Write::Ingest(Box::new(commit))])
-        .expect("commit");
+    let commit = EventCommit::new(event.clone(), vec![started.clone()], interaction("x", "y"));
+    store.commit(&[commit.into()]).expect("commit");
     assert_eq!(
         store.active_of("enquiry", customer).expect("active"),
         vec![InstanceId(70)]
@@ -409,7 +490,7 @@ fn an_exit_ends_an_instance_indexed_by_customer(store: &dyn Store) {
         kind: "enquiry.withdrawn".into(),
         step: Some("acknowledge".into()),
     };
-    let exit = StepCommit::exit(exited, &entry, &started).expect("encode");
+    let exit = InstanceCommit::leaving(exited, entry.clone(), &started);
     // A step that commits first takes the slot: the exit is stale.
     let mut stepped = started.clone();
     stepped.history_len = 2;
@@ -422,7 +503,7 @@ fn an_exit_ends_an_instance_indexed_by_customer(store: &dyn Store) {
         },
         vec![],
     );
-    let step = StepCommit::new(stepped, &step, &[], vec![]).expect("encode");
+    let step = InstanceCommit::new(stepped, step.clone());
     let withdrawn = EventRecord {
         id: "evt-71".into(),
         kind: "enquiry.withdrawn".into(),
@@ -431,11 +512,9 @@ fn an_exit_ends_an_instance_indexed_by_customer(store: &dyn Store) {
         received_at_ms: 3,
         started: vec![],
     };
-    let mut ingest = IngestCommit::new(&withdrawn, &[], interaction("x", "y")).expect("encode");
+    let mut ingest = EventCommit::new(withdrawn.clone(), vec![], interaction("x", "y"));
     ingest.exits = vec![exit];
-    let applied = store
-        .commit(&[Write::Step(Box::new(step)), Write::Ingest(Box::new(ingest))])
-        .expect("commit");
+    let applied = store.commit(&[step.into(), ingest.into()]).expect("commit");
     assert_eq!(applied, vec![Applied::Done, Applied::Done]);
     // The exit lost to the step: it stays owed until it applies.
     assert_eq!(
@@ -451,10 +530,8 @@ fn an_exit_ends_an_instance_indexed_by_customer(store: &dyn Store) {
     exited.status = InstanceStatus::Exited;
     exited.current_step = None;
     exited.history_len = current.history_len + 1;
-    let exit = StepCommit::exit(exited, &entry, &current).expect("encode");
-    let applied = store
-        .commit(&[Write::Step(Box::new(exit))])
-        .expect("commit");
+    let exit = InstanceCommit::leaving(exited, entry.clone(), &current);
+    let applied = store.commit(&[exit.into()]).expect("commit");
     assert_eq!(applied, vec![Applied::Done]);
     let ended = store
         .instance(InstanceId(70))
@@ -496,10 +573,8 @@ fn a_sleeping_instance_has_a_timer_until_it_wakes(store: &dyn Store) {
         window: None,
     };
     let entry = acknowledged("i-30/1".into(), StateChanges::default(), sleep, vec![]);
-    let sleep = StepCommit::new(asleep.clone(), &entry, &[], vec![]).expect("encode");
-    store
-        .commit(&[Write::Step(Box::new(sleep))])
-        .expect("commit");
+    let sleep = InstanceCommit::new(asleep.clone(), entry.clone());
+    store.commit(&[sleep.into()]).expect("commit");
     assert!(store.due_timers(4_999, 10).expect("timers").is_empty());
     assert_eq!(
         store.due_timers(5_000, 10).expect("timers"),
@@ -531,10 +606,8 @@ fn a_sleeping_instance_has_a_timer_until_it_wakes(store: &dyn Store) {
         at_ms: 5_001,
         due_ms: 5_000,
     };
-    let wake = StepCommit::wake(awake, &woke, &read).expect("encode");
-    store
-        .commit(&[Write::Step(Box::new(wake))])
-        .expect("commit");
+    let wake = InstanceCommit::leaving(awake, woke.clone(), &read);
+    store.commit(&[wake.into()]).expect("commit");
     assert_eq!(store.next_timer().expect("timers"), None);
     assert!(
         store
@@ -606,9 +679,17 @@ fn tags_keep_their_changes_and_run_counts_are_saved(store: &dyn Store) {
         ..VersionStats::default()
     };
     counts.record(false, 40);
-    store.put_version_stats(&[counts.clone()]).expect("save");
-    counts.record(true, 900);
-    store.put_version_stats(&[counts.clone()]).expect("save");
+    store.add_version_stats(&[counts.clone()]).expect("save");
+    // Another runtime's counts add to these.
+    let mut more = VersionStats {
+        plugin: "classify".into(),
+        version: 2,
+        ..VersionStats::default()
+    };
+    more.record(true, 900);
+    store.add_version_stats(&[more.clone()]).expect("save");
+    counts.add(&more);
+    assert_eq!(counts.runs, 2);
     assert_eq!(store.version_stats().expect("read"), [counts]);
 }
 

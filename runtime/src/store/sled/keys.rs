@@ -7,7 +7,7 @@
 //! return records in the order the runtime reads them: history by sequence,
 //! instances and outbox messages by id, versions in ascending order.
 
-use super::InstanceId;
+use crate::store::InstanceId;
 
 /// Accepted events by id: `E id`.
 const EVENT: u8 = b'E';

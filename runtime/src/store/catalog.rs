@@ -1,0 +1,55 @@
+//! The catalog: what the runtime runs (plugin versions and their bytes,
+//! tags and rollouts, journey versions and migrations), what it counted of
+//! each plugin version, and the runtime settings operators change.
+
+use super::{JourneyRecord, MigrationRecord, PluginRecord, Result, TagRecord, VersionStats};
+
+/// Plugins, tags, journeys, migrations, run counts and settings. Every
+/// write is durable on return.
+pub trait Catalog: Send + Sync {
+    /// Store plugin bytes under their digest and give `name` a new version
+    /// pointing at them, unless the latest version of `name` already has
+    /// this digest (then that record is returned). Two pushes at once never
+    /// get the same version.
+    fn put_plugin(
+        &self,
+        name: &str,
+        digest: &str,
+        bytes: &[u8],
+        at_ms: u64,
+    ) -> Result<PluginRecord>;
+    /// The component bytes with this digest.
+    fn plugin_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>>;
+    /// Every plugin version, by name then version.
+    fn plugins(&self) -> Result<Vec<PluginRecord>>;
+
+    /// Point a plugin tag at `record` and append it to the plugin's tag
+    /// changes.
+    fn put_tag(&self, record: &TagRecord) -> Result<()>;
+    /// Every plugin tag, by plugin then tag.
+    fn tags(&self) -> Result<Vec<TagRecord>>;
+    /// Every change of the tags of `plugin`, oldest first.
+    fn tag_changes(&self, plugin: &str) -> Result<Vec<TagRecord>>;
+
+    /// Add run counts to the saved ones of the same versions: each
+    /// runtime adds what it counted since it last saved, so counts from
+    /// several never overwrite each other.
+    fn add_version_stats(&self, counted: &[VersionStats]) -> Result<()>;
+    /// The saved run counts of every plugin version.
+    fn version_stats(&self) -> Result<Vec<VersionStats>>;
+
+    /// Store a journey definition as the next version of `name`. Two
+    /// deploys at once never get the same version.
+    fn put_journey(&self, name: &str, source: &str, at_ms: u64) -> Result<JourneyRecord>;
+    /// Every journey version, by name then version.
+    fn journeys(&self) -> Result<Vec<JourneyRecord>>;
+    /// Store a journey migration (replacing one away from the same version).
+    fn put_migration(&self, record: &MigrationRecord) -> Result<()>;
+    /// Every journey migration.
+    fn migrations(&self) -> Result<Vec<MigrationRecord>>;
+
+    /// Keep a runtime setting across starts.
+    fn put_meta(&self, name: &str, value: &serde_json::Value) -> Result<()>;
+    /// A runtime setting, if kept.
+    fn meta(&self, name: &str) -> Result<Option<serde_json::Value>>;
+}

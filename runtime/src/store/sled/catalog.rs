@@ -1,0 +1,156 @@
+//! Plugins, tags, journeys, migrations, run counts and settings on sled.
+
+use super::{SledStore, decode, keys};
+use crate::store::{
+    Catalog, JourneyRecord, MigrationRecord, PluginRecord, Result, TagRecord, VersionStats, encode,
+};
+
+impl SledStore {
+    fn numbering(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.versions
+            .lock()
+            .expect("the version numbering lock is never poisoned")
+    }
+
+    fn latest_version(&self, prefix: &[u8]) -> Result<Option<(sled::IVec, sled::IVec)>> {
+        Ok(self.db.scan_prefix(prefix).next_back().transpose()?)
+    }
+}
+
+impl Catalog for SledStore {
+    fn put_plugin(
+        &self,
+        name: &str,
+        digest: &str,
+        bytes: &[u8],
+        at_ms: u64,
+    ) -> Result<PluginRecord> {
+        let _numbering = self.numbering();
+        let latest = match self.latest_version(&keys::plugin_versions(name))? {
+            Some((key, value)) => Some(decode::<PluginRecord>(&key, &value)?),
+            None => None,
+        };
+        if let Some(latest) = &latest
+            && latest.digest == digest
+        {
+            return Ok(latest.clone());
+        }
+        let record = PluginRecord {
+            name: name.to_owned(),
+            version: latest.map_or(1, |latest| latest.version + 1),
+            digest: digest.to_owned(),
+            size: bytes.len() as u64,
+            pushed_at_ms: at_ms,
+        };
+        // The blob is durable before any version points at it.
+        self.blobs.insert(keys::blob(digest), bytes)?;
+        self.blobs.flush()?;
+        self.db
+            .insert(keys::plugin(name, record.version), encode(&record)?)?;
+        self.db.flush()?;
+        Ok(record)
+    }
+
+    fn plugin_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .blobs
+            .get(keys::blob(digest))?
+            .map(|bytes| bytes.to_vec()))
+    }
+
+    fn plugins(&self) -> Result<Vec<PluginRecord>> {
+        self.scan(&keys::plugins())
+    }
+
+    fn put_tag(&self, record: &TagRecord) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        let encoded = encode(record)?;
+        batch.insert(keys::tag(&record.plugin, &record.tag), &*encoded);
+        batch.insert(
+            keys::tag_change(&record.plugin, self.db.generate_id()?),
+            encoded,
+        );
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn tags(&self) -> Result<Vec<TagRecord>> {
+        self.scan(&keys::tags())
+    }
+
+    fn tag_changes(&self, plugin: &str) -> Result<Vec<TagRecord>> {
+        self.scan(&keys::tag_changes_of(plugin))
+    }
+
+    fn add_version_stats(&self, counted: &[VersionStats]) -> Result<()> {
+        // Read, add and write under the numbering lock, so two savers never
+        // both add to the same old count.
+        let _numbering = self.numbering();
+        let mut batch = sled::Batch::default();
+        for version in counted {
+            let key = keys::version_stats(&version.plugin, version.version);
+            let mut total = self
+                .get::<VersionStats>(&key)?
+                .unwrap_or_else(|| VersionStats {
+                    plugin: version.plugin.clone(),
+                    version: version.version,
+                    ..VersionStats::default()
+                });
+            total.add(version);
+            batch.insert(key, encode(&total)?);
+        }
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn version_stats(&self) -> Result<Vec<VersionStats>> {
+        self.scan(&keys::all_version_stats())
+    }
+
+    fn put_journey(&self, name: &str, source: &str, at_ms: u64) -> Result<JourneyRecord> {
+        let _numbering = self.numbering();
+        let version = match self.latest_version(&keys::journey_versions(name))? {
+            Some((key, value)) => decode::<JourneyRecord>(&key, &value)?.version + 1,
+            None => 1,
+        };
+        let record = JourneyRecord {
+            name: name.to_owned(),
+            version,
+            source: source.to_owned(),
+            deployed_at_ms: at_ms,
+        };
+        self.db
+            .insert(keys::journey(name, version), encode(&record)?)?;
+        self.db.flush()?;
+        Ok(record)
+    }
+
+    fn journeys(&self) -> Result<Vec<JourneyRecord>> {
+        self.scan(&keys::journeys())
+    }
+
+    fn put_migration(&self, record: &MigrationRecord) -> Result<()> {
+        self.db.insert(
+            keys::migration(&record.journey, record.from_version),
+            encode(record)?,
+        )?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn migrations(&self) -> Result<Vec<MigrationRecord>> {
+        self.scan(&keys::migrations())
+    }
+
+    fn put_meta(&self, name: &str, value: &serde_json::Value) -> Result<()> {
+        self.db.insert(keys::meta(name), encode(value)?)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn meta(&self, name: &str) -> Result<Option<serde_json::Value>> {
+        self.get(&keys::meta(name))
+    }
+}

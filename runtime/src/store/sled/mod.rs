@@ -1,0 +1,135 @@
+//! The embedded sled backend of [`Store`](crate::store::Store).
+//!
+//! All journal records (events, instances, history, outbox, correlation
+//! index, running index, customers) live in sled's default tree, so one
+//! [`sled::Batch`] applies a whole group commit atomically; component bytes
+//! live in a separate `blobs` tree because they are large and written
+//! rarely. sled's own periodic flush is turned off: every write ends with
+//! an explicit [`sled::Db::flush`], so a return means durable.
+//!
+//! Files: `keys.rs` is the key layout (the only place that knows it);
+//! `journal.rs` the commit path, instances and timers; `catalog.rs` plugins,
+//! journeys and settings; `customers.rs` profiles and the cached views.
+
+mod catalog;
+mod customers;
+mod journal;
+mod keys;
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+
+use self::customers::CustomerCache;
+use crate::store::{Error, InstanceId, Result};
+
+impl From<sled::Error> for Error {
+    fn from(error: sled::Error) -> Self {
+        Error::Backend(Box::new(error))
+    }
+}
+
+/// Tuning for the sled backend.
+#[derive(Debug, Clone)]
+pub struct SledOptions {
+    /// sled's page cache in bytes. It bounds most of the store's memory use;
+    /// the default keeps an idle runtime with 100k finished instances small.
+    pub cache_bytes: u64,
+    /// Customer views kept in memory (profile plus the most recent
+    /// interactions each).
+    pub cached_customers: usize,
+}
+
+impl Default for SledOptions {
+    fn default() -> Self {
+        SledOptions {
+            cache_bytes: 64 * 1024 * 1024,
+            cached_customers: 10_000,
+        }
+    }
+}
+
+/// A store on an embedded sled database in one directory.
+pub struct SledStore {
+    db: sled::Db,
+    blobs: sled::Tree,
+    customers: std::sync::Mutex<CustomerCache>,
+    /// Held for writing while a commit checks and applies its batch (so two
+    /// commits never both take one history slot or event id), and for
+    /// reading by `settled`: sled makes each read see a batch whole, but
+    /// not two reads in a row.
+    applying: std::sync::RwLock<()>,
+    /// Held while a plugin or journey version is numbered and written, so
+    /// two at once never get the same number.
+    versions: std::sync::Mutex<()>,
+}
+
+impl SledStore {
+    /// Open (or create) the store in `dir`.
+    pub fn open(dir: &Path, options: &SledOptions) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(options.cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .flush_every_ms(None)
+            .open()?;
+        let blobs = db.open_tree("blobs")?;
+        Ok(SledStore {
+            db,
+            blobs,
+            customers: std::sync::Mutex::new(CustomerCache::new(options.cached_customers)),
+            applying: std::sync::RwLock::new(()),
+            versions: std::sync::Mutex::new(()),
+        })
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
+        self.db
+            .get(key)?
+            .map(|bytes| decode(key, &bytes))
+            .transpose()
+    }
+
+    fn scan<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>> {
+        self.db
+            .scan_prefix(prefix)
+            .map(|item| {
+                let (key, bytes) = item?;
+                decode(&key, &bytes)
+            })
+            .collect()
+    }
+
+    /// The instance ids of the index keys under `prefix`.
+    fn ids_under(
+        &self,
+        prefix: &[u8],
+        id_of: fn(&[u8]) -> Option<InstanceId>,
+    ) -> Result<Vec<InstanceId>> {
+        self.db
+            .scan_prefix(prefix)
+            .keys()
+            .map(|key| Ok(id_of(&key?)))
+            .filter_map(Result::transpose)
+            .collect()
+    }
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| Error::Corrupt {
+        key: keys::display(key),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sled_store_passes_the_store_suite() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SledStore::open(dir.path(), &SledOptions::default()).expect("open");
+        crate::store::suite::run(&store);
+    }
+}
