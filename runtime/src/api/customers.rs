@@ -13,7 +13,8 @@ pub(super) async fn put_customer(
         MAX_JSON_BODY_BYTES,
         ErrorCode::InvalidProfile,
     )?;
-    state.runtime.put_customer(&id, &profile)?;
+    let (runtime, customer, saved) = (state.runtime.clone(), id.clone(), profile.clone());
+    off_async(move || runtime.put_customer(&customer, &saved)).await?;
     Ok(Json(json!({ "id": id, "profile": profile })))
 }
 
@@ -24,10 +25,7 @@ pub(super) async fn get_customer(
     executor::check_id("customer id", &id)?;
     let store = state.runtime.store().clone();
     let lookup = id.clone();
-    let view =
-        tokio::task::spawn_blocking(move || store.customer_view(&lookup, VIEW_INTERACTIONS, &[]))
-            .await
-            .map_err(executor::Error::from)??;
+    let view = off_async(move || store.customer_view(&lookup, VIEW_INTERACTIONS, &[])).await?;
     if !view.is_known() {
         return Err(ApiError::new(
             ErrorCode::UnknownCustomer,

@@ -64,9 +64,12 @@ pub(super) async fn show_instance(
     let id = parse_instance_id(&id)?;
     let runtime = &state.runtime;
     let mut finished = runtime.subscribe();
-    let mut instance = runtime
-        .store()
-        .instance(id)?
+    let read = |runtime: &Arc<Runtime>| {
+        let store = runtime.store().clone();
+        off_async(move || store.instance(id))
+    };
+    let mut instance = read(runtime)
+        .await?
         .ok_or(executor::Error::UnknownInstance(id))?;
     if let Some(wait_ms) = query.wait_ms {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms).min(MAX_WAIT);
@@ -79,14 +82,16 @@ pub(super) async fn show_instance(
                 Err(_) | Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => break,
                 Ok(_) => {}
             }
-            instance = runtime
-                .store()
-                .instance(id)?
+            instance = read(runtime)
+                .await?
                 .ok_or(executor::Error::UnknownInstance(id))?;
         }
     }
-    let history = runtime.store().history(id)?;
-    let messages = runtime.store().outbox(Some(id), 1000)?;
+    let store = runtime.store().clone();
+    let (history, messages) = off_async(move || {
+        Ok::<_, crate::store::Error>((store.history(id)?, store.outbox(Some(id), 1000)?))
+    })
+    .await?;
     Ok(Json(InstanceView {
         instance,
         history,

@@ -96,6 +96,19 @@ pub struct AppState {
 }
 
 /// A request body as bytes, or the error that names the limit it broke.
+/// Run blocking work (store reads and writes) on tokio's blocking pool,
+/// so it never holds up the threads that serve requests.
+async fn off_async<T, E>(work: impl FnOnce() -> Result<T, E> + Send + 'static) -> ApiResult<T>
+where
+    T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(executor::Error::from)?
+        .map_err(Into::into)
+}
+
 fn body_bytes(body: Result<Bytes, BytesRejection>, what: &str, limit: usize) -> ApiResult<Bytes> {
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {

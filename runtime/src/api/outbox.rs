@@ -19,6 +19,7 @@ pub(super) async fn list_outbox(
         .map(parse_instance_id)
         .transpose()?;
     let limit = query.limit.unwrap_or(100).clamp(1, 100_000);
-    let messages = state.runtime.store().outbox(instance, limit)?;
+    let store = state.runtime.store().clone();
+    let messages = off_async(move || store.outbox(instance, limit)).await?;
     Ok(Json(json!({ "messages": messages })))
 }

@@ -90,11 +90,13 @@ pub(super) async fn show_plugin(
     if versions.is_empty() {
         return Err(executor::Error::UnknownPlugin(name).into());
     }
+    let (store, plugin) = (state.runtime.store().clone(), name.clone());
+    let tag_changes = off_async(move || store.tag_changes(&plugin)).await?;
     Ok(Json(json!({
         "name": name,
         "versions": versions,
         "tags": tags_of(&state.runtime, Some(&name)),
-        "tag_changes": state.runtime.store().tag_changes(&name)?,
+        "tag_changes": tag_changes,
     })))
 }
 

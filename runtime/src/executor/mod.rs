@@ -66,6 +66,9 @@ use self::timers::awake;
 
 /// Timers woken per store scan.
 const TIMER_BATCH: usize = 1_000;
+/// How long a claimed timer is ours to fire before another claimant may
+/// take it (a wake-up commits well within it).
+const TIMER_LEASE: Duration = Duration::from_secs(30);
 /// Longest the timer loop sleeps without looking again.
 const MAX_TIMER_SLEEP: Duration = Duration::from_secs(1);
 /// Where a simulated clock's time is kept across starts.

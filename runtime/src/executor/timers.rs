@@ -129,11 +129,16 @@ impl Runtime {
             let now = self.clock.now_ms();
             // Stuck timers are due too: read past them.
             let limit = TIMER_BATCH + self.health.stuck_timers().0;
-            let due = self.store.due_timers(now, limit)?;
+            let store = self.store.clone();
+            let due = tokio::task::spawn_blocking(move || {
+                store.claim_due_timers(now, limit, TIMER_LEASE)
+            })
+            .await??;
             let scanned = due.len();
             let mut woken = tokio::task::JoinSet::new();
             for (due_ms, id) in due {
                 if self.health.timer_backing_off(due_ms, id) {
+                    self.store.release_timer(due_ms, id)?;
                     continue;
                 }
                 let runtime = self.clone();
@@ -148,6 +153,7 @@ impl Runtime {
                         fired += 1;
                     }
                     Err(error) => {
+                        self.store.release_timer(due_ms, id)?;
                         let reason = crate::error_chain(&error);
                         tracing::error!(instance = %id, due_ms, %reason, "a timer could not be fired; it is tried again later");
                         metrics::counter!("journeyd_timers_stuck_total").increment(1);
@@ -214,6 +220,10 @@ impl Runtime {
             .record(now.saturating_sub(due_ms) as f64 / 1000.0);
         if self.committer.submit(commit).await? == Applied::Done {
             self.run_next(next, Arc::new(wit_event(&event)));
+        } else {
+            // Something else moved the instance first; if its timer is
+            // still set, it may be claimed again.
+            self.store.release_timer(due_ms, id)?;
         }
         Ok(())
     }

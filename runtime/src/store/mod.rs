@@ -27,7 +27,9 @@ pub use self::journal::{
     Applied, Commit, CountedSend, EventCommit, InstanceCommit, InstanceFilter, Journal, LeftWait,
 };
 pub use self::model::*;
-pub use self::outbox::Outbox;
+pub use self::outbox::{
+    AttemptOutcome, ClaimedMessage, Delivery, DeliveryAttempt, DeliveryStatus, Outbox,
+};
 pub use self::sled::SledStore;
 pub use self::timers::Timers;
 

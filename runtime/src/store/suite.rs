@@ -165,7 +165,128 @@ pub fn run(store: &dyn Store) {
     an_exit_ends_an_instance_indexed_by_customer(store);
     attempts_keep_their_idempotency_key_and_stale_timers_can_be_forgotten(store);
     versions_are_numbered_once_under_concurrency(store);
+    outbox_messages_are_claimed_with_a_lease_and_marked(store);
+    concurrent_claims_hand_each_message_to_one_claimant(store);
     concurrent_commits_take_each_history_slot_once(store);
+}
+
+fn outbox_messages_are_claimed_with_a_lease_and_marked(store: &dyn Store) {
+    use std::time::Duration;
+    const ID: &str = "i-500/1/m0";
+    let lease = Duration::from_secs(60);
+    let claimed = |now_ms| -> Vec<ClaimedMessage> {
+        store
+            .claim_outbox(now_ms, usize::MAX, lease)
+            .expect("claim")
+            .into_iter()
+            .filter(|claimed| claimed.message.id == ID)
+            .collect()
+    };
+    store.commit(&[ingest(500, "c-5")]).expect("commit");
+    store
+        .commit(&[step(500, "c-5", 1, false, vec![])])
+        .expect("commit");
+    assert_eq!(
+        store.delivery(ID).expect("delivery"),
+        Some(Delivery::queued(2))
+    );
+    assert!(claimed(1).is_empty(), "not due before it was queued");
+    let first = claimed(2);
+    assert_eq!(first.len(), 1, "due once queued");
+    assert_eq!(first[0].delivery.attempts, 0);
+    assert!(claimed(2).is_empty(), "claimed: nobody else gets it");
+
+    // A failed attempt makes it due again later, unclaimed.
+    let failed = DeliveryAttempt {
+        at_ms: 3,
+        outcome: AttemptOutcome::Failed {
+            error: "503 from the provider".into(),
+            retry_at_ms: 10,
+        },
+    };
+    let after = store
+        .mark_outbox(ID, &failed)
+        .expect("mark")
+        .expect("known");
+    assert_eq!(
+        (after.status, after.attempts, after.due_ms),
+        (DeliveryStatus::Failed, 1, Some(10))
+    );
+    assert!(claimed(9).is_empty(), "not due before its retry");
+    let again = claimed(10);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].delivery.status, DeliveryStatus::Failed);
+
+    // Delivered is final: never claimed again, a late mark changes nothing.
+    let delivered = DeliveryAttempt {
+        at_ms: 11,
+        outcome: AttemptOutcome::Delivered {
+            provider_id: Some("p-1".into()),
+        },
+    };
+    let done = store
+        .mark_outbox(ID, &delivered)
+        .expect("mark")
+        .expect("known");
+    assert_eq!(
+        (done.status, done.attempts, done.provider_id.as_deref()),
+        (DeliveryStatus::Delivered, 2, Some("p-1"))
+    );
+    assert!(
+        claimed(u64::MAX).is_empty(),
+        "delivered: never claimed again"
+    );
+    let late = DeliveryAttempt {
+        at_ms: 12,
+        outcome: AttemptOutcome::Dead {
+            error: "late".into(),
+        },
+    };
+    assert_eq!(store.mark_outbox(ID, &late).expect("mark"), Some(done));
+    assert_eq!(store.mark_outbox("i-0/0/m9", &late).expect("mark"), None);
+    assert_eq!(store.delivery("i-0/0/m9").expect("delivery"), None);
+}
+
+fn concurrent_claims_hand_each_message_to_one_claimant(store: &dyn Store) {
+    use std::time::Duration;
+    let ids = 600..640u64;
+    for id in ids.clone() {
+        store.commit(&[ingest(id, "c-6")]).expect("commit");
+        store
+            .commit(&[step(id, "c-6", 1, false, vec![])])
+            .expect("commit");
+    }
+    let ours = |claimed: Vec<ClaimedMessage>| -> Vec<String> {
+        claimed
+            .into_iter()
+            .map(|claimed| claimed.message.id)
+            .filter(|id| id.strip_prefix("i-6").is_some() && id.len() == "i-600/1/m0".len())
+            .collect()
+    };
+    let mut handed: Vec<String> = std::thread::scope(|scope| {
+        let claimants: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    for _ in 0..20 {
+                        mine.extend(ours(
+                            store
+                                .claim_outbox(2, 10, Duration::from_secs(60))
+                                .expect("claim"),
+                        ));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        claimants
+            .into_iter()
+            .flat_map(|claimant| claimant.join().expect("a claimant"))
+            .collect()
+    });
+    handed.sort();
+    let expected: Vec<String> = ids.map(|id| format!("i-{id}/1/m0")).collect();
+    assert_eq!(handed, expected, "every message claimed exactly once");
 }
 
 fn versions_are_numbered_once_under_concurrency(store: &dyn Store) {
@@ -606,9 +727,22 @@ fn a_sleeping_instance_has_a_timer_until_it_wakes(store: &dyn Store) {
         at_ms: 5_001,
         due_ms: 5_000,
     };
+    // A due timer is claimed by one claimant at a time.
+    let lease = std::time::Duration::from_secs(60);
+    let claim = |lease| store.claim_due_timers(5_000, 10, lease).expect("claim");
+    assert_eq!(claim(lease), [(5_000, InstanceId(30))]);
+    assert!(claim(lease).is_empty(), "claimed: nobody else gets it");
+    store.release_timer(5_000, InstanceId(30)).expect("release");
+    assert_eq!(claim(std::time::Duration::ZERO), [(5_000, InstanceId(30))]);
+    assert_eq!(
+        claim(lease),
+        [(5_000, InstanceId(30))],
+        "a lease that ended frees the timer"
+    );
     let wake = InstanceCommit::leaving(awake, woke.clone(), &read);
     store.commit(&[wake.into()]).expect("commit");
     assert_eq!(store.next_timer().expect("timers"), None);
+    assert!(claim(lease).is_empty(), "the wake-up cleared it");
     assert!(
         store
             .running_instances()

@@ -13,12 +13,12 @@
 //! are folded onto the record when it is read.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use super::{SledStore, decode, keys};
 use crate::store::{
     Applied, Commit, Error, EventCommit, EventRecord, HistoryEntry, Instance, InstanceCommit,
-    InstanceFilter, InstanceId, InstanceStatus, Interaction, Journal, Outbox, OutboxMessage,
-    Result, Timers, encode,
+    InstanceFilter, InstanceId, InstanceStatus, Interaction, Journal, Result, Timers, encode,
 };
 
 /// An instance change with its records encoded.
@@ -98,6 +98,8 @@ struct BatchSoFar<'a> {
     /// Customers whose channels or engagement changed: their cached views
     /// are dropped once the batch is applied.
     changed_customers: Vec<&'a str>,
+    /// Timers cleared: their claims end once the batch is applied.
+    cleared_timers: Vec<(u64, InstanceId)>,
 }
 
 impl SledStore {
@@ -229,6 +231,7 @@ impl SledStore {
         if let Some(left) = &change.leaves {
             if let Some(due) = left.wake_at_ms {
                 batch.remove(keys::timer(due, instance.id));
+                so_far.cleared_timers.push((due, instance.id));
             }
             if let Some((kind, correlation)) = &left.event {
                 batch.remove(keys::wait(kind, correlation, instance.id));
@@ -242,8 +245,12 @@ impl SledStore {
                 batch.insert(keys::wait(&wait.kind, &wait.correlation, instance.id), &[]);
             }
         }
-        for (index, message) in encoded.messages.iter().enumerate() {
-            batch.insert(keys::outbox(instance.id, seq, index as u32), &**message);
+        for (index, (message, record)) in change.messages.iter().zip(&encoded.messages).enumerate()
+        {
+            let slot = keys::outbox(instance.id, seq, index as u32);
+            batch.insert(keys::outbox_due(message.queued_at_ms, &slot), &[]);
+            batch.insert(keys::message(&message.id), &*slot);
+            batch.insert(slot, &**record);
         }
         for (interaction, record) in change.interactions.iter().zip(&encoded.interactions) {
             let seq = self.db.generate_id()?;
@@ -344,6 +351,12 @@ impl Journal for SledStore {
                 for customer in so_far.changed_customers {
                     cache.forget(customer);
                 }
+            }
+        }
+        if !so_far.cleared_timers.is_empty() {
+            let mut leases = self.leases();
+            for timer in &so_far.cleared_timers {
+                leases.timers.remove(timer);
             }
         }
         match self.db.flush() {
@@ -508,23 +521,38 @@ impl Timers for SledStore {
             .map(|(due, _)| due))
     }
 
+    fn claim_due_timers(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<(u64, InstanceId)>> {
+        let end = keys::timer(now_ms, InstanceId(u64::MAX));
+        let mut claimed = Vec::new();
+        let mut leases = self.leases();
+        for key in self.db.range(keys::timers()..=end).keys() {
+            if claimed.len() >= limit {
+                break;
+            }
+            let Some(timer) = keys::timer_of(&key?) else {
+                continue;
+            };
+            if super::claim(&mut leases.timers, timer, lease) {
+                claimed.push(timer);
+            }
+        }
+        Ok(claimed)
+    }
+
+    fn release_timer(&self, due_ms: u64, instance: InstanceId) -> Result<()> {
+        self.leases().timers.remove(&(due_ms, instance));
+        Ok(())
+    }
+
     fn forget_timer(&self, due_ms: u64, instance: InstanceId) -> Result<()> {
         self.db.remove(keys::timer(due_ms, instance))?;
         self.db.flush()?;
+        self.leases().timers.remove(&(due_ms, instance));
         Ok(())
-    }
-}
-
-impl Outbox for SledStore {
-    fn outbox(&self, instance: Option<InstanceId>, limit: usize) -> Result<Vec<OutboxMessage>> {
-        let prefix = instance.map_or_else(keys::outbox_all, keys::outbox_of);
-        self.db
-            .scan_prefix(prefix)
-            .take(limit)
-            .map(|item| {
-                let (key, bytes) = item?;
-                decode(&key, &bytes)
-            })
-            .collect()
     }
 }

@@ -19,6 +19,14 @@ const HISTORY: u8 = b'H';
 /// derived from the message's idempotent id, so a step committed again could
 /// only overwrite its own messages, never add copies.
 const OUTBOX: u8 = b'O';
+/// Messages due for delivery, by when: `U due-ms:u64 instance:u64
+/// step-seq:u32 index:u32` (the message's outbox key after the time).
+const OUTBOX_DUE: u8 = b'U';
+/// Deliveries of messages once marked: `D instance:u64 step-seq:u32
+/// index:u32` (a message with none is queued).
+const DELIVERY: u8 = b'D';
+/// Messages by id: `L message-id`, holding the message's outbox key.
+const MESSAGE: u8 = b'L';
 /// Instances that still have a step to run: `R instance:u64`.
 const RUNNING: u8 = b'R';
 /// Correlation index: `X journey 0 correlation 0 instance:u64`.
@@ -123,6 +131,34 @@ pub fn outbox_of(id: InstanceId) -> Vec<u8> {
 /// The prefix of the outbox.
 pub fn outbox_all() -> Vec<u8> {
     vec![OUTBOX]
+}
+
+/// The key that makes the message with outbox key `outbox` due at `due_ms`.
+pub fn outbox_due(due_ms: u64, outbox: &[u8]) -> Vec<u8> {
+    let slot = outbox.strip_prefix(&[OUTBOX]).unwrap_or(outbox);
+    key(OUTBOX_DUE, &[&due_ms.to_be_bytes(), slot])
+}
+
+/// The range of due keys up to and including `now_ms`.
+pub fn outbox_due_until(now_ms: u64) -> std::ops::RangeInclusive<Vec<u8>> {
+    vec![OUTBOX_DUE]..=key(OUTBOX_DUE, &[&now_ms.to_be_bytes(), &[0xff; 16]])
+}
+
+/// The outbox key of a due key.
+pub fn outbox_of_due(due: &[u8]) -> Option<Vec<u8>> {
+    let slot = due.strip_prefix(&[OUTBOX_DUE])?.get(8..)?;
+    (slot.len() == 16).then(|| key(OUTBOX, &[slot]))
+}
+
+/// The key of the delivery of the message with outbox key `outbox`.
+pub fn delivery(outbox: &[u8]) -> Vec<u8> {
+    let slot = outbox.strip_prefix(&[OUTBOX]).unwrap_or(outbox);
+    key(DELIVERY, &[slot])
+}
+
+/// The key that finds a message by its id.
+pub fn message(id: &str) -> Vec<u8> {
+    key(MESSAGE, &[id.as_bytes()])
 }
 
 /// The marker of an instance that still has a step to run.
@@ -453,6 +489,18 @@ mod tests {
         assert!(
             !active("webinar", "c-10", InstanceId(3)).starts_with(&active_of("webinar", "c-1"))
         );
+    }
+
+    #[test]
+    fn due_keys_sort_by_time_and_lead_back_to_their_message() {
+        let message = outbox(InstanceId(9), 2, 1);
+        let early = outbox_due(1_000, &message);
+        let late = outbox_due(2_000, &outbox(InstanceId(1), 1, 0));
+        assert!(early < late);
+        assert!(outbox_due_until(1_000).contains(&early));
+        assert!(!outbox_due_until(1_999).contains(&late));
+        assert_eq!(outbox_of_due(&early), Some(message.clone()));
+        assert!(delivery(&message).ends_with(&message[1..]));
     }
 
     #[test]

@@ -9,14 +9,23 @@
 //!
 //! Files: `keys.rs` is the key layout (the only place that knows it);
 //! `journal.rs` the commit path, instances and timers; `catalog.rs` plugins,
-//! journeys and settings; `customers.rs` profiles and the cached views.
+//! journeys and settings; `customers.rs` profiles and the cached views;
+//! `outbox.rs` deliveries.
+//!
+//! Claims (timers, outbox messages) are held in memory: sled opens its
+//! directory in one process at a time, so the process is the only
+//! claimant there can be, and a restart rightly drops its claims with it.
 
 mod catalog;
 mod customers;
 mod journal;
 mod keys;
+mod outbox;
 
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
@@ -62,6 +71,30 @@ pub struct SledStore {
     /// Held while a plugin or journey version is numbered and written, so
     /// two at once never get the same number.
     versions: std::sync::Mutex<()>,
+    /// Timers and messages claimed, until when.
+    leases: std::sync::Mutex<Leases>,
+}
+
+/// What is claimed, until when.
+#[derive(Default)]
+struct Leases {
+    timers: HashMap<(u64, InstanceId), Instant>,
+    messages: HashMap<String, Instant>,
+}
+
+/// Claim `key` in `claims` for `lease` unless someone holds it now.
+fn claim<K: Hash + Eq>(claims: &mut HashMap<K, Instant>, key: K, lease: Duration) -> bool {
+    let now = Instant::now();
+    if claims.len() > 4096 {
+        claims.retain(|_, until| *until > now);
+    }
+    match claims.get(&key) {
+        Some(until) if *until > now => false,
+        _ => {
+            claims.insert(key, now + lease);
+            true
+        }
+    }
 }
 
 impl SledStore {
@@ -80,7 +113,14 @@ impl SledStore {
             customers: std::sync::Mutex::new(CustomerCache::new(options.cached_customers)),
             applying: std::sync::RwLock::new(()),
             versions: std::sync::Mutex::new(()),
+            leases: std::sync::Mutex::new(Leases::default()),
         })
+    }
+
+    fn leases(&self) -> std::sync::MutexGuard<'_, Leases> {
+        self.leases
+            .lock()
+            .expect("the leases lock is never poisoned")
     }
 
     fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
