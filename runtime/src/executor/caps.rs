@@ -2,21 +2,20 @@
 //! across every journey.
 //!
 //! The caps are a runtime setting (kept in the store). [`SendLedger`]
-//! answers the host's `outbox.send` at the moment a plugin sends. It counts
-//! the committed sends inside the cap's period (read from the store, where
-//! each counted message is written with its step's commit) plus the
-//! messages of steps still running or committing (held in memory), under
-//! one lock, so two steps of different journeys running at once cannot
-//! both take the last slot. A step gives its reservations back once its
-//! commit is applied or discarded.
+//! answers the host's `outbox.send` at the moment a plugin sends, by
+//! reserving the send in the store
+//! ([`Customers::reserve_send`](crate::store::Customers::reserve_send)), which
+//! counts the committed sends inside the cap's period plus the
+//! reservations of steps still running or committing in one step, so two
+//! steps running at once cannot both take the last slot. A step gives its
+//! reservations back once its commit is applied or discarded.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
 use crate::host::{Admission, FrequencyCap as CapHit, HostFault, SendPolicy};
-use crate::store::Store;
+use crate::store::{SendReservation, Store};
 
 /// Where the caps are kept in the store's runtime settings.
 pub const CAPS_META: &str = "frequency_caps";
@@ -77,9 +76,6 @@ impl FrequencyCap {
 pub struct SendLedger {
     store: Arc<dyn Store>,
     caps: RwLock<Arc<Vec<FrequencyCap>>>,
-    /// Send times of messages whose steps have not committed yet, per
-    /// (customer, channel).
-    pending: Mutex<HashMap<(String, String), Vec<u64>>>,
 }
 
 impl SendLedger {
@@ -95,7 +91,6 @@ impl SendLedger {
         Ok(SendLedger {
             store,
             caps: RwLock::new(Arc::new(caps)),
-            pending: Mutex::new(HashMap::new()),
         })
     }
 
@@ -117,25 +112,14 @@ impl SendLedger {
         Ok(())
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Vec<u64>>> {
-        self.pending
-            .lock()
-            .expect("the send ledger lock is never poisoned")
-    }
-
     /// Drop the reservation of a counted message once its step's commit
     /// is applied (the store counts it from then on) or discarded (failed,
     /// stale, or not written).
     pub fn release(&self, customer: &str, channel: &str, at_ms: u64) {
-        let key = (customer.to_owned(), channel.to_owned());
-        let mut pending = self.pending();
-        if let Some(sent) = pending.get_mut(&key)
-            && let Some(position) = sent.iter().rposition(|sent_at| *sent_at == at_ms)
-        {
-            sent.remove(position);
-            if sent.is_empty() {
-                pending.remove(&key);
-            }
+        if let Err(error) = self.store.release_send(customer, channel, at_ms) {
+            // It holds a slot until the store answers again or restarts:
+            // the cap errs on the side of sending less.
+            tracing::error!(customer, channel, error = %crate::error_chain(&error), "a send reservation could not be released");
         }
     }
 }
@@ -156,42 +140,29 @@ impl SendPolicy for SendLedger {
             return Ok(Admission::Uncapped);
         };
         let since = now_ms.saturating_sub(cap.period_ms - 1);
-        let key = (customer.to_owned(), channel.to_owned());
-        // Held across the store read, so the count and the reservation are
-        // one step for concurrent senders. A commit applied but not yet
-        // released is counted twice for a moment: never under the cap.
-        let mut pending = self.pending();
-        let mut sent = self
+        let reservation = self
             .store
-            .sent_since(customer, channel, since)
+            .reserve_send(customer, channel, now_ms, since, cap.limit)
             .map_err(|error| {
                 HostFault(format!(
                     "the frequency cap on {channel} could not be checked: {}",
                     crate::error_chain(&error)
                 ))
             })?;
-        sent.extend(
-            pending
-                .get(&key)
-                .into_iter()
-                .flatten()
-                .filter(|at| **at >= since),
-        );
-        let limit = cap.limit as usize;
-        if sent.len() >= limit {
-            // A slot frees when the send `limit` places from the newest
-            // leaves the period.
-            sent.sort_unstable();
-            let leaving = sent[sent.len() - limit];
-            return Ok(Admission::Capped(CapHit {
-                channel: channel.to_owned(),
-                limit: cap.limit,
-                period_ms: cap.period_ms,
-                next_allowed_ms: leaving + cap.period_ms,
-            }));
+        match reservation {
+            SendReservation::Reserved => Ok(Admission::Counted),
+            SendReservation::Full { sent } => {
+                // A slot frees when the send `limit` places from the
+                // newest leaves the period.
+                let leaving = sent[sent.len().saturating_sub(cap.limit as usize)];
+                Ok(Admission::Capped(CapHit {
+                    channel: channel.to_owned(),
+                    limit: cap.limit,
+                    period_ms: cap.period_ms,
+                    next_allowed_ms: leaving + cap.period_ms,
+                }))
+            }
         }
-        pending.entry(key).or_default().push(now_ms);
-        Ok(Admission::Counted)
     }
 }
 

@@ -58,58 +58,6 @@ impl Receipt {
     }
 }
 
-/// Journey-and-customer pairs whose instance is being started under single
-/// re-entry: held from the check until the start is committed.
-#[derive(Default)]
-pub(super) struct Entering(std::sync::Mutex<HashSet<(String, String)>>);
-
-/// Releases the pairs an ingest holds in [`Entering`] when dropped.
-pub(super) struct EnteringGuard<'a> {
-    entering: &'a Entering,
-    held: Vec<(String, String)>,
-}
-
-impl EnteringGuard<'_> {
-    /// Take the pair, waiting (up to [`ENTERING_WAIT`]) while another
-    /// ingest holds it; false if it is still held then.
-    async fn take(&mut self, journey: &str, customer: &str) -> bool {
-        let pair = (journey.to_owned(), customer.to_owned());
-        let deadline = tokio::time::Instant::now() + ENTERING_WAIT;
-        loop {
-            let taken = self
-                .entering
-                .0
-                .lock()
-                .expect("the entering lock is never poisoned")
-                .insert(pair.clone());
-            if taken {
-                self.held.push(pair);
-                return true;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-}
-
-impl Drop for EnteringGuard<'_> {
-    fn drop(&mut self) {
-        if self.held.is_empty() {
-            return;
-        }
-        let mut entering = self
-            .entering
-            .0
-            .lock()
-            .expect("the entering lock is never poisoned");
-        for pair in &self.held {
-            entering.remove(pair);
-        }
-    }
-}
-
 impl Runtime {
     /// Accept an event: once this returns `Ok`, the event and the instances
     /// it starts are durable and their first steps are scheduled.
@@ -124,10 +72,6 @@ impl Runtime {
         let triggered = self.registry.triggered_by(&event.kind);
         let listening = self.registry.listening_to(&event.kind);
         let now = self.clock.now_ms();
-        let mut entering = EnteringGuard {
-            entering: &self.entering,
-            held: Vec::new(),
-        };
         let mut skipped = Vec::new();
         let mut profile = None;
         let mut instances = Vec::with_capacity(triggered.len());
@@ -145,9 +89,7 @@ impl Runtime {
                 }
             };
             check_id("correlation value", &correlation)?;
-            let refusal = self
-                .entry_refusal(journey, &event.customer, &mut profile, &mut entering)
-                .await?;
+            let refusal = self.entry_refusal(journey, &event.customer, &mut profile)?;
             if let Some(reason) = refusal {
                 skipped.push(Skipped {
                     journey: journey.name().to_owned(),
@@ -226,7 +168,18 @@ impl Runtime {
         let woken: Vec<Instance> = wakes.iter().map(|wake| wake.instance.clone()).collect();
         let event_id = record.id.clone();
         let wit_event = Arc::new(wit_event(&record));
+        let exclusive = triggered
+            .iter()
+            .filter(|(_, journey)| journey.definition.entry.reentry == Reentry::Single)
+            .flat_map(|(_, journey)| {
+                instances
+                    .iter()
+                    .filter(|instance| instance.journey == journey.name())
+                    .map(|instance| instance.id)
+            })
+            .collect();
         let commit = EventCommit {
+            exclusive,
             wakes,
             exits,
             preference,
@@ -234,10 +187,23 @@ impl Runtime {
             ..EventCommit::new(record.clone(), instances.clone(), interaction)
         };
         let applied = self.committer.submit(commit).await?;
-        drop(entering);
         match applied {
             Applied::DuplicateEvent { started } => Ok(Receipt::new(event_id, true, started)),
-            Applied::Done | Applied::StaleStep => {
+            Applied::Done | Applied::StaleStep | Applied::PartlyStarted { .. } => {
+                if let Applied::PartlyStarted { refused } = applied {
+                    for refused in refused {
+                        if let Some(at) = instances
+                            .iter()
+                            .position(|instance| instance.id == refused.instance)
+                        {
+                            let instance = instances.remove(at);
+                            skipped.push(Skipped {
+                                journey: instance.journey,
+                                reason: single_reentry_refusal(refused.active),
+                            });
+                        }
+                    }
+                }
                 metrics::counter!("journeyd_events_accepted_total").increment(1);
                 let ids = instances.iter().map(|instance| instance.id).collect();
                 for instance in instances {
@@ -279,12 +245,11 @@ impl Runtime {
     /// Why the customer does not enter `journey` now, if they do not: its
     /// segment and suppression rules (their profile is read once per
     /// event), or single re-entry with an instance active or starting.
-    pub(super) async fn entry_refusal(
+    pub(super) fn entry_refusal(
         &self,
         journey: &Journey,
         customer: &str,
         profile: &mut Option<serde_json::Value>,
-        entering: &mut EnteringGuard<'_>,
     ) -> Result<Option<String>> {
         let entry = &journey.definition.entry;
         if !entry.segment.is_empty() || !entry.suppress.is_empty() {
@@ -299,17 +264,12 @@ impl Runtime {
                 return Ok(Some(reason));
             }
         }
-        if entry.reentry == Reentry::Single {
-            if !entering.take(journey.name(), customer).await {
-                return Ok(Some(
-                    "re-entry is single and another instance is still starting".into(),
-                ));
-            }
-            if let Some(id) = self.store.active_of(journey.name(), customer)?.first() {
-                return Ok(Some(format!(
-                    "re-entry is single and instance {id} is still active"
-                )));
-            }
+        // Checked here for a clear answer; the journal checks it again at
+        // commit (see `EventCommit::exclusive`), where it cannot race.
+        if entry.reentry == Reentry::Single
+            && let Some(id) = self.store.active_of(journey.name(), customer)?.first()
+        {
+            return Ok(Some(single_reentry_refusal(*id)));
         }
         Ok(None)
     }
@@ -451,6 +411,11 @@ impl Runtime {
         }
         Ok(wakes)
     }
+}
+
+/// Why single re-entry kept a customer out: `active` is still unfinished.
+fn single_reentry_refusal(active: InstanceId) -> String {
+    format!("re-entry is single and instance {active} is still active")
 }
 
 /// The channel choice an opt-in or opt-out event records; `None` for other

@@ -58,7 +58,6 @@ pub use self::caps::{FrequencyCap, SendLedger};
 pub use self::committer::{CommitError, Committer};
 pub use self::funnel::Funnel;
 pub use self::health::{Health, Readiness};
-use self::ingest::Entering;
 pub use self::ingest::{IncomingEvent, Receipt, Skipped};
 pub use self::operator::{Action, BulkOutcome};
 pub use self::registry::{Registry, Tag};
@@ -82,9 +81,6 @@ pub const OPTED_IN: &str = "channel.opted_in";
 pub const OPTED_OUT: &str = "channel.opted_out";
 /// Attempts to end an instance whose steps keep committing first.
 const EXIT_ATTEMPTS: usize = 100;
-/// Longest an event waits for another event's start of the same journey
-/// and customer under single re-entry.
-const ENTERING_WAIT: Duration = Duration::from_secs(5);
 
 /// Errors of the runtime's operations, each naming what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -452,7 +448,6 @@ pub struct Runtime {
     /// Frequency caps and the sends counted against them.
     sends: Arc<SendLedger>,
     /// Single re-entry starts in flight.
-    entering: Entering,
     /// Workers, timer loop, host faults, stuck timers.
     health: Health,
     /// The counter names each plugin has used, bounded.
@@ -571,7 +566,6 @@ impl Runtime {
                 timers_changed: tokio::sync::Notify::new(),
                 has_start_probes: std::sync::atomic::AtomicBool::new(false),
                 sends,
-                entering: Entering::default(),
                 health: Health::new(workers),
                 metric_names: MetricNames::default(),
                 catalog: std::sync::Mutex::new(()),

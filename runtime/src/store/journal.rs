@@ -120,6 +120,11 @@ pub struct EventCommit {
     pub event: EventRecord,
     /// The instances it starts (`event.started` lists them).
     pub started: Vec<Instance>,
+    /// Those of `started` that start only if their customer has no
+    /// unfinished instance of their journey (single re-entry). The journal
+    /// checks it at commit, against what is stored and what commits with
+    /// it, so two events at once never both start one.
+    pub exclusive: Vec<InstanceId>,
     /// The interaction it adds to its customer's history.
     pub interaction: Interaction,
     /// Waiting instances it wakes, committed with it (so an accepted event
@@ -143,6 +148,7 @@ impl EventCommit {
         EventCommit {
             event,
             started,
+            exclusive: Vec::new(),
             interaction,
             wakes: Vec::new(),
             exits: Vec::new(),
@@ -197,6 +203,22 @@ pub enum Applied {
     /// The instance's history slot is taken: the change was committed
     /// already, or another came first. Nothing was written.
     StaleStep,
+    /// The event was accepted, but some instances it would start were not
+    /// started (see [`EventCommit::exclusive`]); the event's record lists
+    /// only those that were.
+    PartlyStarted {
+        /// Each instance not started, with the unfinished one in its way.
+        refused: Vec<RefusedStart>,
+    },
+}
+
+/// An exclusive start refused at commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedStart {
+    /// The instance that was not started.
+    pub instance: InstanceId,
+    /// The customer's unfinished instance of the same journey.
+    pub active: InstanceId,
 }
 
 /// Which instances to list.

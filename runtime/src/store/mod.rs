@@ -22,9 +22,10 @@ mod timers;
 use serde::Serialize;
 
 pub use self::catalog::Catalog;
-pub use self::customers::Customers;
+pub use self::customers::{Customers, SendReservation};
 pub use self::journal::{
     Applied, Commit, CountedSend, EventCommit, InstanceCommit, InstanceFilter, Journal, LeftWait,
+    RefusedStart,
 };
 pub use self::model::*;
 pub use self::outbox::{

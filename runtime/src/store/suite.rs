@@ -166,6 +166,8 @@ pub fn run(store: &dyn Store) {
     attempts_keep_their_idempotency_key_and_stale_timers_can_be_forgotten(store);
     versions_are_numbered_once_under_concurrency(store);
     outbox_messages_are_claimed_with_a_lease_and_marked(store);
+    single_reentry_starts_one_instance_per_customer_under_concurrency(store);
+    send_reservations_never_exceed_a_cap_under_concurrency(store);
     concurrent_claims_hand_each_message_to_one_claimant(store);
     concurrent_commits_take_each_history_slot_once(store);
 }
@@ -287,6 +289,133 @@ fn concurrent_claims_hand_each_message_to_one_claimant(store: &dyn Store) {
     handed.sort();
     let expected: Vec<String> = ids.map(|id| format!("i-{id}/1/m0")).collect();
     assert_eq!(handed, expected, "every message claimed exactly once");
+}
+
+/// An event that starts instance `id` of the enquiry journey for
+/// `customer`, exclusively (single re-entry).
+fn exclusive_start(id: u64, customer: &str) -> Commit {
+    let mut commit = ingest_commit(id, customer);
+    for instance in &mut commit.started {
+        instance.indexed_by_customer = true;
+    }
+    commit.exclusive = vec![InstanceId(id)];
+    commit.into()
+}
+
+fn single_reentry_starts_one_instance_per_customer_under_concurrency(store: &dyn Store) {
+    // In one batch: the second start is refused, naming the first.
+    let applied = store
+        .commit(&[exclusive_start(700, "c-7"), exclusive_start(701, "c-7")])
+        .expect("commit");
+    let refused = vec![RefusedStart {
+        instance: InstanceId(701),
+        active: InstanceId(700),
+    }];
+    assert_eq!(
+        applied,
+        [
+            Applied::Done,
+            Applied::PartlyStarted {
+                refused: refused.clone()
+            }
+        ]
+    );
+    let event = store.event("evt-701").expect("read").expect("accepted");
+    assert!(
+        event.started.is_empty(),
+        "the record lists no refused start"
+    );
+    assert!(store.instance(InstanceId(701)).expect("read").is_none());
+    // Later, against what is stored.
+    let applied = store
+        .commit(&[exclusive_start(702, "c-7")])
+        .expect("commit");
+    assert_eq!(
+        applied,
+        [Applied::PartlyStarted {
+            refused: vec![RefusedStart {
+                instance: InstanceId(702),
+                active: InstanceId(700),
+            }]
+        }]
+    );
+    // From many threads at once, per customer: exactly one starts.
+    let started: usize = std::thread::scope(|scope| {
+        let senders: Vec<_> = (0..4u64)
+            .map(|thread| {
+                scope.spawn(move || {
+                    (0..10u64)
+                        .filter(|customer| {
+                            let id = 710 + customer * 10 + thread;
+                            let applied = store
+                                .commit(&[exclusive_start(id, &format!("c-7{customer}"))])
+                                .expect("commit");
+                            applied == [Applied::Done]
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        senders
+            .into_iter()
+            .map(|sender| sender.join().expect("a sender"))
+            .sum()
+    });
+    assert_eq!(started, 10, "one instance per customer");
+    for customer in 0..10 {
+        assert_eq!(
+            store
+                .active_of("enquiry", &format!("c-7{customer}"))
+                .expect("active")
+                .len(),
+            1
+        );
+    }
+}
+
+fn send_reservations_never_exceed_a_cap_under_concurrency(store: &dyn Store) {
+    const LIMIT: u32 = 5;
+    let reserve = |at_ms| {
+        store
+            .reserve_send("c-capped", "sms", at_ms, 1_000, LIMIT)
+            .expect("reserve")
+    };
+    let reserved: Vec<u64> = std::thread::scope(|scope| {
+        let senders: Vec<_> = (0..4u64)
+            .map(|thread| {
+                scope.spawn(move || {
+                    (0..10u64)
+                        .map(|n| 1_000 + thread * 100 + n)
+                        .filter(|at_ms| reserve(*at_ms) == SendReservation::Reserved)
+                        .collect::<Vec<u64>>()
+                })
+            })
+            .collect();
+        senders
+            .into_iter()
+            .flat_map(|sender| sender.join().expect("a sender"))
+            .collect()
+    });
+    assert_eq!(reserved.len(), LIMIT as usize, "{reserved:?}");
+    let SendReservation::Full { sent } = reserve(2_000) else {
+        panic!("the cap is full");
+    };
+    let mut expected = reserved.clone();
+    expected.sort_unstable();
+    assert_eq!(sent, expected, "the full answer lists the reserved sends");
+    // A released reservation frees its slot; one outside the period does
+    // not count.
+    store
+        .release_send("c-capped", "sms", reserved[0])
+        .expect("release");
+    assert_eq!(reserve(2_000), SendReservation::Reserved);
+    assert!(
+        store
+            .reserve_send("c-capped", "sms", 9_000, 5_000, LIMIT)
+            .expect("reserve")
+            == SendReservation::Reserved,
+        "sends before the period do not count"
+    );
 }
 
 fn versions_are_numbered_once_under_concurrency(store: &dyn Store) {

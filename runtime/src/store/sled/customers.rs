@@ -9,9 +9,13 @@ use serde_json::value::RawValue;
 
 use super::{SledStore, decode, keys};
 use crate::store::{
-    CustomerView, Customers, Engagement, Error, Interaction, Result, VIEW_ENGAGEMENT,
-    VIEW_INTERACTIONS, encode,
+    CustomerView, Customers, Engagement, Error, Interaction, Result, SendReservation,
+    VIEW_ENGAGEMENT, VIEW_INTERACTIONS, encode,
 };
+
+/// Sends reserved against frequency caps and not yet released, by
+/// (customer, channel): their times.
+pub(super) type Reservations = HashMap<(String, String), Vec<u64>>;
 
 /// Customer views in memory, at most `capacity`.
 pub(super) struct CustomerCache {
@@ -66,6 +70,12 @@ impl CustomerCache {
 }
 
 impl SledStore {
+    fn reservations(&self) -> std::sync::MutexGuard<'_, Reservations> {
+        self.reservations
+            .lock()
+            .expect("the reservations lock is never poisoned")
+    }
+
     pub(super) fn customer_cache(&self) -> std::sync::MutexGuard<'_, CustomerCache> {
         self.customers
             .lock()
@@ -149,6 +159,49 @@ impl Customers for SledStore {
             channels: cached.channels.clone(),
             engagement: cached.engagement.clone(),
         })
+    }
+
+    fn reserve_send(
+        &self,
+        customer: &str,
+        channel: &str,
+        at_ms: u64,
+        since_ms: u64,
+        limit: u32,
+    ) -> Result<SendReservation> {
+        let key = (customer.to_owned(), channel.to_owned());
+        // Held across the read, so the count and the reservation are one
+        // step. A commit applied but not yet released is counted twice for
+        // a moment: never under the cap.
+        let mut reservations = self.reservations();
+        let mut sent = self.sent_since(customer, channel, since_ms)?;
+        sent.extend(
+            reservations
+                .get(&key)
+                .into_iter()
+                .flatten()
+                .filter(|at| **at >= since_ms),
+        );
+        if sent.len() >= limit as usize {
+            sent.sort_unstable();
+            return Ok(SendReservation::Full { sent });
+        }
+        reservations.entry(key).or_default().push(at_ms);
+        Ok(SendReservation::Reserved)
+    }
+
+    fn release_send(&self, customer: &str, channel: &str, at_ms: u64) -> Result<()> {
+        let key = (customer.to_owned(), channel.to_owned());
+        let mut reservations = self.reservations();
+        if let Some(sent) = reservations.get_mut(&key)
+            && let Some(position) = sent.iter().rposition(|sent_at| *sent_at == at_ms)
+        {
+            sent.remove(position);
+            if sent.is_empty() {
+                reservations.remove(&key);
+            }
+        }
+        Ok(())
     }
 
     fn sent_since(&self, customer: &str, channel: &str, since_ms: u64) -> Result<Vec<u64>> {

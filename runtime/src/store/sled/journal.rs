@@ -18,7 +18,8 @@ use std::time::Duration;
 use super::{SledStore, decode, keys};
 use crate::store::{
     Applied, Commit, Error, EventCommit, EventRecord, HistoryEntry, Instance, InstanceCommit,
-    InstanceFilter, InstanceId, InstanceStatus, Interaction, Journal, Result, Timers, encode,
+    InstanceFilter, InstanceId, InstanceStatus, Interaction, Journal, RefusedStart, Result, Timers,
+    encode,
 };
 
 /// An instance change with its records encoded.
@@ -100,6 +101,9 @@ struct BatchSoFar<'a> {
     changed_customers: Vec<&'a str>,
     /// Timers cleared: their claims end once the batch is applied.
     cleared_timers: Vec<(u64, InstanceId)>,
+    /// Instances started by customer (journey, customer), for single
+    /// re-entry within the batch.
+    started_by_customer: HashMap<(&'a str, &'a str), InstanceId>,
 }
 
 impl SledStore {
@@ -123,9 +127,45 @@ impl SledStore {
                 started: earlier.started,
             });
         }
+        let mut refused = Vec::new();
+        for instance in &commit.started {
+            if !commit.exclusive.contains(&instance.id) {
+                continue;
+            }
+            let pair = (instance.journey.as_str(), instance.customer_id.as_str());
+            let active = match so_far.started_by_customer.get(&pair) {
+                Some(active) => Some(*active),
+                None => self
+                    .active_of(&instance.journey, &instance.customer_id)?
+                    .first()
+                    .copied(),
+            };
+            if let Some(active) = active {
+                refused.push(RefusedStart {
+                    instance: instance.id,
+                    active,
+                });
+            }
+        }
+        let is_refused = |id: InstanceId| refused.iter().any(|refused| refused.instance == id);
         so_far.events.insert(&event.id, &event.started);
-        batch.insert(keys::event(&event.id), &*encoded.event);
+        if refused.is_empty() {
+            batch.insert(keys::event(&event.id), &*encoded.event);
+        } else {
+            // Rare: the record lists only the instances that started.
+            let mut record = event.clone();
+            record.started.retain(|id| !is_refused(*id));
+            batch.insert(keys::event(&event.id), encode(&record)?);
+        }
         for (instance, record) in commit.started.iter().zip(&encoded.started) {
+            if is_refused(instance.id) {
+                continue;
+            }
+            if instance.indexed_by_customer {
+                so_far
+                    .started_by_customer
+                    .insert((&instance.journey, &instance.customer_id), instance.id);
+            }
             batch.insert(keys::instance(instance.id), &**record);
             batch.insert(keys::running(instance.id), &[]);
             batch.insert(
@@ -170,7 +210,10 @@ impl SledStore {
             batch.insert(keys::engagement(&event.customer_id, seq), &**record);
             so_far.changed_customers.push(&event.customer_id);
         }
-        Ok(Applied::Done)
+        Ok(match refused.is_empty() {
+            true => Applied::Done,
+            false => Applied::PartlyStarted { refused },
+        })
     }
 
     /// Add an instance change to `batch`, unless its history slot is taken

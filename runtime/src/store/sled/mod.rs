@@ -12,9 +12,10 @@
 //! journeys and settings; `customers.rs` profiles and the cached views;
 //! `outbox.rs` deliveries.
 //!
-//! Claims (timers, outbox messages) are held in memory: sled opens its
-//! directory in one process at a time, so the process is the only
-//! claimant there can be, and a restart rightly drops its claims with it.
+//! Claims (timers, outbox messages) and send reservations are held in
+//! memory: sled opens its directory in one process at a time, so the
+//! process is the only claimant there can be, and a restart rightly drops
+//! its claims with it.
 
 mod catalog;
 mod customers;
@@ -29,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use self::customers::CustomerCache;
+use self::customers::{CustomerCache, Reservations};
 use crate::store::{Error, InstanceId, Result};
 
 impl From<sled::Error> for Error {
@@ -73,6 +74,8 @@ pub struct SledStore {
     versions: std::sync::Mutex<()>,
     /// Timers and messages claimed, until when.
     leases: std::sync::Mutex<Leases>,
+    /// Sends reserved against frequency caps (held in memory like claims).
+    reservations: std::sync::Mutex<Reservations>,
 }
 
 /// What is claimed, until when.
@@ -114,6 +117,7 @@ impl SledStore {
             applying: std::sync::RwLock::new(()),
             versions: std::sync::Mutex::new(()),
             leases: std::sync::Mutex::new(Leases::default()),
+            reservations: std::sync::Mutex::new(Reservations::default()),
         })
     }
 
