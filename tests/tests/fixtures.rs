@@ -26,8 +26,14 @@ fn every_fixture_crate_is_listed_and_used_by_a_test() {
             sources.push_str(&std::fs::read_to_string(path).expect("test source"));
         }
     }
-    let bench = std::fs::read_to_string(workspace().join("runtime/src/cli/bench.rs"))
-        .expect("bench source");
+    let mut bench = String::new();
+    for entry in
+        std::fs::read_dir(workspace().join("runtime/src/cli/bench")).expect("bench sources")
+    {
+        bench.push_str(
+            &std::fs::read_to_string(entry.expect("dir entry").path()).expect("bench source"),
+        );
+    }
     for name in FIXTURES {
         let file = format!("fixture_{}.wasm", name.replace('-', "_"));
         assert!(

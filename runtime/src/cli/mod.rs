@@ -11,8 +11,7 @@
 //! [`ADDRESS_FILE`] (so `serve --listen 127.0.0.1:0` is found), else
 //! `http://127.0.0.1:7700`.
 
-mod bench;
-mod bench_waiting;
+pub mod bench;
 mod client;
 mod serve;
 mod timeline;

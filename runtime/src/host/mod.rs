@@ -29,7 +29,7 @@ pub use self::contract::{OutputLimits, Violation};
 pub use self::customer::CustomerSource;
 pub use self::log::PluginLog;
 pub use self::metrics::MetricSample;
-pub use self::outbox::{Admission, CappedSend, NoCaps, QueuedMessage, SendPolicy};
+pub use self::outbox::{Admission, CappedSend, QueuedMessage, SendPolicy};
 
 /// Bindings generated from `wit/journey.wit`: the one contract.
 pub mod bindings {
@@ -562,31 +562,6 @@ impl Host {
         }
         StepFailure::Trap(format!("{error:#}"))
     }
-}
-
-/// `component` with a custom section appended: the same code under another
-/// digest, as a rebuilt plugin would be (benchmarks and tests use it to
-/// make versions to swap between).
-pub fn with_custom_section(mut component: Vec<u8>, name: &str, payload: &[u8]) -> Vec<u8> {
-    fn leb128(mut value: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (value & 0x7f) as u8;
-            value >>= 7;
-            if value == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let mut content = Vec::new();
-    leb128(name.len(), &mut content);
-    content.extend_from_slice(name.as_bytes());
-    content.extend_from_slice(payload);
-    component.push(0);
-    leb128(content.len(), &mut component);
-    component.extend_from_slice(&content);
-    component
 }
 
 #[cfg(test)]

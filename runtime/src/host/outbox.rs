@@ -42,16 +42,6 @@ pub trait SendPolicy: Send + Sync {
     ) -> Result<Admission, HostFault>;
 }
 
-/// A policy without caps.
-#[derive(Debug, Default)]
-pub struct NoCaps;
-
-impl SendPolicy for NoCaps {
-    fn admit(&self, _: &str, _: &str, _: &str, _: u64) -> Result<Admission, HostFault> {
-        Ok(Admission::Uncapped)
-    }
-}
-
 /// A message queued by a step, with its idempotent id.
 #[derive(Debug, Clone)]
 pub struct QueuedMessage {

@@ -20,8 +20,10 @@ use anyhow::{Context as _, bail};
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use super::bench::{
-    BenchArgs, default_plugin_dir, percentile, read_component, seed_plugin, start_serve,
+use super::BenchArgs;
+use super::support::{
+    default_plugin_dir, dir_size, percentile, read_component, round2, rss_mib, seed_plugin,
+    start_serve,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::executor::{IncomingEvent, Runtime, Settings};
@@ -79,17 +81,6 @@ const SEED_BATCH: usize = 2_000;
 /// Time between the restarted runtime's start and the first timer: room
 /// to measure its idle memory.
 const TIMER_LEAD_MS: u64 = 8_000;
-
-fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
-fn round2(value: f64) -> f64 {
-    (value * 100.0).round() / 100.0
-}
 
 /// One sleeping instance: its start and its first step (a sleep until
 /// `due_ms`), as the runtime commits them.
@@ -327,19 +318,6 @@ pub async fn timers(args: &BenchArgs) -> anyhow::Result<()> {
         })
     );
     Ok(())
-}
-
-fn dir_size(path: &std::path::Path) -> u64 {
-    std::fs::read_dir(path)
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .map(|entry| match entry.metadata() {
-            Ok(meta) if meta.is_dir() => dir_size(&entry.path()),
-            Ok(meta) => meta.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 /// `--scenario resume`.

@@ -7,7 +7,7 @@
 //! counts. Prints a readable summary, then one JSON line.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -17,11 +17,19 @@ use clap::Args;
 use serde_json::json;
 use tokio::sync::{Semaphore, oneshot};
 
+mod support;
+mod waiting;
+
+use self::support::{
+    NoCaps, default_plugin_dir, peak_rss_mib, percentile, process_cpu_seconds, read_component,
+    seed_plugin, start_serve,
+};
+pub use self::support::{skip_steps, with_custom_section};
 use crate::clock::SystemClock;
 use crate::executor::{IncomingEvent, Runtime, Settings};
 use crate::host::{self, StepRequest};
 use crate::store::sled::{SledOptions, SledStore};
-use crate::store::{Catalog, InstanceId, InstanceStatus, Journal, Outbox, Store};
+use crate::store::{InstanceId, InstanceStatus, Journal, Outbox, Store};
 
 /// Arguments of `journeyd bench`.
 #[derive(Debug, Args)]
@@ -142,40 +150,6 @@ const SAMPLE_ENQUIRIES: [&str; 6] = [
     "The app crashes every time I open my invoices, please fix this",
 ];
 
-/// Where `cargo build --profile plugin --target wasm32-wasip2` puts components.
-pub(super) fn default_plugin_dir() -> PathBuf {
-    let local = PathBuf::from("target/wasm32-wasip2/plugin");
-    if local.is_dir() {
-        return local;
-    }
-    // Beside the binary: target/release/journeyd → target/wasm32-wasip2/plugin.
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("wasm32-wasip2/plugin")))
-        .unwrap_or(local)
-}
-
-pub(super) fn read_component(dir: &Path, file: &str) -> anyhow::Result<Vec<u8>> {
-    let path = dir.join(file);
-    std::fs::read(&path).with_context(|| {
-        format!(
-            "reading {} (build the plugins first: cargo build --profile plugin --target wasm32-wasip2 --workspace)",
-            path.display()
-        )
-    })
-}
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
-            let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib / 1024.0)
-        })
-        .unwrap_or(0.0)
-}
-
 /// Mean recorded duration of each step over the given instances, in
 /// journey order.
 fn step_durations(
@@ -200,31 +174,6 @@ fn step_durations(
         .into_iter()
         .map(|(name, sum, count)| (name, sum as f64 / count.max(1) as f64))
         .collect())
-}
-
-/// User + system CPU time of this process so far, seconds.
-fn process_cpu_seconds() -> f64 {
-    let ticks_per_second = 100.0; // USER_HZ on Linux
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|stat| {
-            // Fields after the parenthesised command name; utime and stime
-            // are the 12th and 13th of them.
-            let rest = stat.rsplit_once(')')?.1;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let user: f64 = fields.get(11)?.parse().ok()?;
-            let system: f64 = fields.get(12)?.parse().ok()?;
-            Some((user + system) / ticks_per_second)
-        })
-        .unwrap_or(0.0)
-}
-
-pub(super) fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
 }
 
 /// Median of instantiate + call of the trivial plugin, in µs.
@@ -258,7 +207,7 @@ fn step_overhead_us(runtime: &Runtime, noop: &[u8], rounds: usize) -> anyhow::Re
             },
             now_ms: 0,
             deadline: None,
-            sends: Arc::new(host::NoCaps),
+            sends: Arc::new(NoCaps),
         };
         let run = host.run_step(&plugin, request);
         if let Err(failure) = run.result {
@@ -284,8 +233,8 @@ struct Waiters {
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     match args.scenario {
         Scenario::Restart => return restart(&args).await,
-        Scenario::Timers => return super::bench_waiting::timers(&args).await,
-        Scenario::Resume => return super::bench_waiting::resume(&args).await,
+        Scenario::Timers => return waiting::timers(&args).await,
+        Scenario::Resume => return waiting::resume(&args).await,
         Scenario::Enquiry => {}
     }
     let dir = args.plugins.clone().unwrap_or_else(default_plugin_dir);
@@ -305,7 +254,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         let bytes = read_component(&dir, &format!("plugin_{name}.wasm"))?;
         if name == SWAPPED_PLUGIN && args.swap_every.is_some() {
             // Two versions of the same code under different digests.
-            let second = host::with_custom_section(bytes.clone(), "bench-build", b"2");
+            let second = with_custom_section(bytes.clone(), "bench-build", b"2");
             swap_digests.push(runtime.push_plugin(name, bytes).await?.digest);
             swap_digests.push(runtime.push_plugin(name, second).await?.digest);
             runtime.set_tag(name, "stable", 1, None, "bench")?;
@@ -327,9 +276,8 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     };
     // The shipped journey waits for a person to resolve each enquiry; the
     // benchmark measures the automatic path, from hand-over straight on.
-    let journey_source =
-        crate::journey::skip_steps(&journey_source, &["sla", "escalate"], "resolved")
-            .map_err(|reason| anyhow::anyhow!("{}: {reason}", args.journey.display()))?;
+    let journey_source = skip_steps(&journey_source, &["sla", "escalate"], "resolved")
+        .map_err(|reason| anyhow::anyhow!("{}: {reason}", args.journey.display()))?;
     let journey_source = match args.fail_first_percent {
         Some(percent) => {
             runtime
@@ -644,61 +592,6 @@ async fn swap_tags(
 /// each once into the store's compiled-code cache, then start `journeyd
 /// serve` on that store and time it to its readiness line (every version
 /// loaded).
-/// Store `bytes` as the next version of plugin `name` and compile it into
-/// the compiled-code cache, as a push does; returns its digest.
-pub(super) fn seed_plugin(
-    store: &SledStore,
-    host: &host::Host,
-    name: &str,
-    bytes: &[u8],
-) -> anyhow::Result<String> {
-    let digest = {
-        use sha2::Digest as _;
-        format!("{:x}", sha2::Sha256::digest(bytes))
-    };
-    host.load(&digest, bytes)?;
-    store.put_plugin(name, &digest, bytes, 0)?;
-    Ok(digest)
-}
-
-/// Start `journeyd serve` on `data` (plus `extra` arguments); returns the
-/// process, its URL and the time from start to its readiness line.
-pub(super) async fn start_serve(
-    data: &Path,
-    extra: &[String],
-) -> anyhow::Result<(std::process::Child, String, std::time::Duration)> {
-    let exe = std::env::current_exe().context("finding the journeyd binary")?;
-    let started = Instant::now();
-    let mut child = std::process::Command::new(exe)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .context("starting journeyd serve")?;
-    let stdout = child.stdout.take().context("stdout is piped")?;
-    let ready = tokio::task::spawn_blocking(move || {
-        use std::io::BufRead as _;
-        std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|line| {
-                line.strip_prefix("journeyd listening on ")
-                    .map(str::to_owned)
-            })
-    })
-    .await?;
-    let elapsed = started.elapsed();
-    match ready {
-        Some(url) => Ok((child, url, elapsed)),
-        None => {
-            let _ = child.kill();
-            bail!("journeyd serve exited before it was ready")
-        }
-    }
-}
-
 async fn restart(args: &BenchArgs) -> anyhow::Result<()> {
     let dir = args.plugins.clone().unwrap_or_else(default_plugin_dir);
     let temporary = tempfile::tempdir()?;
@@ -720,7 +613,7 @@ async fn restart(args: &BenchArgs) -> anyhow::Result<()> {
         for n in 0..versions {
             let (name, bytes) = &sources[n % sources.len()];
             let bytes =
-                host::with_custom_section(bytes.clone(), "bench-version", n.to_string().as_bytes());
+                with_custom_section(bytes.clone(), "bench-version", n.to_string().as_bytes());
             seed_plugin(&store, &host, name, &bytes)?;
             if (n + 1) % 10 == 0 || n + 1 == versions {
                 eprintln!(

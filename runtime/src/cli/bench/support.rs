@@ -1,0 +1,230 @@
+//! What the benchmarks and the black-box tests share: finding and pushing
+//! the built plugins, starting `journeyd serve`, journeys and components
+//! shaped for a run, and reading the process's resources. Nothing here is
+//! on the runtime's own path.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+
+use crate::host;
+use crate::store::Catalog;
+use crate::store::sled::SledStore;
+
+/// Where `cargo build --profile plugin --target wasm32-wasip2` puts components.
+pub fn default_plugin_dir() -> PathBuf {
+    let local = PathBuf::from("target/wasm32-wasip2/plugin");
+    if local.is_dir() {
+        return local;
+    }
+    // Beside the binary: target/release/journeyd → target/wasm32-wasip2/plugin.
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("wasm32-wasip2/plugin")))
+        .unwrap_or(local)
+}
+
+pub fn read_component(dir: &Path, file: &str) -> anyhow::Result<Vec<u8>> {
+    let path = dir.join(file);
+    std::fs::read(&path).with_context(|| {
+        format!(
+            "reading {} (build the plugins first: cargo build --profile plugin --target wasm32-wasip2 --workspace)",
+            path.display()
+        )
+    })
+}
+
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+            let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib / 1024.0)
+        })
+        .unwrap_or(0.0)
+}
+
+/// User + system CPU time of this process so far, seconds.
+pub fn process_cpu_seconds() -> f64 {
+    let ticks_per_second = 100.0; // USER_HZ on Linux
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Fields after the parenthesised command name; utime and stime
+            // are the 12th and 13th of them.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let user: f64 = fields.get(11)?.parse().ok()?;
+            let system: f64 = fields.get(12)?.parse().ok()?;
+            Some((user + system) / ticks_per_second)
+        })
+        .unwrap_or(0.0)
+}
+
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Store `bytes` as the next version of plugin `name` and compile it into
+/// the compiled-code cache, as a push does; returns its digest.
+pub fn seed_plugin(
+    store: &SledStore,
+    host: &host::Host,
+    name: &str,
+    bytes: &[u8],
+) -> anyhow::Result<String> {
+    let digest = {
+        use sha2::Digest as _;
+        format!("{:x}", sha2::Sha256::digest(bytes))
+    };
+    host.load(&digest, bytes)?;
+    store.put_plugin(name, &digest, bytes, 0)?;
+    Ok(digest)
+}
+
+/// Start `journeyd serve` on `data` (plus `extra` arguments); returns the
+/// process, its URL and the time from start to its readiness line.
+pub async fn start_serve(
+    data: &Path,
+    extra: &[String],
+) -> anyhow::Result<(std::process::Child, String, std::time::Duration)> {
+    let exe = std::env::current_exe().context("finding the journeyd binary")?;
+    let started = Instant::now();
+    let mut child = std::process::Command::new(exe)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting journeyd serve")?;
+    let stdout = child.stdout.take().context("stdout is piped")?;
+    let ready = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead as _;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| {
+                line.strip_prefix("journeyd listening on ")
+                    .map(str::to_owned)
+            })
+    })
+    .await?;
+    let elapsed = started.elapsed();
+    match ready {
+        Some(url) => Ok((child, url, elapsed)),
+        None => {
+            let _ = child.kill();
+            bail!("journeyd serve exited before it was ready")
+        }
+    }
+}
+
+pub fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+pub fn round2(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
+pub fn dir_size(path: &std::path::Path) -> u64 {
+    std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => dir_size(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// `component` with a custom section appended: the same code under another
+/// digest, as a rebuilt plugin would be (benchmarks and tests use it to
+/// make versions to swap between).
+pub fn with_custom_section(mut component: Vec<u8>, name: &str, payload: &[u8]) -> Vec<u8> {
+    fn leb128(mut value: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut content = Vec::new();
+    leb128(name.len(), &mut content);
+    content.extend_from_slice(name.as_bytes());
+    content.extend_from_slice(payload);
+    component.push(0);
+    leb128(content.len(), &mut component);
+    component.extend_from_slice(&content);
+    component
+}
+
+/// A journey's TOML with the steps run by `plugins` cut out: a transition
+/// into a removed step leads where that step's `via` transition leads.
+/// The benchmark and the core tests use it to run the enquiry journey
+/// without its wait for a person (`skip_steps(source, &["sla",
+/// "escalate"], "resolved")`). Returns the TOML, or why it cannot.
+pub fn skip_steps(source: &str, plugins: &[&str], via: &str) -> Result<String, String> {
+    let mut journey: toml::Table = toml::from_str(source).map_err(|error| error.to_string())?;
+    let steps = journey
+        .get_mut("steps")
+        .and_then(toml::Value::as_array_mut)
+        .ok_or("the journey has no steps")?;
+    let removed: HashMap<String, String> = steps
+        .iter()
+        .filter(|step| {
+            step.get("plugin")
+                .and_then(toml::Value::as_str)
+                .is_some_and(|plugin| plugins.contains(&plugin))
+        })
+        .filter_map(|step| {
+            let name = step.get("name")?.as_str()?.to_owned();
+            let next = step.get("on")?.get(via)?.as_str()?.to_owned();
+            Some((name, next))
+        })
+        .collect();
+    steps.retain(|step| {
+        !step
+            .get("plugin")
+            .and_then(toml::Value::as_str)
+            .is_some_and(|plugin| plugins.contains(&plugin))
+    });
+    for step in steps.iter_mut() {
+        let Some(on) = step.get_mut("on").and_then(toml::Value::as_table_mut) else {
+            continue;
+        };
+        for (_, target) in on.iter_mut() {
+            if let Some(next) = target.as_str().and_then(|name| removed.get(name)) {
+                *target = toml::Value::String(next.clone());
+            }
+        }
+    }
+    toml::to_string(&journey).map_err(|error| error.to_string())
+}
+
+/// A policy without caps.
+#[derive(Debug, Default)]
+pub struct NoCaps;
+
+impl host::SendPolicy for NoCaps {
+    fn admit(&self, _: &str, _: &str, _: &str, _: u64) -> Result<host::Admission, host::HostFault> {
+        Ok(host::Admission::Uncapped)
+    }
+}

@@ -1,0 +1,109 @@
+//! Outbox messages and what the store knows of a customer: interactions,
+//! channel choices, engagement and the view a step reads.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::*;
+
+/// A message waiting in the outbox for delivery.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboxMessage {
+    /// Idempotent id: the step's idempotency key plus the send's index.
+    pub id: String,
+    /// The instance whose step queued it.
+    pub instance_id: InstanceId,
+    /// The step that queued it.
+    pub step: String,
+    /// The customer it is for.
+    pub customer_id: String,
+    /// The channel.
+    pub channel: String,
+    /// The address (resolved from the profile when the plugin left it empty).
+    pub to: String,
+    /// Subject line, may be empty.
+    pub subject: String,
+    /// Message text.
+    pub body: String,
+    /// Provider metadata (a JSON object).
+    pub metadata: Box<RawValue>,
+    /// When it was queued, ms since the Unix epoch.
+    pub queued_at_ms: u64,
+}
+
+/// One interaction in a customer's history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Interaction {
+    /// When, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// The channel.
+    pub channel: String,
+    /// What kind of interaction.
+    pub kind: String,
+    /// Free text.
+    pub text: String,
+    /// Structured details as JSON text, kept as text: plugins receive it
+    /// as text, so it is never re-serialized on the step path.
+    pub details: Box<RawValue>,
+}
+
+/// How many of a customer's most recent interactions their view covers.
+pub const VIEW_INTERACTIONS: usize = 100;
+
+/// How many of a customer's most recent engagements their view covers.
+pub const VIEW_ENGAGEMENT: usize = 50;
+
+/// A customer's opt-in or opt-out of one channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelPreference {
+    /// The channel.
+    pub channel: String,
+    /// Whether they opted in.
+    pub opted_in: bool,
+    /// When they chose, ms since the Unix epoch.
+    pub changed_at_ms: u64,
+}
+
+/// One engagement of a customer (opened, clicked, registered ...), from
+/// an event a journey declares as engagement.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Engagement {
+    /// When the event was accepted, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// What the customer did.
+    pub action: String,
+    /// The channel it happened on (may be empty).
+    pub channel: String,
+    /// The event type.
+    pub event_kind: String,
+    /// The event data.
+    pub details: Box<RawValue>,
+}
+
+/// Profile plus interaction history of one customer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CustomerView {
+    /// The customer id.
+    pub id: String,
+    /// The profile object as JSON text (`{}` when none was upserted).
+    pub profile: Box<RawValue>,
+    /// The most recent interactions, oldest first.
+    pub interactions: Vec<Interaction>,
+    /// Channel opt-ins, by channel name.
+    #[serde(default)]
+    pub channels: Vec<ChannelPreference>,
+    /// The most recent engagement, oldest first.
+    #[serde(default)]
+    pub engagement: Vec<Engagement>,
+}
+
+impl CustomerView {
+    /// Whether anything is known about the customer: a profile other
+    /// than `{}`, an interaction, a channel choice or an engagement.
+    pub fn is_known(&self) -> bool {
+        self.profile.get() != "{}"
+            || !self.interactions.is_empty()
+            || !self.channels.is_empty()
+            || !self.engagement.is_empty()
+    }
+}

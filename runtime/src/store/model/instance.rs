@@ -1,0 +1,284 @@
+//! Events and instances, and the instance state machine: how a step,
+//! a retry, a restart or a split moves an instance.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::*;
+
+/// An accepted event, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// The sender's id; the store keeps one record per id.
+    pub id: String,
+    /// The event type.
+    pub kind: String,
+    /// The customer it is about.
+    pub customer_id: String,
+    /// The event data (a JSON value), kept as the sender's text.
+    pub data: Box<RawValue>,
+    /// When the runtime accepted it, ms since the Unix epoch.
+    pub received_at_ms: u64,
+    /// The instances it started.
+    pub started: Vec<InstanceId>,
+}
+
+/// Where an instance is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceStatus {
+    /// It has a step to run.
+    Running,
+    /// It sleeps until a timer wakes it to run its next step.
+    Waiting,
+    /// It reached a terminal state or a step completed it.
+    Completed,
+    /// A step failed it.
+    Failed,
+    /// One of its journey's exit events ended it wherever it was.
+    Exited,
+    /// An operator cancelled it.
+    Cancelled,
+}
+
+impl InstanceStatus {
+    /// Whether it has finished (completed, failed, exited or cancelled).
+    /// A failed instance can still be retried or skipped by an operator.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            InstanceStatus::Completed
+                | InstanceStatus::Failed
+                | InstanceStatus::Exited
+                | InstanceStatus::Cancelled
+        )
+    }
+
+    /// The status as the API spells it.
+    pub fn label(self) -> &'static str {
+        match self {
+            InstanceStatus::Running => "running",
+            InstanceStatus::Waiting => "waiting",
+            InstanceStatus::Completed => "completed",
+            InstanceStatus::Failed => "failed",
+            InstanceStatus::Exited => "exited",
+            InstanceStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One customer's run through one journey version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Instance {
+    /// Its id.
+    pub id: InstanceId,
+    /// The journey name.
+    pub journey: String,
+    /// The journey version it is pinned to.
+    pub journey_version: u32,
+    /// The customer it is about.
+    pub customer_id: String,
+    /// Its value of the journey's correlation key.
+    pub correlation: String,
+    /// The event that started it.
+    pub trigger_event_id: String,
+    /// Running, completed or failed.
+    pub status: InstanceStatus,
+    /// The next step to run while running; `None` once finished.
+    pub current_step: Option<String>,
+    /// The terminal state it ended in, if the journey names one.
+    pub terminal: Option<String>,
+    /// Why it failed, if it did.
+    pub failure: Option<String>,
+    /// The state object that steps read and replace (JSON text).
+    pub state: Box<RawValue>,
+    /// The number of history entries: the next entry's sequence number.
+    pub history_len: u32,
+    /// When it started, ms since the Unix epoch.
+    pub created_at_ms: u64,
+    /// When it last changed, ms since the Unix epoch.
+    pub updated_at_ms: u64,
+    /// While waiting: when its timer fires, ms since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_at_ms: Option<u64>,
+    /// While waiting for an event: which, and where each ending leads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<EventWait>,
+    /// The event that ended its last wait, which its steps now see (the
+    /// trigger event until then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event_id: Option<String>,
+    /// Whether the store indexes it by journey and customer until it
+    /// finishes: its journey allows one active instance per customer, or
+    /// has exit events about the customer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub indexed_by_customer: bool,
+    /// Attempts of its current step so far, once there is more than the
+    /// first: after a failed attempt waiting to be retried, after a
+    /// restart, or after an operator's retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<StepAttempts>,
+}
+
+/// The attempts of one step execution: every attempt gets the same
+/// idempotency key, and the attempt number counts up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepAttempts {
+    /// Attempts made so far: failed ones, and ones a restart interrupted.
+    pub made: u32,
+    /// Of those, the ones whose plugin failed (what the retry policy
+    /// counts).
+    pub failed: u32,
+    /// The idempotency key of every attempt: the first attempt's.
+    pub idempotency_key: String,
+    /// The plugin to run instead of the step's (`name`, `name@version` or
+    /// `name:tag`): an operator's retry onto another version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+}
+
+/// What a waiting instance waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventWait {
+    /// The event type.
+    pub kind: String,
+    /// What a matching event carries: `customer=<id>` or `<key>=<value>`.
+    pub correlation: String,
+    /// The step it continues at when the event arrives.
+    pub on_event: String,
+    /// The step it continues at when the timeout passes first.
+    pub on_timeout: String,
+}
+
+impl Instance {
+    /// Follow a split's variant to `target`, a step or (when `is_step` is
+    /// false) a terminal state.
+    pub fn follow_split(&mut self, target: &str, is_step: bool, now: u64) {
+        self.history_len += 1;
+        self.updated_at_ms = now;
+        self.attempts = None;
+        if is_step {
+            self.current_step = Some(target.to_owned());
+        } else {
+            self.current_step = None;
+            self.status = InstanceStatus::Completed;
+            self.terminal = Some(target.to_owned());
+        }
+    }
+
+    /// The event its steps see: the one that ended its last wait, or the
+    /// one that started it.
+    pub fn current_event_id(&self) -> &str {
+        self.last_event_id
+            .as_deref()
+            .unwrap_or(&self.trigger_event_id)
+    }
+}
+
+impl Instance {
+    /// The idempotency key of its current step execution: the same for
+    /// every attempt of that step (the history slot of the first one).
+    pub fn idempotency_key(&self) -> String {
+        match &self.attempts {
+            Some(attempts) => attempts.idempotency_key.clone(),
+            None => format!("{}/{}", self.id, self.history_len),
+        }
+    }
+
+    /// The number of the next attempt of its current step (1 for a first).
+    pub fn next_attempt(&self) -> u32 {
+        self.attempts
+            .as_ref()
+            .map_or(1, |attempts| attempts.made + 1)
+    }
+
+    /// The attempts of its current step, begun if there were none.
+    fn attempts_mut(&mut self) -> &mut StepAttempts {
+        let key = self.idempotency_key();
+        self.attempts.get_or_insert(StepAttempts {
+            made: 0,
+            failed: 0,
+            idempotency_key: key,
+            plugin: None,
+        })
+    }
+
+    /// A restart interrupted attempt `attempt` of its current step: the
+    /// next one counts on (history entry [`HistoryEntry::Restarted`]).
+    pub fn restarted(&mut self, attempt: u32, at_ms: u64) {
+        let attempts = self.attempts_mut();
+        attempts.made = attempts.made.max(attempt);
+        self.history_len += 1;
+        self.updated_at_ms = at_ms;
+    }
+
+    /// Attempt `step.attempt` failed and the step runs again at
+    /// `retry_at_ms` (history entry [`HistoryEntry::StepFailed`]): the
+    /// instance waits on a durable timer, still at the same step.
+    pub fn retry_later(&mut self, step: &StepRecord, retry_at_ms: u64) {
+        let attempts = self.attempts_mut();
+        attempts.made = step.attempt;
+        attempts.failed += 1;
+        self.history_len += 1;
+        self.updated_at_ms = step.at_ms + step.duration_us / 1000;
+        self.status = InstanceStatus::Waiting;
+        self.wake_at_ms = Some(retry_at_ms);
+    }
+
+    /// Move a running instance past one step entry: the next history slot
+    /// and where the step's outcome leads (its state changes are the
+    /// caller's). A `goto` target for which `is_step` is false is a
+    /// terminal state, which completes the instance.
+    pub fn advance(&mut self, step: &StepRecord, is_step: impl Fn(&str) -> bool) {
+        self.history_len += 1;
+        self.updated_at_ms = step.at_ms + step.duration_us / 1000;
+        self.attempts = None;
+        match &step.outcome {
+            StepOutcome::Goto { target, .. } if is_step(target) => {
+                self.current_step = Some(target.clone());
+            }
+            StepOutcome::Goto { target, .. } => {
+                self.current_step = None;
+                self.status = InstanceStatus::Completed;
+                self.terminal = Some(target.clone());
+            }
+            StepOutcome::Sleep {
+                until_ms, target, ..
+            } => {
+                self.current_step = Some(target.clone());
+                self.status = InstanceStatus::Waiting;
+                self.wake_at_ms = Some(*until_ms);
+            }
+            StepOutcome::WaitForEvent {
+                event,
+                correlation,
+                until_ms,
+                event_target,
+                timeout_target,
+                ..
+            } => {
+                self.current_step = None;
+                self.status = InstanceStatus::Waiting;
+                self.wake_at_ms = Some(*until_ms);
+                self.waiting_for = Some(EventWait {
+                    kind: event.clone(),
+                    correlation: correlation.clone(),
+                    on_event: event_target.clone(),
+                    on_timeout: timeout_target.clone(),
+                });
+            }
+            StepOutcome::Complete => {
+                self.current_step = None;
+                self.status = InstanceStatus::Completed;
+            }
+            StepOutcome::Fail { reason } => {
+                self.current_step = None;
+                self.status = InstanceStatus::Failed;
+                self.failure = Some(match step.attempt {
+                    1 => format!("step `{}`: {reason}", step.step),
+                    attempt => format!("step `{}`, attempt {attempt}: {reason}", step.step),
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! Claims, leases and the invariants that must hold under concurrency.
+
+use super::*;
+
+pub(super) fn outbox_messages_are_claimed_with_a_lease_and_marked(store: &dyn Store) {
+    use std::time::Duration;
+    const ID: &str = "i-500/1/m0";
+    let lease = Duration::from_secs(60);
+    let claimed = |now_ms| -> Vec<ClaimedMessage> {
+        store
+            .claim_outbox(now_ms, usize::MAX, lease)
+            .expect("claim")
+            .into_iter()
+            .filter(|claimed| claimed.message.id == ID)
+            .collect()
+    };
+    store.commit(&[ingest(500, "c-5")]).expect("commit");
+    store
+        .commit(&[step(500, "c-5", 1, false, vec![])])
+        .expect("commit");
+    assert_eq!(
+        store.delivery(ID).expect("delivery"),
+        Some(Delivery::queued(2))
+    );
+    assert!(claimed(1).is_empty(), "not due before it was queued");
+    let first = claimed(2);
+    assert_eq!(first.len(), 1, "due once queued");
+    assert_eq!(first[0].delivery.attempts, 0);
+    assert!(claimed(2).is_empty(), "claimed: nobody else gets it");
+
+    // A failed attempt makes it due again later, unclaimed.
+    let failed = DeliveryAttempt {
+        at_ms: 3,
+        outcome: AttemptOutcome::Failed {
+            error: "503 from the provider".into(),
+            retry_at_ms: 10,
+        },
+    };
+    let after = store
+        .mark_outbox(ID, &failed)
+        .expect("mark")
+        .expect("known");
+    assert_eq!(
+        (after.status, after.attempts, after.due_ms),
+        (DeliveryStatus::Failed, 1, Some(10))
+    );
+    assert!(claimed(9).is_empty(), "not due before its retry");
+    let again = claimed(10);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].delivery.status, DeliveryStatus::Failed);
+
+    // Delivered is final: never claimed again, a late mark changes nothing.
+    let delivered = DeliveryAttempt {
+        at_ms: 11,
+        outcome: AttemptOutcome::Delivered {
+            provider_id: Some("p-1".into()),
+        },
+    };
+    let done = store
+        .mark_outbox(ID, &delivered)
+        .expect("mark")
+        .expect("known");
+    assert_eq!(
+        (done.status, done.attempts, done.provider_id.as_deref()),
+        (DeliveryStatus::Delivered, 2, Some("p-1"))
+    );
+    assert!(
+        claimed(u64::MAX).is_empty(),
+        "delivered: never claimed again"
+    );
+    let late = DeliveryAttempt {
+        at_ms: 12,
+        outcome: AttemptOutcome::Dead {
+            error: "late".into(),
+        },
+    };
+    assert_eq!(store.mark_outbox(ID, &late).expect("mark"), Some(done));
+    assert_eq!(store.mark_outbox("i-0/0/m9", &late).expect("mark"), None);
+    assert_eq!(store.delivery("i-0/0/m9").expect("delivery"), None);
+}
+
+pub(super) fn concurrent_claims_hand_each_message_to_one_claimant(store: &dyn Store) {
+    use std::time::Duration;
+    let ids = 600..640u64;
+    for id in ids.clone() {
+        store.commit(&[ingest(id, "c-6")]).expect("commit");
+        store
+            .commit(&[step(id, "c-6", 1, false, vec![])])
+            .expect("commit");
+    }
+    let ours = |claimed: Vec<ClaimedMessage>| -> Vec<String> {
+        claimed
+            .into_iter()
+            .map(|claimed| claimed.message.id)
+            .filter(|id| id.strip_prefix("i-6").is_some() && id.len() == "i-600/1/m0".len())
+            .collect()
+    };
+    let mut handed: Vec<String> = std::thread::scope(|scope| {
+        let claimants: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    for _ in 0..20 {
+                        mine.extend(ours(
+                            store
+                                .claim_outbox(2, 10, Duration::from_secs(60))
+                                .expect("claim"),
+                        ));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        claimants
+            .into_iter()
+            .flat_map(|claimant| claimant.join().expect("a claimant"))
+            .collect()
+    });
+    handed.sort();
+    let expected: Vec<String> = ids.map(|id| format!("i-{id}/1/m0")).collect();
+    assert_eq!(handed, expected, "every message claimed exactly once");
+}
+
+/// An event that starts instance `id` of the enquiry journey for
+/// `customer`, exclusively (single re-entry).
+fn exclusive_start(id: u64, customer: &str) -> Commit {
+    let mut commit = ingest_commit(id, customer);
+    for instance in &mut commit.started {
+        instance.indexed_by_customer = true;
+    }
+    commit.exclusive = vec![InstanceId(id)];
+    commit.into()
+}
+
+pub(super) fn single_reentry_starts_one_instance_per_customer_under_concurrency(store: &dyn Store) {
+    // In one batch: the second start is refused, naming the first.
+    let applied = store
+        .commit(&[exclusive_start(700, "c-7"), exclusive_start(701, "c-7")])
+        .expect("commit");
+    let refused = vec![RefusedStart {
+        instance: InstanceId(701),
+        active: InstanceId(700),
+    }];
+    assert_eq!(
+        applied,
+        [
+            Applied::Done,
+            Applied::PartlyStarted {
+                refused: refused.clone()
+            }
+        ]
+    );
+    let event = store.event("evt-701").expect("read").expect("accepted");
+    assert!(
+        event.started.is_empty(),
+        "the record lists no refused start"
+    );
+    assert!(store.instance(InstanceId(701)).expect("read").is_none());
+    // Later, against what is stored.
+    let applied = store
+        .commit(&[exclusive_start(702, "c-7")])
+        .expect("commit");
+    assert_eq!(
+        applied,
+        [Applied::PartlyStarted {
+            refused: vec![RefusedStart {
+                instance: InstanceId(702),
+                active: InstanceId(700),
+            }]
+        }]
+    );
+    // From many threads at once, per customer: exactly one starts.
+    let started: usize = std::thread::scope(|scope| {
+        let senders: Vec<_> = (0..4u64)
+            .map(|thread| {
+                scope.spawn(move || {
+                    (0..10u64)
+                        .filter(|customer| {
+                            let id = 710 + customer * 10 + thread;
+                            let applied = store
+                                .commit(&[exclusive_start(id, &format!("c-7{customer}"))])
+                                .expect("commit");
+                            applied == [Applied::Done]
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        senders
+            .into_iter()
+            .map(|sender| sender.join().expect("a sender"))
+            .sum()
+    });
+    assert_eq!(started, 10, "one instance per customer");
+    for customer in 0..10 {
+        assert_eq!(
+            store
+                .active_of("enquiry", &format!("c-7{customer}"))
+                .expect("active")
+                .len(),
+            1
+        );
+    }
+}
+
+pub(super) fn send_reservations_never_exceed_a_cap_under_concurrency(store: &dyn Store) {
+    const LIMIT: u32 = 5;
+    let reserve = |at_ms| {
+        store
+            .reserve_send("c-capped", "sms", at_ms, 1_000, LIMIT)
+            .expect("reserve")
+    };
+    let reserved: Vec<u64> = std::thread::scope(|scope| {
+        let senders: Vec<_> = (0..4u64)
+            .map(|thread| {
+                scope.spawn(move || {
+                    (0..10u64)
+                        .map(|n| 1_000 + thread * 100 + n)
+                        .filter(|at_ms| reserve(*at_ms) == SendReservation::Reserved)
+                        .collect::<Vec<u64>>()
+                })
+            })
+            .collect();
+        senders
+            .into_iter()
+            .flat_map(|sender| sender.join().expect("a sender"))
+            .collect()
+    });
+    assert_eq!(reserved.len(), LIMIT as usize, "{reserved:?}");
+    let SendReservation::Full { sent } = reserve(2_000) else {
+        panic!("the cap is full");
+    };
+    let mut expected = reserved.clone();
+    expected.sort_unstable();
+    assert_eq!(sent, expected, "the full answer lists the reserved sends");
+    // A released reservation frees its slot; one outside the period does
+    // not count.
+    store
+        .release_send("c-capped", "sms", reserved[0])
+        .expect("release");
+    assert_eq!(reserve(2_000), SendReservation::Reserved);
+    assert!(
+        store
+            .reserve_send("c-capped", "sms", 9_000, 5_000, LIMIT)
+            .expect("reserve")
+            == SendReservation::Reserved,
+        "sends before the period do not count"
+    );
+}
+
+pub(super) fn versions_are_numbered_once_under_concurrency(store: &dyn Store) {
+    const THREADS: u32 = 4;
+    const EACH: u32 = 10;
+    let mut versions: Vec<u32> = std::thread::scope(|scope| {
+        let deployers: Vec<_> = (0..THREADS)
+            .map(|_| {
+                scope.spawn(|| {
+                    (0..EACH)
+                        .map(|_| {
+                            store
+                                .put_journey("contended", "name = \"contended\"", 1)
+                                .expect("deploy")
+                                .version
+                        })
+                        .collect::<Vec<u32>>()
+                })
+            })
+            .collect();
+        deployers
+            .into_iter()
+            .flat_map(|deployer| deployer.join().expect("a deployer"))
+            .collect()
+    });
+    versions.sort_unstable();
+    assert_eq!(
+        versions,
+        (1..=THREADS * EACH).collect::<Vec<u32>>(),
+        "every concurrent deploy gets its own version"
+    );
+}
+
+pub(super) fn concurrent_commits_take_each_history_slot_once(store: &dyn Store) {
+    const INSTANCES: u64 = 50;
+    let ids = 300..300 + INSTANCES;
+    for id in ids.clone() {
+        store.commit(&[ingest(id, "c-race")]).expect("commit");
+    }
+    // Two attempts of every instance's first step race, each committing
+    // one at a time from its own thread: exactly one of each pair wins.
+    let done: u64 = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..2)
+            .map(|_| {
+                let ids = ids.clone();
+                scope.spawn(move || {
+                    ids.filter(|&id| {
+                        let applied = store
+                            .commit(&[step(id, "c-race", 1, false, vec![])])
+                            .expect("commit");
+                        applied == [Applied::Done]
+                    })
+                    .count() as u64
+                })
+            })
+            .collect();
+        racers
+            .into_iter()
+            .map(|racer| racer.join().expect("a racer"))
+            .sum()
+    });
+    assert_eq!(done, INSTANCES, "each history slot is taken once");
+    for id in ids {
+        let history = store.history(InstanceId(id)).expect("history");
+        assert_eq!(history.len(), 2, "i-{id}: the event and one step");
+        assert_eq!(
+            store
+                .outbox(Some(InstanceId(id)), 10)
+                .expect("outbox")
+                .len(),
+            1,
+            "i-{id}: the winner's message only"
+        );
+    }
+}

@@ -1,0 +1,181 @@
+//! The behaviour every store backend must have: one conformance suite,
+//! run by each backend's tests on a fresh store. It is exported under the
+//! `testing` feature, so a backend in another crate runs it too:
+//!
+//! ```ignore
+//! journey_runtime::store::suite::run(&my_store);
+//! ```
+//!
+//! It covers commits (atomic, once, stale and duplicate ones skipped),
+//! indexes derived from domain facts (timers, waits, correlation, the
+//! running and active sets), customers, the catalog, and concurrency
+//! (commits and version numbering from several threads at once).
+
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use super::*;
+
+mod catalog;
+mod concurrency;
+mod journal;
+
+use self::catalog::*;
+use self::concurrency::*;
+use self::journal::*;
+
+fn raw(text: &str) -> Box<RawValue> {
+    RawValue::from_string(text.to_owned()).expect("test JSON")
+}
+
+/// A running instance of the enquiry journey at `acknowledge`, history
+/// slot 1 next (shared with the state machine's unit tests).
+pub fn instance(id: u64, customer: &str) -> Instance {
+    Instance {
+        id: InstanceId(id),
+        journey: "enquiry".into(),
+        journey_version: 1,
+        customer_id: customer.into(),
+        correlation: format!("q-{id}"),
+        trigger_event_id: format!("evt-{id}"),
+        status: InstanceStatus::Running,
+        current_step: Some("acknowledge".into()),
+        terminal: None,
+        failure: None,
+        state: raw("{}"),
+        history_len: 1,
+        created_at_ms: 1,
+        updated_at_ms: 1,
+        wake_at_ms: None,
+        waiting_for: None,
+        last_event_id: None,
+        indexed_by_customer: false,
+        attempts: None,
+    }
+}
+
+fn interaction(kind: &str, text: &str) -> Interaction {
+    Interaction {
+        at_ms: 1,
+        channel: "email".into(),
+        kind: kind.into(),
+        text: text.into(),
+        details: raw(r#"{"k":1}"#),
+    }
+}
+
+fn ingest(id: u64, customer: &str) -> Commit {
+    ingest_commit(id, customer).into()
+}
+
+fn ingest_commit(id: u64, customer: &str) -> EventCommit {
+    let instance = instance(id, customer);
+    let event = EventRecord {
+        id: instance.trigger_event_id.clone(),
+        kind: "enquiry.received".into(),
+        customer_id: customer.into(),
+        data: raw(r#"{"enquiry_id":"q"}"#),
+        received_at_ms: 1,
+        started: vec![instance.id],
+    };
+    EventCommit::new(
+        event,
+        vec![instance],
+        interaction("enquiry.received", "hello"),
+    )
+}
+
+/// The history entry of an `acknowledge` step.
+fn acknowledged(
+    idempotency_key: String,
+    state: StateChanges,
+    outcome: StepOutcome,
+    messages: Vec<String>,
+) -> HistoryEntry {
+    HistoryEntry::StepRan(Box::new(StepRecord {
+        at_ms: 2,
+        step: "acknowledge".into(),
+        plugin: "acknowledge".into(),
+        plugin_version: 1,
+        digest: "d".into(),
+        attempt: 1,
+        idempotency_key,
+        state,
+        outcome,
+        duration_us: 5,
+        messages,
+        capped: vec![],
+        logs: vec![],
+        retry_at_ms: None,
+    }))
+}
+
+/// The step that writes history slot `seq` of instance `id`: it goes
+/// on to `classify`, or completes the instance when `last`.
+fn step(id: u64, customer: &str, seq: u32, last: bool, notes: Vec<Interaction>) -> Commit {
+    let mut next = instance(id, customer);
+    next.history_len = seq;
+    let key = next.idempotency_key();
+    next.history_len = seq + 1;
+    next.state = raw(&format!(r#"{{"seq":{seq}}}"#));
+    let outcome = if last {
+        next.status = InstanceStatus::Completed;
+        next.current_step = None;
+        StepOutcome::Complete
+    } else {
+        next.current_step = Some("classify".into());
+        StepOutcome::Goto {
+            transition: "sent".into(),
+            target: "classify".into(),
+        }
+    };
+    let state = StateChanges {
+        set: json!({ "seq": seq })
+            .as_object()
+            .cloned()
+            .expect("an object"),
+        removed: vec![],
+    };
+    let entry = acknowledged(key, state, outcome, vec![format!("i-{id}/{seq}/m0")]);
+    let message = OutboxMessage {
+        id: format!("i-{id}/{seq}/m0"),
+        instance_id: InstanceId(id),
+        step: "acknowledge".into(),
+        customer_id: customer.into(),
+        channel: "email".into(),
+        to: String::new(),
+        subject: String::new(),
+        body: "hi".into(),
+        metadata: raw("{}"),
+        queued_at_ms: 2,
+    };
+    InstanceCommit {
+        messages: vec![message],
+        interactions: notes,
+        ..InstanceCommit::new(next, entry)
+    }
+    .into()
+}
+
+/// Run every check on `store`, which must be empty. Panics, naming the
+/// broken behaviour, on the first failed check.
+pub fn run(store: &dyn Store) {
+    // First: it needs a store with nothing else running.
+    settled_is_never_seen_between_a_timer_and_its_step(store);
+    an_event_is_accepted_once(store);
+    a_step_commits_once_with_its_effects(store);
+    customer_views_follow_writes(store);
+    plugin_and_journey_versions_count_up(store);
+    tags_keep_their_changes_and_run_counts_are_saved(store);
+    a_migration_replaces_the_one_from_the_same_version(store);
+    a_sleeping_instance_has_a_timer_until_it_wakes(store);
+    channels_engagement_and_counted_sends_are_kept(store);
+    an_exit_ends_an_instance_indexed_by_customer(store);
+    attempts_keep_their_idempotency_key_and_stale_timers_can_be_forgotten(store);
+    versions_are_numbered_once_under_concurrency(store);
+    outbox_messages_are_claimed_with_a_lease_and_marked(store);
+    single_reentry_starts_one_instance_per_customer_under_concurrency(store);
+    send_reservations_never_exceed_a_cap_under_concurrency(store);
+    concurrent_claims_hand_each_message_to_one_claimant(store);
+    concurrent_commits_take_each_history_slot_once(store);
+}
