@@ -16,7 +16,6 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod cli;
 pub mod clock;
 pub mod executor;
 pub mod faults;
@@ -24,6 +23,7 @@ pub mod host;
 pub mod journey;
 pub mod json;
 pub mod store;
+pub mod tooling;
 pub mod window;
 
 /// An error and its sources, `outer: inner: innermost`, for logs and

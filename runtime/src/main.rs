@@ -1,4 +1,7 @@
-//! The `journeyd` binary: see [`journey_runtime::cli`].
+//! The `journeyd` binary: its command line (`cli/`) over the
+//! [`journey_runtime`] library.
+
+mod cli;
 
 /// mimalloc instead of glibc's malloc: step workers, the committer and the
 /// store hand allocations between threads all the time, which glibc's
@@ -9,5 +12,5 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    journey_runtime::cli::main()
+    cli::main()
 }

@@ -13,6 +13,30 @@ use jiff::{Timestamp, ToSpan};
 /// Minutes in a day: the largest `to_minute`.
 const DAY_MINUTES: u32 = 24 * 60;
 
+/// Why a window or time zone cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No IANA time zone has this name.
+    #[error("time zone `{0}` does not exist (use an IANA name such as `Europe/Amsterdam`)")]
+    UnknownTimeZone(String),
+    /// The window's minutes are out of range.
+    #[error(
+        "sending window {from}-{to}: it must open before 24:00 (minute {DAY_MINUTES}) and close at 24:00 at the latest"
+    )]
+    Minutes {
+        /// Minute it opens.
+        from: u32,
+        /// Minute it closes.
+        to: u32,
+    },
+    /// A time the calendar cannot place.
+    #[error("time {0} ms is outside the supported range")]
+    OutOfRange(u64),
+    /// The time zone rules could not place the opening.
+    #[error("the opening could not be placed in the time zone")]
+    Calendar(#[source] jiff::Error),
+}
+
 /// A window of local time, e.g. 09:00 to 20:00 in `Europe/Amsterdam`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendingWindow {
@@ -29,19 +53,18 @@ pub struct SendingWindow {
 }
 
 /// Look up an IANA time zone by name, e.g. `Europe/Amsterdam` or `UTC`.
-pub fn time_zone(name: &str) -> Result<TimeZone, String> {
-    TimeZone::get(name).map_err(|_| {
-        format!("time zone `{name}` does not exist (use an IANA name such as `Europe/Amsterdam`)")
-    })
+pub fn time_zone(name: &str) -> Result<TimeZone, Error> {
+    TimeZone::get(name).map_err(|_| Error::UnknownTimeZone(name.to_owned()))
 }
 
 impl SendingWindow {
     /// A window from minutes after local midnight, in the named zone.
-    pub fn new(from_minute: u32, to_minute: u32, time_zone_name: &str) -> Result<Self, String> {
+    pub fn new(from_minute: u32, to_minute: u32, time_zone_name: &str) -> Result<Self, Error> {
         if from_minute >= DAY_MINUTES || to_minute > DAY_MINUTES {
-            return Err(format!(
-                "sending window {from_minute}-{to_minute}: it must open before 24:00 (minute {DAY_MINUTES}) and close at 24:00 at the latest"
-            ));
+            return Err(Error::Minutes {
+                from: from_minute,
+                to: to_minute,
+            });
         }
         Ok(SendingWindow {
             from_minute,
@@ -61,8 +84,8 @@ impl SendingWindow {
 
     /// `at_ms` if it is inside the window, else the window's next opening
     /// after it (ms since the Unix epoch).
-    pub fn next_open(&self, at_ms: u64) -> Result<u64, String> {
-        let out_of_range = || format!("time {at_ms} ms is outside the supported range");
+    pub fn next_open(&self, at_ms: u64) -> Result<u64, Error> {
+        let out_of_range = || Error::OutOfRange(at_ms);
         let at = Timestamp::from_millisecond(i64::try_from(at_ms).map_err(|_| out_of_range())?)
             .map_err(|_| out_of_range())?
             .to_zoned(self.time_zone.clone());
@@ -77,7 +100,7 @@ impl SendingWindow {
             0,
             0,
         )
-        .map_err(|error| error.to_string())?;
+        .map_err(Error::Calendar)?;
         // Today's opening if it is still ahead, else tomorrow's. A day
         // with a daylight-saving gap at the opening time opens just after
         // the gap (jiff's "compatible" rule).
@@ -88,7 +111,7 @@ impl SendingWindow {
         let opening = day
             .to_datetime(opens)
             .to_zoned(self.time_zone.clone())
-            .map_err(|error| error.to_string())?;
+            .map_err(Error::Calendar)?;
         u64::try_from(opening.timestamp().as_millisecond()).map_err(|_| out_of_range())
     }
 }
@@ -126,7 +149,7 @@ mod tests {
         let amsterdam = window(9, 20, "Europe/Amsterdam");
         // 12:00 UTC is 13:00 in Amsterdam in winter.
         let noon = ms("2026-12-01T12:00:00Z");
-        assert_eq!(amsterdam.next_open(noon), Ok(noon));
+        assert_eq!(amsterdam.next_open(noon).ok(), Some(noon));
     }
 
     #[test]
@@ -134,19 +157,19 @@ mod tests {
         let amsterdam = window(9, 20, "Europe/Amsterdam");
         // 21:30 local (20:30 UTC) moves to 09:00 local the next day (08:00 UTC).
         assert_eq!(
-            amsterdam.next_open(ms("2026-12-01T20:30:00Z")),
-            Ok(ms("2026-12-02T08:00:00Z"))
+            amsterdam.next_open(ms("2026-12-01T20:30:00Z")).ok(),
+            Some(ms("2026-12-02T08:00:00Z"))
         );
         // 06:00 local (05:00 UTC) moves to 09:00 local the same day.
         assert_eq!(
-            amsterdam.next_open(ms("2026-12-01T05:00:00Z")),
-            Ok(ms("2026-12-01T08:00:00Z"))
+            amsterdam.next_open(ms("2026-12-01T05:00:00Z")).ok(),
+            Some(ms("2026-12-01T08:00:00Z"))
         );
         // The same instant is inside the window in New York (15:30 local).
         let new_york = window(9, 20, "America/New_York");
         assert_eq!(
-            new_york.next_open(ms("2026-12-01T20:30:00Z")),
-            Ok(ms("2026-12-01T20:30:00Z"))
+            new_york.next_open(ms("2026-12-01T20:30:00Z")).ok(),
+            Some(ms("2026-12-01T20:30:00Z"))
         );
     }
 
@@ -155,8 +178,8 @@ mod tests {
         let amsterdam = window(9, 20, "Europe/Amsterdam");
         // Clocks go forward on 2026-03-29: 09:00 local is 07:00 UTC after it.
         assert_eq!(
-            amsterdam.next_open(ms("2026-03-28T20:00:00Z")),
-            Ok(ms("2026-03-29T07:00:00Z"))
+            amsterdam.next_open(ms("2026-03-28T20:00:00Z")).ok(),
+            Some(ms("2026-03-29T07:00:00Z"))
         );
     }
 
@@ -164,16 +187,16 @@ mod tests {
     fn a_window_across_midnight_opens_in_the_evening() {
         let night = window(22, 6, "UTC");
         assert_eq!(
-            night.next_open(ms("2026-12-01T23:00:00Z")),
-            Ok(ms("2026-12-01T23:00:00Z"))
+            night.next_open(ms("2026-12-01T23:00:00Z")).ok(),
+            Some(ms("2026-12-01T23:00:00Z"))
         );
         assert_eq!(
-            night.next_open(ms("2026-12-01T03:00:00Z")),
-            Ok(ms("2026-12-01T03:00:00Z"))
+            night.next_open(ms("2026-12-01T03:00:00Z")).ok(),
+            Some(ms("2026-12-01T03:00:00Z"))
         );
         assert_eq!(
-            night.next_open(ms("2026-12-01T12:00:00Z")),
-            Ok(ms("2026-12-01T22:00:00Z"))
+            night.next_open(ms("2026-12-01T12:00:00Z")).ok(),
+            Some(ms("2026-12-01T22:00:00Z"))
         );
     }
 
@@ -181,7 +204,9 @@ mod tests {
     fn an_unknown_time_zone_is_named_in_the_error() {
         let error = SendingWindow::new(540, 1200, "Mars/Olympus_Mons").expect_err("no such zone");
         assert!(
-            error.contains("`Mars/Olympus_Mons` does not exist"),
+            error
+                .to_string()
+                .contains("`Mars/Olympus_Mons` does not exist"),
             "{error}"
         );
         assert!(SendingWindow::new(540, 1500, "UTC").is_err());

@@ -210,7 +210,7 @@ impl Journeyd {
     ) {
         self.setup_enquiry_journey(after_push, |source| {
             let automatic =
-                journey_runtime::cli::bench::skip_steps(&source, &["sla", "escalate"], "resolved")
+                journey_runtime::tooling::skip_steps(&source, &["sla", "escalate"], "resolved")
                     .expect("the enquiry journey's wait can be cut out");
             edit(automatic)
         });
@@ -333,4 +333,4 @@ pub fn steps_of(view: &Value) -> Vec<String> {
         .collect()
 }
 
-pub use journey_runtime::cli::bench::with_custom_section;
+pub use journey_runtime::tooling::with_custom_section;

@@ -10,12 +10,12 @@ use anyhow::Context as _;
 use clap::Args;
 use tokio::io::AsyncWriteExt as _;
 
-use crate::api::{self, AppState};
-use crate::clock::{Clock, ShiftedClock, SimulatedClock, SystemClock};
-use crate::executor::{Runtime, SIMULATED_CLOCK_META, Settings};
-use crate::host::{Limits, OutputLimits};
-use crate::store::Store;
-use crate::store::sled::{SledOptions, SledStore};
+use journey_runtime::api::{self, AppState};
+use journey_runtime::clock::{Clock, ShiftedClock, SimulatedClock, SystemClock};
+use journey_runtime::executor::{Runtime, SIMULATED_CLOCK_META, Settings};
+use journey_runtime::host::{Limits, OutputLimits};
+use journey_runtime::store::Store;
+use journey_runtime::store::sled::{SledOptions, SledStore};
 
 /// Arguments of `journeyd serve`.
 #[derive(Debug, Args)]

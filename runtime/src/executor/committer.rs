@@ -372,3 +372,275 @@ fn commit_until_it_succeeds(shared: &Shared, mut group: u64, commits: &[Commit])
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::store::{
+        EventRecord, HistoryEntry, Instance, InstanceCommit, InstanceFilter, Result as StoreResult,
+    };
+
+    /// A journal that records each group it is given, answers `StaleStep`
+    /// for odd instance ids, and can be told to fail or to hold commits.
+    #[derive(Default)]
+    struct JournalDouble {
+        groups: Mutex<Vec<Vec<u64>>>,
+        /// Errors to return, first first, before committing normally.
+        errors: Mutex<Vec<store::Error>>,
+        /// Calls so far.
+        calls: AtomicU64,
+        /// Calls from this one on (0: none) say so on `entered`, then wait
+        /// for a message on `hold`.
+        hold_from: u64,
+        entered: Mutex<Option<mpsc::Sender<()>>>,
+        hold: Mutex<Option<mpsc::Receiver<()>>>,
+    }
+
+    impl JournalDouble {
+        /// A double that holds calls from `from` on; returns it with the
+        /// receiver of "entered" signals and the sender of releases.
+        fn holding(from: u64) -> (Self, mpsc::Receiver<()>, mpsc::Sender<()>) {
+            let (entered, entries) = mpsc::channel();
+            let (release, hold) = mpsc::channel();
+            let double = JournalDouble {
+                hold_from: from,
+                entered: Mutex::new(Some(entered)),
+                hold: Mutex::new(Some(hold)),
+                ..JournalDouble::default()
+            };
+            (double, entries, release)
+        }
+    }
+
+    fn backend_error() -> store::Error {
+        store::Error::Backend("disk on fire".into())
+    }
+
+    impl Journal for JournalDouble {
+        fn commit(&self, commits: &[Commit]) -> StoreResult<Vec<Applied>> {
+            let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            if self.hold_from > 0 && call >= self.hold_from {
+                if let Some(entered) = &*self.entered.lock().expect("lock") {
+                    let _ = entered.send(());
+                }
+                // One held call takes one release; the lock is not held
+                // while waiting, so two calls can wait at once.
+                loop {
+                    let released = self
+                        .hold
+                        .lock()
+                        .expect("lock")
+                        .as_ref()
+                        .map(|hold| hold.try_recv());
+                    match released {
+                        Some(Ok(())) | None => break,
+                        Some(Err(_)) => std::thread::yield_now(),
+                    }
+                }
+            }
+            let ids: Vec<u64> = commits
+                .iter()
+                .map(|commit| commit.instance().map_or(0, |id| id.0))
+                .collect();
+            self.groups.lock().expect("lock").push(ids.clone());
+            let applied = ids
+                .iter()
+                .map(|id| match id % 2 {
+                    0 => Applied::Done,
+                    _ => Applied::StaleStep,
+                })
+                .collect();
+            let mut errors = self.errors.lock().expect("lock");
+            if !errors.is_empty() {
+                return Err(match errors.remove(0) {
+                    store::Error::NotDurable { source, .. } => {
+                        store::Error::NotDurable { applied, source }
+                    }
+                    other => other,
+                });
+            }
+            Ok(applied)
+        }
+
+        fn next_id(&self) -> StoreResult<u64> {
+            unreachable!("the committer only commits")
+        }
+        fn event(&self, _: &str) -> StoreResult<Option<EventRecord>> {
+            unreachable!("the committer only commits")
+        }
+        fn instance(&self, _: InstanceId) -> StoreResult<Option<Instance>> {
+            unreachable!("the committer only commits")
+        }
+        fn instances(&self, _: &InstanceFilter) -> StoreResult<Vec<Instance>> {
+            unreachable!("the committer only commits")
+        }
+        fn running_instances(&self) -> StoreResult<Vec<Instance>> {
+            unreachable!("the committer only commits")
+        }
+        fn settled(&self, _: u64) -> StoreResult<bool> {
+            unreachable!("the committer only commits")
+        }
+        fn history(&self, _: InstanceId) -> StoreResult<Vec<HistoryEntry>> {
+            unreachable!("the committer only commits")
+        }
+        fn correlated(&self, _: &str, _: &str) -> StoreResult<Vec<InstanceId>> {
+            unreachable!("the committer only commits")
+        }
+        fn active_of(&self, _: &str, _: &str) -> StoreResult<Vec<InstanceId>> {
+            unreachable!("the committer only commits")
+        }
+        fn any_waiting_for(&self, _: &str) -> StoreResult<bool> {
+            unreachable!("the committer only commits")
+        }
+        fn waiting_for(&self, _: &str, _: &str) -> StoreResult<Vec<InstanceId>> {
+            unreachable!("the committer only commits")
+        }
+        fn pending_exits(&self) -> StoreResult<Vec<(InstanceId, String)>> {
+            unreachable!("the committer only commits")
+        }
+        fn forget_exit(&self, _: InstanceId) -> StoreResult<()> {
+            unreachable!("the committer only commits")
+        }
+    }
+
+    fn change(id: u64) -> InstanceCommit {
+        let instance = crate::store::suite::instance(id, "c-1");
+        let entry = HistoryEntry::Woke {
+            at_ms: 1,
+            due_ms: 1,
+        };
+        InstanceCommit::new(instance, entry)
+    }
+
+    fn start(journal: &Arc<JournalDouble>) -> Committer {
+        Committer::start(journal.clone(), Arc::new(|_| {}))
+    }
+
+    /// Submit `ids`; the receivers hear each one's outcome.
+    fn submit_all(
+        committer: &Committer,
+        ids: impl IntoIterator<Item = u64>,
+    ) -> Vec<(u64, mpsc::Receiver<Result<Applied, CommitError>>)> {
+        ids.into_iter()
+            .map(|id| {
+                let (sender, receiver) = mpsc::channel();
+                committer.submit_then(
+                    change(id),
+                    Box::new(move |result| sender.send(result).expect("listening")),
+                );
+                (id, receiver)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn commits_waiting_behind_a_busy_committer_share_a_group_and_each_hears_its_own_outcome() {
+        let (journal, entries, release) = JournalDouble::holding(1);
+        let journal = Arc::new(journal);
+        let committer = start(&journal);
+        // Both commit threads take a group and wait in the journal; the
+        // rest queue up behind them.
+        let first = submit_all(&committer, [2]);
+        entries.recv().expect("the first group is in the journal");
+        let second = submit_all(&committer, [4]);
+        entries.recv().expect("the second group is in the journal");
+        let rest = submit_all(&committer, 10..30);
+        for _ in 0..3 {
+            release.send(()).expect("held");
+        }
+        let first = first.into_iter().chain(second);
+        for (id, outcome) in first.into_iter().chain(rest) {
+            let expected = match id % 2 {
+                0 => Applied::Done,
+                _ => Applied::StaleStep,
+            };
+            assert_eq!(
+                outcome.recv().expect("answered").expect("committed"),
+                expected
+            );
+        }
+        let groups = journal.groups.lock().expect("lock").clone();
+        let committed: usize = groups.iter().map(Vec::len).sum();
+        assert_eq!(committed, 22, "every commit once: {groups:?}");
+        assert!(
+            groups.iter().any(|group| group.len() >= 10),
+            "the queued commits went in one group: {groups:?}"
+        );
+    }
+
+    #[test]
+    fn a_failing_journal_is_retried_and_reported_until_it_commits() {
+        let journal = Arc::new(JournalDouble::default());
+        *journal.errors.lock().expect("lock") = vec![backend_error(), backend_error()];
+        let committer = start(&journal);
+        let outcomes = submit_all(&committer, [2]);
+        let (_, outcome) = &outcomes[0];
+        assert_eq!(
+            outcome.recv().expect("answered").expect("committed"),
+            Applied::Done
+        );
+        assert_eq!(committer.health().failures.load(Ordering::Relaxed), 2);
+        assert_eq!(committer.health().failing(), None, "recovered");
+        assert_eq!(
+            journal.groups.lock().expect("lock").len(),
+            3,
+            "tried three times"
+        );
+    }
+
+    #[test]
+    fn a_group_applied_but_not_durable_is_made_durable_by_an_empty_commit() {
+        let journal = Arc::new(JournalDouble::default());
+        *journal.errors.lock().expect("lock") = vec![
+            store::Error::NotDurable {
+                applied: Vec::new(),
+                source: "flush failed".into(),
+            },
+            backend_error(),
+        ];
+        let committer = start(&journal);
+        let outcomes = submit_all(&committer, [3]);
+        let (_, outcome) = &outcomes[0];
+        assert_eq!(
+            outcome.recv().expect("answered").expect("committed"),
+            Applied::StaleStep,
+            "the outcome of the try that applied it"
+        );
+        let groups = journal.groups.lock().expect("lock").clone();
+        assert_eq!(
+            groups,
+            vec![vec![3], vec![], vec![]],
+            "applied once, then flushed"
+        );
+    }
+
+    #[test]
+    fn a_reader_waits_for_a_group_that_is_applied_but_not_durable() {
+        // The first try reports NotDurable; the retry is held.
+        let (journal, entries, release) = JournalDouble::holding(2);
+        *journal.errors.lock().expect("lock") = vec![store::Error::NotDurable {
+            applied: Vec::new(),
+            source: "flush failed".into(),
+        }];
+        let journal = Arc::new(journal);
+        let committer = start(&journal);
+        let outcomes = submit_all(&committer, [2]);
+        entries.recv().expect("the retry is in the journal");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime");
+        let waited = runtime.block_on(async {
+            tokio::time::timeout(Duration::from_millis(100), committer.wait_durable()).await
+        });
+        assert!(
+            waited.is_err(),
+            "the read waits while the group is not durable"
+        );
+        release.send(()).expect("the retry is held");
+        outcomes[0].1.recv().expect("answered").expect("committed");
+        runtime.block_on(committer.wait_durable());
+    }
+}

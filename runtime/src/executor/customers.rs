@@ -15,9 +15,9 @@ impl Runtime {
         match profile.get("time_zone") {
             None | Some(serde_json::Value::Null) => {}
             Some(serde_json::Value::String(zone)) => {
-                crate::window::time_zone(zone).map_err(|reason| Error::InvalidTimeZone {
+                crate::window::time_zone(zone).map_err(|error| Error::InvalidTimeZone {
                     customer: id.to_owned(),
-                    reason,
+                    reason: error.to_string(),
                 })?;
             }
             Some(_) => {

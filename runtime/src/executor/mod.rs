@@ -577,7 +577,7 @@ impl Runtime {
             let (runtime, queued) = (runtime.clone(), queued.clone());
             std::thread::Builder::new()
                 .name(format!("step-worker-{worker}"))
-                .spawn(move || runtime.work(queued))
+                .spawn(move || runtime.run_step_jobs(queued))
                 .map_err(Error::Thread)?;
         }
         Ok(runtime)
@@ -624,7 +624,7 @@ impl Runtime {
     /// A step worker: runs queued steps until the runtime goes away. A
     /// panic while running one is a host fault: the worker goes on and the
     /// step runs again later.
-    fn work(self: Arc<Self>, jobs: crossbeam_channel::Receiver<StepJob>) {
+    fn run_step_jobs(self: Arc<Self>, jobs: crossbeam_channel::Receiver<StepJob>) {
         let _alive = self.health.worker_alive();
         while let Ok(job) = jobs.recv() {
             let (id, attempt) = (job.instance.id, job.attempt);

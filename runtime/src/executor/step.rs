@@ -328,7 +328,7 @@ impl Runtime {
         metrics::histogram!("journeyd_step_duration_seconds").record(run.duration.as_secs_f64());
 
         let decided = match run.result {
-            Ok(output) => decide(journey, step, instance, output, started_ms, customer_zone),
+            Ok(output) => outcome_of(journey, step, instance, output, started_ms, customer_zone),
             Err(failure) => Err(failure.to_string()),
         };
         let (outcome, new_state, effects, plugin_failed) = match decided {
@@ -425,7 +425,7 @@ impl Runtime {
             .collect();
         let state = match &new_state {
             Some(new_state) => {
-                StateChanges::between(&object(instance.state.get()), object(new_state.get()))
+                StateChanges::between(&state_map(instance.state.get()), state_map(new_state.get()))
             }
             None => StateChanges::default(),
         };
@@ -491,7 +491,7 @@ impl Runtime {
 
 /// Turn a plugin's output into a recorded outcome and new state, or the
 /// reason the step fails.
-fn decide(
+fn outcome_of(
     journey: Option<&Journey>,
     step: &str,
     instance: &Instance,
@@ -580,7 +580,10 @@ fn decide(
                                 "plugin chose to sleep within a sending window: {source}{reason}"
                             )
                         })?;
-                    (window.next_open(spec.until_ms)?, Some(window.to_string()))
+                    let opens = window
+                        .next_open(spec.until_ms)
+                        .map_err(|error| crate::error_chain(&error))?;
+                    (opens, Some(window.to_string()))
                 }
             };
             StepOutcome::Sleep {
@@ -597,7 +600,7 @@ fn decide(
 
 /// Instance state as a map. It is always a JSON object: [`decide`]
 /// checks what plugins return before it is recorded.
-fn object(state: &str) -> serde_json::Map<String, serde_json::Value> {
+fn state_map(state: &str) -> serde_json::Map<String, serde_json::Value> {
     serde_json::from_str(state).unwrap_or_default()
 }
 

@@ -476,14 +476,21 @@ impl Host {
             Ok(instance) => instance
                 .journey_plugin_step()
                 .call_run(&mut store, &request.input)
-                .map_err(|error| self.classify_trap(&store, error, deadline))
+                .map_err(|error| {
+                    classify_trap(&self.limits, store.data().memory.exceeded, error, deadline)
+                })
                 .and_then(|returned| returned.map_err(|error| self.returned_error(error)))
                 .and_then(|output| {
                     contract::check_output(&output, &self.limits.output)
                         .map_err(|violation| StepFailure::Contract(violation.to_string()))?;
                     Ok(output)
                 }),
-            Err(error) => Err(self.classify_instantiate_error(&store, error, deadline)),
+            Err(error) => Err(classify_instantiate_error(
+                &self.limits,
+                store.data().memory.exceeded,
+                error,
+                deadline,
+            )),
         };
         let duration = started.elapsed();
         let state = store.into_data();
@@ -518,55 +525,113 @@ impl Host {
             error.len()
         ))
     }
+}
 
-    /// Whose fault a failed instantiation is: the plugin's when its
-    /// start-up code trapped, ran too long or took too much memory; the
-    /// host's otherwise (the pool, a host call).
-    fn classify_instantiate_error(
-        &self,
-        store: &Store<StepState>,
-        error: wasmtime::Error,
-        deadline: Duration,
-    ) -> StepFailure {
-        let plugins_fault = error.downcast_ref::<Trap>().is_some() || store.data().memory.exceeded;
-        match self.classify_trap(store, error, deadline) {
-            StepFailure::Trap(message) if plugins_fault => StepFailure::Instantiate(message),
-            StepFailure::Trap(message) => {
-                StepFailure::Host(format!("the plugin could not be instantiated: {message}"))
-            }
-            other => other,
+/// Whose fault a failed instantiation is: the plugin's when its start-up
+/// code trapped, ran too long or took too much memory; the host's
+/// otherwise (the pool, a host call).
+fn classify_instantiate_error(
+    limits: &Limits,
+    memory_exceeded: bool,
+    error: wasmtime::Error,
+    deadline: Duration,
+) -> StepFailure {
+    let plugins_fault = error.downcast_ref::<Trap>().is_some() || memory_exceeded;
+    match classify_trap(limits, memory_exceeded, error, deadline) {
+        StepFailure::Trap(message) if plugins_fault => StepFailure::Instantiate(message),
+        StepFailure::Trap(message) => {
+            StepFailure::Host(format!("the plugin could not be instantiated: {message}"))
         }
+        other => other,
     }
+}
 
-    fn classify_trap(
-        &self,
-        store: &Store<StepState>,
-        error: wasmtime::Error,
-        deadline: Duration,
-    ) -> StepFailure {
-        if let Some(fault) = error.downcast_ref::<HostFault>() {
-            return StepFailure::Host(fault.0.clone());
-        }
-        if let Some(violation) = error.downcast_ref::<Violation>() {
-            return StepFailure::Contract(violation.to_string());
-        }
-        if store.data().memory.exceeded {
-            return StepFailure::Memory {
-                limit_mib: (self.limits.memory_bytes / (1024 * 1024)) as u64,
-            };
-        }
-        if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-            return StepFailure::Deadline {
-                limit_ms: deadline.as_millis() as u64,
-            };
-        }
-        StepFailure::Trap(format!("{error:#}"))
+/// Whose fault a failed call is, and which: a host call's fault, a broken
+/// contract, memory, the deadline, or a trap of the plugin's own.
+fn classify_trap(
+    limits: &Limits,
+    memory_exceeded: bool,
+    error: wasmtime::Error,
+    deadline: Duration,
+) -> StepFailure {
+    if let Some(fault) = error.downcast_ref::<HostFault>() {
+        return StepFailure::Host(fault.0.clone());
     }
+    if let Some(violation) = error.downcast_ref::<Violation>() {
+        return StepFailure::Contract(violation.to_string());
+    }
+    if memory_exceeded {
+        return StepFailure::Memory {
+            limit_mib: (limits.memory_bytes / (1024 * 1024)) as u64,
+        };
+    }
+    if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return StepFailure::Deadline {
+            limit_ms: deadline.as_millis() as u64,
+        };
+    }
+    StepFailure::Trap(format!("{error:#}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_are_classified_as_the_host_s_or_the_plugin_s() {
+        let limits = Limits::default();
+        let deadline = Duration::from_millis(250);
+        let trap = |error| classify_trap(&limits, false, error, deadline);
+        assert!(matches!(
+            trap(HostFault::trap("the store is down")),
+            StepFailure::Host(reason) if reason == "the store is down"
+        ));
+        assert!(matches!(
+            trap(wasmtime::Error::new(Violation::TooLarge {
+                place: "returned state",
+                field: "state",
+                size: 2,
+                limit: 1
+            })),
+            StepFailure::Contract(_)
+        ));
+        assert!(matches!(
+            classify_trap(
+                &limits,
+                true,
+                wasmtime::Error::new(Trap::UnreachableCodeReached),
+                deadline
+            ),
+            StepFailure::Memory { limit_mib: 64 }
+        ));
+        assert!(matches!(
+            trap(wasmtime::Error::new(Trap::Interrupt)),
+            StepFailure::Deadline { limit_ms: 250 }
+        ));
+        assert!(matches!(
+            trap(wasmtime::Error::new(Trap::UnreachableCodeReached)),
+            StepFailure::Trap(_)
+        ));
+        // At instantiation: the plugin's start-up code trapping is its
+        // fault; anything else (the pool, say) is the host's.
+        let instantiate = |error| classify_instantiate_error(&limits, false, error, deadline);
+        assert!(matches!(
+            instantiate(wasmtime::Error::new(Trap::UnreachableCodeReached)),
+            StepFailure::Instantiate(_)
+        ));
+        assert!(matches!(
+            instantiate(wasmtime::Error::msg(
+                "maximum concurrent instance limit reached"
+            )),
+            StepFailure::Host(_)
+        ));
+        assert!(matches!(
+            instantiate(HostFault::trap("the store is down")),
+            StepFailure::Host(_)
+        ));
+        assert!(!StepFailure::Trap("x".into()).is_host_fault());
+        assert!(StepFailure::Host("x".into()).is_host_fault());
+    }
 
     #[test]
     fn the_wit_file_declares_the_version_the_host_implements() {

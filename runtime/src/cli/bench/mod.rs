@@ -21,15 +21,15 @@ mod support;
 mod waiting;
 
 use self::support::{
-    NoCaps, default_plugin_dir, peak_rss_mib, percentile, process_cpu_seconds, read_component,
-    seed_plugin, start_serve,
+    default_plugin_dir, peak_rss_mib, percentile, process_cpu_seconds, read_component, seed_plugin,
+    start_serve,
 };
-pub use self::support::{skip_steps, with_custom_section};
-use crate::clock::SystemClock;
-use crate::executor::{IncomingEvent, Runtime, Settings};
-use crate::host::{self, StepRequest};
-use crate::store::sled::{SledOptions, SledStore};
-use crate::store::{InstanceId, InstanceStatus, Journal, Outbox, Store};
+use journey_runtime::clock::SystemClock;
+use journey_runtime::executor::{IncomingEvent, Runtime, Settings};
+use journey_runtime::host::{self, StepRequest};
+use journey_runtime::store::sled::{SledOptions, SledStore};
+use journey_runtime::store::{InstanceId, InstanceStatus, Journal, Outbox, Store};
+use journey_runtime::tooling::{NoCaps, skip_steps, with_custom_section};
 
 /// Arguments of `journeyd bench`.
 #[derive(Debug, Args)]
@@ -159,7 +159,7 @@ fn step_durations(
     let mut totals: Vec<(String, u64, u64)> = Vec::new();
     for &instance in instances {
         for entry in store.history(instance)? {
-            if let crate::store::HistoryEntry::StepRan(step) = entry {
+            if let journey_runtime::store::HistoryEntry::StepRan(step) = entry {
                 match totals.iter_mut().find(|(name, ..)| *name == step.step) {
                     Some((_, sum, count)) => {
                         *sum += step.duration_us;
@@ -495,7 +495,9 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 retries += store
                     .history(*id)?
                     .iter()
-                    .filter(|entry| matches!(entry, crate::store::HistoryEntry::StepFailed(_)))
+                    .filter(|entry| {
+                        matches!(entry, journey_runtime::store::HistoryEntry::StepFailed(_))
+                    })
                     .count();
             }
             println!(

@@ -1,17 +1,14 @@
-//! What the benchmarks and the black-box tests share: finding and pushing
-//! the built plugins, starting `journeyd serve`, journeys and components
-//! shaped for a run, and reading the process's resources. Nothing here is
-//! on the runtime's own path.
+//! What the benchmark scenarios share: finding and pushing the built
+//! plugins, starting `journeyd serve`, and reading the process's resources.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 
-use crate::host;
-use crate::store::Catalog;
-use crate::store::sled::SledStore;
+use journey_runtime::host;
+use journey_runtime::store::Catalog;
+use journey_runtime::store::sled::SledStore;
 
 /// Where `cargo build --profile plugin --target wasm32-wasip2` puts components.
 pub fn default_plugin_dir() -> PathBuf {
@@ -149,82 +146,4 @@ pub fn dir_size(path: &std::path::Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
-}
-
-/// `component` with a custom section appended: the same code under another
-/// digest, as a rebuilt plugin would be (benchmarks and tests use it to
-/// make versions to swap between).
-pub fn with_custom_section(mut component: Vec<u8>, name: &str, payload: &[u8]) -> Vec<u8> {
-    fn leb128(mut value: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (value & 0x7f) as u8;
-            value >>= 7;
-            if value == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let mut content = Vec::new();
-    leb128(name.len(), &mut content);
-    content.extend_from_slice(name.as_bytes());
-    content.extend_from_slice(payload);
-    component.push(0);
-    leb128(content.len(), &mut component);
-    component.extend_from_slice(&content);
-    component
-}
-
-/// A journey's TOML with the steps run by `plugins` cut out: a transition
-/// into a removed step leads where that step's `via` transition leads.
-/// The benchmark and the core tests use it to run the enquiry journey
-/// without its wait for a person (`skip_steps(source, &["sla",
-/// "escalate"], "resolved")`). Returns the TOML, or why it cannot.
-pub fn skip_steps(source: &str, plugins: &[&str], via: &str) -> Result<String, String> {
-    let mut journey: toml::Table = toml::from_str(source).map_err(|error| error.to_string())?;
-    let steps = journey
-        .get_mut("steps")
-        .and_then(toml::Value::as_array_mut)
-        .ok_or("the journey has no steps")?;
-    let removed: HashMap<String, String> = steps
-        .iter()
-        .filter(|step| {
-            step.get("plugin")
-                .and_then(toml::Value::as_str)
-                .is_some_and(|plugin| plugins.contains(&plugin))
-        })
-        .filter_map(|step| {
-            let name = step.get("name")?.as_str()?.to_owned();
-            let next = step.get("on")?.get(via)?.as_str()?.to_owned();
-            Some((name, next))
-        })
-        .collect();
-    steps.retain(|step| {
-        !step
-            .get("plugin")
-            .and_then(toml::Value::as_str)
-            .is_some_and(|plugin| plugins.contains(&plugin))
-    });
-    for step in steps.iter_mut() {
-        let Some(on) = step.get_mut("on").and_then(toml::Value::as_table_mut) else {
-            continue;
-        };
-        for (_, target) in on.iter_mut() {
-            if let Some(next) = target.as_str().and_then(|name| removed.get(name)) {
-                *target = toml::Value::String(next.clone());
-            }
-        }
-    }
-    toml::to_string(&journey).map_err(|error| error.to_string())
-}
-
-/// A policy without caps.
-#[derive(Debug, Default)]
-pub struct NoCaps;
-
-impl host::SendPolicy for NoCaps {
-    fn admit(&self, _: &str, _: &str, _: &str, _: u64) -> Result<host::Admission, host::HostFault> {
-        Ok(host::Admission::Uncapped)
-    }
 }

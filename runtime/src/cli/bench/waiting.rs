@@ -25,11 +25,11 @@ use super::support::{
     default_plugin_dir, dir_size, percentile, read_component, round2, rss_mib, seed_plugin,
     start_serve,
 };
-use crate::clock::{Clock, SystemClock};
-use crate::executor::{IncomingEvent, Runtime, Settings};
-use crate::host;
-use crate::store::sled::{SledOptions, SledStore};
-use crate::store::{
+use journey_runtime::clock::{Clock, SystemClock};
+use journey_runtime::executor::{IncomingEvent, Runtime, Settings};
+use journey_runtime::host;
+use journey_runtime::store::sled::{SledOptions, SledStore};
+use journey_runtime::store::{
     Catalog, Commit, EventCommit, EventRecord, HistoryEntry, Instance, InstanceCommit, InstanceId,
     InstanceStatus, Interaction, Journal, StateChanges, StepOutcome, StepRecord,
 };
