@@ -58,10 +58,113 @@ impl Receipt {
     }
 }
 
+/// An event ready to commit, and what its ingest needs once it is.
+struct PreparedEvent {
+    commit: EventCommit,
+    record: EventRecord,
+    instances: Vec<Instance>,
+    skipped: Vec<Skipped>,
+    woken: Vec<Instance>,
+    exiting: HashSet<InstanceId>,
+}
+
+/// What preparing an event came to.
+enum Prepared {
+    /// An answer without a commit (an event accepted before).
+    Answered(Receipt),
+    /// A commit to make.
+    Commit(Box<PreparedEvent>),
+}
+
 impl Runtime {
     /// Accept an event: once this returns `Ok`, the event and the instances
-    /// it starts are durable and their first steps are scheduled.
+    /// it starts are durable and their first steps are scheduled. The
+    /// store is read on the blocking pool, never on an async thread.
     pub async fn ingest(self: &Arc<Self>, event: IncomingEvent) -> Result<Receipt> {
+        let runtime = self.clone();
+        let prepared = tokio::task::spawn_blocking(move || runtime.prepare_event(event)).await??;
+        let PreparedEvent {
+            commit,
+            record,
+            mut instances,
+            mut skipped,
+            woken,
+            exiting,
+        } = match prepared {
+            Prepared::Answered(receipt) => return Ok(receipt),
+            Prepared::Commit(prepared) => *prepared,
+        };
+        let event_id = record.id.clone();
+        let wit_event = Arc::new(wit_event(&record));
+        let applied = self.committer.submit(commit).await?;
+        match applied {
+            Applied::DuplicateEvent { started } => Ok(Receipt::new(event_id, true, started)),
+            Applied::Done | Applied::StaleStep | Applied::PartlyStarted { .. } => {
+                if let Applied::PartlyStarted { refused } = applied {
+                    for refused in refused {
+                        if let Some(at) = instances
+                            .iter()
+                            .position(|instance| instance.id == refused.instance)
+                        {
+                            let instance = instances.remove(at);
+                            skipped.push(Skipped {
+                                journey: instance.journey,
+                                reason: single_reentry_refusal(refused.active),
+                            });
+                        }
+                    }
+                }
+                metrics::counter!("journeyd_events_accepted_total").increment(1);
+                let ids = instances.iter().map(|instance| instance.id).collect();
+                for instance in instances {
+                    self.schedule(StepJob::new(instance, wit_event.clone()));
+                }
+                if !woken.is_empty() {
+                    let ids: Vec<InstanceId> = woken.iter().map(|instance| instance.id).collect();
+                    let currents = self
+                        .with_store(move |store| {
+                            ids.iter()
+                                .map(|id| store.instance(*id))
+                                .collect::<Result<Vec<_>, _>>()
+                        })
+                        .await?;
+                    for (instance, current) in woken.into_iter().zip(currents) {
+                        // Its wake-up is skipped when its timer fired first.
+                        let woke_here = current.is_some_and(|current| {
+                            current.history_len == instance.history_len
+                                && current.last_event_id.as_deref() == Some(event_id.as_str())
+                        });
+                        if woke_here {
+                            self.run_next(instance, wit_event.clone());
+                        }
+                    }
+                }
+                let mut exited = Vec::new();
+                for id in exiting {
+                    // The event is committed, so this answers `accepted`
+                    // whatever happens here; a pending exit is retried at
+                    // the next start.
+                    match self.finish_exit(id, &record).await {
+                        Ok(true) => exited.push(id),
+                        Ok(false) => {}
+                        Err(error) => {
+                            tracing::error!(instance = %id, %error, "exit not applied yet; retried at the next start");
+                        }
+                    }
+                }
+                exited.sort();
+                let mut receipt = Receipt::new(event_id, false, ids);
+                receipt.skipped = skipped;
+                receipt.exited = exited;
+                Ok(receipt)
+            }
+        }
+    }
+
+    /// Check an event and build its commit: the instances it starts (entry
+    /// rules checked), the waits it ends, the exits it causes. Reads the
+    /// store: call it on the blocking pool.
+    fn prepare_event(self: &Arc<Self>, event: IncomingEvent) -> Result<Prepared> {
         check_id("event id", &event.id)?;
         check_id("customer id", &event.customer)?;
         check_name("event type", &event.kind)?;
@@ -158,7 +261,11 @@ impl Runtime {
         if !accepted {
             // A re-sent event is a no-op even once nothing waits for it.
             if let Some(earlier) = self.store.event(&record.id)? {
-                return Ok(Receipt::new(record.id, true, earlier.started));
+                return Ok(Prepared::Answered(Receipt::new(
+                    record.id,
+                    true,
+                    earlier.started,
+                )));
             }
             return Err(Error::UnknownEventType {
                 event: record.id,
@@ -166,8 +273,6 @@ impl Runtime {
             });
         }
         let woken: Vec<Instance> = wakes.iter().map(|wake| wake.instance.clone()).collect();
-        let event_id = record.id.clone();
-        let wit_event = Arc::new(wit_event(&record));
         let exclusive = triggered
             .iter()
             .filter(|(_, journey)| journey.definition.entry.reentry == Reentry::Single)
@@ -186,60 +291,14 @@ impl Runtime {
             engagement,
             ..EventCommit::new(record.clone(), instances.clone(), interaction)
         };
-        let applied = self.committer.submit(commit).await?;
-        match applied {
-            Applied::DuplicateEvent { started } => Ok(Receipt::new(event_id, true, started)),
-            Applied::Done | Applied::StaleStep | Applied::PartlyStarted { .. } => {
-                if let Applied::PartlyStarted { refused } = applied {
-                    for refused in refused {
-                        if let Some(at) = instances
-                            .iter()
-                            .position(|instance| instance.id == refused.instance)
-                        {
-                            let instance = instances.remove(at);
-                            skipped.push(Skipped {
-                                journey: instance.journey,
-                                reason: single_reentry_refusal(refused.active),
-                            });
-                        }
-                    }
-                }
-                metrics::counter!("journeyd_events_accepted_total").increment(1);
-                let ids = instances.iter().map(|instance| instance.id).collect();
-                for instance in instances {
-                    self.schedule(StepJob::new(instance, wit_event.clone()));
-                }
-                for instance in woken {
-                    // Its wake-up is skipped when its timer fired first.
-                    let current = self.store.instance(instance.id)?;
-                    let woke_here = current.is_some_and(|current| {
-                        current.history_len == instance.history_len
-                            && current.last_event_id.as_deref() == Some(event_id.as_str())
-                    });
-                    if woke_here {
-                        self.run_next(instance, wit_event.clone());
-                    }
-                }
-                let mut exited = Vec::new();
-                for id in exiting {
-                    // The event is committed, so this answers `accepted`
-                    // whatever happens here; a pending exit is retried at
-                    // the next start.
-                    match self.finish_exit(id, &record).await {
-                        Ok(true) => exited.push(id),
-                        Ok(false) => {}
-                        Err(error) => {
-                            tracing::error!(instance = %id, %error, "exit not applied yet; retried at the next start");
-                        }
-                    }
-                }
-                exited.sort();
-                let mut receipt = Receipt::new(event_id, false, ids);
-                receipt.skipped = skipped;
-                receipt.exited = exited;
-                Ok(receipt)
-            }
-        }
+        Ok(Prepared::Commit(Box::new(PreparedEvent {
+            commit,
+            record,
+            instances,
+            skipped,
+            woken,
+            exiting,
+        })))
     }
 
     /// Why the customer does not enter `journey` now, if they do not: its
@@ -324,8 +383,8 @@ impl Runtime {
     /// whether this event ended it.
     pub(super) async fn finish_exit(&self, id: InstanceId, event: &EventRecord) -> Result<bool> {
         for _ in 0..EXIT_ATTEMPTS {
-            let Some(current) = self.store.instance(id)? else {
-                self.store.forget_exit(id)?;
+            let Some(current) = self.with_store(move |store| store.instance(id)).await? else {
+                self.with_store(move |store| store.forget_exit(id)).await?;
                 return Ok(false);
             };
             if current.status.is_finished() {
@@ -335,7 +394,7 @@ impl Runtime {
                     self.finish(&current);
                 } else {
                     // It completed, failed or exited another way first.
-                    self.store.forget_exit(id)?;
+                    self.with_store(move |store| store.forget_exit(id)).await?;
                 }
                 return Ok(ended_here);
             }
@@ -398,9 +457,12 @@ impl Runtime {
                 else {
                     continue;
                 };
-                let mut next = awake(&asleep, event.received_at_ms);
-                self.continue_at(&mut next, wait.on_event.clone());
-                next.last_event_id = Some(event.id.clone());
+                let next = asleep.woken(
+                    wait.on_event.clone(),
+                    self.is_step(&asleep, &wait.on_event),
+                    Some(&event.id),
+                    event.received_at_ms,
+                );
                 let entry = HistoryEntry::EventArrived {
                     at_ms: event.received_at_ms,
                     event_id: event.id.clone(),
@@ -468,14 +530,7 @@ fn engagement(
 
 /// The exit of `instance` (unfinished) through exit event `event`.
 fn exit_commit(instance: &Instance, event: &EventRecord) -> InstanceCommit {
-    let mut next = instance.clone();
-    next.status = InstanceStatus::Exited;
-    next.current_step = None;
-    next.wake_at_ms = None;
-    next.waiting_for = None;
-    next.history_len += 1;
-    next.updated_at_ms = event.received_at_ms;
-    next.last_event_id = Some(event.id.clone());
+    let next = instance.exited(&event.id, event.received_at_ms);
     let entry = HistoryEntry::Exited {
         at_ms: event.received_at_ms,
         event_id: event.id.clone(),

@@ -61,7 +61,6 @@ pub use self::health::{Health, Readiness};
 pub use self::ingest::{IncomingEvent, Receipt, Skipped};
 pub use self::operator::{Action, BulkOutcome};
 pub use self::registry::{Registry, Tag};
-use self::timers::awake;
 
 /// Timers woken per store scan.
 const TIMER_BATCH: usize = 1_000;
@@ -500,6 +499,15 @@ fn empty_object() -> Box<RawValue> {
 }
 
 impl Runtime {
+    /// Run store work on the blocking pool, off the async threads.
+    pub(crate) async fn with_store<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&dyn Store) -> store::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.store.clone();
+        Ok(tokio::task::spawn_blocking(move || work(&*store)).await??)
+    }
+
     /// Build a runtime on `store`, loading deployed journeys and plugin
     /// versions. Call [`Runtime::resume`] to restart unfinished instances.
     pub fn new(

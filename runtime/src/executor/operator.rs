@@ -285,36 +285,20 @@ impl Runtime {
             })?;
         let now = self.clock.now_ms();
         let at = step_at(instance, history);
-        let mut next = instance.clone();
-        next.history_len += 1;
-        next.updated_at_ms = now;
-        next.wake_at_ms = None;
-        next.waiting_for = None;
-        next.attempts = None;
-        next.failure = None;
         let reason = reason.to_owned();
-        let entry = match action {
+        let (next, entry) = match action {
             Action::Retry { plugin } => {
                 let step = at
                     .filter(|step| journey.step(step).is_some())
                     .ok_or_else(|| refuse("the step it failed at is not in its journey".into()))?;
-                next.status = InstanceStatus::Running;
-                next.current_step = Some(step.clone());
-                next.terminal = None;
-                if plugin.is_some() {
-                    next.attempts = Some(crate::store::StepAttempts {
-                        made: 0,
-                        failed: 0,
-                        idempotency_key: next.idempotency_key(),
-                        plugin: plugin.clone(),
-                    });
-                }
-                HistoryEntry::Retried {
+                let next = instance.retried(step.clone(), plugin.clone(), now);
+                let entry = HistoryEntry::Retried {
                     at_ms: now,
                     step,
                     plugin: plugin.clone(),
                     reason,
-                }
+                };
+                (next, entry)
             }
             Action::Skip { to } => {
                 if !journey.leads_to(to) {
@@ -323,25 +307,22 @@ impl Runtime {
                         step: to.clone(),
                     });
                 }
-                self.continue_at(&mut next, to.clone());
-                if next.status != InstanceStatus::Completed {
-                    next.status = InstanceStatus::Running;
-                }
-                HistoryEntry::Skipped {
+                let next = instance.skipped_to(to.clone(), self.is_step(instance, to), now);
+                let entry = HistoryEntry::Skipped {
                     at_ms: now,
                     from_step: at,
                     to_step: to.clone(),
                     reason,
-                }
+                };
+                (next, entry)
             }
             Action::Cancel => {
-                next.status = InstanceStatus::Cancelled;
-                next.current_step = None;
-                HistoryEntry::Cancelled {
+                let entry = HistoryEntry::Cancelled {
                     at_ms: now,
                     step: at,
                     reason,
-                }
+                };
+                (instance.cancelled(now), entry)
             }
         };
         Ok(InstanceCommit::leaving(next, entry, instance))

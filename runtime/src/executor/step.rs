@@ -244,11 +244,7 @@ impl Runtime {
             .get(&from_step)
             .cloned()
             .unwrap_or_else(|| from_step.clone());
-        let mut next = instance.clone();
-        next.journey_version = migration.to_version;
-        next.current_step = Some(to_step.clone());
-        next.history_len += 1;
-        next.updated_at_ms = self.clock.now_ms();
+        let next = instance.migrated(migration.to_version, to_step.clone(), self.clock.now_ms());
         let entry = HistoryEntry::Migrated {
             at_ms: next.updated_at_ms,
             from_version: migration.from_version,

@@ -49,7 +49,7 @@ impl Runtime {
         }
         loop {
             let now = clock.now_ms();
-            let stop = match self.store.next_timer()? {
+            let stop = match self.with_store(|store| store.next_timer()).await? {
                 Some(due) if due <= to_ms => due.max(now),
                 _ => to_ms,
             };
@@ -165,7 +165,7 @@ impl Runtime {
                 break;
             }
         }
-        let next = self.store.next_timer()?;
+        let next = self.with_store(|store| store.next_timer()).await?;
         let now = self.clock.now_ms();
         let wait = match (next, self.clock.simulated()) {
             (_, Some(_)) | (None, None) => MAX_TIMER_SLEEP,
@@ -188,7 +188,7 @@ impl Runtime {
         due_ms: u64,
         now: u64,
     ) -> Result<()> {
-        let asleep = match self.store.instance(id)? {
+        let asleep = match self.with_store(move |store| store.instance(id)).await? {
             Some(asleep)
                 if asleep.status == InstanceStatus::Waiting
                     && asleep.wake_at_ms == Some(due_ms) =>
@@ -198,22 +198,23 @@ impl Runtime {
             stale => {
                 // Gone, or woken some other way and its timer left over.
                 tracing::warn!(instance = %id, due_ms, status = ?stale.map(|instance| instance.status), "removing a timer its instance no longer waits for");
-                self.store.forget_timer(due_ms, id)?;
+                self.with_store(move |store| store.forget_timer(due_ms, id))
+                    .await?;
                 return Ok(());
             }
         };
-        let Some(event) = self.store.event(asleep.current_event_id())? else {
+        let event_id = asleep.current_event_id().to_owned();
+        let Some(event) = self.with_store(move |store| store.event(&event_id)).await? else {
             return Err(Error::MissingEvent {
                 instance: id,
                 event: asleep.current_event_id().to_owned(),
             });
         };
-        let mut next = awake(&asleep, now);
         let target = match &asleep.waiting_for {
             Some(wait) => wait.on_timeout.clone(),
             None => asleep.current_step.clone().unwrap_or_default(),
         };
-        self.continue_at(&mut next, target);
+        let next = asleep.woken(target.clone(), self.is_step(&asleep, &target), None, now);
         let entry = HistoryEntry::Woke { at_ms: now, due_ms };
         let commit = InstanceCommit::leaving(next.clone(), entry, &asleep);
         metrics::histogram!("journeyd_timer_lateness_seconds")
@@ -228,20 +229,12 @@ impl Runtime {
         Ok(())
     }
 
-    /// Point a woken instance at `target`: the step it runs next, or, when
-    /// the journey has no such step, the terminal state it completes in.
-    pub(super) fn continue_at(&self, instance: &mut Instance, target: String) {
-        let is_step = self
-            .registry
+    /// Whether `target` is a step of `instance`'s journey version (else a
+    /// terminal state).
+    pub(super) fn is_step(&self, instance: &Instance, target: &str) -> bool {
+        self.registry
             .journey(&instance.journey, instance.journey_version)
-            .is_some_and(|journey| journey.step(&target).is_some());
-        if is_step {
-            instance.current_step = Some(target);
-        } else {
-            instance.current_step = None;
-            instance.status = InstanceStatus::Completed;
-            instance.terminal = Some(target);
-        }
+            .is_some_and(|journey| journey.step(target).is_some())
     }
 
     /// After a committed wake-up: run the instance's next step, or report
@@ -253,16 +246,4 @@ impl Runtime {
             self.schedule(StepJob::new(instance, event));
         }
     }
-}
-
-/// A waiting instance running again: its next history slot, no timer or
-/// wait (the caller sets where it continues).
-pub(super) fn awake(asleep: &Instance, now: u64) -> Instance {
-    let mut next = asleep.clone();
-    next.status = InstanceStatus::Running;
-    next.wake_at_ms = None;
-    next.waiting_for = None;
-    next.history_len += 1;
-    next.updated_at_ms = now;
-    next
 }

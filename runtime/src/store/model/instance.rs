@@ -150,6 +150,14 @@ pub struct EventWait {
     pub on_timeout: String,
 }
 
+/// The instance state machine: every way an instance moves is one method
+/// here, each taking the next history slot. A step's outcome ([`advance`]
+/// or [`retry_later`]), a restart, a split, a wake-up, an exit, a
+/// migration and an operator's retry, skip or cancel. The executor decides
+/// *which* move to make; how the instance changes is said only here.
+///
+/// [`advance`]: Instance::advance
+/// [`retry_later`]: Instance::retry_later
 impl Instance {
     /// Follow a split's variant to `target`, a step or (when `is_step` is
     /// false) a terminal state.
@@ -157,13 +165,113 @@ impl Instance {
         self.history_len += 1;
         self.updated_at_ms = now;
         self.attempts = None;
+        self.lead_to(target.to_owned(), is_step);
+    }
+
+    /// Continue at `target`: a step, or a terminal state that completes
+    /// the instance.
+    fn lead_to(&mut self, target: String, is_step: bool) {
         if is_step {
-            self.current_step = Some(target.to_owned());
+            self.current_step = Some(target);
         } else {
             self.current_step = None;
             self.status = InstanceStatus::Completed;
-            self.terminal = Some(target.to_owned());
+            self.terminal = Some(target);
         }
+    }
+
+    /// Take the next history slot at `at_ms`, leaving any wait.
+    fn next_entry(&self, at_ms: u64) -> Instance {
+        let mut next = self.clone();
+        next.history_len += 1;
+        next.updated_at_ms = at_ms;
+        next.wake_at_ms = None;
+        next.waiting_for = None;
+        next
+    }
+
+    /// A waiting instance woken at `at_ms`, by the event `by_event` it
+    /// waited for or (`None`) by its timer, running again at `target`;
+    /// `is_step` says whether `target` is a step or a terminal state.
+    pub fn woken(
+        &self,
+        target: String,
+        is_step: bool,
+        by_event: Option<&str>,
+        at_ms: u64,
+    ) -> Instance {
+        let mut next = self.next_entry(at_ms);
+        next.status = InstanceStatus::Running;
+        next.lead_to(target, is_step);
+        if let Some(event) = by_event {
+            next.last_event_id = Some(event.to_owned());
+        }
+        next
+    }
+
+    /// An unfinished instance ended at `at_ms` by exit event `event_id`.
+    pub fn exited(&self, event_id: &str, at_ms: u64) -> Instance {
+        let mut next = self.next_entry(at_ms);
+        next.status = InstanceStatus::Exited;
+        next.current_step = None;
+        next.last_event_id = Some(event_id.to_owned());
+        next
+    }
+
+    /// A running instance moved to journey version `to_version`, at step
+    /// `to_step`, before its next step runs.
+    pub fn migrated(&self, to_version: u32, to_step: String, at_ms: u64) -> Instance {
+        let mut next = self.next_entry(at_ms);
+        next.journey_version = to_version;
+        next.current_step = Some(to_step);
+        next
+    }
+
+    /// An operator's action at `at_ms`: whatever the instance was doing
+    /// (waiting, retrying, failed) is over.
+    fn acted_on(&self, at_ms: u64) -> Instance {
+        let mut next = self.next_entry(at_ms);
+        next.attempts = None;
+        next.failure = None;
+        next
+    }
+
+    /// An operator runs `step` again, from a first attempt with a fresh
+    /// idempotency key; on `plugin` (a reference such as `classify@3`) when
+    /// given, instead of the step's own.
+    pub fn retried(&self, step: String, plugin: Option<String>, at_ms: u64) -> Instance {
+        let mut next = self.acted_on(at_ms);
+        next.status = InstanceStatus::Running;
+        next.current_step = Some(step);
+        next.terminal = None;
+        if plugin.is_some() {
+            next.attempts = Some(StepAttempts {
+                made: 0,
+                failed: 0,
+                idempotency_key: next.idempotency_key(),
+                plugin,
+            });
+        }
+        next
+    }
+
+    /// An operator moves the instance on to `target` (a step, or a
+    /// terminal state that completes it).
+    pub fn skipped_to(&self, target: String, is_step: bool, at_ms: u64) -> Instance {
+        let mut next = self.acted_on(at_ms);
+        next.lead_to(target, is_step);
+        if next.status != InstanceStatus::Completed {
+            next.status = InstanceStatus::Running;
+        }
+        next
+    }
+
+    /// An operator cancels the instance.
+    pub fn cancelled(&self, at_ms: u64) -> Instance {
+        let mut next = self.acted_on(at_ms);
+        next.status = InstanceStatus::Cancelled;
+        next.current_step = None;
+        next
     }
 
     /// The event its steps see: the one that ended its last wait, or the

@@ -198,3 +198,114 @@ fn state_changes_record_only_what_a_step_changed_and_replay_to_its_state() {
     assert_eq!(replayed, after);
     assert!(StateChanges::between(&after, after.clone()).is_empty());
 }
+
+/// A waiting instance: asleep until 5 000, or waiting for a reply.
+fn waiting(for_event: bool) -> Instance {
+    let mut instance = running(3);
+    instance.status = InstanceStatus::Waiting;
+    instance.current_step = (!for_event).then(|| "classify".into());
+    instance.wake_at_ms = Some(5_000);
+    instance.waiting_for = for_event.then(|| EventWait {
+        kind: "customer.replied".into(),
+        correlation: "customer=c-1".into(),
+        on_event: "resolve".into(),
+        on_timeout: "chase".into(),
+    });
+    instance
+}
+
+/// Every move takes the next history slot and leaves any wait.
+fn took_the_next_slot(before: &Instance, after: &Instance, at_ms: u64) {
+    assert_eq!(after.history_len, before.history_len + 1);
+    assert_eq!(after.updated_at_ms, at_ms);
+    assert_eq!(
+        (after.wake_at_ms, after.waiting_for.is_none()),
+        (None, true)
+    );
+}
+
+#[test]
+fn a_wake_up_runs_the_instance_again_where_its_wait_leads() {
+    let asleep = waiting(false);
+    let woke = asleep.woken("classify".into(), true, None, 5_001);
+    took_the_next_slot(&asleep, &woke, 5_001);
+    assert_eq!(woke.status, InstanceStatus::Running);
+    assert_eq!(woke.current_step.as_deref(), Some("classify"));
+    assert_eq!(woke.last_event_id, None, "a timer carries no event");
+
+    let replied = waiting(true).woken("resolved".into(), false, Some("evt-9"), 6_000);
+    assert_eq!(
+        replied.status,
+        InstanceStatus::Completed,
+        "a terminal state"
+    );
+    assert_eq!(replied.terminal.as_deref(), Some("resolved"));
+    assert_eq!(replied.current_step, None);
+    assert_eq!(replied.current_event_id(), "evt-9");
+}
+
+#[test]
+fn an_exit_ends_a_running_or_waiting_instance() {
+    for before in [running(2), waiting(true)] {
+        let exited = before.exited("evt-out", 7_000);
+        took_the_next_slot(&before, &exited, 7_000);
+        assert_eq!(exited.status, InstanceStatus::Exited);
+        assert_eq!(exited.current_step, None);
+        assert_eq!(exited.last_event_id.as_deref(), Some("evt-out"));
+    }
+}
+
+#[test]
+fn a_migration_moves_a_running_instance_to_another_version_and_step() {
+    let before = running(4);
+    let moved = before.migrated(3, "triage".into(), 8_000);
+    took_the_next_slot(&before, &moved, 8_000);
+    assert_eq!(moved.status, InstanceStatus::Running);
+    assert_eq!(
+        (moved.journey_version, moved.current_step.as_deref()),
+        (3, Some("triage"))
+    );
+}
+
+#[test]
+fn operator_actions_retry_skip_and_cancel_whatever_the_instance_was_doing() {
+    let mut failed = running(5);
+    failed.status = InstanceStatus::Failed;
+    failed.current_step = None;
+    failed.failure = Some("step `classify`: boom".into());
+
+    let retried = failed.retried("classify".into(), Some("classify@2".into()), 9_000);
+    took_the_next_slot(&failed, &retried, 9_000);
+    assert_eq!(retried.status, InstanceStatus::Running);
+    assert_eq!(retried.failure, None);
+    assert_eq!(retried.current_step.as_deref(), Some("classify"));
+    let attempts = retried.attempts.clone().expect("pinned to a plugin");
+    assert_eq!(attempts.plugin.as_deref(), Some("classify@2"));
+    assert_eq!(
+        attempts.idempotency_key, "i-7/6",
+        "a fresh key: a new execution"
+    );
+    assert_eq!(retried.next_attempt(), 1);
+    assert_eq!(
+        failed.retried("classify".into(), None, 9_000).attempts,
+        None
+    );
+
+    let asleep = waiting(false);
+    let skipped = asleep.skipped_to("resolve".into(), true, 9_500);
+    took_the_next_slot(&asleep, &skipped, 9_500);
+    assert_eq!(
+        (skipped.status, skipped.current_step.as_deref()),
+        (InstanceStatus::Running, Some("resolve"))
+    );
+    let finished = asleep.skipped_to("resolved".into(), false, 9_500);
+    assert_eq!(finished.status, InstanceStatus::Completed);
+    assert_eq!(finished.terminal.as_deref(), Some("resolved"));
+
+    let cancelled = asleep.cancelled(9_900);
+    took_the_next_slot(&asleep, &cancelled, 9_900);
+    assert_eq!(
+        (cancelled.status, cancelled.current_step.as_deref()),
+        (InstanceStatus::Cancelled, None)
+    );
+}
