@@ -7,9 +7,10 @@
 //! decides how to lay out and index them, and nothing outside its module
 //! knows its keys. `sled/` is the embedded default.
 //!
-//! Files: `model.rs` holds the records and the instance state machine;
-//! one file per trait; `suite.rs` the behaviour every backend must show
-//! (its tests run it); `sled/` the sled backend.
+//! Files: `model/` holds the records and the instance state machine; one
+//! file per trait; `suite/` the behaviour every backend must show (each
+//! backend's tests run it); `sled/` the sled backend. See
+//! `docs/architecture.md` for where each invariant is enforced.
 
 mod catalog;
 mod customers;
