@@ -182,6 +182,25 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         }
     });
+    // The catalog another runtime on the same store changed is picked up
+    // within a second (a version check; nothing is read when unchanged).
+    let refresher = runtime.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            let refresher = refresher.clone();
+            match tokio::task::spawn_blocking(move || refresher.refresh_catalog()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(error = %error, "checking the catalog for changes failed")
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "checking the catalog for changes failed")
+                }
+            }
+        }
+    });
     // Resume first, with nothing else moving instances: the timer loop
     // and new events start only once every running instance is scheduled.
     let resumed = runtime.resume().await?;

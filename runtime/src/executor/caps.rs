@@ -81,17 +81,18 @@ pub struct SendLedger {
 impl SendLedger {
     /// A ledger with the caps saved in `store` (none when never set).
     pub fn open(store: Arc<dyn Store>) -> crate::store::Result<Self> {
-        let caps = match store.meta(CAPS_META)? {
-            Some(value) => serde_json::from_value(value).unwrap_or_else(|error| {
-                tracing::error!(%error, "saved frequency caps are unreadable; running without caps");
-                Vec::new()
-            }),
-            None => Vec::new(),
-        };
+        let caps = saved_caps(&*store)?;
         Ok(SendLedger {
             store,
             caps: RwLock::new(Arc::new(caps)),
         })
+    }
+
+    /// Take the caps saved in the store again (another runtime set them).
+    pub fn reload(&self) -> crate::store::Result<()> {
+        let caps = saved_caps(&*self.store)?;
+        *self.caps.write().expect("the caps lock is never poisoned") = Arc::new(caps);
+        Ok(())
     }
 
     /// The caps in force.
@@ -122,6 +123,17 @@ impl SendLedger {
             tracing::error!(customer, channel, error = %crate::error_chain(&error), "a send reservation could not be released");
         }
     }
+}
+
+/// The caps saved in `store` (none when never set or unreadable).
+fn saved_caps(store: &dyn Store) -> crate::store::Result<Vec<FrequencyCap>> {
+    Ok(match store.meta(CAPS_META)? {
+        Some(value) => serde_json::from_value(value).unwrap_or_else(|error| {
+            tracing::error!(%error, "saved frequency caps are unreadable; running without caps");
+            Vec::new()
+        }),
+        None => Vec::new(),
+    })
 }
 
 impl SendPolicy for SendLedger {

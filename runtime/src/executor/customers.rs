@@ -47,6 +47,7 @@ impl Runtime {
                 twice.channel
             )));
         }
+        let _catalog = self.catalog_lock();
         Ok(self.sends.set_caps(caps)?)
     }
 }

@@ -96,8 +96,11 @@ impl Runtime {
             steps: mapping,
             created_at_ms: self.clock.now_ms(),
         };
-        self.store.put_migration(&record)?;
-        self.registry.set_migration(record.clone());
+        {
+            let _catalog = self.catalog_lock();
+            self.store.put_migration(&record)?;
+            self.registry.set_migration(record.clone());
+        }
         tracing::info!(journey, from, to, "journey migration stored");
         Ok(record)
     }

@@ -116,11 +116,19 @@ impl Runtime {
         let Some(tag) = resolved.tag.as_ref().filter(|_| resolved.canary) else {
             return;
         };
-        if tag.count_canary_run(failed) {
-            let runs = tag.canary_runs.load(std::sync::atomic::Ordering::Relaxed);
-            let failures = tag
-                .canary_failures
-                .load(std::sync::atomic::Ordering::Relaxed);
+        // Counted in the store, so the rule judges every runtime's runs.
+        let counts = match self
+            .store
+            .count_canary_runs(&tag.record, 1, u64::from(failed))
+        {
+            Ok(counts) => counts,
+            Err(error) => {
+                tracing::error!(plugin = %tag.record.plugin, tag = %tag.record.tag, error = %crate::error_chain(&error), "a canary run could not be counted");
+                return;
+            }
+        };
+        if tag.observe_canary(counts) {
+            let CanaryCounts { runs, failures } = counts;
             let reason = format!(
                 "automatic rollback: version {} failed {failures} of {runs} runs ({:.0}%), above the rule's {:.0}%",
                 record.version,
@@ -198,8 +206,11 @@ impl Runtime {
             changed_at_ms: self.clock.now_ms(),
             reason: reason.to_owned(),
         };
-        self.store.put_tag(&record)?;
-        self.registry.set_tag(record.clone());
+        {
+            let _catalog = self.catalog_lock();
+            self.store.put_tag(&record)?;
+            self.registry.set_tag(record.clone());
+        }
         tracing::info!(plugin, tag, version, canary = ?record.canary, reason, "plugin tag moved");
         Ok(record)
     }

@@ -11,15 +11,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::journey::{Journey, PluginRef, Selector};
-use crate::store::{InstanceId, MigrationRecord, PluginRecord, TagRecord};
+use crate::store::{CanaryCounts, InstanceId, MigrationRecord, PluginRecord, TagRecord};
 
 /// A tag as the step path sees it: where it points, plus the counts of the
-/// rollout in progress (since it started or since this process started).
+/// rollout in progress as the store last reported them.
 #[derive(Debug)]
 pub struct Tag {
     /// Where it points.
     pub record: TagRecord,
-    /// Steps the canary version ran in this rollout.
+    /// Steps the canary version ran in this rollout (every runtime's).
     pub canary_runs: AtomicU64,
     /// Of those, steps that failed.
     pub canary_failures: AtomicU64,
@@ -37,14 +37,12 @@ impl Tag {
         }
     }
 
-    /// Count one run of the canary version; true when its rollback rule
-    /// now says to roll back (once per rollout).
-    pub fn count_canary_run(&self, failed: bool) -> bool {
-        let runs = self.canary_runs.fetch_add(1, Ordering::Relaxed) + 1;
-        let failures = self
-            .canary_failures
-            .fetch_add(u64::from(failed), Ordering::Relaxed)
-            + u64::from(failed);
+    /// Take the rollout's counts as the store totals them; true when its
+    /// rollback rule now says to roll back (once per rollout).
+    pub fn observe_canary(&self, counts: CanaryCounts) -> bool {
+        let CanaryCounts { runs, failures } = counts;
+        self.canary_runs.fetch_max(runs, Ordering::Relaxed);
+        self.canary_failures.fetch_max(failures, Ordering::Relaxed);
         let Some(rule) = self
             .record
             .canary
@@ -98,6 +96,16 @@ pub fn rollout_bucket(instance: InstanceId, plugin: &str, tag: &str) -> u8 {
 }
 
 impl Registry {
+    /// Take everything `other` holds instead of what this one does (a
+    /// catalog reloaded from the store).
+    pub fn replace_with(&self, other: Registry) {
+        let index = other
+            .index
+            .into_inner()
+            .expect("registry lock is never poisoned");
+        *self.write() = index;
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
         self.index.read().expect("registry lock is never poisoned")
     }
@@ -362,10 +370,11 @@ mod tests {
                 min_runs: 4,
             }),
         ));
-        assert!(!tag.count_canary_run(true), "too few runs");
-        assert!(!tag.count_canary_run(true));
-        assert!(!tag.count_canary_run(false));
-        assert!(tag.count_canary_run(true), "3 of 4 failed");
-        assert!(!tag.count_canary_run(true), "only once");
+        let counts = |runs, failures| CanaryCounts { runs, failures };
+        assert!(!tag.observe_canary(counts(1, 1)), "too few runs");
+        assert!(!tag.observe_canary(counts(2, 2)));
+        assert!(!tag.observe_canary(counts(3, 2)));
+        assert!(tag.observe_canary(counts(4, 3)), "3 of 4 failed");
+        assert!(!tag.observe_canary(counts(5, 4)), "only once");
     }
 }

@@ -4,8 +4,18 @@
 
 use super::{JourneyRecord, MigrationRecord, PluginRecord, Result, TagRecord, VersionStats};
 
+/// The runs of a rollout's canary version so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CanaryCounts {
+    /// Steps the canary ran.
+    pub runs: u64,
+    /// Of those, steps that failed.
+    pub failures: u64,
+}
+
 /// Plugins, tags, journeys, migrations, run counts and settings. Every
-/// write is durable on return.
+/// write is durable on return, except canary counts (statistics of the
+/// rollout in progress).
 pub trait Catalog: Send + Sync {
     /// Store plugin bytes under their digest and give `name` a new version
     /// pointing at them, unless the latest version of `name` already has
@@ -31,6 +41,17 @@ pub trait Catalog: Send + Sync {
     /// Every change of the tags of `plugin`, oldest first.
     fn tag_changes(&self, plugin: &str) -> Result<Vec<TagRecord>>;
 
+    /// Count `runs` runs of the canary of `rollout` (a tag record with a
+    /// canary; a new record is a new rollout), `failures` of them failed,
+    /// and return the rollout's totals as counted by every runtime, so the
+    /// rollback rule judges all of them.
+    fn count_canary_runs(
+        &self,
+        rollout: &TagRecord,
+        runs: u64,
+        failures: u64,
+    ) -> Result<CanaryCounts>;
+
     /// Add run counts to the saved ones of the same versions: each
     /// runtime adds what it counted since it last saved, so counts from
     /// several never overwrite each other.
@@ -47,6 +68,11 @@ pub trait Catalog: Send + Sync {
     fn put_migration(&self, record: &MigrationRecord) -> Result<()>;
     /// Every journey migration.
     fn migrations(&self) -> Result<Vec<MigrationRecord>>;
+
+    /// A number that moves whenever the catalog changes (plugins, tags,
+    /// journeys, migrations, settings), whoever changed it: a runtime that
+    /// sees it move reloads what it holds of the catalog in memory.
+    fn catalog_version(&self) -> Result<u64>;
 
     /// Keep a runtime setting across starts.
     fn put_meta(&self, name: &str, value: &serde_json::Value) -> Result<()>;

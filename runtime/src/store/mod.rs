@@ -22,7 +22,7 @@ mod timers;
 
 use serde::Serialize;
 
-pub use self::catalog::Catalog;
+pub use self::catalog::{CanaryCounts, Catalog};
 pub use self::customers::{Customers, SendReservation};
 pub use self::journal::{
     Applied, Commit, CountedSend, EventCommit, InstanceCommit, InstanceFilter, Journal, LeftWait,

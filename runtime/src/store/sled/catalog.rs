@@ -2,7 +2,8 @@
 
 use super::{SledStore, decode, keys};
 use crate::store::{
-    Catalog, JourneyRecord, MigrationRecord, PluginRecord, Result, TagRecord, VersionStats, encode,
+    CanaryCounts, Catalog, JourneyRecord, MigrationRecord, PluginRecord, Result, TagRecord,
+    VersionStats, encode,
 };
 
 impl SledStore {
@@ -14,6 +15,17 @@ impl SledStore {
 
     fn latest_version(&self, prefix: &[u8]) -> Result<Option<(sled::IVec, sled::IVec)>> {
         Ok(self.db.scan_prefix(prefix).next_back().transpose()?)
+    }
+
+    /// Write `batch` with the catalog's version moved, durably.
+    fn change_catalog(&self, mut batch: sled::Batch) -> Result<()> {
+        batch.insert(
+            keys::catalog_version(),
+            &self.db.generate_id()?.to_be_bytes(),
+        );
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
     }
 }
 
@@ -45,9 +57,9 @@ impl Catalog for SledStore {
         // The blob is durable before any version points at it.
         self.blobs.insert(keys::blob(digest), bytes)?;
         self.blobs.flush()?;
-        self.db
-            .insert(keys::plugin(name, record.version), encode(&record)?)?;
-        self.db.flush()?;
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::plugin(name, record.version), encode(&record)?);
+        self.change_catalog(batch)?;
         Ok(record)
     }
 
@@ -70,9 +82,32 @@ impl Catalog for SledStore {
             keys::tag_change(&record.plugin, self.db.generate_id()?),
             encoded,
         );
-        self.db.apply_batch(batch)?;
-        self.db.flush()?;
-        Ok(())
+        self.change_catalog(batch)
+    }
+
+    fn count_canary_runs(
+        &self,
+        rollout: &TagRecord,
+        runs: u64,
+        failures: u64,
+    ) -> Result<CanaryCounts> {
+        let key = (
+            rollout.plugin.clone(),
+            rollout.tag.clone(),
+            rollout.changed_at_ms,
+        );
+        let mut canaries = self
+            .canaries
+            .lock()
+            .expect("the canary counts lock is never poisoned");
+        if canaries.len() > 1024 {
+            // Old rollouts: a tag is set again far less often than this.
+            canaries.clear();
+        }
+        let counts = canaries.entry(key).or_default();
+        counts.runs += runs;
+        counts.failures += failures;
+        Ok(*counts)
     }
 
     fn tags(&self) -> Result<Vec<TagRecord>> {
@@ -121,9 +156,9 @@ impl Catalog for SledStore {
             source: source.to_owned(),
             deployed_at_ms: at_ms,
         };
-        self.db
-            .insert(keys::journey(name, version), encode(&record)?)?;
-        self.db.flush()?;
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::journey(name, version), encode(&record)?);
+        self.change_catalog(batch)?;
         Ok(record)
     }
 
@@ -132,22 +167,30 @@ impl Catalog for SledStore {
     }
 
     fn put_migration(&self, record: &MigrationRecord) -> Result<()> {
-        self.db.insert(
+        let mut batch = sled::Batch::default();
+        batch.insert(
             keys::migration(&record.journey, record.from_version),
             encode(record)?,
-        )?;
-        self.db.flush()?;
-        Ok(())
+        );
+        self.change_catalog(batch)
     }
 
     fn migrations(&self) -> Result<Vec<MigrationRecord>> {
         self.scan(&keys::migrations())
     }
 
+    fn catalog_version(&self) -> Result<u64> {
+        Ok(self
+            .db
+            .get(keys::catalog_version())?
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
     fn put_meta(&self, name: &str, value: &serde_json::Value) -> Result<()> {
-        self.db.insert(keys::meta(name), encode(value)?)?;
-        self.db.flush()?;
-        Ok(())
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::meta(name), encode(value)?);
+        self.change_catalog(batch)
     }
 
     fn meta(&self, name: &str) -> Result<Option<serde_json::Value>> {

@@ -69,6 +69,9 @@ const ENGAGEMENT: u8 = b'Z';
 /// and channel: `F customer 0 channel 0 at-ms:u64 instance:u64 seq:u32 index:u32`.
 const SENT: u8 = b'F';
 
+/// The catalog's version (a sled id, moved by every catalog write): `v`.
+const CATALOG_VERSION: u8 = b'v';
+
 fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     let len = 1 + parts.iter().map(|part| part.len()).sum::<usize>();
     let mut key = Vec::with_capacity(len);
@@ -77,6 +80,11 @@ fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
         key.extend_from_slice(part);
     }
     key
+}
+
+/// The key of the catalog's version.
+pub fn catalog_version() -> Vec<u8> {
+    vec![CATALOG_VERSION]
 }
 
 /// The key of an accepted event.

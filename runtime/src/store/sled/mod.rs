@@ -12,8 +12,8 @@
 //! journeys and settings; `customers.rs` profiles and the cached views;
 //! `outbox.rs` deliveries.
 //!
-//! Claims (timers, outbox messages) and send reservations are held in
-//! memory: sled opens its directory in one process at a time, so the
+//! Claims (timers, outbox messages), send reservations and canary counts
+//! are held in memory: sled opens its directory in one process at a time, so the
 //! process is the only claimant there can be, and a restart rightly drops
 //! its claims with it.
 
@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use self::customers::{CustomerCache, Reservations};
-use crate::store::{Error, InstanceId, Result};
+use crate::store::{CanaryCounts, Error, InstanceId, Result};
 
 impl From<sled::Error> for Error {
     fn from(error: sled::Error) -> Self {
@@ -76,6 +76,9 @@ pub struct SledStore {
     leases: std::sync::Mutex<Leases>,
     /// Sends reserved against frequency caps (held in memory like claims).
     reservations: std::sync::Mutex<Reservations>,
+    /// Canary runs of rollouts in progress, by (plugin, tag, set at): in
+    /// memory like claims, so they count from this process's start.
+    canaries: std::sync::Mutex<HashMap<(String, String, u64), CanaryCounts>>,
 }
 
 /// What is claimed, until when.
@@ -118,6 +121,7 @@ impl SledStore {
             versions: std::sync::Mutex::new(()),
             leases: std::sync::Mutex::new(Leases::default()),
             reservations: std::sync::Mutex::new(Reservations::default()),
+            canaries: std::sync::Mutex::new(HashMap::new()),
         })
     }
 

@@ -201,3 +201,103 @@ pub(super) fn channels_engagement_and_counted_sends_are_kept(store: &dyn Store) 
             .is_empty()
     );
 }
+
+pub(super) fn every_catalog_change_moves_the_catalog_version(store: &dyn Store) {
+    let mut seen = store.catalog_version().expect("version");
+    let mut moved = |what: &str| {
+        let now = store.catalog_version().expect("version");
+        assert!(
+            now > seen,
+            "{what} moves the catalog version ({seen} -> {now})"
+        );
+        seen = now;
+    };
+    store.put_plugin("versioned", "v-1", b"x", 1).expect("push");
+    moved("a push");
+    store
+        .put_tag(&TagRecord {
+            plugin: "versioned".into(),
+            tag: "stable".into(),
+            version: 1,
+            canary: None,
+            changed_at_ms: 1,
+            reason: "first".into(),
+        })
+        .expect("tag");
+    moved("a tag");
+    store
+        .put_journey("versioned", "name = \"versioned\"", 1)
+        .expect("deploy");
+    moved("a deploy");
+    store
+        .put_migration(&MigrationRecord {
+            journey: "versioned".into(),
+            from_version: 1,
+            to_version: 2,
+            steps: Default::default(),
+            created_at_ms: 1,
+        })
+        .expect("migration");
+    moved("a migration");
+    store.put_meta("setting", &json!(1)).expect("meta");
+    moved("a setting");
+    assert_eq!(
+        store.catalog_version().expect("version"),
+        seen,
+        "reading does not move it"
+    );
+}
+
+pub(super) fn canary_runs_add_up_per_rollout(store: &dyn Store) {
+    let rollout = TagRecord {
+        plugin: "classify".into(),
+        tag: "stable".into(),
+        version: 1,
+        canary: Some(Canary {
+            version: 2,
+            percent: 10,
+            rollback: None,
+        }),
+        changed_at_ms: 50,
+        reason: "rollout".into(),
+    };
+    let count = |rollout: &TagRecord, runs, failures| {
+        store
+            .count_canary_runs(rollout, runs, failures)
+            .expect("count")
+    };
+    assert_eq!(
+        count(&rollout, 1, 0),
+        CanaryCounts {
+            runs: 1,
+            failures: 0
+        }
+    );
+    // Another runtime's runs of the same rollout add up.
+    assert_eq!(
+        count(&rollout, 3, 2),
+        CanaryCounts {
+            runs: 4,
+            failures: 2
+        }
+    );
+    // A new rollout of the same tag starts from nothing.
+    let next = TagRecord {
+        changed_at_ms: 60,
+        ..rollout.clone()
+    };
+    assert_eq!(
+        count(&next, 1, 1),
+        CanaryCounts {
+            runs: 1,
+            failures: 1
+        }
+    );
+    assert_eq!(
+        count(&rollout, 0, 0),
+        CanaryCounts {
+            runs: 4,
+            failures: 2
+        }
+    );
+}

@@ -168,6 +168,8 @@ pub fn run(store: &dyn Store) {
     plugin_and_journey_versions_count_up(store);
     tags_keep_their_changes_and_run_counts_are_saved(store);
     a_migration_replaces_the_one_from_the_same_version(store);
+    every_catalog_change_moves_the_catalog_version(store);
+    canary_runs_add_up_per_rollout(store);
     a_sleeping_instance_has_a_timer_until_it_wakes(store);
     channels_engagement_and_counted_sends_are_kept(store);
     an_exit_ends_an_instance_indexed_by_customer(store);
