@@ -397,8 +397,13 @@ fn server_url(server: Option<String>) -> String {
 /// their causes), never as a backtrace: they are the user's to fix.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Blocking work is short store reads and writes (and the odd plugin
+    // compile): a few threads serve it. An unbounded pool would grow a
+    // thread per concurrent request, each with its own allocator heap.
+    let cores = std::thread::available_parallelism().map_or(2, |cores| cores.get());
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads((2 * cores).max(8))
         .build()
         .map_err(anyhow::Error::from)
         .and_then(|runtime| runtime.block_on(run(cli)));

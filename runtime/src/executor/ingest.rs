@@ -60,7 +60,7 @@ impl Receipt {
 
 /// An event ready to commit, and what its ingest needs once it is.
 struct PreparedEvent {
-    commit: EventCommit,
+    commit: Option<EventCommit>,
     record: EventRecord,
     instances: Vec<Instance>,
     skipped: Vec<Skipped>,
@@ -76,27 +76,53 @@ enum Prepared {
     Commit(Box<PreparedEvent>),
 }
 
+/// An event prepared and committed (or answered without a commit).
+type Committed = (Prepared, Result<Applied, CommitError>);
+
 impl Runtime {
     /// Accept an event: once this returns `Ok`, the event and the instances
     /// it starts are durable and their first steps are scheduled. The
     /// store is read on the blocking pool, never on an async thread.
     pub async fn ingest(self: &Arc<Self>, event: IncomingEvent) -> Result<Receipt> {
+        // Prepared on the blocking pool and handed to the committer from
+        // there: the answer comes back once the commit is durable.
+        let (reply, answer) = tokio::sync::oneshot::channel::<Result<Committed>>();
         let runtime = self.clone();
-        let prepared = tokio::task::spawn_blocking(move || runtime.prepare_event(event)).await??;
+        tokio::task::spawn_blocking(move || match runtime.prepare_event(event) {
+            Ok(Prepared::Commit(mut prepared)) => {
+                let commit = prepared
+                    .commit
+                    .take()
+                    .expect("a prepared event has its commit");
+                runtime.committer.submit_then(
+                    commit,
+                    Box::new(move |applied| {
+                        let _ = reply.send(Ok((Prepared::Commit(prepared), applied)));
+                    }),
+                );
+            }
+            Ok(answered) => {
+                let _ = reply.send(Ok((answered, Ok(Applied::Done))));
+            }
+            Err(error) => {
+                let _ = reply.send(Err(error));
+            }
+        });
+        let (prepared, applied) = answer.await.map_err(|_| CommitError::Stopped)??;
         let PreparedEvent {
-            commit,
             record,
             mut instances,
             mut skipped,
             woken,
             exiting,
+            ..
         } = match prepared {
             Prepared::Answered(receipt) => return Ok(receipt),
             Prepared::Commit(prepared) => *prepared,
         };
         let event_id = record.id.clone();
         let wit_event = Arc::new(wit_event(&record));
-        let applied = self.committer.submit(commit).await?;
+        let applied = applied?;
         match applied {
             Applied::DuplicateEvent { started } => Ok(Receipt::new(event_id, true, started)),
             Applied::Done | Applied::StaleStep | Applied::PartlyStarted { .. } => {
@@ -292,7 +318,7 @@ impl Runtime {
             ..EventCommit::new(record.clone(), instances.clone(), interaction)
         };
         Ok(Prepared::Commit(Box::new(PreparedEvent {
-            commit,
+            commit: Some(commit),
             record,
             instances,
             skipped,

@@ -31,6 +31,15 @@ pub struct OutboxMessage {
     pub queued_at_ms: u64,
 }
 
+impl OutboxMessage {
+    /// The instance message `id` belongs to: ids are `<idempotency
+    /// key>/m<index>`, and idempotency keys begin with the instance
+    /// (`i-<id>/<slot>`).
+    pub fn instance_of(id: &str) -> Option<InstanceId> {
+        id.split('/').next()?.parse().ok()
+    }
+}
+
 /// One interaction in a customer's history.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Interaction {

@@ -292,7 +292,6 @@ impl SledStore {
         {
             let slot = keys::outbox(instance.id, seq, index as u32);
             batch.insert(keys::outbox_due(message.queued_at_ms, &slot), &[]);
-            batch.insert(keys::message(&message.id), &*slot);
             batch.insert(slot, &**record);
         }
         for (interaction, record) in change.interactions.iter().zip(&encoded.interactions) {

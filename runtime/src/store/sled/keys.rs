@@ -25,8 +25,6 @@ const OUTBOX_DUE: u8 = b'U';
 /// Deliveries of messages once marked: `D instance:u64 step-seq:u32
 /// index:u32` (a message with none is queued).
 const DELIVERY: u8 = b'D';
-/// Messages by id: `L message-id`, holding the message's outbox key.
-const MESSAGE: u8 = b'L';
 /// Instances that still have a step to run: `R instance:u64`.
 const RUNNING: u8 = b'R';
 /// Correlation index: `X journey 0 correlation 0 instance:u64`.
@@ -162,11 +160,6 @@ pub fn outbox_of_due(due: &[u8]) -> Option<Vec<u8>> {
 pub fn delivery(outbox: &[u8]) -> Vec<u8> {
     let slot = outbox.strip_prefix(&[OUTBOX]).unwrap_or(outbox);
     key(DELIVERY, &[slot])
-}
-
-/// The key that finds a message by its id.
-pub fn message(id: &str) -> Vec<u8> {
-    key(MESSAGE, &[id.as_bytes()])
 }
 
 /// The marker of an instance that still has a step to run.

@@ -21,9 +21,19 @@ impl SledStore {
         Ok(Some((message, delivery)))
     }
 
-    /// The outbox key of message `id`.
+    /// The outbox key of message `id`, found among its instance's
+    /// messages (a handful).
     fn slot_of(&self, id: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.db.get(keys::message(id))?.map(|slot| slot.to_vec()))
+        let Some(instance) = OutboxMessage::instance_of(id) else {
+            return Ok(None);
+        };
+        for item in self.db.scan_prefix(keys::outbox_of(instance)) {
+            let (key, bytes) = item?;
+            if decode::<OutboxMessage>(&key, &bytes)?.id == id {
+                return Ok(Some(key.to_vec()));
+            }
+        }
+        Ok(None)
     }
 }
 
