@@ -32,8 +32,15 @@ impl Runtime {
     /// the same store changed it. Returns whether it did. Reads the store:
     /// call it off the async threads.
     pub fn refresh_catalog(&self) -> Result<bool> {
-        use std::sync::atomic::Ordering;
         let _catalog = self.catalog_lock();
+        self.reload_if_changed()
+    }
+
+    /// [`Runtime::refresh_catalog`] for a caller that holds the catalog
+    /// lock (every catalog change calls it first, so it never writes over
+    /// a change it has not seen).
+    pub(super) fn reload_if_changed(&self) -> Result<bool> {
+        use std::sync::atomic::Ordering;
         let version = self.store.catalog_version()?;
         if version == self.catalog_seen.load(Ordering::Acquire) {
             return Ok(false);

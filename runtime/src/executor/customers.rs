@@ -48,6 +48,7 @@ impl Runtime {
             )));
         }
         let _catalog = self.catalog_lock();
+        self.reload_if_changed()?;
         Ok(self.sends.set_caps(caps)?)
     }
 }

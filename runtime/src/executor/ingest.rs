@@ -117,7 +117,12 @@ impl Runtime {
             exiting,
             ..
         } = match prepared {
-            Prepared::Answered(receipt) => return Ok(receipt),
+            Prepared::Answered(receipt) => {
+                // The earlier record may be applied but not yet durable
+                // (its group still flushing): answer only once it is.
+                self.committer.wait_durable().await;
+                return Ok(receipt);
+            }
             Prepared::Commit(prepared) => *prepared,
         };
         let event_id = record.id.clone();

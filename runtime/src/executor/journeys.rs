@@ -6,8 +6,9 @@ use super::*;
 impl Runtime {
     /// Validate and store a journey definition as its next version.
     pub fn deploy_journey(&self, file: &str, source: &str) -> Result<(u32, Arc<Journey>)> {
-        let journey = Journey::parse(file, source, |plugin| self.registry.exists(plugin))?;
         let _catalog = self.catalog_lock();
+        self.reload_if_changed()?;
+        let journey = Journey::parse(file, source, |plugin| self.registry.exists(plugin))?;
         let record = self
             .store
             .put_journey(journey.name(), source, self.clock.now_ms())?;
@@ -31,6 +32,10 @@ impl Runtime {
         to: u32,
         steps: std::collections::BTreeMap<String, String>,
     ) -> Result<MigrationRecord> {
+        // Checked and stored under the catalog lock: two migrations at
+        // once could otherwise form a cycle neither saw.
+        let _catalog = self.catalog_lock();
+        self.reload_if_changed()?;
         let deployed = self.registry.journey_versions(journey);
         if deployed == 0 {
             return Err(Error::UnknownJourney(journey.to_owned()));
@@ -96,11 +101,8 @@ impl Runtime {
             steps: mapping,
             created_at_ms: self.clock.now_ms(),
         };
-        {
-            let _catalog = self.catalog_lock();
-            self.store.put_migration(&record)?;
-            self.registry.set_migration(record.clone());
-        }
+        self.store.put_migration(&record)?;
+        self.registry.set_migration(record.clone());
         tracing::info!(journey, from, to, "journey migration stored");
         Ok(record)
     }

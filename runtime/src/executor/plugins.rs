@@ -24,6 +24,7 @@ impl Runtime {
         let name_owned = name.to_owned();
         let record = tokio::task::spawn_blocking(move || {
             let _catalog = runtime.catalog_lock();
+            runtime.reload_if_changed()?;
             let record =
                 runtime
                     .store
@@ -139,7 +140,10 @@ impl Runtime {
                     .and_then(|canary| canary.rollback)
                     .map_or(0.0, |rule| rule.max_error_rate * 100.0),
             );
-            if let Err(error) = self.end_rollout(&tag.record.plugin, &tag.record.tag, reason) {
+            let judged = Some(tag.record.changed_at_ms);
+            if let Err(error) =
+                self.end_rollout_of(&tag.record.plugin, &tag.record.tag, judged, reason)
+            {
                 tracing::error!(plugin = %tag.record.plugin, tag = %tag.record.tag, error = %error, "automatic rollback failed");
             }
         }
@@ -206,20 +210,44 @@ impl Runtime {
             changed_at_ms: self.clock.now_ms(),
             reason: reason.to_owned(),
         };
-        {
-            let _catalog = self.catalog_lock();
-            self.store.put_tag(&record)?;
-            self.registry.set_tag(record.clone());
-        }
-        tracing::info!(plugin, tag, version, canary = ?record.canary, reason, "plugin tag moved");
+        let _catalog = self.catalog_lock();
+        self.reload_if_changed()?;
+        self.write_tag(record)
+    }
+
+    /// Store and register a tag change; the caller holds the catalog lock.
+    fn write_tag(&self, record: TagRecord) -> Result<TagRecord> {
+        self.store.put_tag(&record)?;
+        self.registry.set_tag(record.clone());
+        tracing::info!(plugin = %record.plugin, tag = %record.tag, version = record.version, canary = ?record.canary, reason = %record.reason, "plugin tag moved");
         Ok(record)
     }
 
     /// End the rollout on `tag` of `plugin`: every instance runs the
     /// tag's version again. `reason` is recorded with the change.
     pub fn end_rollout(&self, plugin: &str, tag: &str, reason: String) -> Result<TagRecord> {
+        self.end_rollout_of(plugin, tag, None, reason)
+    }
+
+    /// End the rollout on `tag` of `plugin`; when `judged` names one (by
+    /// when it was set), only if it is still that rollout. The check and
+    /// the change are made under the catalog lock.
+    fn end_rollout_of(
+        &self,
+        plugin: &str,
+        tag: &str,
+        judged: Option<u64>,
+        reason: String,
+    ) -> Result<TagRecord> {
         check_name("plugin name", plugin)?;
         check_name("tag", tag)?;
+        let invalid = |reason: &str| Error::InvalidTag {
+            plugin: plugin.to_owned(),
+            tag: tag.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let _catalog = self.catalog_lock();
+        self.reload_if_changed()?;
         let current = self
             .registry
             .tag(plugin, tag)
@@ -228,13 +256,19 @@ impl Runtime {
                 tag: tag.to_owned(),
             })?;
         if current.record.canary.is_none() {
-            return Err(Error::InvalidTag {
-                plugin: plugin.to_owned(),
-                tag: tag.to_owned(),
-                reason: "there is no rollout to roll back".into(),
-            });
+            return Err(invalid("there is no rollout to roll back"));
         }
-        self.set_tag(plugin, tag, current.record.version, None, &reason)
+        if judged.is_some_and(|judged| judged != current.record.changed_at_ms) {
+            return Err(invalid("the rollout changed since it was judged"));
+        }
+        self.write_tag(TagRecord {
+            plugin: plugin.to_owned(),
+            tag: tag.to_owned(),
+            version: current.record.version,
+            canary: None,
+            changed_at_ms: self.clock.now_ms(),
+            reason,
+        })
     }
 
     /// Every plugin version with its run counts.

@@ -30,7 +30,7 @@ pub use self::journal::{
 };
 pub use self::model::*;
 pub use self::outbox::{
-    AttemptOutcome, ClaimedMessage, Delivery, DeliveryAttempt, DeliveryStatus, Outbox,
+    AttemptOutcome, ClaimedMessage, Delivery, DeliveryAttempt, DeliveryStatus, Marked, Outbox,
 };
 pub use self::sled::SledStore;
 pub use self::timers::Timers;

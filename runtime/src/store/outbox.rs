@@ -128,6 +128,22 @@ pub struct ClaimedMessage {
     pub message: OutboxMessage,
     /// Its delivery so far.
     pub delivery: Delivery,
+    /// The claim, to be shown when marking the message.
+    pub claim: u64,
+}
+
+/// What became of a mark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Marked {
+    /// Recorded (or, for a message already delivered or dead, nothing
+    /// changed): its delivery now.
+    Recorded(Delivery),
+    /// The claim was lost (its lease ended and another claimant took the
+    /// message): nothing changed. A delivery is recorded whatever the
+    /// claim, since the provider took the message.
+    ClaimLost,
+    /// No such message.
+    Unknown,
 }
 
 /// Queued messages and their deliveries.
@@ -145,11 +161,10 @@ pub trait Outbox: Send + Sync {
         lease: Duration,
     ) -> Result<Vec<ClaimedMessage>>;
 
-    /// Record an attempt to deliver message `id` and end its claim. A
-    /// message that is delivered or dead is never claimed again. Returns
-    /// its delivery after the mark (`None`: no such message). Durable on
-    /// return.
-    fn mark_outbox(&self, id: &str, attempt: &DeliveryAttempt) -> Result<Option<Delivery>>;
+    /// Record an attempt to deliver message `id` under `claim` and end the
+    /// claim. A message that is delivered or dead is never claimed again.
+    /// Durable on return.
+    fn mark_outbox(&self, id: &str, claim: u64, attempt: &DeliveryAttempt) -> Result<Marked>;
 
     /// A message's delivery so far (`None`: no such message).
     fn delivery(&self, id: &str) -> Result<Option<Delivery>>;

@@ -304,6 +304,21 @@ impl SledStore {
         Ok(Applied::Done)
     }
 
+    /// The instance whose record is at `key`, as of the latest commit. The
+    /// record and the history folded onto it are read under the commit
+    /// gate, so no commit lands between them (one could otherwise rewrite
+    /// the record after it was read and leave an entry to be folded onto
+    /// the old one).
+    fn read_instance(&self, key: &[u8]) -> Result<Option<Instance>> {
+        let _no_commit = self
+            .applying
+            .read()
+            .expect("the commit gate is never poisoned");
+        self.get::<Instance>(key)?
+            .map(|record| self.current(record))
+            .transpose()
+    }
+
     /// A stored instance record brought up to date: a running instance's
     /// record is as of its last rewrite, so the entries since (which only
     /// move it along) are folded onto it.
@@ -415,9 +430,7 @@ impl Journal for SledStore {
     }
 
     fn instance(&self, id: InstanceId) -> Result<Option<Instance>> {
-        self.get::<Instance>(&keys::instance(id))?
-            .map(|record| self.current(record))
-            .transpose()
+        self.read_instance(&keys::instance(id))
     }
 
     fn instances(&self, filter: &InstanceFilter) -> Result<Vec<Instance>> {
@@ -426,12 +439,14 @@ impl Journal for SledStore {
             None => keys::instances(),
         };
         let mut found = Vec::new();
-        for item in self.db.range(start..) {
-            let (key, bytes) = item?;
+        for key in self.db.range(start..).keys() {
+            let key = key?;
             if keys::instance_id_of(&key).is_none() {
                 break;
             }
-            let instance = self.current(decode(&key, &bytes)?)?;
+            let Some(instance) = self.read_instance(&key)? else {
+                continue;
+            };
             let journey_matches = filter
                 .journey
                 .as_deref()

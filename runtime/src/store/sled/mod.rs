@@ -81,11 +81,11 @@ pub struct SledStore {
     canaries: std::sync::Mutex<HashMap<(String, String, u64), CanaryCounts>>,
 }
 
-/// What is claimed, until when.
+/// What is claimed, until when (messages: and by which claim).
 #[derive(Default)]
 struct Leases {
     timers: HashMap<(u64, InstanceId), Instant>,
-    messages: HashMap<String, Instant>,
+    messages: HashMap<String, (Instant, u64)>,
 }
 
 /// Claim `key` in `claims` for `lease` unless someone holds it now.

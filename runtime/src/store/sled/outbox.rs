@@ -1,12 +1,12 @@
 //! The outbox on sled: messages in queue order, the due index the
 //! dispatcher claims from, and deliveries.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{SledStore, decode, keys};
 use crate::store::{
-    ClaimedMessage, Delivery, DeliveryAttempt, DeliveryStatus, InstanceId, Outbox, OutboxMessage,
-    Result, encode,
+    AttemptOutcome, ClaimedMessage, Delivery, DeliveryAttempt, DeliveryStatus, InstanceId, Marked,
+    Outbox, OutboxMessage, Result, encode,
 };
 
 impl SledStore {
@@ -57,6 +57,13 @@ impl Outbox for SledStore {
         lease: Duration,
     ) -> Result<Vec<ClaimedMessage>> {
         let mut claimed = Vec::new();
+        // Under the leases lock, which marks hold too: a message marked
+        // meanwhile is seen as marked.
+        let mut leases = self.leases();
+        let now = Instant::now();
+        if leases.messages.len() > 4096 {
+            leases.messages.retain(|_, (until, _)| *until > now);
+        }
         for key in self.db.range(keys::outbox_due_until(now_ms)).keys() {
             if claimed.len() >= limit {
                 break;
@@ -67,32 +74,57 @@ impl Outbox for SledStore {
             let Some((message, delivery)) = self.message_at(&slot)? else {
                 continue;
             };
-            if super::claim(&mut self.leases().messages, message.id.clone(), lease) {
-                claimed.push(ClaimedMessage { message, delivery });
+            let due = delivery.due_ms.is_some_and(|due| due <= now_ms)
+                && matches!(
+                    delivery.status,
+                    DeliveryStatus::Queued | DeliveryStatus::Failed
+                );
+            let held = leases
+                .messages
+                .get(&message.id)
+                .is_some_and(|(until, _)| *until > now);
+            if !due || held {
+                continue;
             }
+            let claim = self.db.generate_id()?;
+            leases
+                .messages
+                .insert(message.id.clone(), (now + lease, claim));
+            claimed.push(ClaimedMessage {
+                message,
+                delivery,
+                claim,
+            });
         }
         Ok(claimed)
     }
 
-    fn mark_outbox(&self, id: &str, attempt: &DeliveryAttempt) -> Result<Option<Delivery>> {
+    fn mark_outbox(&self, id: &str, claim: u64, attempt: &DeliveryAttempt) -> Result<Marked> {
         let Some(slot) = self.slot_of(id)? else {
-            return Ok(None);
+            return Ok(Marked::Unknown);
         };
         let next = {
-            // One mark of a message at a time: each reads what the last
-            // one wrote.
+            // One mark or claim at a time: each reads what the last wrote.
             let mut leases = self.leases();
             let Some((_, delivery)) = self.message_at(&slot)? else {
-                return Ok(None);
+                return Ok(Marked::Unknown);
             };
-            leases.messages.remove(id);
             if matches!(
                 delivery.status,
                 DeliveryStatus::Delivered | DeliveryStatus::Dead
             ) {
                 // Final: a late or repeated mark changes nothing.
-                return Ok(Some(delivery));
+                return Ok(Marked::Recorded(delivery));
             }
+            let ours = leases
+                .messages
+                .get(id)
+                .is_none_or(|(_, holder)| *holder == claim);
+            let delivered = matches!(attempt.outcome, AttemptOutcome::Delivered { .. });
+            if !ours && !delivered {
+                return Ok(Marked::ClaimLost);
+            }
+            leases.messages.remove(id);
             let next = delivery.after(attempt);
             let mut batch = sled::Batch::default();
             if let Some(due) = delivery.due_ms {
@@ -106,7 +138,7 @@ impl Outbox for SledStore {
             next
         };
         self.db.flush()?;
-        Ok(Some(next))
+        Ok(Marked::Recorded(next))
     }
 
     fn delivery(&self, id: &str) -> Result<Option<Delivery>> {

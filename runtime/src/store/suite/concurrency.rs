@@ -5,14 +5,18 @@ use super::*;
 pub(super) fn outbox_messages_are_claimed_with_a_lease_and_marked(store: &dyn Store) {
     use std::time::Duration;
     const ID: &str = "i-500/1/m0";
-    let lease = Duration::from_secs(60);
-    let claimed = |now_ms| -> Vec<ClaimedMessage> {
+    let claimed_for = |now_ms, lease| -> Vec<ClaimedMessage> {
         store
             .claim_outbox(now_ms, usize::MAX, lease)
             .expect("claim")
             .into_iter()
             .filter(|claimed| claimed.message.id == ID)
             .collect()
+    };
+    let claimed = |now_ms| claimed_for(now_ms, Duration::from_secs(60));
+    let recorded = |marked: Marked| match marked {
+        Marked::Recorded(delivery) => delivery,
+        other => panic!("the mark was not recorded: {other:?}"),
     };
     store.commit(&[ingest(500, "c-5")]).expect("commit");
     store
@@ -36,18 +40,32 @@ pub(super) fn outbox_messages_are_claimed_with_a_lease_and_marked(store: &dyn St
             retry_at_ms: 10,
         },
     };
-    let after = store
-        .mark_outbox(ID, &failed)
-        .expect("mark")
-        .expect("known");
+    let after = recorded(
+        store
+            .mark_outbox(ID, first[0].claim, &failed)
+            .expect("mark"),
+    );
     assert_eq!(
         (after.status, after.attempts, after.due_ms),
         (DeliveryStatus::Failed, 1, Some(10))
     );
     assert!(claimed(9).is_empty(), "not due before its retry");
+    // A claim whose lease ran out, taken over by another, marks nothing.
+    let lapsed = claimed_for(10, Duration::ZERO);
+    assert_eq!(lapsed.len(), 1);
+    assert_eq!(lapsed[0].delivery.status, DeliveryStatus::Failed);
     let again = claimed(10);
-    assert_eq!(again.len(), 1);
-    assert_eq!(again[0].delivery.status, DeliveryStatus::Failed);
+    assert_eq!(
+        again.len(),
+        1,
+        "the lapsed claim's message is claimed again"
+    );
+    assert_eq!(
+        store
+            .mark_outbox(ID, lapsed[0].claim, &failed)
+            .expect("mark"),
+        Marked::ClaimLost
+    );
 
     // Delivered is final: never claimed again, a late mark changes nothing.
     let delivered = DeliveryAttempt {
@@ -56,10 +74,12 @@ pub(super) fn outbox_messages_are_claimed_with_a_lease_and_marked(store: &dyn St
             provider_id: Some("p-1".into()),
         },
     };
-    let done = store
-        .mark_outbox(ID, &delivered)
-        .expect("mark")
-        .expect("known");
+    // A delivery is recorded whoever reports it: the provider took it.
+    let done = recorded(
+        store
+            .mark_outbox(ID, lapsed[0].claim, &delivered)
+            .expect("mark"),
+    );
     assert_eq!(
         (done.status, done.attempts, done.provider_id.as_deref()),
         (DeliveryStatus::Delivered, 2, Some("p-1"))
@@ -74,8 +94,14 @@ pub(super) fn outbox_messages_are_claimed_with_a_lease_and_marked(store: &dyn St
             error: "late".into(),
         },
     };
-    assert_eq!(store.mark_outbox(ID, &late).expect("mark"), Some(done));
-    assert_eq!(store.mark_outbox("i-0/0/m9", &late).expect("mark"), None);
+    assert_eq!(
+        store.mark_outbox(ID, again[0].claim, &late).expect("mark"),
+        Marked::Recorded(done)
+    );
+    assert_eq!(
+        store.mark_outbox("i-0/0/m9", 0, &late).expect("mark"),
+        Marked::Unknown
+    );
     assert_eq!(store.delivery("i-0/0/m9").expect("delivery"), None);
 }
 
