@@ -58,9 +58,8 @@ impl Receipt {
     }
 }
 
-/// An event ready to commit, and what its ingest needs once it is.
+/// What an event's ingest needs once its commit is durable.
 struct PreparedEvent {
-    commit: Option<EventCommit>,
     record: EventRecord,
     instances: Vec<Instance>,
     skipped: Vec<Skipped>,
@@ -72,12 +71,17 @@ struct PreparedEvent {
 enum Prepared {
     /// An answer without a commit (an event accepted before).
     Answered(Receipt),
-    /// A commit to make.
-    Commit(Box<PreparedEvent>),
+    /// A commit to make, and what follows it.
+    Commit(Box<EventCommit>, Box<PreparedEvent>),
 }
 
-/// An event prepared and committed (or answered without a commit).
-type Committed = (Prepared, Result<Applied, CommitError>);
+/// What became of a prepared event.
+enum Ingested {
+    /// Answered without a commit.
+    Answered(Receipt),
+    /// Committed (or not), and what follows.
+    Committed(Result<Applied, CommitError>, Box<PreparedEvent>),
+}
 
 impl Runtime {
     /// Accept an event: once this returns `Ok`, the event and the instances
@@ -86,48 +90,40 @@ impl Runtime {
     pub async fn ingest(self: &Arc<Self>, event: IncomingEvent) -> Result<Receipt> {
         // Prepared on the blocking pool and handed to the committer from
         // there: the answer comes back once the commit is durable.
-        let (reply, answer) = tokio::sync::oneshot::channel::<Result<Committed>>();
+        let (reply, answer) = tokio::sync::oneshot::channel::<Result<Ingested>>();
         let runtime = self.clone();
         tokio::task::spawn_blocking(move || match runtime.prepare_event(event) {
-            Ok(Prepared::Commit(mut prepared)) => {
-                let commit = prepared
-                    .commit
-                    .take()
-                    .expect("a prepared event has its commit");
-                runtime.committer.submit_then(
-                    commit,
-                    Box::new(move |applied| {
-                        let _ = reply.send(Ok((Prepared::Commit(prepared), applied)));
-                    }),
-                );
-            }
-            Ok(answered) => {
-                let _ = reply.send(Ok((answered, Ok(Applied::Done))));
+            Ok(Prepared::Commit(commit, prepared)) => runtime.committer.submit_then(
+                Commit::Event(commit),
+                Box::new(move |applied| {
+                    let _ = reply.send(Ok(Ingested::Committed(applied, prepared)));
+                }),
+            ),
+            Ok(Prepared::Answered(receipt)) => {
+                let _ = reply.send(Ok(Ingested::Answered(receipt)));
             }
             Err(error) => {
                 let _ = reply.send(Err(error));
             }
         });
-        let (prepared, applied) = answer.await.map_err(|_| CommitError::Stopped)??;
+        let (applied, prepared) = match answer.await.map_err(|_| CommitError::Stopped)?? {
+            Ingested::Answered(receipt) => {
+                // The earlier record may be applied but not yet durable
+                // (its group still flushing): answer only once it is.
+                self.committer.wait_durable().await;
+                return Ok(receipt);
+            }
+            Ingested::Committed(applied, prepared) => (applied?, *prepared),
+        };
         let PreparedEvent {
             record,
             mut instances,
             mut skipped,
             woken,
             exiting,
-            ..
-        } = match prepared {
-            Prepared::Answered(receipt) => {
-                // The earlier record may be applied but not yet durable
-                // (its group still flushing): answer only once it is.
-                self.committer.wait_durable().await;
-                return Ok(receipt);
-            }
-            Prepared::Commit(prepared) => *prepared,
-        };
+        } = prepared;
         let event_id = record.id.clone();
         let wit_event = Arc::new(wit_event(&record));
-        let applied = applied?;
         match applied {
             Applied::DuplicateEvent { started } => Ok(Receipt::new(event_id, true, started)),
             Applied::Done | Applied::StaleStep | Applied::PartlyStarted { .. } => {
@@ -209,6 +205,8 @@ impl Runtime {
         let mut skipped = Vec::new();
         let mut profile = None;
         let mut instances = Vec::with_capacity(triggered.len());
+        // Starts under single re-entry: the journal checks them at commit.
+        let mut exclusive = Vec::new();
         for (version, journey) in &triggered {
             let key = &journey.definition.trigger.correlation_key;
             let correlation = match data.get(key) {
@@ -231,8 +229,12 @@ impl Runtime {
                 });
                 continue;
             }
+            let id = InstanceId(self.store.next_id()?);
+            if journey.definition.entry.reentry == Reentry::Single {
+                exclusive.push(id);
+            }
             instances.push(Instance {
-                id: InstanceId(self.store.next_id()?),
+                id,
                 journey: journey.name().to_owned(),
                 journey_version: *version,
                 customer_id: event.customer.clone(),
@@ -304,16 +306,6 @@ impl Runtime {
             });
         }
         let woken: Vec<Instance> = wakes.iter().map(|wake| wake.instance.clone()).collect();
-        let exclusive = triggered
-            .iter()
-            .filter(|(_, journey)| journey.definition.entry.reentry == Reentry::Single)
-            .flat_map(|(_, journey)| {
-                instances
-                    .iter()
-                    .filter(|instance| instance.journey == journey.name())
-                    .map(|instance| instance.id)
-            })
-            .collect();
         let commit = EventCommit {
             exclusive,
             wakes,
@@ -322,14 +314,16 @@ impl Runtime {
             engagement,
             ..EventCommit::new(record.clone(), instances.clone(), interaction)
         };
-        Ok(Prepared::Commit(Box::new(PreparedEvent {
-            commit: Some(commit),
-            record,
-            instances,
-            skipped,
-            woken,
-            exiting,
-        })))
+        Ok(Prepared::Commit(
+            Box::new(commit),
+            Box::new(PreparedEvent {
+                record,
+                instances,
+                skipped,
+                woken,
+                exiting,
+            }),
+        ))
     }
 
     /// Why the customer does not enter `journey` now, if they do not: its

@@ -49,10 +49,10 @@ use crate::clock::Clock;
 use crate::host::{self, Host, LoadError, StepFailure, StepRequest};
 use crate::journey::{self, Journey, PluginRef, Reentry, RetryPolicy, Target};
 use crate::store::{
-    self, Applied, Canary, CanaryCounts, CappedMessage, ChannelPreference, CountedSend, Engagement,
-    EventCommit, EventRecord, HistoryEntry, Instance, InstanceCommit, InstanceId, InstanceStatus,
-    Interaction, LogLine, MigrationRecord, OutboxMessage, PluginRecord, StateChanges, StepOutcome,
-    StepRecord, Store, TagRecord, VersionStats,
+    self, Applied, Canary, CanaryCounts, CappedMessage, ChannelPreference, Commit, CountedSend,
+    Engagement, EventCommit, EventRecord, HistoryEntry, Instance, InstanceCommit, InstanceId,
+    InstanceStatus, Interaction, LogLine, MigrationRecord, OutboxMessage, PluginRecord,
+    StateChanges, StepOutcome, StepRecord, Store, TagRecord, VersionStats,
 };
 use crate::window::SendingWindow;
 

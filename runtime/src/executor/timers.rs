@@ -135,12 +135,20 @@ impl Runtime {
             })
             .await??;
             let scanned = due.len();
+            // Stuck timers wait out their backoff unclaimed.
+            let (backing_off, due): (Vec<_>, Vec<_>) = due
+                .into_iter()
+                .partition(|(due_ms, id)| self.health.timer_backing_off(*due_ms, *id));
+            if !backing_off.is_empty() {
+                self.with_store(move |store| {
+                    backing_off
+                        .iter()
+                        .try_for_each(|(due_ms, id)| store.release_timer(*due_ms, *id))
+                })
+                .await?;
+            }
             let mut woken = tokio::task::JoinSet::new();
             for (due_ms, id) in due {
-                if self.health.timer_backing_off(due_ms, id) {
-                    self.store.release_timer(due_ms, id)?;
-                    continue;
-                }
                 let runtime = self.clone();
                 woken.spawn(async move { (due_ms, id, runtime.wake(id, due_ms, now).await) });
             }
@@ -153,7 +161,8 @@ impl Runtime {
                         fired += 1;
                     }
                     Err(error) => {
-                        self.store.release_timer(due_ms, id)?;
+                        self.with_store(move |store| store.release_timer(due_ms, id))
+                            .await?;
                         let reason = crate::error_chain(&error);
                         tracing::error!(instance = %id, due_ms, %reason, "a timer could not be fired; it is tried again later");
                         metrics::counter!("journeyd_timers_stuck_total").increment(1);
@@ -224,7 +233,8 @@ impl Runtime {
         } else {
             // Something else moved the instance first; if its timer is
             // still set, it may be claimed again.
-            self.store.release_timer(due_ms, id)?;
+            self.with_store(move |store| store.release_timer(due_ms, id))
+                .await?;
         }
         Ok(())
     }

@@ -82,36 +82,35 @@ impl SledStore {
             .expect("the customer cache lock is never poisoned")
     }
 
+    /// The last `limit` records under `prefix` (keys ending in a sequence
+    /// number), oldest first, and the highest sequence number among them
+    /// (0: none).
+    fn newest_under<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<(Vec<T>, u64)> {
+        let mut newest = 0;
+        let mut records = Vec::new();
+        for item in self.db.scan_prefix(prefix).rev().take(limit) {
+            let (key, bytes) = item?;
+            newest = newest.max(keys::seq_of(&key).unwrap_or(0));
+            records.push(decode::<T>(&key, &bytes)?);
+        }
+        records.reverse();
+        Ok((records, newest))
+    }
+
     fn read_customer_view(&self, id: &str, limit: usize) -> Result<CachedView> {
         let profile = match self.get::<Box<RawValue>>(&keys::customer(id))? {
             Some(profile) => profile,
             None => RawValue::from_string("{}".to_owned()).map_err(Error::Encode)?,
         };
-        let mut newest = 0;
-        let mut interactions = Vec::new();
-        for item in self
-            .db
-            .scan_prefix(keys::interactions_of(id))
-            .rev()
-            .take(limit)
-        {
-            let (key, bytes) = item?;
-            newest = newest.max(keys::interaction_seq_of(&key).unwrap_or(0));
-            interactions.push(decode::<Interaction>(&key, &bytes)?);
-        }
-        interactions.reverse();
+        let (interactions, newest) =
+            self.newest_under::<Interaction>(&keys::interactions_of(id), limit)?;
         let channels = self.scan(&keys::preferences_of(id))?;
-        let mut engagement = Vec::new();
-        for item in self
-            .db
-            .scan_prefix(keys::engagement_of(id))
-            .rev()
-            .take(VIEW_ENGAGEMENT)
-        {
-            let (key, bytes) = item?;
-            engagement.push(decode::<Engagement>(&key, &bytes)?);
-        }
-        engagement.reverse();
+        let (engagement, _) =
+            self.newest_under::<Engagement>(&keys::engagement_of(id), VIEW_ENGAGEMENT)?;
         Ok(CachedView {
             view: CustomerView {
                 id: id.to_owned(),

@@ -219,8 +219,8 @@ pub fn interaction(customer: &str, seq: u64) -> Vec<u8> {
     )
 }
 
-/// The sequence number at the end of an interaction key.
-pub fn interaction_seq_of(key: &[u8]) -> Option<u64> {
+/// The sequence number at the end of an interaction or engagement key.
+pub fn seq_of(key: &[u8]) -> Option<u64> {
     let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
     Some(u64::from_be_bytes(tail))
 }
@@ -551,7 +551,7 @@ mod tests {
         assert!(early < late);
         assert!(late.starts_with(&interactions_of("c-1")));
         assert!(!interaction("c-10", 1).starts_with(&interactions_of("c-1")));
-        assert_eq!(interaction_seq_of(&late), Some(300));
+        assert_eq!(seq_of(&late), Some(300));
     }
 
     #[test]
