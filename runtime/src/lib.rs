@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod clock;
+pub mod delivery;
 pub mod executor;
 pub mod faults;
 pub mod host;

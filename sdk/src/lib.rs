@@ -41,6 +41,7 @@
 // The generated bindings name this crate by path, also from inside it.
 extern crate self as journey_sdk;
 
+pub mod channel;
 pub mod text;
 
 use serde::Serialize;

@@ -85,7 +85,25 @@ pub struct Journeyd {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// The admin token journeyd made on its data directory's first start.
+    pub token: String,
     http: reqwest::blocking::Client,
+}
+
+/// An HTTP client that sends `token` with every request.
+pub fn client_with_token(token: &str, timeout: Duration) -> reqwest::blocking::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}")
+            .parse()
+            .expect("a token is a header value"),
+    );
+    reqwest::blocking::Client::builder()
+        .timeout(timeout)
+        .default_headers(headers)
+        .build()
+        .expect("http client")
 }
 
 impl Journeyd {
@@ -121,14 +139,56 @@ impl Journeyd {
         let url = url
             .recv_timeout(Duration::from_secs(60))
             .expect("journeyd printed its readiness line within 60 s");
+        let token = std::fs::read_to_string(data.join("admin.token"))
+            .expect("journeyd wrote its first admin token into its data directory")
+            .trim()
+            .to_owned();
         Journeyd {
             child,
             url,
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .expect("http client"),
+            http: client_with_token(&token, Duration::from_secs(60)),
+            token,
         }
+    }
+
+    /// A `journeyd` client command against this server, with its token.
+    pub fn cli(&self) -> Command {
+        let mut command = Command::new(journeyd_binary());
+        command
+            .args(["--server", &self.url])
+            .env("JOURNEYD_TOKEN", &self.token)
+            .env_remove("JOURNEYD_URL");
+        command
+    }
+
+    /// Send a request with another token (`None`: none); returns status
+    /// and JSON body.
+    pub fn request_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> (u16, Value) {
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("http client");
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("valid method");
+        let mut request = http.request(method, format!("{}{path}", self.url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request.send().expect("journeyd answers");
+        let status = response.status().as_u16();
+        let text = response.text().expect("a body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// SIGKILL: no shutdown, no flush.
@@ -309,6 +369,92 @@ impl Journeyd {
 impl Drop for Journeyd {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A running `provider-sink`: the local provider the channel plugins
+/// talk to (see `tools/provider-sink`).
+pub struct ProviderSink {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    http: reqwest::blocking::Client,
+}
+
+impl ProviderSink {
+    /// Start it with `args` (credentials, callbacks, misbehaviour).
+    pub fn start(args: &[&str]) -> ProviderSink {
+        let binary = journeyd_binary().with_file_name("provider-sink");
+        let mut child = Command::new(&binary)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|error| panic!("{} starts: {error}", binary.display()));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (ready, url) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            for line in lines.by_ref().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("provider-sink listening on ") {
+                    let _ = ready.send(url.to_owned());
+                    break;
+                }
+            }
+            for _ in lines {}
+        });
+        let url = url
+            .recv_timeout(Duration::from_secs(30))
+            .expect("provider-sink printed its readiness line");
+        ProviderSink {
+            child,
+            url,
+            http: reqwest::blocking::Client::new(),
+        }
+    }
+
+    /// `127.0.0.1:PORT`: what an integration grants.
+    pub fn host(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
+    /// Every message the sink took (once each).
+    pub fn messages(&self) -> Vec<Value> {
+        let body: Value = self
+            .http
+            .get(format!("{}/_sink/messages", self.url))
+            .send()
+            .and_then(|response| response.json())
+            .expect("the sink lists its messages");
+        body["messages"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Its counters: requests, accepted, duplicates, injected faults ...
+    pub fn stats(&self) -> Value {
+        self.http
+            .get(format!("{}/_sink/stats", self.url))
+            .send()
+            .and_then(|response| response.json())
+            .expect("the sink counts")
+    }
+
+    /// Change how it misbehaves.
+    pub fn set_behaviour(&self, behaviour: &Value) {
+        let response = self
+            .http
+            .put(format!("{}/_sink/behaviour", self.url))
+            .body(behaviour.to_string())
+            .send()
+            .expect("the sink answers");
+        assert!(response.status().is_success(), "{:?}", response.text());
+    }
+}
+
+impl Drop for ProviderSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

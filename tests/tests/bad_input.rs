@@ -486,13 +486,7 @@ fn the_cli_keeps_every_id_and_name_one_path_segment() {
     .expect("write customers");
     let (status, body) = journeyd.put_customer("c-victim", &json!({ "name": "Victim" }));
     assert_eq!(status, 200, "{body}");
-    let cli = |args: &[&str]| {
-        std::process::Command::new(journey_tests::journeyd_binary())
-            .args(["--server", &journeyd.url])
-            .args(args)
-            .output()
-            .expect("journeyd runs")
-    };
+    let cli = |args: &[&str]| journeyd.cli().args(args).output().expect("journeyd runs");
     let imported = cli(&["customer", "import", file.to_str().expect("a path")]);
     assert!(imported.status.success(), "{imported:?}");
     assert_eq!(

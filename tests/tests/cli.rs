@@ -15,6 +15,7 @@ fn journeyd(data: &std::path::Path, args: &[&str]) -> Output {
         .args(args)
         .env("JOURNEYD_DATA", data)
         .env_remove("JOURNEYD_URL")
+        .env_remove("JOURNEYD_TOKEN")
         .env("RUST_BACKTRACE", "1")
         .output()
         .expect("journeyd runs")

@@ -15,14 +15,12 @@ const SENDERS: usize = 4;
 /// Send enquiries until `stop`, recording the ids journeyd acknowledged.
 fn send_until_stopped(
     url: &str,
+    token: &str,
     next: &AtomicUsize,
     stop: &AtomicBool,
     acknowledged: &Mutex<Vec<String>>,
 ) {
-    let http = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("http client");
+    let http = journey_tests::client_with_token(token, Duration::from_secs(5));
     while !stop.load(Ordering::Relaxed) {
         let n = next.fetch_add(1, Ordering::Relaxed);
         let id = format!("crash-{n}");
@@ -59,13 +57,16 @@ fn acknowledged_events_survive_sigkill_and_nothing_is_committed_twice() {
         let stop = Arc::new(AtomicBool::new(false));
         let senders: Vec<_> = (0..SENDERS)
             .map(|_| {
-                let (url, next, stop, acknowledged) = (
+                let (url, token, next, stop, acknowledged) = (
                     journeyd.url.clone(),
+                    journeyd.token.clone(),
                     next.clone(),
                     stop.clone(),
                     acknowledged.clone(),
                 );
-                std::thread::spawn(move || send_until_stopped(&url, &next, &stop, &acknowledged))
+                std::thread::spawn(move || {
+                    send_until_stopped(&url, &token, &next, &stop, &acknowledged)
+                })
             })
             .collect();
         std::thread::sleep(Duration::from_millis(delays_ms[round % delays_ms.len()]));

@@ -3,9 +3,7 @@
 //! attempt in its history, and operators retry, skip or cancel instances
 //! one at a time or in bulk, with a dry-run count.
 
-use std::process::Command;
-
-use journey_tests::{Journeyd, fixture, journeyd_binary};
+use journey_tests::{Journeyd, fixture};
 use serde_json::{Value, json};
 
 const START_MS: u64 = 1_796_112_000_000;
@@ -176,8 +174,9 @@ fn a_plugin_that_always_fails_ends_failed_and_a_retry_onto_a_fixed_version_compl
     }
 
     // The CLI counts what a bulk retry would touch, and changes nothing.
-    let output = Command::new(journeyd_binary())
-        .args(["--server", &journeyd.url, "instance", "retry", "--journey"])
+    let output = journeyd
+        .cli()
+        .args(["instance", "retry", "--journey"])
         .args(["scoring", "--step", "score", "--dry-run"])
         .output()
         .expect("journeyd runs");
@@ -214,8 +213,9 @@ fn a_plugin_that_always_fails_ends_failed_and_a_retry_onto_a_fixed_version_compl
     );
 
     // ... the other in bulk, with the CLI.
-    let output = Command::new(journeyd_binary())
-        .args(["--server", &journeyd.url, "instance", "retry", "--journey"])
+    let output = journeyd
+        .cli()
+        .args(["instance", "retry", "--journey"])
         .args(["scoring", "--plugin", "score@2"])
         .output()
         .expect("journeyd runs");

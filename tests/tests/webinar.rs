@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use journey_tests::{Journeyd, journeyd_binary, plugin, steps_of, workspace};
+use journey_tests::{Journeyd, plugin, steps_of, workspace};
 use serde_json::{Value, json};
 
 /// 2026-12-01T08:00:00Z, where the example's clock starts.
@@ -47,10 +47,10 @@ fn two_weeks_of_the_webinar_journey_run_on_a_simulated_clock() {
     let data = tempfile::tempdir().expect("temp dir");
     let journeyd = Journeyd::start_simulated(data.path(), DEC_1_MS);
     setup(&journeyd);
-    let replay = std::process::Command::new(journeyd_binary())
+    let replay = journeyd
+        .cli()
         .args(["event", "replay"])
         .arg(workspace().join("examples/webinar/timeline.json"))
-        .env("JOURNEYD_URL", &journeyd.url)
         .output()
         .expect("run journeyd event replay");
     let printed = String::from_utf8_lossy(&replay.stdout);

@@ -140,6 +140,30 @@ error_codes! {
     JourneyUnknownExitEvent = "journey_unknown_exit_event", UNPROCESSABLE_ENTITY;
     /// An exit rule names the trigger.
     JourneyExitIsTrigger = "journey_exit_is_trigger", UNPROCESSABLE_ENTITY;
+    /// No integration for the channel.
+    UnknownIntegration = "unknown_integration", NOT_FOUND;
+    /// No message has this id.
+    UnknownMessage = "unknown_message", NOT_FOUND;
+    /// An integration is malformed, or its plugin, hosts or secrets do not fit.
+    InvalidIntegration = "invalid_integration", UNPROCESSABLE_ENTITY;
+    /// Only undelivered messages are replayed.
+    NotReplayable = "not_replayable", CONFLICT;
+    /// A callback's signature is missing or does not verify.
+    BadSignature = "bad_signature", UNAUTHORIZED;
+    /// The integration has no callback secret, so it takes no callbacks.
+    CallbacksOff = "callbacks_off", FORBIDDEN;
+    /// The channel plugin could not read the callback.
+    UnreadableCallback = "unreadable_callback", BAD_REQUEST;
+    /// The request carries no API token.
+    Unauthenticated = "unauthenticated", UNAUTHORIZED;
+    /// The request's API token is not one journeyd knows (or it was revoked).
+    InvalidToken = "invalid_token", UNAUTHORIZED;
+    /// The request's API token lacks the scope the route needs.
+    MissingScope = "missing_scope", FORBIDDEN;
+    /// A token of this name exists.
+    TokenExists = "token_exists", CONFLICT;
+    /// No token has this name.
+    UnknownToken = "unknown_token", NOT_FOUND;
 }
 
 /// An API error: a stable code (with its status) and a message for people.
@@ -201,6 +225,14 @@ impl From<executor::Error> for ApiError {
             E::InvalidTag { .. } => ErrorCode::InvalidTag,
             E::InvalidAction { .. } => ErrorCode::InvalidAction,
             E::UnknownStep { .. } => ErrorCode::UnknownStep,
+            E::Integration(crate::delivery::IntegrationError::Unknown(_)) => {
+                ErrorCode::UnknownIntegration
+            }
+            E::Integration(_) => ErrorCode::InvalidIntegration,
+            E::UnknownMessage(_) => ErrorCode::UnknownMessage,
+            E::NotReplayable { .. } => ErrorCode::NotReplayable,
+            E::TokenExists(_) => ErrorCode::TokenExists,
+            E::UnknownToken(_) => ErrorCode::UnknownToken,
             E::Commit(executor::CommitError::Stopped) => ErrorCode::ShuttingDown,
             E::Store(_)
             | E::Task(_)
@@ -314,6 +346,18 @@ mod tests {
                 "journey_invalid_condition",
                 "journey_unknown_exit_event",
                 "journey_exit_is_trigger",
+                "unknown_integration",
+                "unknown_message",
+                "invalid_integration",
+                "not_replayable",
+                "bad_signature",
+                "callbacks_off",
+                "unreadable_callback",
+                "unauthenticated",
+                "invalid_token",
+                "missing_scope",
+                "token_exists",
+                "unknown_token",
             ]
         );
         let mut unique = codes.clone();

@@ -49,6 +49,22 @@ pub(super) struct InstanceView {
     pub history: Vec<HistoryEntry>,
     /// The messages its steps queued.
     pub messages: Vec<OutboxMessage>,
+    /// Their deliveries, by message id: status, attempts and what happened.
+    pub deliveries: std::collections::BTreeMap<String, crate::store::Delivery>,
+}
+
+/// The deliveries of `messages`, by message id.
+pub(super) fn deliveries_of(
+    store: &dyn crate::store::Store,
+    messages: &[OutboxMessage],
+) -> Result<std::collections::BTreeMap<String, crate::store::Delivery>, crate::store::Error> {
+    let mut deliveries = std::collections::BTreeMap::new();
+    for message in messages {
+        if let Some(delivery) = store.delivery(&message.id)? {
+            deliveries.insert(message.id.clone(), delivery);
+        }
+    }
+    Ok(deliveries)
 }
 
 #[derive(Deserialize)]
@@ -88,14 +104,17 @@ pub(super) async fn show_instance(
         }
     }
     let store = runtime.store().clone();
-    let (history, messages) = off_async(move || {
-        Ok::<_, crate::store::Error>((store.history(id)?, store.outbox(Some(id), 1000)?))
+    let (history, messages, deliveries) = off_async(move || {
+        let messages = store.outbox(Some(id), 1000)?;
+        let deliveries = deliveries_of(&*store, &messages)?;
+        Ok::<_, crate::store::Error>((store.history(id)?, messages, deliveries))
     })
     .await?;
     Ok(Json(InstanceView {
         instance,
         history,
         messages,
+        deliveries,
     }))
 }
 

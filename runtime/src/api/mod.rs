@@ -21,14 +21,27 @@
 //! | GET | `/v1/instances/{id}` | one instance with its timeline (`?wait_ms=` waits for it to finish) |
 //! | POST | `/v1/instances/{id}/retry`, `/skip`, `/cancel` | an operator's action: retry a failed instance (`{"plugin"}` to run another version), skip it to a step (`{"to"}`), cancel it; `{"reason"}` is recorded |
 //! | POST | `/v1/journeys/{name}/instances/retry`, `/skip`, `/cancel` | the same for every instance of the journey it applies to (`{"step"}`: only those at that step; `{"dry_run": true}` only counts) |
-//! | GET | `/v1/outbox` | queued messages (`?instance=&limit=`) |
+//! | GET | `/v1/outbox` | queued messages with their deliveries (`?instance=&limit=`) |
+//! | GET | `/v1/integrations` | the integrations in force |
+//! | PUT | `/v1/integrations/{channel}` | set a channel's integration: `{"plugin", "config", "hosts", "secrets", "callback_secret", "rate_per_second", "concurrency", "max_attempts", "max_age_ms", "timeout_ms", "enabled"}`; checked by rendering a sample message |
+//! | GET | `/v1/deliveries` | messages by delivery status (`?status=dead,failed&limit=`; bounced, failed and dead by default) |
+//! | GET | `/v1/deliveries/{id}` | one message and its delivery, with every attempt |
+//! | POST | `/v1/deliveries/replay` | queue undelivered messages again under the same ids: `{"ids": [...]}` |
+//! | POST | `/v1/callbacks/{channel}` | a provider's status callback, signed (Standard Webhooks, the integration's callback secret); statuses become events |
 //! | GET | `/v1/clock` | the runtime's time and whether it is simulated |
 //! | POST | `/v1/clock/advance` | move a simulated clock forward (`{"ms"}` or `{"to_ms"}`); due timers fire. With `"settle_ms"` the clock stops at each due timer until the runtime settles, so every timer fires on time |
 //! | GET | `/v1/frequency-caps` | the frequency caps in force |
 //! | PUT | `/v1/frequency-caps` | replace them: `{"caps": [{"channel", "limit", "period_ms"}]}` |
+//! | GET, POST | `/v1/tokens` | list API tokens (names and scopes); create one: `{"name", "scope"}` (`ingest`, `read`, `admin`), its secret shown once |
+//! | DELETE | `/v1/tokens/{name}` | revoke a token |
 //! | GET | `/healthz` | liveness: the process serves HTTP |
 //! | GET | `/readyz` | readiness: `200` when it can take events and run steps, `503` with what stands in the way (starting, workers, committer, timer loop, host faults) |
 //! | GET | `/metrics` | Prometheus text |
+//!
+//! Every route but `/healthz`, `/readyz` and `/v1/callbacks/...` needs an
+//! API token (`Authorization: Bearer`) with the route's scope: `ingest`
+//! for events and profiles, `read` for every `GET`, `admin` for the rest
+//! (see `auth`).
 //!
 //! Until the runtime has finished starting (resumed its instances and
 //! started its timer loop) every `/v1` route answers `503 not_ready`.
@@ -36,7 +49,8 @@
 //! This file holds the router, the layers every route shares (the JSON
 //! error shape, durable reads, the start gate) and body parsing; the
 //! handlers live in one module per area (`events`, `customers`,
-//! `journeys`, `plugins`, `instances`, `outbox`, `caps`, `clock`, `ops`),
+//! `journeys`, `plugins`, `instances`, `outbox`, `integrations`, `caps`,
+//! `clock`, `ops`),
 //! and `error` owns the error codes.
 
 use std::sync::Arc;
@@ -48,17 +62,19 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+pub mod auth;
 mod caps;
 mod clock;
 mod customers;
 pub mod error;
 mod events;
 mod instances;
+mod integrations;
 mod journeys;
 mod ops;
 mod outbox;
 mod plugins;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
@@ -172,12 +188,33 @@ pub fn router(state: AppState) -> Router {
             post(instances::act_on_journey),
         )
         .route("/v1/outbox", get(outbox::list_outbox))
+        .route("/v1/integrations", get(integrations::list_integrations))
+        .route(
+            "/v1/integrations/{channel}",
+            put(integrations::set_integration),
+        )
+        .route("/v1/deliveries", get(integrations::list_deliveries))
+        .route(
+            "/v1/deliveries/replay",
+            post(integrations::replay_deliveries),
+        )
+        .route("/v1/deliveries/{*id}", get(integrations::show_delivery))
+        .route(
+            "/v1/callbacks/{channel}",
+            post(integrations::receive_callback)
+                .layer(DefaultBodyLimit::max(integrations::MAX_CALLBACK_BYTES)),
+        )
         .route("/v1/clock", get(clock::show_clock))
         .route("/v1/clock/advance", post(clock::advance_clock))
         .route(
             "/v1/frequency-caps",
             get(caps::show_caps).put(caps::put_caps),
         )
+        .route(
+            "/v1/tokens",
+            get(auth::list_tokens).post(auth::create_token),
+        )
+        .route("/v1/tokens/{name}", delete(auth::revoke_token))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::render_metrics));
@@ -194,6 +231,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             refuse_until_started,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
@@ -315,8 +356,9 @@ mod tests {
     use crate::clock::SimulatedClock;
     use crate::store::{SledStore, sled::SledOptions};
 
-    /// The API over a runtime on a fresh store, started or still starting.
-    fn app(started: bool) -> (tempfile::TempDir, Router) {
+    /// The API over a runtime on a fresh store, started or still starting,
+    /// and the secret of its first admin token.
+    fn app(started: bool) -> (tempfile::TempDir, Router, String) {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SledStore::open(dir.path(), &SledOptions::default()).expect("open");
         let runtime = Runtime::new(
@@ -328,18 +370,30 @@ mod tests {
         if started {
             runtime.set_ready();
         }
+        let admin = runtime
+            .first_admin_token()
+            .expect("a token")
+            .expect("the first");
         let app = router(AppState {
             runtime,
             metrics: None,
         });
-        (dir, app)
+        (dir, app, admin)
     }
 
-    /// Send one request; the status and the JSON body.
-    async fn call(app: &Router, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
+    /// Send one request with `token`; the status and the JSON body.
+    async fn call_as(
+        app: &Router,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request
             .body(Body::from(body.to_owned()))
             .expect("a request");
         let response = app.clone().oneshot(request).await.expect("an answer");
@@ -353,12 +407,13 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_v1_route_waits_until_the_runtime_has_started_but_health_answers() {
-        let (_dir, app) = app(false);
-        let (status, body) = call(&app, "GET", "/v1/clock", "").await;
+        let (_dir, app, admin) = app(false);
+        let call = |method, path| call_as(&app, Some(&admin), method, path, "");
+        let (status, body) = call("GET", "/v1/clock").await;
         assert_eq!((status, &body["error"]["code"]), (503, &json!("not_ready")));
-        let (status, body) = call(&app, "GET", "/healthz", "").await;
+        let (status, body) = call("GET", "/healthz").await;
         assert_eq!((status, &body["status"]), (200, &json!("ok")));
-        let (status, body) = call(&app, "GET", "/readyz", "").await;
+        let (status, body) = call("GET", "/readyz").await;
         assert_eq!(status, 503, "{body}");
         assert!(
             body["problems"][0]
@@ -371,7 +426,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn errors_made_outside_the_handlers_have_the_same_json_shape() {
-        let (_dir, app) = app(true);
+        let (_dir, app, admin) = app(true);
+        let call = |app, method, path, body| call_as(app, Some(&admin), method, path, body);
         let cases = [
             (
                 "DELETE",
@@ -424,5 +480,125 @@ mod tests {
         }
         let (status, clock) = call(&app, "GET", "/v1/clock", "").await;
         assert_eq!((status, &clock["now_ms"]), (200, &json!(1_000)));
+    }
+
+    /// Every route of the table in the module docs, as `(method, path)`.
+    fn documented_routes() -> Vec<(String, String)> {
+        let source = include_str!("mod.rs");
+        let mut routes = Vec::new();
+        for line in source.lines().filter(|line| line.starts_with("//! | ")) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let (methods, paths) = (cells[1], cells[2]);
+            if methods == "method" || methods.starts_with("---") {
+                continue;
+            }
+            for path in paths.split(", ") {
+                let path = path.trim_matches('`');
+                let path = if path.starts_with('/') {
+                    path.to_owned()
+                } else {
+                    // `/retry`, `/skip` after the first path: the same base.
+                    continue;
+                };
+                let path = path
+                    .replace("{id}", "i-1")
+                    .replace("{name}", "n")
+                    .replace("{tag}", "t")
+                    .replace("{channel}", "email")
+                    .replace("{action}", "retry");
+                for method in methods.split(", ") {
+                    routes.push((method.to_owned(), path.clone()));
+                }
+            }
+        }
+        routes
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_route_wants_a_token_of_its_scope() {
+        let (_dir, app, admin) = app(true);
+        let (status, created) = call_as(
+            &app,
+            Some(&admin),
+            "POST",
+            "/v1/tokens",
+            r#"{"name": "crm", "scope": "ingest"}"#,
+        )
+        .await;
+        assert_eq!(status, 201, "{created}");
+        let ingest = created["token"]
+            .as_str()
+            .expect("the secret, once")
+            .to_owned();
+        let (_, created) = call_as(
+            &app,
+            Some(&admin),
+            "POST",
+            "/v1/tokens",
+            r#"{"name": "grafana", "scope": "read"}"#,
+        )
+        .await;
+        let read = created["token"].as_str().expect("the secret").to_owned();
+        let routes = documented_routes();
+        assert!(routes.len() > 30, "the table was read: {routes:?}");
+        for (method, path) in routes {
+            let needed = auth::required_scope(
+                &method.parse().expect("a method"),
+                path.split('?').next().unwrap_or(&path),
+            );
+            let (no_token, answer) = call_as(&app, None, &method, &path, "").await;
+            let (wrong, wrong_answer) =
+                call_as(&app, Some("jdt_admin_not-a-token"), &method, &path, "").await;
+            let Some(needed) = needed else {
+                assert_ne!(no_token, 401, "{method} {path} is open: {answer}");
+                continue;
+            };
+            assert_eq!(
+                (no_token, &answer["error"]["code"]),
+                (401, &json!("unauthenticated")),
+                "{method} {path}"
+            );
+            assert!(
+                answer["error"]["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains(needed.as_str()),
+                "{method} {path}: {answer}"
+            );
+            assert_eq!(
+                (wrong, &wrong_answer["error"]["code"]),
+                (401, &json!("invalid_token")),
+                "{method} {path}"
+            );
+            let under = match needed {
+                crate::store::Scope::Admin | crate::store::Scope::Ingest => &read,
+                crate::store::Scope::Read => &ingest,
+            };
+            let (status, answer) = call_as(&app, Some(under), &method, &path, "").await;
+            assert_eq!(
+                (status, &answer["error"]["code"]),
+                (403, &json!("missing_scope")),
+                "{method} {path}"
+            );
+            let (status, answer) = call_as(&app, Some(&admin), &method, &path, "").await;
+            assert!(
+                status != 401 && status != 403,
+                "{method} {path} with an admin token: {answer}"
+            );
+        }
+        // Revoked: refused from then on.
+        let (status, _) = call_as(&app, Some(&admin), "DELETE", "/v1/tokens/crm", "").await;
+        assert_eq!(status, 200);
+        let (status, answer) = call_as(&app, Some(&ingest), "POST", "/v1/events", "{}").await;
+        assert_eq!(
+            (status, &answer["error"]["code"]),
+            (401, &json!("invalid_token"))
+        );
+        let (_, listed) = call_as(&app, Some(&admin), "GET", "/v1/tokens", "").await;
+        let listed = listed.to_string();
+        assert!(
+            listed.contains("grafana") && !listed.contains(&read),
+            "{listed}"
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! `GET /v1/outbox`: the messages steps queued.
+//! `GET /v1/outbox`: the messages steps queued, and their deliveries.
 
 use super::instances::parse_instance_id;
 use super::*;
@@ -20,6 +20,13 @@ pub(super) async fn list_outbox(
         .transpose()?;
     let limit = query.limit.unwrap_or(100).clamp(1, 100_000);
     let store = state.runtime.store().clone();
-    let messages = off_async(move || store.outbox(instance, limit)).await?;
-    Ok(Json(json!({ "messages": messages })))
+    let (messages, deliveries) = off_async(move || {
+        let messages = store.outbox(instance, limit)?;
+        let deliveries = super::instances::deliveries_of(&*store, &messages)?;
+        Ok::<_, crate::store::Error>((messages, deliveries))
+    })
+    .await?;
+    Ok(Json(
+        json!({ "messages": messages, "deliveries": deliveries }),
+    ))
 }

@@ -35,16 +35,34 @@ fn read(file: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 impl Client {
-    pub fn new(base: &str) -> Self {
+    /// A client of the journeyd at `base`, sending `token` with every
+    /// request.
+    pub fn new(base: &str, token: Option<&str>) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(value) = token.and_then(|token| {
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).ok()
+        }) {
+            let mut value = value;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         Client {
             base: base.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .expect("a client without TLS roots to load builds"),
         }
+    }
+
+    /// The HTTP client, for requests the helpers below do not cover.
+    pub(super) fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// The URL of the API path made of `segments`, each percent-encoded:
     /// an id such as `c-1?note=1` or `a/b` stays one path segment.
-    fn url(&self, segments: &[&str]) -> anyhow::Result<reqwest::Url> {
+    pub(super) fn url(&self, segments: &[&str]) -> anyhow::Result<reqwest::Url> {
         let mut url = reqwest::Url::parse(&self.base).with_context(|| {
             format!(
                 "`{}` is not a URL: give journeyd's address with --server or JOURNEYD_URL",
@@ -58,21 +76,25 @@ impl Client {
         Ok(url)
     }
 
-    async fn get(&self, segments: &[&str]) -> anyhow::Result<Value> {
+    pub(super) async fn get(&self, segments: &[&str]) -> anyhow::Result<Value> {
         self.send(self.http.get(self.url(segments)?)).await
     }
 
-    async fn post_json(&self, segments: &[&str], body: &Value) -> anyhow::Result<Value> {
+    pub(super) async fn post_json(&self, segments: &[&str], body: &Value) -> anyhow::Result<Value> {
         self.send(self.http.post(self.url(segments)?).json(body))
             .await
     }
 
-    async fn put_json(&self, segments: &[&str], body: &Value) -> anyhow::Result<Value> {
+    pub(super) async fn put_json(&self, segments: &[&str], body: &Value) -> anyhow::Result<Value> {
         self.send(self.http.put(self.url(segments)?).json(body))
             .await
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    pub(super) async fn delete(&self, segments: &[&str]) -> anyhow::Result<Value> {
+        self.send(self.http.delete(self.url(segments)?)).await
+    }
+
+    pub(super) async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         let response = request.send().await.map_err(|error| {
             anyhow::anyhow!(
                 "cannot reach journeyd at {} ({error}); is it running? Give its address with --server or JOURNEYD_URL",
@@ -504,7 +526,10 @@ impl Client {
             .send(self.http.get(self.url(&["v1", "outbox"])?).query(&query))
             .await?;
         for message in body["messages"].as_array().into_iter().flatten() {
-            println!("{}", timeline::message_line(message));
+            let status = body["deliveries"][message["id"].as_str().unwrap_or_default()]["status"]
+                .as_str()
+                .unwrap_or("queued");
+            println!("{status:<9} {}", timeline::message_line(message));
         }
         Ok(())
     }

@@ -6,15 +6,22 @@
 //! owns argument parsing and presentation only.
 //!
 //! Which journeyd a client talks to: `--server`, else `JOURNEYD_URL`,
-//! else the address a `journeyd serve` on the data directory
-//! (`JOURNEYD_DATA`, default `journeyd-data`) wrote into its
-//! [`ADDRESS_FILE`] (so `serve --listen 127.0.0.1:0` is found), else
-//! `http://127.0.0.1:7700`.
+//! else `server` in the config file, else the address a `journeyd serve`
+//! on the data directory (`JOURNEYD_DATA`, default `journeyd-data`) wrote
+//! into its [`ADDRESS_FILE`] (so `serve --listen 127.0.0.1:0` is found),
+//! else `http://127.0.0.1:7700`.
+//!
+//! The API token it sends: `--token`, else `JOURNEYD_TOKEN`, else `token`
+//! in the config file (`JOURNEYD_CONFIG`, default
+//! `~/.config/journeyd/config.toml`), else the first admin token `journeyd
+//! serve` wrote into that data directory.
 
 pub mod bench;
 mod client;
+mod delivery;
 mod serve;
 mod timeline;
+mod tokens;
 
 use std::path::PathBuf;
 
@@ -33,6 +40,10 @@ pub struct Cli {
     /// http://127.0.0.1:7700.
     #[arg(long, global = true, env = "JOURNEYD_URL")]
     pub server: Option<String>,
+    /// The API token to send (see the module docs for where else it is
+    /// looked for).
+    #[arg(long, global = true, env = "JOURNEYD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -64,6 +75,16 @@ pub enum Command {
     /// period, across journeys.
     #[command(subcommand)]
     Caps(CapsCommand),
+    /// Set and list integrations: how messages on each channel leave
+    /// journeyd (a channel plugin, its hosts and secrets, limits).
+    #[command(subcommand)]
+    Integration(delivery::IntegrationCommand),
+    /// List, show and replay message deliveries.
+    #[command(subcommand)]
+    Delivery(delivery::DeliveryCommand),
+    /// Create, list and revoke API tokens.
+    #[command(subcommand)]
+    Token(tokens::TokenCommand),
     /// List queued outbox messages.
     Outbox {
         /// Only this instance's messages.
@@ -380,17 +401,59 @@ pub const ADDRESS_FILE: &str = "address";
 /// Where clients look when nothing else names a server.
 const DEFAULT_SERVER: &str = "http://127.0.0.1:7700";
 
+/// The CLI's config file: `server` and `token`, both optional.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    server: Option<String>,
+    token: Option<String>,
+}
+
+/// The config file, if there is one (a malformed one is an error).
+fn config_file() -> anyhow::Result<ConfigFile> {
+    use anyhow::Context as _;
+    let path = match std::env::var_os("JOURNEYD_CONFIG") {
+        Some(path) => PathBuf::from(path),
+        None => match std::env::var_os("XDG_CONFIG_HOME").or_else(|| {
+            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config").into())
+        }) {
+            Some(config) => PathBuf::from(config).join("journeyd/config.toml"),
+            None => return Ok(ConfigFile::default()),
+        },
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).with_context(|| format!("reading {}", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(ConfigFile::default()),
+        Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// The data directory a local `journeyd serve` uses.
+fn data_dir() -> PathBuf {
+    std::env::var_os("JOURNEYD_DATA")
+        .unwrap_or_else(|| "journeyd-data".into())
+        .into()
+}
+
 /// The journeyd a client command talks to (see the module docs).
-fn server_url(server: Option<String>) -> String {
-    if let Some(server) = server {
+fn server_url(server: Option<String>, config: &ConfigFile) -> String {
+    if let Some(server) = server.or_else(|| config.server.clone()) {
         return server;
     }
-    let data = std::env::var_os("JOURNEYD_DATA").unwrap_or_else(|| "journeyd-data".into());
-    std::fs::read_to_string(std::path::Path::new(&data).join(ADDRESS_FILE))
+    std::fs::read_to_string(data_dir().join(ADDRESS_FILE))
         .ok()
         .map(|address| address.trim().to_owned())
         .filter(|address| address.starts_with("http"))
         .unwrap_or_else(|| DEFAULT_SERVER.to_owned())
+}
+
+/// The API token a client command sends (see the module docs).
+fn api_token(token: Option<String>, config: &ConfigFile) -> Option<String> {
+    token.or_else(|| config.token.clone()).or_else(|| {
+        std::fs::read_to_string(data_dir().join(journey_runtime::executor::ADMIN_TOKEN_FILE))
+            .ok()
+            .map(|token| token.trim().to_owned())
+    })
 }
 
 /// Run the command line. Errors are printed as one readable line (with
@@ -417,9 +480,16 @@ pub fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let client = client::Client::new(&server_url(cli.server));
+    if let Command::Serve(args) = cli.command {
+        return serve::serve(args).await;
+    }
+    let config = config_file()?;
+    let client = client::Client::new(
+        &server_url(cli.server, &config),
+        api_token(cli.token, &config).as_deref(),
+    );
     match cli.command {
-        Command::Serve(args) => serve::serve(args).await,
+        Command::Serve(_) => unreachable!("served above"),
         Command::Bench(args) => bench::bench(args).await,
         Command::Journey(JourneyCommand::Deploy { file }) => client.deploy_journey(&file).await,
         Command::Journey(JourneyCommand::List) => client.list_journeys().await,
@@ -480,6 +550,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Event(EventCommand::Replay { files }) => client.replay(&files).await,
         Command::Outbox { instance, limit } => client.list_outbox(instance, limit).await,
+        Command::Integration(command) => delivery::integration_command(&client, command).await,
+        Command::Delivery(command) => delivery::delivery_command(&client, command).await,
+        Command::Token(command) => tokens::token_command(&client, command).await,
         Command::Clock(ClockCommand::Show) => client.show_clock().await,
         Command::Clock(ClockCommand::Advance { by, to, settle }) => {
             let settle_ms = settle.as_millis() as u64;

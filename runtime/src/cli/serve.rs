@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt as _;
 
 use journey_runtime::api::{self, AppState};
 use journey_runtime::clock::{Clock, ShiftedClock, SimulatedClock, SystemClock};
-use journey_runtime::executor::{Runtime, SIMULATED_CLOCK_META, Settings};
+use journey_runtime::executor::{ADMIN_TOKEN_FILE, Runtime, SIMULATED_CLOCK_META, Settings};
 use journey_runtime::host::{Limits, OutputLimits};
 use journey_runtime::store::Store;
 use journey_runtime::store::sled::{SledOptions, SledStore};
@@ -138,6 +138,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Arc::new(SystemClock)
     };
     let runtime = Runtime::new(store, clock, settings)?;
+    // Every route wants a token: the first start makes an admin token and
+    // leaves it, readable by this user only, where the CLI looks for it.
+    if let Some(secret) = runtime.first_admin_token()? {
+        let path = args.data.join(ADMIN_TOKEN_FILE);
+        write_private(&path, &secret)
+            .with_context(|| format!("writing the first admin token to {}", path.display()))?;
+        tracing::info!(file = %path.display(), "created the first admin token (`admin`); the CLI on this machine reads it from there, others take JOURNEYD_TOKEN");
+    }
     // Health answers from now on; every `/v1` route says `not_ready`
     // until the instances are resumed and the timer loop runs.
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -212,6 +220,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(resumed, "resumed unfinished instances");
     }
     runtime.start_timers();
+    runtime.start_dispatcher();
     runtime.set_ready();
     // Client commands on this data directory find the server here, also
     // when it listens on a port the system picked.
@@ -232,6 +241,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Write `contents` to a file only its owner may read.
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
 }
 
 async fn shutdown_signal() {

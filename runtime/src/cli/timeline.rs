@@ -52,6 +52,29 @@ pub fn message_line(message: &Value) -> String {
     )
 }
 
+/// One line per message and its delivery: id, status, attempts, channel,
+/// recipient, and the last error or the provider's id.
+pub fn delivery_line(message: &Value, delivery: &Value) -> String {
+    let to = match message["to"].as_str() {
+        Some("") | None => "customer".to_owned(),
+        Some(to) => to.to_owned(),
+    };
+    let detail = match (delivery["error"].as_str(), delivery["provider_id"].as_str()) {
+        (Some(error), _) => format!("  {error}"),
+        (None, Some(provider_id)) => format!("  provider id {provider_id}"),
+        (None, None) => String::new(),
+    };
+    format!(
+        "{:<16} {:<9} {} attempt(s)  {} to {}{}",
+        text(&message["id"]),
+        text(&delivery["status"]),
+        delivery["attempts"].as_u64().unwrap_or(0),
+        text(&message["channel"]),
+        to,
+        detail
+    )
+}
+
 /// An instance and its whole timeline, times relative to its start.
 /// A time since the instance started, readable from milliseconds to days:
 /// `+250ms`, `+4.2s`, `+12m05s`, `+3h20m`, `+2d04h`.
@@ -175,6 +198,19 @@ pub fn render(view: &Value) -> String {
                 for id in entry["messages"].as_array().into_iter().flatten() {
                     if let Some(message) = messages.iter().find(|message| message["id"] == *id) {
                         let _ = writeln!(out, "              message {}", message_line(message));
+                        let delivery = &view["deliveries"][text(id)];
+                        if let Some(status) = delivery["status"].as_str() {
+                            let last = delivery["log"]
+                                .as_array()
+                                .and_then(|log| log.last())
+                                .and_then(|line| line["note"].as_str())
+                                .map_or_else(String::new, |note| format!(": {note}"));
+                            let _ = writeln!(
+                                out,
+                                "                      {status} after {} attempt(s){last}",
+                                delivery["attempts"].as_u64().unwrap_or(0)
+                            );
+                        }
                     }
                 }
                 for capped in entry["capped"].as_array().into_iter().flatten() {

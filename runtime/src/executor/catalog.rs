@@ -27,7 +27,8 @@ pub(super) fn load_registry(store: &dyn Store) -> Result<Registry> {
 }
 
 impl Runtime {
-    /// Reload the catalog (plugins, tags, journeys, migrations, caps) if
+    /// Reload the catalog (plugins, tags, journeys, migrations, caps,
+    /// integrations, tokens) if
     /// the store's changed since it was last loaded: another runtime on
     /// the same store changed it. Returns whether it did. Reads the store:
     /// call it off the async threads.
@@ -47,6 +48,8 @@ impl Runtime {
         }
         self.registry.replace_with(load_registry(&*self.store)?);
         self.sends.reload()?;
+        self.integrations.replace_with(self.store.integrations()?);
+        self.tokens.replace_with(self.store.tokens()?);
         self.catalog_seen.store(version, Ordering::Release);
         tracing::debug!(version, "catalog reloaded");
         Ok(true)

@@ -20,13 +20,16 @@
 //! `operator` add its operations by concern; `committer`, `caps`,
 //! `health`, `registry` and `funnel` are the parts it is built from.
 
+mod callbacks;
 pub mod caps;
 mod catalog;
 pub mod committer;
 mod customers;
+mod dispatch;
 mod funnel;
 pub mod health;
 mod ingest;
+mod integrations;
 mod journeys;
 mod operator;
 mod plugins;
@@ -34,6 +37,7 @@ mod recovery;
 pub mod registry;
 mod step;
 mod timers;
+mod tokens;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -50,19 +54,23 @@ use crate::host::{self, Host, LoadError, StepFailure, StepRequest};
 use crate::journey::{self, Journey, PluginRef, Reentry, RetryPolicy, Target};
 use crate::store::{
     self, Applied, Canary, CanaryCounts, CappedMessage, ChannelPreference, Commit, CountedSend,
-    Engagement, EventCommit, EventRecord, HistoryEntry, Instance, InstanceCommit, InstanceId,
-    InstanceStatus, Interaction, LogLine, MigrationRecord, OutboxMessage, PluginRecord,
-    StateChanges, StepOutcome, StepRecord, Store, TagRecord, VersionStats,
+    Delivery, DeliveryStatus, Engagement, EventCommit, EventRecord, HistoryEntry, Instance,
+    InstanceCommit, InstanceId, InstanceStatus, IntegrationRecord, Interaction, LogLine,
+    MigrationRecord, OutboxMessage, PluginRecord, StateChanges, StepOutcome, StepRecord, Store,
+    TagRecord, VersionStats,
 };
 use crate::window::SendingWindow;
 
+pub use self::callbacks::{CallbackError, CallbackReceipt};
 pub use self::caps::{FrequencyCap, SendLedger};
 pub use self::committer::{CommitError, Committer};
+pub use self::dispatch::DELIVERY_LEASE;
 pub use self::funnel::Funnel;
 pub use self::health::{Health, Readiness};
 pub use self::ingest::{IncomingEvent, Receipt, Skipped};
 pub use self::operator::{Action, BulkOutcome};
 pub use self::registry::{Registry, Tag};
+pub use self::tokens::ADMIN_TOKEN_FILE;
 
 /// Timers woken per store scan.
 const TIMER_BATCH: usize = 1_000;
@@ -258,6 +266,26 @@ pub enum Error {
         instance: InstanceId,
         /// The event it needs.
         event: String,
+    },
+    /// An integration was refused.
+    #[error(transparent)]
+    Integration(#[from] crate::delivery::IntegrationError),
+    /// No message has this id.
+    #[error("no message `{0}` in the outbox")]
+    UnknownMessage(String),
+    /// A token of this name exists.
+    #[error("a token named `{0}` exists; revoke it first or choose another name")]
+    TokenExists(String),
+    /// No token has this name.
+    #[error("no token named `{0}`")]
+    UnknownToken(String),
+    /// Only undelivered messages are replayed.
+    #[error("message `{message}` is {status}; only bounced, failed or dead messages are replayed", status = status.as_str())]
+    NotReplayable {
+        /// The message.
+        message: String,
+        /// Where its delivery is.
+        status: DeliveryStatus,
     },
     /// [`Runtime::new`] was called outside a tokio runtime.
     #[error("the runtime must be started inside a tokio runtime")]
@@ -461,6 +489,17 @@ pub struct Runtime {
     catalog_seen: std::sync::atomic::AtomicU64,
     /// Where steps that met a host fault wait to run again.
     tokio: tokio::runtime::Handle,
+    /// The integrations in force.
+    integrations: crate::delivery::IntegrationSet,
+    /// The HTTP client of deliveries.
+    outbound: crate::delivery::Outbound,
+    /// Wakes the dispatcher: messages were queued or replayed, an
+    /// integration was set, the clock moved.
+    outbox_changed: tokio::sync::Notify,
+    /// Messages this process is sending now.
+    in_flight: dispatch::InFlight,
+    /// The API tokens in force.
+    tokens: tokens::TokenSet,
 }
 
 /// An id from outside (an event, a customer, a correlation value): 1-200
@@ -539,6 +578,10 @@ impl Runtime {
                 .add(&stats);
         }
         let sends = Arc::new(SendLedger::open(store.clone())?);
+        let integrations = crate::delivery::IntegrationSet::default();
+        integrations.replace_with(store.integrations()?);
+        let tokens = tokens::TokenSet::default();
+        tokens.replace_with(store.tokens()?);
         let (finished, _) = broadcast::channel(65_536);
         let (jobs, queued) = crossbeam_channel::unbounded();
         let runtime = Arc::new_cyclic(|runtime: &std::sync::Weak<Runtime>| {
@@ -570,6 +613,11 @@ impl Runtime {
                 catalog: std::sync::Mutex::new(()),
                 catalog_seen: std::sync::atomic::AtomicU64::new(catalog_seen),
                 tokio,
+                integrations,
+                outbound: crate::delivery::Outbound::new(Duration::from_secs(5)),
+                outbox_changed: tokio::sync::Notify::new(),
+                in_flight: dispatch::InFlight::default(),
+                tokens,
             }
         });
         // The workers hold the runtime: it lives as long as the process.

@@ -128,6 +128,7 @@ impl Runtime {
                 .is_some_and(|plugin| self.metric_names.admit(plugin, &sample.name))
         });
         let next = commit.instance.clone();
+        let queued_messages = !commit.messages.is_empty();
         let counted: Vec<String> = commit
             .counted
             .iter()
@@ -143,6 +144,9 @@ impl Runtime {
                     runtime
                         .sends
                         .release(&next.customer_id, channel, started_ms);
+                }
+                if queued_messages && matches!(result, Ok(Applied::Done)) {
+                    runtime.outbox_changed.notify_one();
                 }
                 runtime.after_step_commit(result, next, event, samples, &step_name);
             }),
@@ -396,6 +400,7 @@ impl Runtime {
                 OutboxMessage {
                     id: queued.id,
                     instance_id: instance.id,
+                    journey: instance.journey.clone(),
                     step: step.to_owned(),
                     customer_id: instance.customer_id.clone(),
                     channel: message.channel,

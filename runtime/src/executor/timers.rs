@@ -19,6 +19,7 @@ impl Runtime {
         self.store
             .put_meta(SIMULATED_CLOCK_META, &serde_json::json!(now))?;
         self.timers_changed.notify_one();
+        self.outbox_changed.notify_one();
         Ok(Some(now))
     }
 
@@ -49,7 +50,20 @@ impl Runtime {
         }
         loop {
             let now = clock.now_ms();
-            let stop = match self.with_store(|store| store.next_timer()).await? {
+            // Stop at each timer and, while messages leave, at each retry.
+            let delivering = !self.integrations.is_empty();
+            let next = self
+                .with_store(move |store| {
+                    let timer = store.next_timer()?;
+                    let retry = if delivering {
+                        store.next_delivery_due()?
+                    } else {
+                        None
+                    };
+                    Ok(timer.into_iter().chain(retry).min())
+                })
+                .await?;
+            let stop = match next {
                 Some(due) if due <= to_ms => due.max(now),
                 _ => to_ms,
             };
@@ -64,12 +78,23 @@ impl Runtime {
         }
     }
 
-    /// Wait until no timer is due at `now_ms` and no instance has a step
-    /// to run, or `deadline` passes; returns whether it settled.
+    /// Wait until no timer is due at `now_ms`, no instance has a step to
+    /// run and (with integrations set) no message is due or being sent,
+    /// or `deadline` passes; returns whether it settled.
     pub async fn settle(&self, now_ms: u64, deadline: std::time::Instant) -> Result<bool> {
         loop {
             let store = self.store.clone();
-            if tokio::task::spawn_blocking(move || store.settled(now_ms)).await?? {
+            let delivering = !self.integrations.is_empty();
+            let sending = delivering && !self.in_flight.is_empty();
+            let settled = tokio::task::spawn_blocking(move || {
+                Ok::<_, store::Error>(
+                    store.settled(now_ms)?
+                        && (!delivering
+                            || store.next_delivery_due()?.is_none_or(|due| due > now_ms)),
+                )
+            })
+            .await??;
+            if settled && !sending && (!delivering || self.in_flight.is_empty()) {
                 return Ok(true);
             }
             if std::time::Instant::now() >= deadline {
@@ -83,14 +108,25 @@ impl Runtime {
     /// is logged and counted as a host fault and the loop starts again
     /// after a second. Start it after [`Runtime::resume`].
     pub fn start_timers(self: &Arc<Self>) {
+        self.supervise("the timer loop", |runtime| runtime.run_timers());
+    }
+
+    /// Run `task` for as long as the process lives: a panic is logged
+    /// and counted as a host fault, and `task` starts again after a
+    /// second.
+    pub(super) fn supervise<F, Task>(self: &Arc<Self>, name: &'static str, task: F)
+    where
+        F: Fn(Arc<Self>) -> Task + Send + 'static,
+        Task: std::future::Future<Output = ()> + Send + 'static,
+    {
         let runtime = self.clone();
         self.tokio.spawn(async move {
             loop {
-                match tokio::spawn(runtime.clone().run_timers()).await {
+                match tokio::spawn(task(runtime.clone())).await {
                     Err(error) if error.is_panic() => {
                         metrics::counter!("journeyd_host_faults_total", "kind" => "panic")
                             .increment(1);
-                        tracing::error!("the timer loop panicked; it starts again in 1 s");
+                        tracing::error!("{name} panicked; it starts again in 1 s");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                     // Cancelled: the process is stopping.

@@ -33,9 +33,15 @@ pub struct LogCapability {
 impl LogCapability {
     /// A log for one step; a line over `line_limit` bytes fails the step.
     pub fn new(input: &StepInput, line_limit: usize) -> Self {
+        Self::attributed(&input.instance_id, &input.step, line_limit)
+    }
+
+    /// A log whose lines name `instance` and `step` (a channel call names
+    /// its message's instance and the integration).
+    pub fn attributed(instance: &str, step: &str, line_limit: usize) -> Self {
         LogCapability {
-            instance: input.instance_id.clone(),
-            step: input.step.clone(),
+            instance: instance.to_owned(),
+            step: step.to_owned(),
             lines: Vec::new(),
             dropped: 0,
             line_limit,

@@ -10,6 +10,7 @@
 //! executor commits them with the step. This module does not know about
 //! journeys, instances or storage layout.
 
+pub mod channel;
 mod clock;
 mod contract;
 mod customer;
@@ -63,6 +64,10 @@ pub const WIT_VERSION: &str = wit_version!();
 pub const STEP_EXPORT: &str = concat!("journey:plugin/step@", wit_version!());
 /// The world a step plugin implements.
 pub const STEP_WORLD: &str = concat!("journey:plugin/step-plugin@", wit_version!());
+/// The export a channel plugin provides.
+pub const CHANNEL_EXPORT: &str = concat!("journey:plugin/channel@", wit_version!());
+/// The world a channel plugin implements.
+pub const CHANNEL_WORLD: &str = concat!("journey:plugin/channel-plugin@", wit_version!());
 
 /// How often the epoch ticks; step deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -81,16 +86,24 @@ pub enum LoadError {
     /// The bytes failed to compile.
     #[error("invalid component: {0:#}")]
     Compile(#[source] wasmtime::Error),
-    /// It does not export the step interface.
-    #[error("does not export `{STEP_EXPORT}` (it exports: {exports})")]
+    /// It exports neither the step nor the channel interface.
+    #[error(
+        "exports neither `{STEP_EXPORT}` (a step) nor `{CHANNEL_EXPORT}` (a channel); it exports: {exports}"
+    )]
     MissingExport {
         /// What it does export.
         exports: String,
     },
-    /// It imports something the host does not grant, or its step export
-    /// has the wrong shape.
-    #[error("does not implement the `{STEP_WORLD}` world: {0:#}")]
-    World(#[source] wasmtime::Error),
+    /// It imports something the host does not grant, or its export has
+    /// the wrong shape.
+    #[error("does not implement the `{world}` world: {source:#}")]
+    World {
+        /// The world it claims by its export.
+        world: &'static str,
+        /// What is wrong.
+        #[source]
+        source: wasmtime::Error,
+    },
 }
 
 /// Why a step run failed. Recorded in the instance's history.
@@ -184,7 +197,22 @@ impl Default for Limits {
 pub struct LoadedPlugin {
     /// Its content digest.
     pub digest: String,
-    pre: bindings::StepPluginPre<StepState>,
+    kind: Plugin,
+}
+
+/// What a plugin is, by the interface it exports.
+enum Plugin {
+    /// A journey step.
+    Step(bindings::StepPluginPre<StepState>),
+    /// A delivery channel.
+    Channel(channel::bindings::ChannelPluginPre<channel::ChannelState>),
+}
+
+impl LoadedPlugin {
+    /// Whether it is a channel plugin (else a step plugin).
+    pub fn is_channel(&self) -> bool {
+        matches!(self.kind, Plugin::Channel(_))
+    }
 }
 
 /// What a step asks of the host.
@@ -274,6 +302,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 pub struct Host {
     engine: Engine,
     linker: Linker<StepState>,
+    channel_linker: Linker<channel::ChannelState>,
     limits: Limits,
     plugins: RwLock<HashMap<String, Arc<LoadedPlugin>>>,
     compiled_cache: Option<wasmtime::Cache>,
@@ -342,6 +371,7 @@ impl Host {
         outbox::add_to_linker(&mut linker)?;
         metrics::add_to_linker(&mut linker)?;
         clock::add_to_linker(&mut linker)?;
+        let channel_linker = channel::linker(&engine)?;
 
         let weak = engine.weak();
         std::thread::Builder::new()
@@ -358,6 +388,7 @@ impl Host {
         Ok(Host {
             engine,
             linker,
+            channel_linker,
             limits,
             plugins: RwLock::new(HashMap::new()),
             compiled_cache,
@@ -379,7 +410,7 @@ impl Host {
     }
 
     /// Compile and check `bytes` without caching: does it implement the
-    /// step world with only the imports the host grants?
+    /// step or the channel world with only the imports the host grants?
     pub fn check(&self, bytes: &[u8]) -> Result<LoadedPlugin, LoadError> {
         match bytes.get(..8) {
             Some([0x00, b'a', b's', b'm', _, _, 0x01, 0x00]) => {}
@@ -388,10 +419,27 @@ impl Host {
         }
         let component = Component::new(&self.engine, bytes).map_err(LoadError::Compile)?;
         let ty = component.component_type();
-        let exports_step = ty.exports(&self.engine).any(|(name, item)| {
-            name == STEP_EXPORT && matches!(item.ty, ComponentItem::ComponentInstance(_))
-        });
-        if !exports_step {
+        let exports = |export: &str| {
+            ty.exports(&self.engine).any(|(name, item)| {
+                name == export && matches!(item.ty, ComponentItem::ComponentInstance(_))
+            })
+        };
+        if exports(CHANNEL_EXPORT) && !exports(STEP_EXPORT) {
+            let world = |source| LoadError::World {
+                world: CHANNEL_WORLD,
+                source,
+            };
+            let pre = self
+                .channel_linker
+                .instantiate_pre(&component)
+                .map_err(world)?;
+            let pre = channel::bindings::ChannelPluginPre::new(pre).map_err(world)?;
+            return Ok(LoadedPlugin {
+                digest: String::new(),
+                kind: Plugin::Channel(pre),
+            });
+        }
+        if !exports(STEP_EXPORT) {
             let exports: Vec<String> = ty
                 .exports(&self.engine)
                 .map(|(name, _)| format!("`{name}`"))
@@ -404,14 +452,15 @@ impl Host {
                 },
             });
         }
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(LoadError::World)?;
-        let pre = bindings::StepPluginPre::new(pre).map_err(LoadError::World)?;
+        let world = |source| LoadError::World {
+            world: STEP_WORLD,
+            source,
+        };
+        let pre = self.linker.instantiate_pre(&component).map_err(world)?;
+        let pre = bindings::StepPluginPre::new(pre).map_err(world)?;
         Ok(LoadedPlugin {
             digest: String::new(),
-            pre,
+            kind: Plugin::Step(pre),
         })
     }
 
@@ -469,10 +518,18 @@ impl Host {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.memory);
-        let ticks = (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks + 1);
+        store.set_epoch_deadline(self.deadline_ticks(deadline));
 
-        let result = match plugin.pre.instantiate(&mut store) {
+        let Plugin::Step(pre) = &plugin.kind else {
+            return StepRun {
+                result: Err(StepFailure::Instantiate(
+                    "a channel plugin, not a step: it exports `journey:plugin/channel`, not `journey:plugin/step`".into(),
+                )),
+                effects: Effects::default(),
+                duration: started.elapsed(),
+            };
+        };
+        let result = match pre.instantiate(&mut store) {
             Ok(instance) => instance
                 .journey_plugin_step()
                 .call_run(&mut store, &request.input)
@@ -506,6 +563,11 @@ impl Host {
             },
             duration,
         }
+    }
+
+    /// Epoch ticks a call may run for before it is interrupted.
+    fn deadline_ticks(&self, deadline: Duration) -> u64 {
+        (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
     }
 
     /// The error a plugin returned, cut to the text limit: it is already a

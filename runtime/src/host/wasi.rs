@@ -51,12 +51,19 @@ impl HostWallClock for FrozenWallClock {
     }
 }
 
+impl WasiState {
+    /// The view WASI's host functions work on.
+    pub fn view(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
 impl WasiView for StepState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi.ctx,
-            table: &mut self.wasi.table,
-        }
+        self.wasi.view()
     }
 }
 
@@ -67,29 +74,31 @@ impl HasData for HasTable {
     type Data<'a> = &'a mut ResourceTable;
 }
 
-pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
+/// Link the WASI subset into a linker for any store data with a WASI
+/// context (steps and channels alike).
+pub fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     use wasmtime_wasi::p2::bindings::{cli, clocks, random, sync};
 
     let l = linker;
     wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<_, HasTable>(l, |state| {
-        &mut state.wasi.table
+        state.ctx().table
     })?;
-    sync::io::poll::add_to_linker::<_, HasTable>(l, |state| &mut state.wasi.table)?;
-    sync::io::streams::add_to_linker::<_, HasTable>(l, |state| &mut state.wasi.table)?;
-    clocks::wall_clock::add_to_linker::<_, WasiClocks>(l, StepState::clocks)?;
-    clocks::monotonic_clock::add_to_linker::<_, WasiClocks>(l, StepState::clocks)?;
-    random::random::add_to_linker::<_, WasiRandom>(l, |state| state.wasi.ctx.random())?;
-    random::insecure::add_to_linker::<_, WasiRandom>(l, |state| state.wasi.ctx.random())?;
-    random::insecure_seed::add_to_linker::<_, WasiRandom>(l, |state| state.wasi.ctx.random())?;
-    cli::exit::add_to_linker::<_, WasiCli>(l, StepState::cli)?;
-    cli::environment::add_to_linker::<_, WasiCli>(l, StepState::cli)?;
-    cli::stdin::add_to_linker::<_, WasiCli>(l, StepState::cli)?;
-    cli::stdout::add_to_linker::<_, WasiCli>(l, StepState::cli)?;
-    cli::stderr::add_to_linker::<_, WasiCli>(l, StepState::cli)?;
-    cli::terminal_input::add_to_linker::<_, WasiCli>(l, StepState::cli)?;
-    cli::terminal_output::add_to_linker::<_, WasiCli>(l, StepState::cli)?;
-    cli::terminal_stdin::add_to_linker::<_, WasiCli>(l, StepState::cli)?;
-    cli::terminal_stdout::add_to_linker::<_, WasiCli>(l, StepState::cli)?;
-    cli::terminal_stderr::add_to_linker::<_, WasiCli>(l, StepState::cli)?;
+    sync::io::poll::add_to_linker::<_, HasTable>(l, |state| state.ctx().table)?;
+    sync::io::streams::add_to_linker::<_, HasTable>(l, |state| state.ctx().table)?;
+    clocks::wall_clock::add_to_linker::<_, WasiClocks>(l, T::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<_, WasiClocks>(l, T::clocks)?;
+    random::random::add_to_linker::<_, WasiRandom>(l, |state| state.ctx().ctx.random())?;
+    random::insecure::add_to_linker::<_, WasiRandom>(l, |state| state.ctx().ctx.random())?;
+    random::insecure_seed::add_to_linker::<_, WasiRandom>(l, |state| state.ctx().ctx.random())?;
+    cli::exit::add_to_linker::<_, WasiCli>(l, T::cli)?;
+    cli::environment::add_to_linker::<_, WasiCli>(l, T::cli)?;
+    cli::stdin::add_to_linker::<_, WasiCli>(l, T::cli)?;
+    cli::stdout::add_to_linker::<_, WasiCli>(l, T::cli)?;
+    cli::stderr::add_to_linker::<_, WasiCli>(l, T::cli)?;
+    cli::terminal_input::add_to_linker::<_, WasiCli>(l, T::cli)?;
+    cli::terminal_output::add_to_linker::<_, WasiCli>(l, T::cli)?;
+    cli::terminal_stdin::add_to_linker::<_, WasiCli>(l, T::cli)?;
+    cli::terminal_stdout::add_to_linker::<_, WasiCli>(l, T::cli)?;
+    cli::terminal_stderr::add_to_linker::<_, WasiCli>(l, T::cli)?;
     Ok(())
 }

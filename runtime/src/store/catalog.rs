@@ -2,7 +2,10 @@
 //! tags and rollouts, journey versions and migrations), what it counted of
 //! each plugin version, and the runtime settings operators change.
 
-use super::{JourneyRecord, MigrationRecord, PluginRecord, Result, TagRecord, VersionStats};
+use super::{
+    IntegrationRecord, JourneyRecord, MigrationRecord, PluginRecord, Result, TagRecord,
+    TokenRecord, VersionStats,
+};
 
 /// The runs of a rollout's canary version so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -69,8 +72,21 @@ pub trait Catalog: Send + Sync {
     /// Every journey migration.
     fn migrations(&self) -> Result<Vec<MigrationRecord>>;
 
+    /// Store an integration, replacing the one of the same channel.
+    fn put_integration(&self, record: &IntegrationRecord) -> Result<()>;
+    /// Every integration, by channel.
+    fn integrations(&self) -> Result<Vec<IntegrationRecord>>;
+
+    /// Store an API token (by the hash of its secret), replacing one of
+    /// the same name.
+    fn put_token(&self, record: &TokenRecord) -> Result<()>;
+    /// Every API token, by name.
+    fn tokens(&self) -> Result<Vec<TokenRecord>>;
+    /// Remove the token `name`; whether there was one.
+    fn remove_token(&self, name: &str) -> Result<bool>;
+
     /// A number that moves whenever the catalog changes (plugins, tags,
-    /// journeys, migrations, settings), whoever changed it: a runtime that
+    /// journeys, migrations, integrations, tokens, settings), whoever changed it: a runtime that
     /// sees it move reloads what it holds of the catalog in memory.
     fn catalog_version(&self) -> Result<u64>;
 

@@ -30,7 +30,8 @@ pub use self::journal::{
 };
 pub use self::model::*;
 pub use self::outbox::{
-    AttemptOutcome, ClaimedMessage, Delivery, DeliveryAttempt, DeliveryStatus, Marked, Outbox,
+    AttemptOutcome, ClaimedMessage, DELIVERY_LOG_LINES, Delivery, DeliveryAttempt, DeliveryNote,
+    DeliveryStatus, Marked, MessageRef, Outbox, StatusReport,
 };
 pub use self::sled::SledStore;
 pub use self::timers::Timers;

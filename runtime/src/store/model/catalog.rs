@@ -161,3 +161,85 @@ pub struct JourneyRecord {
     /// When it was deployed, ms since the Unix epoch.
     pub deployed_at_ms: u64,
 }
+
+/// An integration: how messages on one channel leave the runtime.
+/// Secrets are kept as references (`env:NAME`, `file:PATH`), never as
+/// values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntegrationRecord {
+    /// The channel it delivers (`email`, `sms`, `team`, ...), also its name.
+    pub channel: String,
+    /// The channel plugin (`sendgrid`, `sendgrid@2`, `sendgrid:stable`).
+    pub plugin: String,
+    /// The plugin's config (a JSON object).
+    pub config: serde_json::Value,
+    /// The hosts requests may go to (`api.example.com`, `*.example.com`,
+    /// `127.0.0.1:8025`).
+    pub hosts: Vec<String>,
+    /// Secret name → where its value is read (`env:NAME`, `file:PATH`).
+    pub secrets: std::collections::BTreeMap<String, String>,
+    /// The secret that verifies callbacks (Standard Webhooks), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_secret: Option<String>,
+    /// Requests per second at most (`None`: unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_per_second: Option<u32>,
+    /// Requests in flight at most.
+    pub concurrency: u32,
+    /// Attempts per message before it is dead.
+    pub max_attempts: u32,
+    /// Age of a message (from queueing) after which it is dead instead of
+    /// sent: shorter than the provider's idempotency window.
+    pub max_age_ms: u64,
+    /// Connect and total timeout of one request.
+    pub timeout_ms: u64,
+    /// Why it is disabled (a 410 from the provider, an operator), if it is:
+    /// its messages wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<String>,
+    /// When it was last set, ms since the Unix epoch.
+    pub updated_at_ms: u64,
+}
+
+/// What an API token may do. `admin` may do everything, `read` may read
+/// everything, `ingest` may send events and customer profiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Send events and upsert customer profiles.
+    Ingest,
+    /// Read instances, funnels, the outbox, deliveries, the catalog, metrics.
+    Read,
+    /// Everything: deploy, push, tag, caps, integrations, tokens, the clock,
+    /// operator actions.
+    Admin,
+}
+
+impl Scope {
+    /// Whether a token of this scope may use a route that needs `needed`.
+    pub fn allows(self, needed: Scope) -> bool {
+        self == Scope::Admin || self == needed
+    }
+
+    /// The scope as it is written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Ingest => "ingest",
+            Scope::Read => "read",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// An API token, as stored: its secret only as a hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Its name (`crm`, `grafana`), unique.
+    pub name: String,
+    /// What it may do.
+    pub scope: Scope,
+    /// Lower-case hex sha256 of the token.
+    pub hash: String,
+    /// When it was created, ms since the Unix epoch.
+    pub created_at_ms: u64,
+}

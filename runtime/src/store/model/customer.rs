@@ -13,6 +13,9 @@ pub struct OutboxMessage {
     pub id: String,
     /// The instance whose step queued it.
     pub instance_id: InstanceId,
+    /// The journey of that instance.
+    #[serde(default)]
+    pub journey: String,
     /// The step that queued it.
     pub step: String,
     /// The customer it is for.

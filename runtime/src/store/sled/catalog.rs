@@ -2,8 +2,8 @@
 
 use super::{SledStore, decode, keys};
 use crate::store::{
-    CanaryCounts, Catalog, JourneyRecord, MigrationRecord, PluginRecord, Result, TagRecord,
-    VersionStats, encode,
+    CanaryCounts, Catalog, IntegrationRecord, JourneyRecord, MigrationRecord, PluginRecord, Result,
+    TagRecord, TokenRecord, VersionStats, encode,
 };
 
 impl SledStore {
@@ -185,6 +185,37 @@ impl Catalog for SledStore {
             .get(keys::catalog_version())?
             .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).ok())
             .map_or(0, u64::from_be_bytes))
+    }
+
+    fn put_integration(&self, record: &IntegrationRecord) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::integration(&record.channel), encode(record)?);
+        self.change_catalog(batch)
+    }
+
+    fn integrations(&self) -> Result<Vec<IntegrationRecord>> {
+        self.scan(&keys::integrations())
+    }
+
+    fn put_token(&self, record: &TokenRecord) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::token(&record.name), encode(record)?);
+        self.change_catalog(batch)
+    }
+
+    fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.scan(&keys::tokens())
+    }
+
+    fn remove_token(&self, name: &str) -> Result<bool> {
+        let key = keys::token(name);
+        if self.db.get(&key)?.is_none() {
+            return Ok(false);
+        }
+        let mut batch = sled::Batch::default();
+        batch.remove(key);
+        self.change_catalog(batch)?;
+        Ok(true)
     }
 
     fn put_meta(&self, name: &str, value: &serde_json::Value) -> Result<()> {

@@ -69,6 +69,12 @@ const SENT: u8 = b'F';
 
 /// The catalog's version (a sled id, moved by every catalog write): `v`.
 const CATALOG_VERSION: u8 = b'v';
+/// Integration, by channel.
+const INTEGRATION: u8 = b'i';
+/// API token, by name.
+const TOKEN: u8 = b't';
+/// Provider message id (per integration) → outbox key of the message.
+const PROVIDER_ID: u8 = b'p';
 
 fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     let len = 1 + parts.iter().map(|part| part.len()).sum::<usize>();
@@ -150,6 +156,17 @@ pub fn outbox_due_until(now_ms: u64) -> std::ops::RangeInclusive<Vec<u8>> {
     vec![OUTBOX_DUE]..=key(OUTBOX_DUE, &[&now_ms.to_be_bytes(), &[0xff; 16]])
 }
 
+/// The prefix of the due index.
+pub fn outbox_due_all() -> Vec<u8> {
+    vec![OUTBOX_DUE]
+}
+
+/// The due time of a due key.
+pub fn due_of(due: &[u8]) -> Option<u64> {
+    let rest = due.strip_prefix(&[OUTBOX_DUE])?;
+    Some(u64::from_be_bytes(rest.get(..8)?.try_into().ok()?))
+}
+
 /// The outbox key of a due key.
 pub fn outbox_of_due(due: &[u8]) -> Option<Vec<u8>> {
     let slot = due.strip_prefix(&[OUTBOX_DUE])?.get(8..)?;
@@ -160,6 +177,35 @@ pub fn outbox_of_due(due: &[u8]) -> Option<Vec<u8>> {
 pub fn delivery(outbox: &[u8]) -> Vec<u8> {
     let slot = outbox.strip_prefix(&[OUTBOX]).unwrap_or(outbox);
     key(DELIVERY, &[slot])
+}
+
+/// The key of the integration of `channel`.
+pub fn integration(channel: &str) -> Vec<u8> {
+    key(INTEGRATION, &[channel.as_bytes()])
+}
+
+/// The prefix of every integration.
+pub fn integrations() -> Vec<u8> {
+    vec![INTEGRATION]
+}
+
+/// The key of the API token `name`.
+pub fn token(name: &str) -> Vec<u8> {
+    key(TOKEN, &[name.as_bytes()])
+}
+
+/// The prefix of every API token.
+pub fn tokens() -> Vec<u8> {
+    vec![TOKEN]
+}
+
+/// The key of the index entry naming the message integration
+/// `integration`'s provider calls `provider_id`.
+pub fn provider_id(integration: &str, provider_id: &str) -> Vec<u8> {
+    key(
+        PROVIDER_ID,
+        &[integration.as_bytes(), &[0], provider_id.as_bytes()],
+    )
 }
 
 /// The marker of an instance that still has a step to run.

@@ -74,6 +74,8 @@ pub struct SledStore {
     versions: std::sync::Mutex<()>,
     /// Timers and messages claimed, until when.
     leases: std::sync::Mutex<Leases>,
+    /// Held by claims, marks, reports and replays of deliveries.
+    outbox_lock: std::sync::Mutex<()>,
     /// Sends reserved against frequency caps (held in memory like claims).
     reservations: std::sync::Mutex<Reservations>,
     /// Canary runs of rollouts in progress, by (plugin, tag, set at): in
@@ -85,7 +87,6 @@ pub struct SledStore {
 #[derive(Default)]
 struct Leases {
     timers: HashMap<(u64, InstanceId), Instant>,
-    messages: HashMap<String, (Instant, u64)>,
 }
 
 /// Claim `key` in `claims` for `lease` unless someone holds it now.
@@ -120,6 +121,7 @@ impl SledStore {
             applying: std::sync::RwLock::new(()),
             versions: std::sync::Mutex::new(()),
             leases: std::sync::Mutex::new(Leases::default()),
+            outbox_lock: std::sync::Mutex::new(()),
             reservations: std::sync::Mutex::new(Reservations::default()),
             canaries: std::sync::Mutex::new(HashMap::new()),
         })

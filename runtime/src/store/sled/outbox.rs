@@ -1,12 +1,15 @@
 //! The outbox on sled: messages in queue order, the due index the
-//! dispatcher claims from, and deliveries.
+//! dispatcher claims from, deliveries, and the index of provider ids.
+//!
+//! Claims, marks, reports and replays of deliveries take one lock, so each
+//! reads what the last wrote; each is one batch and one flush.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{SledStore, decode, keys};
 use crate::store::{
     AttemptOutcome, ClaimedMessage, Delivery, DeliveryAttempt, DeliveryStatus, InstanceId, Marked,
-    Outbox, OutboxMessage, Result, encode,
+    MessageRef, Outbox, OutboxMessage, Result, StatusReport, encode,
 };
 
 impl SledStore {
@@ -35,6 +38,44 @@ impl SledStore {
         }
         Ok(None)
     }
+
+    /// The outbox key of the message a report names.
+    fn slot_named(&self, message: MessageRef<'_>) -> Result<Option<Vec<u8>>> {
+        match message {
+            MessageRef::Id(id) => self.slot_of(id),
+            MessageRef::Provider {
+                integration,
+                provider_id,
+            } => Ok(self
+                .db
+                .get(keys::provider_id(integration, provider_id))?
+                .map(|slot| slot.to_vec())),
+        }
+    }
+
+    fn outbox_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.outbox_lock
+            .lock()
+            .expect("the outbox lock is never poisoned")
+    }
+
+    /// Write `next` over `previous` as the delivery at `slot`, moving its
+    /// due index entry, into `batch`.
+    fn put_delivery(
+        batch: &mut sled::Batch,
+        slot: &[u8],
+        previous: &Delivery,
+        next: &Delivery,
+    ) -> Result<()> {
+        if let Some(due) = previous.due_ms {
+            batch.remove(keys::outbox_due(due, slot));
+        }
+        if let Some(due) = next.due_ms {
+            batch.insert(keys::outbox_due(due, slot), &[]);
+        }
+        batch.insert(keys::delivery(slot), encode(next)?);
+        Ok(())
+    }
 }
 
 impl Outbox for SledStore {
@@ -56,14 +97,10 @@ impl Outbox for SledStore {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<ClaimedMessage>> {
+        let lease_until = now_ms.saturating_add(lease.as_millis() as u64);
         let mut claimed = Vec::new();
-        // Under the leases lock, which marks hold too: a message marked
-        // meanwhile is seen as marked.
-        let mut leases = self.leases();
-        let now = Instant::now();
-        if leases.messages.len() > 4096 {
-            leases.messages.retain(|_, (until, _)| *until > now);
-        }
+        let mut batch = sled::Batch::default();
+        let _outbox = self.outbox_lock();
         for key in self.db.range(keys::outbox_due_until(now_ms)).keys() {
             if claimed.len() >= limit {
                 break;
@@ -74,27 +111,24 @@ impl Outbox for SledStore {
             let Some((message, delivery)) = self.message_at(&slot)? else {
                 continue;
             };
-            let due = delivery.due_ms.is_some_and(|due| due <= now_ms)
-                && matches!(
-                    delivery.status,
-                    DeliveryStatus::Queued | DeliveryStatus::Failed
-                );
-            let held = leases
-                .messages
-                .get(&message.id)
-                .is_some_and(|(until, _)| *until > now);
-            if !due || held {
+            let due = delivery.due_ms.is_some_and(|due| due <= now_ms);
+            if !due || !delivery.status.is_pending() {
                 continue;
             }
-            let claim = self.db.generate_id()?;
-            leases
-                .messages
-                .insert(message.id.clone(), (now + lease, claim));
+            // Random, not from the store's id sequence (instance ids come
+            // from it): a claim is only ever compared with the one stored.
+            let claim = rand::random::<u64>();
+            let next = delivery.claimed(claim, now_ms, lease_until);
+            Self::put_delivery(&mut batch, &slot, &delivery, &next)?;
             claimed.push(ClaimedMessage {
                 message,
-                delivery,
+                delivery: next,
                 claim,
             });
+        }
+        if !claimed.is_empty() {
+            self.db.apply_batch(batch)?;
+            self.db.flush()?;
         }
         Ok(claimed)
     }
@@ -104,36 +138,28 @@ impl Outbox for SledStore {
             return Ok(Marked::Unknown);
         };
         let next = {
-            // One mark or claim at a time: each reads what the last wrote.
-            let mut leases = self.leases();
+            let _outbox = self.outbox_lock();
             let Some((_, delivery)) = self.message_at(&slot)? else {
                 return Ok(Marked::Unknown);
             };
-            if matches!(
-                delivery.status,
-                DeliveryStatus::Delivered | DeliveryStatus::Dead
-            ) {
-                // Final: a late or repeated mark changes nothing.
+            if !delivery.status.is_pending() {
+                // Accepted, reported on or dead already: a late or
+                // repeated mark changes nothing.
                 return Ok(Marked::Recorded(delivery));
             }
-            let ours = leases
-                .messages
-                .get(id)
-                .is_none_or(|(_, holder)| *holder == claim);
-            let delivered = matches!(attempt.outcome, AttemptOutcome::Delivered { .. });
-            if !ours && !delivered {
+            let accepted = matches!(attempt.outcome, AttemptOutcome::Accepted { .. });
+            if delivery.claim != Some(claim) && !accepted {
                 return Ok(Marked::ClaimLost);
             }
-            leases.messages.remove(id);
             let next = delivery.after(attempt);
             let mut batch = sled::Batch::default();
-            if let Some(due) = delivery.due_ms {
-                batch.remove(keys::outbox_due(due, &slot));
+            Self::put_delivery(&mut batch, &slot, &delivery, &next)?;
+            if let AttemptOutcome::Accepted {
+                provider_id: Some(provider_id),
+            } = &attempt.outcome
+            {
+                batch.insert(keys::provider_id(&attempt.integration, provider_id), slot);
             }
-            if let Some(due) = next.due_ms {
-                batch.insert(keys::outbox_due(due, &slot), &[]);
-            }
-            batch.insert(keys::delivery(&slot), encode(&next)?);
             self.db.apply_batch(batch)?;
             next
         };
@@ -141,10 +167,86 @@ impl Outbox for SledStore {
         Ok(Marked::Recorded(next))
     }
 
-    fn delivery(&self, id: &str) -> Result<Option<Delivery>> {
+    fn report_delivery(
+        &self,
+        message: MessageRef<'_>,
+        report: &StatusReport,
+    ) -> Result<Option<(OutboxMessage, Delivery, bool)>> {
+        let Some(slot) = self.slot_named(message)? else {
+            return Ok(None);
+        };
+        let (message, next) = {
+            let _outbox = self.outbox_lock();
+            let Some((message, delivery)) = self.message_at(&slot)? else {
+                return Ok(None);
+            };
+            let Some(next) = delivery.reported(report) else {
+                return Ok(Some((message, delivery, false)));
+            };
+            let mut batch = sled::Batch::default();
+            Self::put_delivery(&mut batch, &slot, &delivery, &next)?;
+            self.db.apply_batch(batch)?;
+            (message, next)
+        };
+        self.db.flush()?;
+        Ok(Some((message, next, true)))
+    }
+
+    fn replay_message(&self, id: &str, now_ms: u64) -> Result<Option<Delivery>> {
         let Some(slot) = self.slot_of(id)? else {
             return Ok(None);
         };
-        Ok(self.message_at(&slot)?.map(|(_, delivery)| delivery))
+        let next = {
+            let _outbox = self.outbox_lock();
+            let Some((_, delivery)) = self.message_at(&slot)? else {
+                return Ok(None);
+            };
+            if !delivery.status.is_undelivered() {
+                return Ok(Some(delivery));
+            }
+            let next = delivery.replayed(now_ms);
+            let mut batch = sled::Batch::default();
+            Self::put_delivery(&mut batch, &slot, &delivery, &next)?;
+            self.db.apply_batch(batch)?;
+            next
+        };
+        self.db.flush()?;
+        Ok(Some(next))
+    }
+
+    fn next_delivery_due(&self) -> Result<Option<u64>> {
+        match self.db.scan_prefix(keys::outbox_due_all()).keys().next() {
+            Some(key) => Ok(keys::due_of(&key?)),
+            None => Ok(None),
+        }
+    }
+
+    fn message(&self, id: &str) -> Result<Option<(OutboxMessage, Delivery)>> {
+        let Some(slot) = self.slot_of(id)? else {
+            return Ok(None);
+        };
+        self.message_at(&slot)
+    }
+
+    fn deliveries(
+        &self,
+        statuses: &[DeliveryStatus],
+        limit: usize,
+    ) -> Result<Vec<(OutboxMessage, Delivery)>> {
+        let mut found = Vec::new();
+        for item in self.db.scan_prefix(keys::outbox_all()) {
+            if found.len() >= limit {
+                break;
+            }
+            let (slot, bytes) = item?;
+            let message: OutboxMessage = decode(&slot, &bytes)?;
+            let delivery = self
+                .get::<Delivery>(&keys::delivery(&slot))?
+                .unwrap_or_else(|| Delivery::queued(message.queued_at_ms));
+            if statuses.contains(&delivery.status) {
+                found.push((message, delivery));
+            }
+        }
+        Ok(found)
     }
 }

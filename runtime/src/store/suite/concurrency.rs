@@ -13,10 +13,15 @@ pub(super) fn outbox_messages_are_claimed_with_a_lease_and_marked(store: &dyn St
             .filter(|claimed| claimed.message.id == ID)
             .collect()
     };
-    let claimed = |now_ms| claimed_for(now_ms, Duration::from_secs(60));
+    let claimed = |now_ms| claimed_for(now_ms, Duration::from_millis(60_000));
     let recorded = |marked: Marked| match marked {
         Marked::Recorded(delivery) => delivery,
         other => panic!("the mark was not recorded: {other:?}"),
+    };
+    let attempt = |at_ms, outcome| DeliveryAttempt {
+        at_ms,
+        integration: "email".into(),
+        outcome,
     };
     store.commit(&[ingest(500, "c-5")]).expect("commit");
     store
@@ -29,17 +34,25 @@ pub(super) fn outbox_messages_are_claimed_with_a_lease_and_marked(store: &dyn St
     assert!(claimed(1).is_empty(), "not due before it was queued");
     let first = claimed(2);
     assert_eq!(first.len(), 1, "due once queued");
-    assert_eq!(first[0].delivery.attempts, 0);
+    // The attempt is on record before anything is sent.
+    assert_eq!(
+        (first[0].delivery.status, first[0].delivery.attempts),
+        (DeliveryStatus::Sending, 1)
+    );
+    assert_eq!(
+        store.delivery(ID).expect("delivery"),
+        Some(first[0].delivery.clone())
+    );
     assert!(claimed(2).is_empty(), "claimed: nobody else gets it");
 
     // A failed attempt makes it due again later, unclaimed.
-    let failed = DeliveryAttempt {
-        at_ms: 3,
-        outcome: AttemptOutcome::Failed {
+    let failed = attempt(
+        3,
+        AttemptOutcome::Retry {
             error: "503 from the provider".into(),
             retry_at_ms: 10,
         },
-    };
+    );
     let after = recorded(
         store
             .mark_outbox(ID, first[0].claim, &failed)
@@ -47,18 +60,29 @@ pub(super) fn outbox_messages_are_claimed_with_a_lease_and_marked(store: &dyn St
     );
     assert_eq!(
         (after.status, after.attempts, after.due_ms),
-        (DeliveryStatus::Failed, 1, Some(10))
+        (DeliveryStatus::Retrying, 1, Some(10))
     );
     assert!(claimed(9).is_empty(), "not due before its retry");
-    // A claim whose lease ran out, taken over by another, marks nothing.
+    // A claim whose lease ran out, taken over by another, marks nothing;
+    // the lapsed attempt is on record as of unknown outcome.
     let lapsed = claimed_for(10, Duration::ZERO);
     assert_eq!(lapsed.len(), 1);
-    assert_eq!(lapsed[0].delivery.status, DeliveryStatus::Failed);
+    assert_eq!(lapsed[0].delivery.attempts, 2);
     let again = claimed(10);
     assert_eq!(
         again.len(),
         1,
         "the lapsed claim's message is claimed again"
+    );
+    assert_eq!(again[0].delivery.attempts, 3);
+    assert!(
+        again[0]
+            .delivery
+            .log
+            .iter()
+            .any(|line| line.note.contains("attempt 2: outcome unknown")),
+        "{:?}",
+        again[0].delivery.log
     );
     assert_eq!(
         store
@@ -67,33 +91,33 @@ pub(super) fn outbox_messages_are_claimed_with_a_lease_and_marked(store: &dyn St
         Marked::ClaimLost
     );
 
-    // Delivered is final: never claimed again, a late mark changes nothing.
-    let delivered = DeliveryAttempt {
-        at_ms: 11,
-        outcome: AttemptOutcome::Delivered {
+    // Accepted is recorded whoever reports it (the provider took it) and
+    // is never claimed again; a late mark changes nothing.
+    let accepted = attempt(
+        11,
+        AttemptOutcome::Accepted {
             provider_id: Some("p-1".into()),
         },
-    };
-    // A delivery is recorded whoever reports it: the provider took it.
+    );
     let done = recorded(
         store
-            .mark_outbox(ID, lapsed[0].claim, &delivered)
+            .mark_outbox(ID, lapsed[0].claim, &accepted)
             .expect("mark"),
     );
     assert_eq!(
         (done.status, done.attempts, done.provider_id.as_deref()),
-        (DeliveryStatus::Delivered, 2, Some("p-1"))
+        (DeliveryStatus::Accepted, 3, Some("p-1"))
     );
     assert!(
         claimed(u64::MAX).is_empty(),
-        "delivered: never claimed again"
+        "accepted: never claimed again"
     );
-    let late = DeliveryAttempt {
-        at_ms: 12,
-        outcome: AttemptOutcome::Dead {
+    let late = attempt(
+        12,
+        AttemptOutcome::Dead {
             error: "late".into(),
         },
-    };
+    );
     assert_eq!(
         store.mark_outbox(ID, again[0].claim, &late).expect("mark"),
         Marked::Recorded(done)
@@ -103,6 +127,96 @@ pub(super) fn outbox_messages_are_claimed_with_a_lease_and_marked(store: &dyn St
         Marked::Unknown
     );
     assert_eq!(store.delivery("i-0/0/m9").expect("delivery"), None);
+
+    // Reports move it forward by the provider's id, never back.
+    let report = |at_ms, status| StatusReport {
+        at_ms,
+        status,
+        note: format!("{status:?}"),
+    };
+    let by_provider = MessageRef::Provider {
+        integration: "email",
+        provider_id: "p-1",
+    };
+    let (message, opened, changed) = store
+        .report_delivery(by_provider, &report(13, DeliveryStatus::Opened))
+        .expect("report")
+        .expect("known by its provider id");
+    assert_eq!(
+        (message.id.as_str(), opened.status, changed),
+        (ID, DeliveryStatus::Opened, true)
+    );
+    let (_, still, changed) = store
+        .report_delivery(MessageRef::Id(ID), &report(14, DeliveryStatus::Delivered))
+        .expect("report")
+        .expect("known");
+    assert_eq!(
+        (still.status, changed),
+        (DeliveryStatus::Opened, false),
+        "late: no change"
+    );
+    assert!(
+        store
+            .report_delivery(
+                MessageRef::Provider {
+                    integration: "sms",
+                    provider_id: "p-1"
+                },
+                &report(15, DeliveryStatus::Clicked)
+            )
+            .expect("report")
+            .is_none(),
+        "provider ids are per integration"
+    );
+    // Only undelivered messages are replayed.
+    assert_eq!(store.replay_message(ID, 16).expect("replay"), Some(still));
+    assert_eq!(store.replay_message("i-0/0/m9", 16).expect("replay"), None);
+}
+
+pub(super) fn dead_messages_are_listed_and_replayed_under_the_same_id(store: &dyn Store) {
+    use std::time::Duration;
+    const ID: &str = "i-510/1/m0";
+    store.commit(&[ingest(510, "c-5")]).expect("commit");
+    store
+        .commit(&[step(510, "c-5", 1, false, vec![])])
+        .expect("commit");
+    let claim = store
+        .claim_outbox(2, usize::MAX, Duration::from_millis(60_000))
+        .expect("claim")
+        .into_iter()
+        .find(|claimed| claimed.message.id == ID)
+        .expect("due")
+        .claim;
+    let dead = DeliveryAttempt {
+        at_ms: 3,
+        integration: "email".into(),
+        outcome: AttemptOutcome::Dead {
+            error: "400: bad address".into(),
+        },
+    };
+    store.mark_outbox(ID, claim, &dead).expect("mark");
+    let listed = store
+        .deliveries(&[DeliveryStatus::Dead], usize::MAX)
+        .expect("list");
+    assert!(listed.iter().any(|(message, delivery)| message.id == ID
+        && delivery.error.as_deref() == Some("400: bad address")));
+    let replayed = store
+        .replay_message(ID, 20)
+        .expect("replay")
+        .expect("known");
+    assert_eq!(
+        (replayed.status, replayed.due_ms, replayed.attempts),
+        (DeliveryStatus::Queued, Some(20), 1)
+    );
+    let again = store
+        .claim_outbox(20, usize::MAX, Duration::from_millis(60_000))
+        .expect("claim");
+    assert!(
+        again
+            .iter()
+            .any(|claimed| claimed.message.id == ID && claimed.delivery.attempts == 2),
+        "claimed again under the same id"
+    );
 }
 
 pub(super) fn concurrent_claims_hand_each_message_to_one_claimant(store: &dyn Store) {

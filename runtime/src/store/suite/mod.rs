@@ -140,6 +140,7 @@ fn step(id: u64, customer: &str, seq: u32, last: bool, notes: Vec<Interaction>) 
     let message = OutboxMessage {
         id: format!("i-{id}/{seq}/m0"),
         instance_id: InstanceId(id),
+        journey: "enquiry".into(),
         step: "acknowledge".into(),
         customer_id: customer.into(),
         channel: "email".into(),
@@ -176,6 +177,7 @@ pub fn run(store: &dyn Store) {
     attempts_keep_their_idempotency_key_and_stale_timers_can_be_forgotten(store);
     versions_are_numbered_once_under_concurrency(store);
     outbox_messages_are_claimed_with_a_lease_and_marked(store);
+    dead_messages_are_listed_and_replayed_under_the_same_id(store);
     single_reentry_starts_one_instance_per_customer_under_concurrency(store);
     send_reservations_never_exceed_a_cap_under_concurrency(store);
     concurrent_claims_hand_each_message_to_one_claimant(store);

@@ -1,0 +1,101 @@
+//! API tokens: created with a scope and shown once, kept only as a hash,
+//! checked on every request against the set in memory (reloaded with the
+//! catalog, so a token revoked on one runtime is refused by every one).
+
+use sha2::Digest as _;
+
+use super::*;
+use crate::store::{Scope, TokenRecord};
+
+/// Where `journeyd serve` writes the first admin token it creates, in
+/// its data directory (readable by its user only).
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// The tokens in force, by the hash of their secret.
+#[derive(Default)]
+pub struct TokenSet(std::sync::RwLock<HashMap<String, TokenRecord>>);
+
+impl TokenSet {
+    pub(super) fn replace_with(&self, records: Vec<TokenRecord>) {
+        let by_hash = records
+            .into_iter()
+            .map(|record| (record.hash.clone(), record))
+            .collect();
+        *self.0.write().expect("the tokens lock is never poisoned") = by_hash;
+    }
+
+    fn get(&self, hash: &str) -> Option<TokenRecord> {
+        self.0
+            .read()
+            .expect("the tokens lock is never poisoned")
+            .get(hash)
+            .cloned()
+    }
+}
+
+/// The stored form of a token's secret.
+fn hash_of(secret: &str) -> String {
+    format!("{:x}", sha2::Sha256::digest(secret.as_bytes()))
+}
+
+impl Runtime {
+    /// The token whose secret this is, if any.
+    pub fn authenticate(&self, secret: &str) -> Option<TokenRecord> {
+        self.tokens.get(&hash_of(secret))
+    }
+
+    /// Create a token: returns its record and its secret, which is shown
+    /// this once and never stored.
+    pub fn create_token(&self, name: &str, scope: Scope) -> Result<(TokenRecord, String)> {
+        check_name("token name", name)?;
+        let _catalog = self.catalog_lock();
+        self.reload_if_changed()?;
+        if self.store.tokens()?.iter().any(|token| token.name == name) {
+            return Err(Error::TokenExists(name.to_owned()));
+        }
+        let secret = format!(
+            "jdt_{}_{:032x}{:08x}",
+            scope.as_str(),
+            rand::random::<u128>(),
+            rand::random::<u32>()
+        );
+        let record = TokenRecord {
+            name: name.to_owned(),
+            scope,
+            hash: hash_of(&secret),
+            created_at_ms: self.clock.now_ms(),
+        };
+        self.store.put_token(&record)?;
+        self.tokens.replace_with(self.store.tokens()?);
+        tracing::info!(token = name, scope = scope.as_str(), "API token created");
+        Ok((record, secret))
+    }
+
+    /// Every token (names and scopes; never secrets).
+    pub fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        Ok(self.store.tokens()?)
+    }
+
+    /// Revoke token `name`: refused from now on.
+    pub fn revoke_token(&self, name: &str) -> Result<()> {
+        let _catalog = self.catalog_lock();
+        self.reload_if_changed()?;
+        if !self.store.remove_token(name)? {
+            return Err(Error::UnknownToken(name.to_owned()));
+        }
+        self.tokens.replace_with(self.store.tokens()?);
+        tracing::info!(token = name, "API token revoked");
+        Ok(())
+    }
+
+    /// On a store with no tokens, create the admin token `admin` and
+    /// return its secret (for `serve` to hand to its operator); `None`
+    /// when tokens exist.
+    pub fn first_admin_token(&self) -> Result<Option<String>> {
+        if !self.store.tokens()?.is_empty() {
+            return Ok(None);
+        }
+        let (_, secret) = self.create_token("admin", Scope::Admin)?;
+        Ok(Some(secret))
+    }
+}
