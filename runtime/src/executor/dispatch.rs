@@ -26,7 +26,7 @@ use crate::delivery::{
 use crate::host::channel::{
     ChannelCall, Header, OutgoingMessage, ProviderResponse, RenderFailure, Signature, Verdict,
 };
-use crate::store::{AttemptOutcome, ClaimedMessage, DeliveryAttempt, Marked};
+use crate::store::{AttemptOutcome, ClaimedMessage, DeliveryAttempt, Mark, Marked};
 
 /// Messages claimed per round at most.
 const DISPATCH_BATCH: usize = 64;
@@ -37,6 +37,11 @@ const MAX_IN_FLIGHT: usize = 256;
 pub const DELIVERY_LEASE: Duration = Duration::from_secs(180);
 /// Longest the dispatcher sleeps without looking for due messages.
 const MAX_DISPATCH_SLEEP: Duration = Duration::from_millis(500);
+/// Attempts recorded in one store write at most.
+const MARK_BATCH: usize = 512;
+
+/// An attempt waiting to be recorded, and who waits for the answer.
+type PendingMark = (Mark, tokio::sync::oneshot::Sender<Result<Marked, String>>);
 
 /// The messages this process is sending now, with the claim each holds:
 /// when a simulated clock jumps past a lease mid-send and this process
@@ -70,6 +75,15 @@ struct AttemptResult {
     gone: bool,
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl Runtime {
     /// Start the dispatcher; it runs, restarted after a panic, for as long
     /// as the process.
@@ -79,11 +93,14 @@ impl Runtime {
 
     async fn run_dispatcher(self: Arc<Self>) {
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+        let (marks, pending) = tokio::sync::mpsc::unbounded_channel();
+        let marker = tokio::spawn(self.clone().record_attempts(pending));
+        let _stop_marker = AbortOnDrop(marker);
         loop {
             let busy = if self.integrations.is_empty() {
                 false
             } else {
-                match self.dispatch_due(&slots).await {
+                match self.dispatch_due(&slots, &marks).await {
                     Ok(claimed) => claimed == DISPATCH_BATCH,
                     Err(error) => {
                         tracing::error!(error = %error, "claiming messages to deliver failed; retrying in 1 s");
@@ -99,9 +116,46 @@ impl Runtime {
         }
     }
 
+    /// Record attempts as they end, many in one store write: while one
+    /// group is written the next gathers (group commit for deliveries).
+    async fn record_attempts(
+        self: Arc<Self>,
+        mut pending: tokio::sync::mpsc::UnboundedReceiver<PendingMark>,
+    ) {
+        while let Some(first) = pending.recv().await {
+            let mut group = vec![first];
+            while group.len() < MARK_BATCH {
+                match pending.try_recv() {
+                    Ok(mark) => group.push(mark),
+                    Err(_) => break,
+                }
+            }
+            let (marks, replies): (Vec<Mark>, Vec<_>) = group.into_iter().unzip();
+            match self
+                .with_store(move |store| store.mark_outbox_many(&marks))
+                .await
+            {
+                Ok(marked) => {
+                    for (reply, marked) in replies.into_iter().zip(marked) {
+                        let _ = reply.send(Ok(marked));
+                    }
+                }
+                Err(error) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(error.to_string()));
+                    }
+                }
+            }
+        }
+    }
+
     /// Claim the due messages (as many as there are free slots) and start
     /// delivering each. Returns how many were claimed.
-    async fn dispatch_due(self: &Arc<Self>, slots: &Arc<tokio::sync::Semaphore>) -> Result<usize> {
+    async fn dispatch_due(
+        self: &Arc<Self>,
+        slots: &Arc<tokio::sync::Semaphore>,
+        marks: &tokio::sync::mpsc::UnboundedSender<PendingMark>,
+    ) -> Result<usize> {
         let first = slots
             .clone()
             .acquire_owned()
@@ -142,9 +196,10 @@ impl Runtime {
                 claim
             };
             let runtime = self.clone();
+            let marks = marks.clone();
             tokio::spawn(async move {
                 let id = claimed.message.id.clone();
-                runtime.deliver(claimed, &claim).await;
+                runtime.deliver(claimed, &claim, &marks).await;
                 runtime.in_flight.lock().remove(&id);
                 drop(slot);
             });
@@ -154,7 +209,12 @@ impl Runtime {
     }
 
     /// One attempt at one claimed message, marked in the store.
-    async fn deliver(self: &Arc<Self>, claimed: ClaimedMessage, claim: &AtomicU64) {
+    async fn deliver(
+        self: &Arc<Self>,
+        claimed: ClaimedMessage,
+        claim: &AtomicU64,
+        marks: &tokio::sync::mpsc::UnboundedSender<PendingMark>,
+    ) {
         let ClaimedMessage {
             message, delivery, ..
         } = claimed;
@@ -203,11 +263,18 @@ impl Runtime {
             integration: channel.clone(),
             outcome: result.outcome,
         };
-        let id = message.id.clone();
-        let claim = claim.load(Ordering::Acquire);
-        let marked = self
-            .with_store(move |store| store.mark_outbox(&id, claim, &attempt))
-            .await;
+        let (reply, marked) = tokio::sync::oneshot::channel();
+        let mark = Mark {
+            id: message.id.clone(),
+            claim: claim.load(Ordering::Acquire),
+            attempt,
+        };
+        let marked = match marks.send((mark, reply)) {
+            Ok(()) => marked
+                .await
+                .unwrap_or_else(|_| Err("the dispatcher is stopping".into())),
+            Err(_) => Err("the dispatcher is stopping".into()),
+        };
         match marked {
             Ok(Marked::Recorded(delivery)) => {
                 tracing::debug!(message = %message.id, status = delivery.status.as_str(), "delivery marked")

@@ -31,7 +31,7 @@ pub use self::journal::{
 pub use self::model::*;
 pub use self::outbox::{
     AttemptOutcome, ClaimedMessage, DELIVERY_LOG_LINES, Delivery, DeliveryAttempt, DeliveryNote,
-    DeliveryStatus, Marked, MessageRef, Outbox, StatusReport,
+    DeliveryStatus, Mark, Marked, MessageRef, Outbox, StatusReport,
 };
 pub use self::sled::SledStore;
 pub use self::timers::Timers;

@@ -335,6 +335,17 @@ pub struct ClaimedMessage {
     pub claim: u64,
 }
 
+/// One attempt to record with [`Outbox::mark_outbox_many`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    /// The message.
+    pub id: String,
+    /// The claim the attempt was made under.
+    pub claim: u64,
+    /// How it ended.
+    pub attempt: DeliveryAttempt,
+}
+
 /// What became of a mark.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Marked {
@@ -371,6 +382,15 @@ pub trait Outbox: Send + Sync {
     /// the claim. Durable on return. An accepted message is never claimed
     /// again; its provider id finds it for [`Outbox::report_delivery`].
     fn mark_outbox(&self, id: &str, claim: u64, attempt: &DeliveryAttempt) -> Result<Marked>;
+
+    /// [`Outbox::mark_outbox`] for many attempts at once, durable together
+    /// on return (one flush): what a busy dispatcher calls.
+    fn mark_outbox_many(&self, marks: &[Mark]) -> Result<Vec<Marked>> {
+        marks
+            .iter()
+            .map(|mark| self.mark_outbox(&mark.id, mark.claim, &mark.attempt))
+            .collect()
+    }
 
     /// Apply a provider's status report to the message it names, if it
     /// moves its delivery forward. Returns the message and its delivery

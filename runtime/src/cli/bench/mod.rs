@@ -17,6 +17,7 @@ use clap::Args;
 use serde_json::json;
 use tokio::sync::{Semaphore, oneshot};
 
+mod delivery;
 mod support;
 mod waiting;
 
@@ -92,6 +93,18 @@ pub struct BenchArgs {
     /// The wait before a retry, with `--fail-first-percent`.
     #[arg(long, default_value_t = 50)]
     pub retry_after_ms: u64,
+    /// Deliver every message (the enquiry scenario; always on for
+    /// `--scenario delivery`): the dispatcher sends them through the
+    /// shipped channel plugins to a `provider-sink` process. Adds
+    /// `messages_delivered`, `messages_per_s`, `delivery_p50_ms`,
+    /// `delivery_p99_ms` (step commit to provider acceptance) and
+    /// `delivery_retries`.
+    #[arg(long)]
+    pub deliver: bool,
+    /// Share of provider requests that fail transiently (500), 0 to 100,
+    /// when delivering (default: 10 for `--scenario delivery`, else 0).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub provider_fail_percent: Option<u8>,
 }
 
 /// The enquiry journey with a first step `screen` whose plugin fails the
@@ -134,6 +147,9 @@ pub enum Scenario {
     /// `--waits` instances waiting for an event, resumed by events sent at
     /// `--event-rate`: event accepted to next step committed.
     Resume,
+    /// Enquiry journeys with every message delivered to a local provider
+    /// that fails `--provider-fail-percent` (10) of requests.
+    Delivery,
 }
 
 /// The step whose plugin `--swap-every` swaps.
@@ -235,8 +251,16 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Restart => return restart(&args).await,
         Scenario::Timers => return waiting::timers(&args).await,
         Scenario::Resume => return waiting::resume(&args).await,
-        Scenario::Enquiry => {}
+        Scenario::Enquiry | Scenario::Delivery => {}
     }
+    let deliver = args.deliver || args.scenario == Scenario::Delivery;
+    let provider_fail_percent =
+        args.provider_fail_percent
+            .unwrap_or(if args.scenario == Scenario::Delivery {
+                10
+            } else {
+                0
+            });
     let dir = args.plugins.clone().unwrap_or_else(default_plugin_dir);
     let journey_source = std::fs::read_to_string(&args.journey)
         .with_context(|| format!("reading {}", args.journey.display()))?;
@@ -305,6 +329,11 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         )?;
     }
 
+    let provider = if deliver {
+        Some(delivery::switch_on(&runtime, &dir, temporary.path(), provider_fail_percent).await?)
+    } else {
+        None
+    };
     let noop = read_component(&dir, "fixture_noop.wasm")?;
     let overhead = step_overhead_us(&runtime, &noop, args.overhead_rounds)?;
     println!(
@@ -513,6 +542,26 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if failed > 0 {
         bail!("{failed} journeys failed; see the log");
     }
+    let delivered = match provider {
+        Some(provider) => {
+            let store = store.clone();
+            let delivered = tokio::task::spawn_blocking(move || {
+                delivery::measure(&*store, std::time::Duration::from_secs(300))
+            })
+            .await??;
+            println!(
+                "  delivery: {} messages accepted by the provider ({provider_fail_percent}% of requests failing transiently, {} retries): {:.0} messages/s; step commit → provider acceptance p50 {:.0} ms, p99 {:.0} ms",
+                delivered.messages,
+                delivered.retries,
+                delivered.per_second,
+                delivered.p50_ms,
+                delivered.p99_ms,
+            );
+            drop(provider);
+            Some(delivered)
+        }
+        None => None,
+    };
     let mut figures = json!({
             "journeys": args.journeys,
             "concurrency": args.concurrency,
@@ -524,6 +573,15 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             "commits_per_group": (steps_per_group * 10.0).round() / 10.0,
             "peak_rss_mib": rss.round(),
     });
+    if let Some(delivered) = delivered {
+        figures["scenario"] = json!("delivery");
+        figures["provider_fail_percent"] = json!(provider_fail_percent);
+        figures["messages_delivered"] = json!(delivered.messages);
+        figures["messages_per_s"] = json!(delivered.per_second.round());
+        figures["delivery_p50_ms"] = json!(delivered.p50_ms.round());
+        figures["delivery_p99_ms"] = json!(delivered.p99_ms.round());
+        figures["delivery_retries"] = json!(delivered.retries);
+    }
     if let Some(retries) = retries {
         figures["fail_first_percent"] = json!(args.fail_first_percent);
         figures["retries"] = json!(retries);

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::{SledStore, decode, keys};
 use crate::store::{
-    AttemptOutcome, ClaimedMessage, Delivery, DeliveryAttempt, DeliveryStatus, InstanceId, Marked,
-    MessageRef, Outbox, OutboxMessage, Result, StatusReport, encode,
+    AttemptOutcome, ClaimedMessage, Delivery, DeliveryAttempt, DeliveryStatus, InstanceId, Mark,
+    Marked, MessageRef, Outbox, OutboxMessage, Result, StatusReport, encode,
 };
 
 impl SledStore {
@@ -134,37 +134,79 @@ impl Outbox for SledStore {
     }
 
     fn mark_outbox(&self, id: &str, claim: u64, attempt: &DeliveryAttempt) -> Result<Marked> {
-        let Some(slot) = self.slot_of(id)? else {
-            return Ok(Marked::Unknown);
+        let mark = Mark {
+            id: id.to_owned(),
+            claim,
+            attempt: attempt.clone(),
         };
-        let next = {
+        Ok(self
+            .mark_outbox_many(std::slice::from_ref(&mark))?
+            .pop()
+            .unwrap_or(Marked::Unknown))
+    }
+
+    fn mark_outbox_many(&self, marks: &[Mark]) -> Result<Vec<Marked>> {
+        let mut slots = Vec::with_capacity(marks.len());
+        for mark in marks {
+            slots.push(self.slot_of(&mark.id)?);
+        }
+        let mut batch = sled::Batch::default();
+        let mut results = Vec::with_capacity(marks.len());
+        let mut changed = false;
+        {
             let _outbox = self.outbox_lock();
-            let Some((_, delivery)) = self.message_at(&slot)? else {
-                return Ok(Marked::Unknown);
-            };
-            if !delivery.status.is_pending() {
-                // Accepted, reported on or dead already: a late or
-                // repeated mark changes nothing.
-                return Ok(Marked::Recorded(delivery));
+            // Deliveries written earlier in this batch, by outbox key.
+            let mut written: std::collections::HashMap<Vec<u8>, Delivery> =
+                std::collections::HashMap::new();
+            for (mark, slot) in marks.iter().zip(slots) {
+                let Some(slot) = slot else {
+                    results.push(Marked::Unknown);
+                    continue;
+                };
+                let delivery = match written.get(&slot) {
+                    Some(delivery) => delivery.clone(),
+                    None => match self.message_at(&slot)? {
+                        Some((_, delivery)) => delivery,
+                        None => {
+                            results.push(Marked::Unknown);
+                            continue;
+                        }
+                    },
+                };
+                if !delivery.status.is_pending() {
+                    // Accepted, reported on or dead already: a late or
+                    // repeated mark changes nothing.
+                    results.push(Marked::Recorded(delivery));
+                    continue;
+                }
+                let accepted = matches!(mark.attempt.outcome, AttemptOutcome::Accepted { .. });
+                if delivery.claim != Some(mark.claim) && !accepted {
+                    results.push(Marked::ClaimLost);
+                    continue;
+                }
+                let next = delivery.after(&mark.attempt);
+                Self::put_delivery(&mut batch, &slot, &delivery, &next)?;
+                if let AttemptOutcome::Accepted {
+                    provider_id: Some(provider_id),
+                } = &mark.attempt.outcome
+                {
+                    batch.insert(
+                        keys::provider_id(&mark.attempt.integration, provider_id),
+                        slot.clone(),
+                    );
+                }
+                written.insert(slot, next.clone());
+                results.push(Marked::Recorded(next));
+                changed = true;
             }
-            let accepted = matches!(attempt.outcome, AttemptOutcome::Accepted { .. });
-            if delivery.claim != Some(claim) && !accepted {
-                return Ok(Marked::ClaimLost);
+            if changed {
+                self.db.apply_batch(batch)?;
             }
-            let next = delivery.after(attempt);
-            let mut batch = sled::Batch::default();
-            Self::put_delivery(&mut batch, &slot, &delivery, &next)?;
-            if let AttemptOutcome::Accepted {
-                provider_id: Some(provider_id),
-            } = &attempt.outcome
-            {
-                batch.insert(keys::provider_id(&attempt.integration, provider_id), slot);
-            }
-            self.db.apply_batch(batch)?;
-            next
-        };
-        self.db.flush()?;
-        Ok(Marked::Recorded(next))
+        }
+        if changed {
+            self.db.flush()?;
+        }
+        Ok(results)
     }
 
     fn report_delivery(
