@@ -48,7 +48,7 @@ pub const ENQUIRY_PLUGINS: [&str; 6] = [
 ];
 
 /// Every fixture component, by crate directory name under `tests/fixtures`.
-pub const FIXTURES: [&str; 8] = [
+pub const FIXTURES: [&str; 9] = [
     "noop",
     "trap",
     "spin",
@@ -57,6 +57,7 @@ pub const FIXTURES: [&str; 8] = [
     "slow",
     "flaky",
     "contract-breaker",
+    "caller",
 ];
 
 fn component(file: &str) -> Vec<u8> {

@@ -164,6 +164,8 @@ error_codes! {
     TokenExists = "token_exists", CONFLICT;
     /// No token has this name.
     UnknownToken = "unknown_token", NOT_FOUND;
+    /// A plugin grant is malformed or names an unreadable secret.
+    InvalidGrant = "invalid_grant", UNPROCESSABLE_ENTITY;
 }
 
 /// An API error: a stable code (with its status) and a message for people.
@@ -233,6 +235,7 @@ impl From<executor::Error> for ApiError {
             E::NotReplayable { .. } => ErrorCode::NotReplayable,
             E::TokenExists(_) => ErrorCode::TokenExists,
             E::UnknownToken(_) => ErrorCode::UnknownToken,
+            E::InvalidGrant { .. } => ErrorCode::InvalidGrant,
             E::Commit(executor::CommitError::Stopped) => ErrorCode::ShuttingDown,
             E::Store(_)
             | E::Task(_)
@@ -358,6 +361,7 @@ mod tests {
                 "missing_scope",
                 "token_exists",
                 "unknown_token",
+                "invalid_grant",
             ]
         );
         let mut unique = codes.clone();

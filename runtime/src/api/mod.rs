@@ -16,6 +16,7 @@
 //! | GET | `/v1/plugins` | every plugin version with its run counts, and every tag |
 //! | GET | `/v1/plugins/{name}` | one plugin: versions, counts, tags and every tag change |
 //! | PUT | `/v1/plugins/{name}/tags/{tag}` | point a tag at a version, with an optional rollout |
+//! | PUT | `/v1/plugins/{name}/grant` | let a step plugin's `wasi:http` requests reach hosts: `{"hosts", "secrets", "timeout_ms", "max_response_bytes"}` (no hosts: revoke) |
 //! | POST | `/v1/plugins/{name}/tags/{tag}/rollback` | end a tag's rollout |
 //! | GET | `/v1/instances` | list (`?journey=&status=&after=&limit=`) |
 //! | GET | `/v1/instances/{id}` | one instance with its timeline (`?wait_ms=` waits for it to finish) |
@@ -173,6 +174,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/plugins", get(plugins::list_plugins))
         .route("/v1/plugins/{name}/tags/{tag}", put(plugins::set_tag))
+        .route("/v1/plugins/{name}/grant", put(plugins::grant_plugin))
         .route(
             "/v1/plugins/{name}/tags/{tag}/rollback",
             post(plugins::roll_back),

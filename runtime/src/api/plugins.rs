@@ -90,14 +90,32 @@ pub(super) async fn show_plugin(
     if versions.is_empty() {
         return Err(executor::Error::UnknownPlugin(name).into());
     }
-    let (store, plugin) = (state.runtime.store().clone(), name.clone());
-    let tag_changes = off_async(move || store.tag_changes(&plugin)).await?;
+    let (runtime, plugin) = (state.runtime.clone(), name.clone());
+    let (tag_changes, grant) = off_async(move || {
+        let changes = runtime.store().tag_changes(&plugin)?;
+        let grant = runtime.plugin_grants()?.remove(&plugin);
+        Ok::<_, executor::Error>((changes, grant))
+    })
+    .await?;
     Ok(Json(json!({
         "name": name,
         "versions": versions,
         "tags": tags_of(&state.runtime, Some(&name)),
         "tag_changes": tag_changes,
+        "grant": grant,
     })))
+}
+
+pub(super) async fn grant_plugin(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let grant: executor::PluginGrant = json_body(body, "the grant")?;
+    let runtime = state.runtime.clone();
+    let plugin = name.clone();
+    let granted = off_async(move || runtime.grant_plugin(&plugin, grant)).await?;
+    Ok(Json(json!({ "plugin": name, "grant": granted })))
 }
 
 /// The body of `PUT /v1/plugins/{name}/tags/{tag}`.

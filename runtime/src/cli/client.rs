@@ -284,6 +284,24 @@ impl Client {
         Ok(())
     }
 
+    pub async fn grant_plugin(&self, name: &str, body: &Value) -> anyhow::Result<()> {
+        let answer = self
+            .put_json(&["v1", "plugins", name, "grant"], body)
+            .await?;
+        match answer["grant"]["hosts"].as_array() {
+            Some(hosts) => println!(
+                "plugin {name} may reach {}",
+                hosts
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => println!("plugin {name} may reach no host"),
+        }
+        Ok(())
+    }
+
     pub async fn list_plugins(&self) -> anyhow::Result<()> {
         let body = self.get(&["v1", "plugins"]).await?;
         print_versions(&body["plugins"]);

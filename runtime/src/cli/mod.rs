@@ -184,6 +184,24 @@ pub enum PluginCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Let step plugin NAME's outbound HTTP requests (`wasi:http`) reach
+    /// the given hosts, naming the given secrets (none: revoke). Steps may
+    /// run more than once: such requests must be idempotent reads or carry
+    /// the step's idempotency key (sent as `Idempotency-Key`).
+    Grant {
+        /// The plugin.
+        name: String,
+        /// A host its requests may reach; repeat for several, none revokes.
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+        /// `NAME=env:VARIABLE` or `NAME=file:PATH`: a secret its requests
+        /// may name in header values as `{{secret:NAME}}`.
+        #[arg(long = "secret", value_name = "NAME=REF")]
+        secrets: Vec<String>,
+        /// Timeout of one request (e.g. `5s`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
+    },
     /// List plugin versions with their run counts, and tags.
     List,
     /// Show one plugin: versions, counts, tags and every tag change.
@@ -588,6 +606,27 @@ async fn plugin_command(client: &client::Client, command: PluginCommand) -> anyh
                     .await?;
             }
             Ok(())
+        }
+        PluginCommand::Grant {
+            name,
+            hosts,
+            secrets,
+            timeout,
+        } => {
+            let mut references = serde_json::Map::new();
+            for pair in secrets {
+                let Some((secret, reference)) = pair.split_once('=') else {
+                    anyhow::bail!(
+                        "--secret takes NAME=env:VARIABLE or NAME=file:PATH, not `{pair}`"
+                    );
+                };
+                references.insert(secret.to_owned(), reference.into());
+            }
+            let mut body = serde_json::json!({ "hosts": hosts, "secrets": references });
+            if let Some(timeout) = timeout {
+                body["timeout_ms"] = (timeout.as_millis() as u64).into();
+            }
+            client.grant_plugin(&name, &body).await
         }
         PluginCommand::Tag { name, tag, version } => {
             client

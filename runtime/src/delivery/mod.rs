@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 
 pub use self::integration::{ActiveIntegration, IntegrationError, IntegrationSet, IntegrationSpec};
 pub use self::outbound::{Grants, Outbound, OutboundError, OutboundRequest, OutboundResponse};
-pub use self::secrets::{SecretError, SecretValues};
+pub use self::secrets::{SecretError, SecretRef, SecretValues};
 
 /// The first retry waits up to this long.
 pub const FIRST_RETRY: Duration = Duration::from_secs(1);

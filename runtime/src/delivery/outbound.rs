@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 
-/// Longest response body kept (longer ones are cut).
+/// Longest provider response body kept (longer ones are cut).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// Why a grant or a request was refused.
@@ -244,8 +244,10 @@ pub struct OutboundResponse {
     pub status: u16,
     /// The headers (values that are not text are left out).
     pub headers: Vec<(String, String)>,
-    /// The body, cut to [`MAX_RESPONSE_BYTES`].
+    /// The body, cut to the limit the request was sent with.
     pub body: Vec<u8>,
+    /// Whether the body was longer than the limit (and cut).
+    pub truncated: bool,
 }
 
 impl OutboundResponse {
@@ -279,11 +281,13 @@ impl Outbound {
         Outbound { client }
     }
 
-    /// Send `request`, giving up after `timeout`.
+    /// Send `request`, giving up after `timeout`; the body is read up to
+    /// `max_body` bytes.
     pub async fn send(
         &self,
         request: OutboundRequest,
         timeout: Duration,
+        max_body: usize,
     ) -> Result<OutboundResponse, OutboundError> {
         let host = request.url.host_str().unwrap_or_default().to_owned();
         let method = reqwest::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
@@ -321,17 +325,21 @@ impl Outbound {
             .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_owned())))
             .collect();
         let mut body = Vec::new();
+        let mut truncated = false;
         while let Some(chunk) = response.chunk().await.map_err(failed)? {
-            let room = MAX_RESPONSE_BYTES - body.len();
-            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            if body.len() >= MAX_RESPONSE_BYTES {
+            let room = max_body - body.len();
+            if chunk.len() > room {
+                body.extend_from_slice(&chunk[..room]);
+                truncated = true;
                 break;
             }
+            body.extend_from_slice(&chunk);
         }
         Ok(OutboundResponse {
             status,
             headers,
             body,
+            truncated,
         })
     }
 }

@@ -50,6 +50,7 @@ impl Runtime {
         self.sends.reload()?;
         self.integrations.replace_with(self.store.integrations()?);
         self.tokens.replace_with(self.store.tokens()?);
+        self.grants.reload(&*self.store)?;
         self.catalog_seen.store(version, Ordering::Release);
         tracing::debug!(version, "catalog reloaded");
         Ok(true)

@@ -429,7 +429,14 @@ impl Runtime {
         let outbound = prepare(&request, &outgoing, integration, &secrets)
             .map_err(|error| secrets.redact(&error))?;
         let slot = integration.slot().await;
-        let sent = self.outbound.send(outbound, integration.timeout()).await;
+        let sent = self
+            .outbound
+            .send(
+                outbound,
+                integration.timeout(),
+                delivery::outbound::MAX_RESPONSE_BYTES,
+            )
+            .await;
         drop(slot);
         let response = sent.map_err(|error| secrets.redact(&error.to_string()))?;
         let status = response.status;

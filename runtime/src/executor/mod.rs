@@ -27,6 +27,7 @@ pub mod committer;
 mod customers;
 mod dispatch;
 mod funnel;
+mod grants;
 pub mod health;
 mod ingest;
 mod integrations;
@@ -66,6 +67,7 @@ pub use self::caps::{FrequencyCap, SendLedger};
 pub use self::committer::{CommitError, Committer};
 pub use self::dispatch::DELIVERY_LEASE;
 pub use self::funnel::Funnel;
+pub use self::grants::PluginGrant;
 pub use self::health::{Health, Readiness};
 pub use self::ingest::{IncomingEvent, Receipt, Skipped};
 pub use self::operator::{Action, BulkOutcome};
@@ -273,6 +275,14 @@ pub enum Error {
     /// No message has this id.
     #[error("no message `{0}` in the outbox")]
     UnknownMessage(String),
+    /// A plugin grant is malformed or names an unreadable secret.
+    #[error("plugin `{plugin}`: {reason}")]
+    InvalidGrant {
+        /// The plugin.
+        plugin: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A token of this name exists.
     #[error("a token named `{0}` exists; revoke it first or choose another name")]
     TokenExists(String),
@@ -500,6 +510,8 @@ pub struct Runtime {
     in_flight: dispatch::InFlight,
     /// The API tokens in force.
     tokens: tokens::TokenSet,
+    /// What step plugins were granted beyond the sandbox.
+    grants: grants::GrantSet,
 }
 
 /// An id from outside (an event, a customer, a correlation value): 1-200
@@ -582,6 +594,8 @@ impl Runtime {
         integrations.replace_with(store.integrations()?);
         let tokens = tokens::TokenSet::default();
         tokens.replace_with(store.tokens()?);
+        let step_grants = grants::GrantSet::default();
+        step_grants.reload(&*store)?;
         let (finished, _) = broadcast::channel(65_536);
         let (jobs, queued) = crossbeam_channel::unbounded();
         let runtime = Arc::new_cyclic(|runtime: &std::sync::Weak<Runtime>| {
@@ -618,6 +632,7 @@ impl Runtime {
                 outbox_changed: tokio::sync::Notify::new(),
                 in_flight: dispatch::InFlight::default(),
                 tokens,
+                grants: step_grants,
             }
         });
         // The workers hold the runtime: it lives as long as the process.

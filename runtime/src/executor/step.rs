@@ -80,6 +80,8 @@ impl Runtime {
                             now_ms: started_ms,
                             deadline: step.definition.timeout_ms.map(Duration::from_millis),
                             sends: self.sends.clone(),
+                            http: self.step_grant(&resolved.record.name),
+                            plugin: resolved.record.name.clone(),
                         };
                         (Some(resolved), self.host.run_step(&loaded, request))
                     }

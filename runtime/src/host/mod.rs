@@ -6,7 +6,8 @@
 //! runs in a fresh [`Store`] whose data ([`StepState`]) is composed of one
 //! context per capability (`log`, `customer`, `outbox`, `metrics`, `clock`,
 //! plus the minimal WASI a Rust or Python component needs to start: no
-//! filesystem, no sockets). Capabilities only *collect* effects; the
+//! filesystem, no sockets; and `wasi:http` outgoing requests, only to the
+//! hosts the operator granted the plugin). Capabilities only *collect* effects; the
 //! executor commits them with the step. This module does not know about
 //! journeys, instances or storage layout.
 
@@ -14,6 +15,7 @@ pub mod channel;
 mod clock;
 mod contract;
 mod customer;
+mod http;
 mod log;
 mod metrics;
 mod outbox;
@@ -28,6 +30,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 pub use self::contract::{OutputLimits, Violation};
 pub use self::customer::CustomerSource;
+pub use self::http::StepGrant;
 pub use self::log::PluginLog;
 pub use self::metrics::MetricSample;
 pub use self::outbox::{Admission, CappedSend, QueuedMessage, SendPolicy};
@@ -134,6 +137,10 @@ pub enum StepFailure {
     /// that is not a JSON object, a malformed channel name.
     #[error("plugin broke the contract: {0}")]
     Contract(String),
+    /// The plugin asked for something it was not granted (an outbound
+    /// request to a host the operator did not grant it).
+    #[error("{0}")]
+    Refused(String),
     /// The host failed, not the plugin: the instance pool, the store
     /// behind a host call, a panic in host code. Never recorded as the
     /// instance's failure: the executor drops the attempt's effects and
@@ -227,6 +234,12 @@ pub struct StepRequest {
     pub deadline: Option<Duration>,
     /// The frequency caps messages are checked against.
     pub sends: Arc<dyn SendPolicy>,
+    /// The plugin's name (for what its outbound requests are checked
+    /// against).
+    pub plugin: String,
+    /// What the operator granted the plugin: the hosts its `wasi:http`
+    /// requests may reach and the secrets they may name (`None`: none).
+    pub http: Option<Arc<StepGrant>>,
 }
 
 /// Everything a step produced, committed or discarded as a whole.
@@ -265,7 +278,18 @@ pub struct StepState {
     outbox: outbox::OutboxCapability,
     metrics: metrics::MetricsCapability,
     clock: clock::ClockCapability,
+    http: http::HttpCapability,
     memory: MemoryLimiter,
+}
+
+impl wasmtime_wasi_http::WasiHttpView for StepState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http.ctx,
+            table: self.wasi.table(),
+            hooks: &mut self.http.hooks,
+        }
+    }
 }
 
 /// Enforces the per-step memory limit and remembers that it did.
@@ -304,6 +328,8 @@ pub struct Host {
     linker: Linker<StepState>,
     channel_linker: Linker<channel::ChannelState>,
     limits: Limits,
+    /// The HTTP client of steps' outbound requests.
+    outbound: crate::delivery::Outbound,
     plugins: RwLock<HashMap<String, Arc<LoadedPlugin>>>,
     compiled_cache: Option<wasmtime::Cache>,
 }
@@ -371,6 +397,7 @@ impl Host {
         outbox::add_to_linker(&mut linker)?;
         metrics::add_to_linker(&mut linker)?;
         clock::add_to_linker(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)?;
         let channel_linker = channel::linker(&engine)?;
 
         let weak = engine.weak();
@@ -390,6 +417,7 @@ impl Host {
             linker,
             channel_linker,
             limits,
+            outbound: crate::delivery::Outbound::new(Duration::from_secs(5)),
             plugins: RwLock::new(HashMap::new()),
             compiled_cache,
         })
@@ -511,6 +539,12 @@ impl Host {
             ),
             metrics: metrics::MetricsCapability::default(),
             clock: clock::ClockCapability::new(request.now_ms),
+            http: http::HttpCapability::new(
+                &request.plugin,
+                request.http,
+                &request.input.idempotency_key,
+                self.outbound.clone(),
+            ),
             memory: MemoryLimiter {
                 limit: self.limits.memory_bytes,
                 exceeded: false,
@@ -551,6 +585,14 @@ impl Host {
         };
         let duration = started.elapsed();
         let state = store.into_data();
+        // A refused outbound request fails the step, whatever the plugin
+        // made of the error it saw.
+        let result = match state.http.refused() {
+            Some(reason) if !matches!(result, Err(StepFailure::Host(_))) => {
+                Err(StepFailure::Refused(reason))
+            }
+            _ => result,
+        };
         let (messages, capped) = state.outbox.into_parts();
         StepRun {
             result,

@@ -3,9 +3,10 @@
 //!
 //! Linked: `wasi:cli` (no arguments, no environment, closed stdin, output
 //! discarded), `wasi:io`, `wasi:random`, and `wasi:clocks` where the wall
-//! clock is frozen at the runtime clock's step-start time. Not linked:
-//! `wasi:filesystem` and `wasi:sockets`, so a plugin importing them is
-//! refused when pushed instead of failing at run time.
+//! clock is frozen at the runtime clock's step-start time (`wasi:http`
+//! for steps is `http.rs`). Not linked: `wasi:filesystem` and
+//! `wasi:sockets`, so a plugin importing them is refused when pushed
+//! instead of failing at run time.
 
 use std::time::Duration;
 
@@ -52,6 +53,11 @@ impl HostWallClock for FrozenWallClock {
 }
 
 impl WasiState {
+    /// The resource table (shared with `wasi:http`).
+    pub fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
     /// The view WASI's host functions work on.
     pub fn view(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {

@@ -224,6 +224,8 @@ fn step_overhead_us(runtime: &Runtime, noop: &[u8], rounds: usize) -> anyhow::Re
             now_ms: 0,
             deadline: None,
             sends: Arc::new(NoCaps),
+            plugin: "noop".into(),
+            http: None,
         };
         let run = host.run_step(&plugin, request);
         if let Err(failure) = run.result {
