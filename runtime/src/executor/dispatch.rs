@@ -15,8 +15,7 @@
 //! A 410 also disables the integration. Only messages in the outbox are
 //! ever sent: one a frequency cap or quiet hours held back never got there.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
 use crate::delivery::{
@@ -43,28 +42,20 @@ const MARK_BATCH: usize = 512;
 /// An attempt waiting to be recorded, and who waits for the answer.
 type PendingMark = (Mark, tokio::sync::oneshot::Sender<Result<Marked, String>>);
 
-/// The messages this process is sending now, with the claim each holds:
-/// when a simulated clock jumps past a lease mid-send and this process
-/// claims a message again, the request under way is not repeated and its
-/// mark uses the newer claim.
+/// What this process is claiming or sending now (a simulated clock waits
+/// for it to settle).
 #[derive(Default)]
 pub(super) struct InFlight {
-    sending: std::sync::Mutex<HashMap<String, Arc<AtomicU64>>>,
-    /// Claim rounds between the store's claim and the messages' entry
-    /// here.
-    claiming: std::sync::atomic::AtomicUsize,
+    /// Attempts started and not yet marked.
+    sending: AtomicUsize,
+    /// Claim rounds between the store's claim and the attempts' start.
+    claiming: AtomicUsize,
 }
 
 impl InFlight {
     /// Whether nothing is being claimed or sent.
     pub(super) fn is_empty(&self) -> bool {
-        self.claiming.load(Ordering::Acquire) == 0 && self.lock().is_empty()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<AtomicU64>>> {
-        self.sending
-            .lock()
-            .expect("the in-flight lock is never poisoned")
+        self.claiming.load(Ordering::Acquire) == 0 && self.sending.load(Ordering::Acquire) == 0
     }
 }
 
@@ -185,22 +176,15 @@ impl Runtime {
                     .await
                     .expect("the dispatch slots are never closed"),
             };
-            let claim = {
-                let mut in_flight = self.in_flight.lock();
-                if let Some(current) = in_flight.get(&claimed.message.id) {
-                    current.store(claimed.claim, Ordering::Release);
-                    continue;
-                }
-                let claim = Arc::new(AtomicU64::new(claimed.claim));
-                in_flight.insert(claimed.message.id.clone(), claim.clone());
-                claim
-            };
+            // Every claim is an attempt of its own: a message is claimed
+            // again only once its last attempt was marked or its lease
+            // ended, and either way the provider sees the same id.
+            self.in_flight.sending.fetch_add(1, Ordering::AcqRel);
             let runtime = self.clone();
             let marks = marks.clone();
             tokio::spawn(async move {
-                let id = claimed.message.id.clone();
-                runtime.deliver(claimed, &claim, &marks).await;
-                runtime.in_flight.lock().remove(&id);
+                runtime.deliver(claimed, &marks).await;
+                runtime.in_flight.sending.fetch_sub(1, Ordering::AcqRel);
                 drop(slot);
             });
         }
@@ -212,11 +196,12 @@ impl Runtime {
     async fn deliver(
         self: &Arc<Self>,
         claimed: ClaimedMessage,
-        claim: &AtomicU64,
         marks: &tokio::sync::mpsc::UnboundedSender<PendingMark>,
     ) {
         let ClaimedMessage {
-            message, delivery, ..
+            message,
+            delivery,
+            claim,
         } = claimed;
         let channel = message.channel.clone();
         let integration = self.integrations.get(&channel);
@@ -266,7 +251,7 @@ impl Runtime {
         let (reply, marked) = tokio::sync::oneshot::channel();
         let mark = Mark {
             id: message.id.clone(),
-            claim: claim.load(Ordering::Acquire),
+            claim,
             attempt,
         };
         let marked = match marks.send((mark, reply)) {

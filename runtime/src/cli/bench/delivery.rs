@@ -135,12 +135,8 @@ pub struct Delivered {
 /// Wait (at most `limit`) until nothing is left to send, then measure.
 pub fn measure(store: &dyn Store, limit: Duration) -> anyhow::Result<Delivered> {
     let deadline = Instant::now() + limit;
-    let pending = [
-        DeliveryStatus::Queued,
-        DeliveryStatus::Sending,
-        DeliveryStatus::Retrying,
-    ];
-    while !store.deliveries(&pending, 1)?.is_empty() {
+    // Queued, retrying and sending messages are all in the due index.
+    while store.next_delivery_due()?.is_some() {
         anyhow::ensure!(
             Instant::now() < deadline,
             "messages were still being delivered after {limit:?}"
