@@ -17,13 +17,19 @@ impl SledStore {
         Ok(self.db.scan_prefix(prefix).next_back().transpose()?)
     }
 
-    /// Write `batch` with the catalog's version moved, durably.
+    /// Write `batch` with the catalog's version moved by one, durably.
+    /// The version counts catalog changes on its own (it does not take
+    /// ids from the sequence instances are numbered from).
     fn change_catalog(&self, mut batch: sled::Batch) -> Result<()> {
-        batch.insert(
-            keys::catalog_version(),
-            &self.db.generate_id()?.to_be_bytes(),
-        );
-        self.db.apply_batch(batch)?;
+        {
+            let _changing = self
+                .catalog_changes
+                .lock()
+                .expect("the catalog change lock is never poisoned");
+            let next = self.catalog_version()? + 1;
+            batch.insert(keys::catalog_version(), &next.to_be_bytes());
+            self.db.apply_batch(batch)?;
+        }
         self.db.flush()?;
         Ok(())
     }

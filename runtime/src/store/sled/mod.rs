@@ -76,6 +76,8 @@ pub struct SledStore {
     leases: std::sync::Mutex<Leases>,
     /// Held by claims, marks, reports and replays of deliveries.
     outbox_lock: std::sync::Mutex<()>,
+    /// Held while a catalog change moves the catalog's version.
+    catalog_changes: std::sync::Mutex<()>,
     /// Sends reserved against frequency caps (held in memory like claims).
     reservations: std::sync::Mutex<Reservations>,
     /// Canary runs of rollouts in progress, by (plugin, tag, set at): in
@@ -122,6 +124,7 @@ impl SledStore {
             versions: std::sync::Mutex::new(()),
             leases: std::sync::Mutex::new(Leases::default()),
             outbox_lock: std::sync::Mutex::new(()),
+            catalog_changes: std::sync::Mutex::new(()),
             reservations: std::sync::Mutex::new(Reservations::default()),
             canaries: std::sync::Mutex::new(HashMap::new()),
         })
