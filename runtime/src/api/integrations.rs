@@ -118,15 +118,19 @@ pub(super) async fn receive_callback(
                 CallbackError::NoCallbackSecret(_) => ErrorCode::CallbacksOff,
                 CallbackError::BadSignature { .. } => ErrorCode::BadSignature,
                 CallbackError::Unreadable { .. } => ErrorCode::UnreadableCallback,
-                CallbackError::Runtime(_) => {
-                    let CallbackError::Runtime(error) = error else {
-                        unreachable!("matched above")
-                    };
-                    return ApiError::from(error);
-                }
+                CallbackError::Runtime(_) => return callback_fault(error),
             };
             tracing::warn!(channel, %error, "a callback was refused");
             ApiError::new(code, error.to_string())
         })?;
     Ok((StatusCode::OK, Json(json!(receipt))))
+}
+
+/// A callback the runtime failed to apply: the provider sees the runtime's
+/// error (5xx for a fault), and sends it again.
+fn callback_fault(error: CallbackError) -> ApiError {
+    match error {
+        CallbackError::Runtime(error) => ApiError::from(error),
+        refused => ApiError::new(ErrorCode::Internal, refused.to_string()),
+    }
 }

@@ -519,28 +519,21 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_route_wants_a_token_of_its_scope() {
         let (_dir, app, admin) = app(true);
-        let (status, created) = call_as(
-            &app,
-            Some(&admin),
-            "POST",
-            "/v1/tokens",
-            r#"{"name": "crm", "scope": "ingest"}"#,
-        )
-        .await;
-        assert_eq!(status, 201, "{created}");
-        let ingest = created["token"]
-            .as_str()
-            .expect("the secret, once")
-            .to_owned();
-        let (_, created) = call_as(
-            &app,
-            Some(&admin),
-            "POST",
-            "/v1/tokens",
-            r#"{"name": "grafana", "scope": "read"}"#,
-        )
-        .await;
-        let read = created["token"].as_str().expect("the secret").to_owned();
+        let create = |name: &'static str, scope: &'static str| {
+            let (app, admin) = (app.clone(), admin.clone());
+            async move {
+                let body = json!({ "name": name, "scope": scope }).to_string();
+                let (status, created) =
+                    call_as(&app, Some(&admin), "POST", "/v1/tokens", &body).await;
+                assert_eq!(status, 201, "{created}");
+                created["token"]
+                    .as_str()
+                    .expect("the secret, once")
+                    .to_owned()
+            }
+        };
+        let ingest = create("crm", "ingest").await;
+        let read = create("grafana", "read").await;
         let routes = documented_routes();
         assert!(routes.len() > 30, "the table was read: {routes:?}");
         for (method, path) in routes {

@@ -123,9 +123,9 @@ impl Host {
         let started = Instant::now();
         let result = match pre.instantiate(&mut store) {
             Ok(instance) => run(instance.journey_plugin_channel(), &mut store).map_err(|error| {
-                super::classify_trap(limits, store.data().memory.exceeded, error, deadline)
+                super::failure::classify_trap(limits, store.data().memory.exceeded, error, deadline)
             }),
-            Err(error) => Err(super::classify_instantiate_error(
+            Err(error) => Err(super::failure::classify_instantiate_error(
                 limits,
                 store.data().memory.exceeded,
                 error,
