@@ -15,3 +15,6 @@ rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasi
 step "build: plugin components (target/wasm32-wasip2/plugin/*.wasm)"
 cargo build --locked --profile plugin --target wasm32-wasip2 --workspace \
     --exclude journey-runtime --exclude journey-tests --exclude journey-provider-sink
+
+source scripts/toolchains.sh
+source scripts/build-components.sh

@@ -17,3 +17,6 @@ cargo build --release --workspace --all-targets --locked
 
 step "test: unit tests and black-box tests against a real journeyd"
 cargo test --release --workspace --locked -- --test-threads 2
+
+step "test: the Python SDK, natively (sdk/python/tests)"
+python3 -m unittest discover -s sdk/python/tests

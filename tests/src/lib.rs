@@ -75,6 +75,28 @@ pub fn plugin(name: &str) -> Vec<u8> {
     component(&format!("plugin_{name}.wasm"))
 }
 
+/// Fixture components built from Python (`tests/fixtures/python/NAME`,
+/// with componentize-py) and JavaScript (`tests/fixtures/js/NAME`, with
+/// componentize-js) by `scripts/build-components.sh`.
+pub const INTERPRETED_FIXTURES: [&str; 6] = [
+    "py_greet",
+    "py_sdk-greet",
+    "py_hostile",
+    "py_old-contract",
+    "py_extra-imports",
+    "js_greet",
+];
+
+/// A Python or JavaScript fixture component, by its name in
+/// [`INTERPRETED_FIXTURES`].
+pub fn interpreted_fixture(name: &str) -> Vec<u8> {
+    assert!(
+        INTERPRETED_FIXTURES.contains(&name),
+        "unknown fixture {name}"
+    );
+    component(&format!("fixture_{name}.wasm"))
+}
+
 /// A test fixture component, by its name in [`FIXTURES`].
 pub fn fixture(name: &str) -> Vec<u8> {
     assert!(FIXTURES.contains(&name), "unknown fixture {name}");

@@ -1,11 +1,13 @@
-//! Every fixture under tests/fixtures is listed, built and used by a test.
+//! Every fixture under tests/fixtures is listed, built and used by a test:
+//! Rust crates directly under it, Python and JavaScript ones under
+//! `python/` and `js/`.
 
-use journey_tests::{FIXTURES, workspace};
+use journey_tests::{FIXTURES, INTERPRETED_FIXTURES, workspace};
 
-#[test]
-fn every_fixture_crate_is_listed_and_used_by_a_test() {
-    let mut on_disk: Vec<String> = std::fs::read_dir(workspace().join("tests/fixtures"))
-        .expect("tests/fixtures")
+/// The directory names under `tests/fixtures/<folder>`, sorted.
+fn names_in(folder: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(workspace().join("tests/fixtures").join(folder))
+        .expect("a fixtures folder")
         .map(|entry| {
             entry
                 .expect("dir entry")
@@ -14,10 +16,34 @@ fn every_fixture_crate_is_listed_and_used_by_a_test() {
                 .into_owned()
         })
         .collect();
-    on_disk.sort();
+    names.sort();
+    names
+}
+
+#[test]
+fn every_fixture_crate_is_listed_and_used_by_a_test() {
+    let on_disk: Vec<String> = names_in("")
+        .into_iter()
+        .filter(|name| name != "python" && name != "js")
+        .collect();
     let mut listed: Vec<String> = FIXTURES.iter().map(|name| (*name).to_owned()).collect();
     listed.sort();
     assert_eq!(on_disk, listed, "tests/fixtures and FIXTURES disagree");
+    let mut interpreted: Vec<String> = names_in("python")
+        .into_iter()
+        .map(|name| format!("py_{name}"))
+        .chain(names_in("js").into_iter().map(|name| format!("js_{name}")))
+        .collect();
+    interpreted.sort();
+    let mut listed: Vec<String> = INTERPRETED_FIXTURES
+        .iter()
+        .map(|name| (*name).to_owned())
+        .collect();
+    listed.sort();
+    assert_eq!(
+        interpreted, listed,
+        "tests/fixtures/{{python,js}} and INTERPRETED_FIXTURES disagree"
+    );
 
     let mut sources = String::new();
     for entry in std::fs::read_dir(workspace().join("tests/tests")).expect("tests/tests") {
@@ -38,6 +64,12 @@ fn every_fixture_crate_is_listed_and_used_by_a_test() {
         let file = format!("fixture_{}.wasm", name.replace('-', "_"));
         assert!(
             sources.contains(&format!("\"{name}\"")) || bench.contains(&file),
+            "fixture `{name}` is used by no test"
+        );
+    }
+    for name in INTERPRETED_FIXTURES {
+        assert!(
+            sources.contains(&format!("\"{name}\"")),
             "fixture `{name}` is used by no test"
         );
     }

@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt as _;
 use journey_runtime::api::{self, AppState};
 use journey_runtime::clock::{Clock, ShiftedClock, SimulatedClock, SystemClock};
 use journey_runtime::executor::{ADMIN_TOKEN_FILE, Runtime, SIMULATED_CLOCK_META, Settings};
-use journey_runtime::host::{Limits, OutputLimits};
+use journey_runtime::host::{ComponentLimits, Limits, OutputLimits};
 use journey_runtime::store::Store;
 use journey_runtime::store::sled::{SledOptions, SledStore};
 
@@ -50,6 +50,17 @@ pub struct ServeArgs {
     /// when steps wait, e.g. on a slow plugin.
     #[arg(long, env = "JOURNEYD_STEP_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub step_workers: Option<u16>,
+    /// Core WebAssembly instances one plugin component may have (the
+    /// instance pool reserves room for this many per slot). Interpreter
+    /// builds need many: a componentize-py step has about 40.
+    #[arg(long, default_value_t = ComponentLimits::default().core_instances)]
+    pub plugin_core_instances: u32,
+    /// Linear memories one plugin component may have.
+    #[arg(long, default_value_t = ComponentLimits::default().memories)]
+    pub plugin_memories: u32,
+    /// Tables one plugin component may have.
+    #[arg(long, default_value_t = ComponentLimits::default().tables)]
+    pub plugin_tables: u32,
     /// sled page cache, MiB.
     #[arg(long, default_value_t = 64)]
     pub cache_mib: u64,
@@ -105,6 +116,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 json_bytes: args.max_json_bytes,
                 text_bytes: args.max_text_bytes,
                 ..OutputLimits::default()
+            },
+            component: ComponentLimits {
+                core_instances: args.plugin_core_instances,
+                memories: args.plugin_memories,
+                tables: args.plugin_tables,
             },
             ..Limits::default()
         },

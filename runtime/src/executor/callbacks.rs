@@ -115,6 +115,7 @@ impl Runtime {
             let call = ChannelCall {
                 subject: "callback",
                 integration: &channel_owned,
+                key: "callback",
             };
             runtime
                 .host

@@ -387,6 +387,7 @@ impl Runtime {
             let call = ChannelCall {
                 subject: &outgoing.instance_id,
                 integration: &channel,
+                key: &outgoing.id,
             };
             let request = runtime
                 .host
@@ -447,6 +448,7 @@ impl Runtime {
             let call = ChannelCall {
                 subject: &outgoing.instance_id,
                 integration: &channel,
+                key: &outgoing.id,
             };
             runtime
                 .host

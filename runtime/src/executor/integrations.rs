@@ -75,6 +75,7 @@ impl Runtime {
         let call = ChannelCall {
             subject: "integration check",
             integration: &record.channel,
+            key: "integration check",
         };
         let request = self
             .host

@@ -5,8 +5,12 @@
 //! Each call runs in a fresh store with the step's memory limit and
 //! deadline, the same closed WASI and `log` only: a channel plugin has no
 //! customer view, no outbox and no clock, so it is a pure function of its
-//! input and safe to call again on every retry. This module does not send
-//! anything; the dispatcher does.
+//! input and safe to call again on every retry. `wasi:http` is linked (a
+//! JavaScript build imports it) but refuses every request, and a call that
+//! tried one fails. This module does not send anything; the dispatcher
+//! does. At most [`super::Limits::concurrent_channel_calls`] calls run at
+//! once, so the dispatcher's many deliveries in flight never exhaust the
+//! instance pool the steps use.
 
 use std::time::Instant;
 
@@ -14,7 +18,7 @@ use wasmtime::Store;
 use wasmtime::component::Linker;
 use wasmtime_wasi::{WasiCtxView, WasiView};
 
-use super::{Host, Limits, LoadedPlugin, MemoryLimiter, Plugin, StepFailure, log, wasi};
+use super::{Host, Limits, LoadedPlugin, MemoryLimiter, Plugin, StepFailure, http, log, wasi};
 
 /// Bindings of the `channel-plugin` world; the shared interfaces are the
 /// step world's.
@@ -57,6 +61,8 @@ impl std::fmt::Display for RenderFailure {
 pub struct ChannelState {
     wasi: wasi::WasiState,
     log: log::LogCapability,
+    /// Refuses every request.
+    http: http::HttpCapability,
     memory: MemoryLimiter,
 }
 
@@ -66,15 +72,62 @@ impl WasiView for ChannelState {
     }
 }
 
-/// The linker of channel plugins: closed WASI and `log`.
+impl wasmtime_wasi_http::WasiHttpView for ChannelState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http.ctx,
+            table: self.wasi.table(),
+            hooks: &mut self.http.hooks,
+        }
+    }
+}
+
+/// The linker of channel plugins: closed WASI, `wasi:http` that refuses,
+/// and `log`.
 pub(super) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<ChannelState>> {
     let mut linker = Linker::new(engine);
     wasi::add_to_linker(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)?;
     bindings::journey::plugin::log::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
         &mut linker,
         |state: &mut ChannelState| &mut state.log,
     )?;
     Ok(linker)
+}
+
+/// A fixed number of permits, taken by blocking: bounds the channel calls
+/// running at once.
+pub(super) struct Slots {
+    give: crossbeam_channel::Sender<()>,
+    take: crossbeam_channel::Receiver<()>,
+}
+
+/// A taken slot, given back when dropped.
+pub(super) struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    pub(super) fn new(count: u32) -> Slots {
+        let (give, take) = crossbeam_channel::bounded(count.max(1) as usize);
+        for _ in 0..count.max(1) {
+            give.send(())
+                .expect("the slots channel has room for every slot");
+        }
+        Slots { give, take }
+    }
+
+    /// Wait for a free slot.
+    pub(super) fn acquire(&self) -> Slot<'_> {
+        self.take
+            .recv()
+            .expect("the slots channel lives as long as its owner");
+        Slot(self)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.give.send(());
+    }
 }
 
 /// Who a channel call's log lines are attributed to.
@@ -84,6 +137,9 @@ pub struct ChannelCall<'a> {
     pub subject: &'a str,
     /// The integration, e.g. `email`.
     pub integration: &'a str,
+    /// What the call's random numbers are derived from (the message id):
+    /// the same on every retry.
+    pub key: &'a str,
 }
 
 impl Host {
@@ -104,12 +160,19 @@ impl Host {
             ));
         };
         let limits: &Limits = &self.limits;
+        let _slot = self.channel_slots.acquire();
         let state = ChannelState {
-            wasi: wasi::WasiState::new(0),
+            wasi: wasi::WasiState::new(0, call.key),
             log: log::LogCapability::attributed(
                 call.subject,
                 &format!("channel {}", call.integration),
                 limits.output.text_bytes,
+            ),
+            http: http::HttpCapability::new(
+                &format!("channel {}", call.integration),
+                None,
+                call.key,
+                self.outbound.clone(),
             ),
             memory: MemoryLimiter {
                 limit: limits.memory_bytes,
@@ -133,7 +196,10 @@ impl Host {
             )),
         };
         tracing::trace!(integration = call.integration, elapsed = ?started.elapsed(), "channel call");
-        result
+        match store.data().http.refused() {
+            Some(reason) => Err(StepFailure::Refused(reason)),
+            None => result.map_err(|failure| failure.with_stderr(&store.data().wasi.stderr())),
+        }
     }
 
     /// `render`: the provider request for one attempt.

@@ -55,6 +55,21 @@ impl StepFailure {
     pub fn is_host_fault(&self) -> bool {
         matches!(self, StepFailure::Host(_))
     }
+
+    /// A trap with what the plugin wrote to stderr before it (a Python or
+    /// JavaScript exception, a Rust panic message) put first, where a
+    /// person reads; the wasm backtrace follows.
+    pub fn with_stderr(self, stderr: &str) -> StepFailure {
+        match self {
+            StepFailure::Trap(trap) if !stderr.is_empty() => {
+                StepFailure::Trap(format!("{stderr}\n{trap}"))
+            }
+            StepFailure::Instantiate(error) if !stderr.is_empty() => {
+                StepFailure::Instantiate(format!("{stderr}\n{error}"))
+            }
+            other => other,
+        }
+    }
 }
 
 /// A fault of the host inside a host call (a store read that failed, say).

@@ -17,6 +17,7 @@ mod contract;
 mod customer;
 mod failure;
 mod http;
+mod imports;
 mod log;
 mod metrics;
 mod outbox;
@@ -90,15 +91,33 @@ pub enum LoadError {
     )]
     CoreModule,
     /// The bytes failed to compile.
-    #[error("invalid component: {0:#}")]
-    Compile(#[source] wasmtime::Error),
+    #[error("invalid component: {source:#}{}", fix(hint))]
+    Compile {
+        /// Why.
+        #[source]
+        source: wasmtime::Error,
+        /// How to build it so it compiles, where known.
+        hint: Option<String>,
+    },
     /// It exports neither the step nor the channel interface.
     #[error(
-        "exports neither `{STEP_EXPORT}` (a step) nor `{CHANNEL_EXPORT}` (a channel); it exports: {exports}"
+        "exports neither `{STEP_EXPORT}` (a step) nor `{CHANNEL_EXPORT}` (a channel); it exports: {exports}{}",
+        fix(hint)
     )]
     MissingExport {
         /// What it does export.
         exports: String,
+        /// How to build it so it does, where known.
+        hint: Option<String>,
+    },
+    /// It imports interfaces the host does not provide (all of them are
+    /// named, each with its fix where known).
+    #[error("does not implement the `{world}` world: {}", unmet.join("; "))]
+    Imports {
+        /// The world it claims by its export.
+        world: &'static str,
+        /// Each unmet import, in words.
+        unmet: Vec<String>,
     },
     /// It imports something the host does not grant, or its export has
     /// the wrong shape.
@@ -112,6 +131,13 @@ pub enum LoadError {
     },
 }
 
+/// ": <hint>" when there is one.
+fn fix(hint: &Option<String>) -> String {
+    hint.as_ref()
+        .map(|hint| format!(": {hint}"))
+        .unwrap_or_default()
+}
+
 /// Limits applied to every step.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -120,11 +146,41 @@ pub struct Limits {
     /// Wall-clock deadline for one step run, unless the step overrides it.
     pub deadline: Duration,
     /// Steps that run in the sandbox at once: one per step worker. The
-    /// pool holds this many instances plus [`WARM_SLOTS`], so a step never
-    /// finds it full.
+    /// pool holds this many instances plus [`Self::concurrent_channel_calls`]
+    /// plus [`WARM_SLOTS`], so a step never finds it full.
     pub concurrent_steps: u32,
+    /// Channel plugin calls (render, interpret, parse a callback) that run
+    /// at once; more wait for a slot.
+    pub concurrent_channel_calls: u32,
+    /// How large one plugin component may be, in the pieces the instance
+    /// pool reserves room for.
+    pub component: ComponentLimits,
     /// How large what a step hands the host may be.
     pub output: OutputLimits,
+}
+
+/// How many core instances, memories and tables one plugin component may
+/// have. A Rust component has a handful; interpreter builds many more (a
+/// `componentize-py` step has about 40 core instances), so the defaults
+/// are sized for them. Raising them costs address space, not memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ComponentLimits {
+    /// Core WebAssembly instances in one component.
+    pub core_instances: u32,
+    /// Linear memories in one component.
+    pub memories: u32,
+    /// Tables in one component.
+    pub tables: u32,
+}
+
+impl Default for ComponentLimits {
+    fn default() -> Self {
+        ComponentLimits {
+            core_instances: 64,
+            memories: 4,
+            tables: 64,
+        }
+    }
 }
 
 /// Pool slots beyond one per concurrent step: they keep warm instances of
@@ -137,6 +193,8 @@ impl Default for Limits {
             memory_bytes: 64 * 1024 * 1024,
             deadline: Duration::from_secs(2),
             concurrent_steps: 2,
+            concurrent_channel_calls: 2,
+            component: ComponentLimits::default(),
             output: OutputLimits::default(),
         }
     }
@@ -274,6 +332,8 @@ pub struct Host {
     outbound: crate::delivery::Outbound,
     plugins: RwLock<HashMap<String, Arc<LoadedPlugin>>>,
     compiled_cache: Option<wasmtime::Cache>,
+    /// Bounds the channel calls running at once.
+    channel_slots: channel::Slots,
 }
 
 /// How plugin loads were served by the compiled-code cache.
@@ -289,16 +349,18 @@ impl Host {
     /// Build the engine and linker, and start the epoch ticker.
     pub fn new(limits: Limits, compiled_cache: Option<&std::path::Path>) -> wasmtime::Result<Host> {
         let mut pool = PoolingAllocationConfig::default();
-        // Only the step workers instantiate plugins, one step each at a
-        // time, so the pool cannot run out by design.
-        let slots = limits.concurrent_steps.max(1) + WARM_SLOTS;
+        // Only the step workers and the bounded channel calls instantiate
+        // plugins, one each at a time, so the pool cannot run out by design.
+        let slots =
+            limits.concurrent_steps.max(1) + limits.concurrent_channel_calls.max(1) + WARM_SLOTS;
+        let shape = limits.component;
         pool.total_component_instances(slots)
-            .total_core_instances(slots * 8)
-            .max_core_instances_per_component(16)
-            .total_memories(slots * 2)
-            .max_memories_per_component(4)
-            .total_tables(slots * 8)
-            .max_tables_per_component(16)
+            .total_core_instances(slots * shape.core_instances)
+            .max_core_instances_per_component(shape.core_instances)
+            .total_memories(slots * shape.memories)
+            .max_memories_per_component(shape.memories)
+            .total_tables(slots * shape.tables)
+            .max_tables_per_component(shape.tables)
             .max_memory_size(limits.memory_bytes.max(1 << 20) * 2)
             // Reset slots without madvise (a TLB shootdown on every core
             // each time a slot is reused): keep them resident and, where the
@@ -354,6 +416,7 @@ impl Host {
             })
             .expect("spawning a thread at start-up");
 
+        let channel_slots = channel::Slots::new(limits.concurrent_channel_calls);
         Ok(Host {
             engine,
             linker,
@@ -362,6 +425,7 @@ impl Host {
             outbound: crate::delivery::Outbound::new(Duration::from_secs(5)),
             plugins: RwLock::new(HashMap::new()),
             compiled_cache,
+            channel_slots,
         })
     }
 
@@ -387,7 +451,11 @@ impl Host {
             Some([0x00, b'a', b's', b'm', ..]) => return Err(LoadError::CoreModule),
             _ => return Err(LoadError::NotWasm),
         }
-        let component = Component::new(&self.engine, bytes).map_err(LoadError::Compile)?;
+        let component =
+            Component::new(&self.engine, bytes).map_err(|source| LoadError::Compile {
+                hint: imports::compile_hint(&source),
+                source,
+            })?;
         let ty = component.component_type();
         let exports = |export: &str| {
             ty.exports(&self.engine).any(|(name, item)| {
@@ -395,6 +463,18 @@ impl Host {
             })
         };
         if exports(CHANNEL_EXPORT) && !exports(STEP_EXPORT) {
+            let unmet = imports::unmet(
+                &self.engine,
+                &component,
+                CHANNEL_WORLD,
+                imports::CHANNEL_IMPORTS,
+            );
+            if !unmet.is_empty() {
+                return Err(LoadError::Imports {
+                    world: CHANNEL_WORLD,
+                    unmet,
+                });
+            }
             let world = |source| LoadError::World {
                 world: CHANNEL_WORLD,
                 source,
@@ -410,16 +490,25 @@ impl Host {
             });
         }
         if !exports(STEP_EXPORT) {
-            let exports: Vec<String> = ty
-                .exports(&self.engine)
-                .map(|(name, _)| format!("`{name}`"))
-                .collect();
+            let names: Vec<&str> = ty.exports(&self.engine).map(|(name, _)| name).collect();
             return Err(LoadError::MissingExport {
-                exports: if exports.is_empty() {
+                exports: if names.is_empty() {
                     "nothing".into()
                 } else {
-                    exports.join(", ")
+                    names
+                        .iter()
+                        .map(|name| format!("`{name}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 },
+                hint: imports::export_hint(names.iter().copied()),
+            });
+        }
+        let unmet = imports::unmet(&self.engine, &component, STEP_WORLD, imports::STEP_IMPORTS);
+        if !unmet.is_empty() {
+            return Err(LoadError::Imports {
+                world: STEP_WORLD,
+                unmet,
             });
         }
         let world = |source| LoadError::World {
@@ -464,7 +553,7 @@ impl Host {
         let started = Instant::now();
         let deadline = request.deadline.unwrap_or(self.limits.deadline);
         let state = StepState {
-            wasi: wasi::WasiState::new(request.now_ms),
+            wasi: wasi::WasiState::new(request.now_ms, &request.input.idempotency_key),
             log: log::LogCapability::new(&request.input, self.limits.output.text_bytes),
             outbox: outbox::OutboxCapability::new(
                 &request.input.idempotency_key,
@@ -527,6 +616,7 @@ impl Host {
         };
         let duration = started.elapsed();
         let state = store.into_data();
+        let result = result.map_err(|failure| failure.with_stderr(&state.wasi.stderr()));
         // A refused outbound request fails the step, whatever the plugin
         // made of the error it saw.
         let result = match state.http.refused() {

@@ -1,0 +1,39 @@
+# Build the Python and JavaScript components beside the Rust ones, each
+# only when its sources (or the WIT contract) changed since its last build:
+#   tests/fixtures/python/NAME/app.py    → fixture_py_NAME.wasm
+#   tests/fixtures/js/NAME/index.js      → fixture_js_NAME.wasm
+# against wit/ and the step-plugin world, or the fixture's own `wit/`
+# and the world named in its `world` file.
+# into target/wasm32-wasip2/plugin. Sourced (by scripts/setup.sh) after
+# scripts/toolchains.sh.
+
+components_out=target/wasm32-wasip2/plugin
+mkdir -p "$components_out"
+
+# Whether $1 is missing or older than any file under the other arguments.
+stale() {
+    local out=$1
+    shift
+    [ ! -e "$out" ] || [ -n "$(find "$@" -newer "$out" -type f -not -path '*/__pycache__/*' -print -quit)" ]
+}
+
+step "build: Python and JavaScript components ($components_out/*_py_*.wasm, *_js_*.wasm)"
+for dir in tests/fixtures/python/*/; do
+    name=$(basename "$dir")
+    out="$components_out/fixture_py_$name.wasm"
+    wit=wit world=step-plugin
+    [ -d "$dir/wit" ] && wit="$dir/wit"
+    [ -f "$dir/world" ] && world=$(cat "$dir/world")
+    if stale "$out" "$dir" "$wit" wit sdk/python/journey_sdk; then
+        echo "componentize-py: $dir → $out"
+        JOURNEY_WIT="$wit" sdk/python/build.sh "$dir" "$out" "$world" >/dev/null
+    fi
+done
+for dir in tests/fixtures/js/*/; do
+    name=$(basename "$dir")
+    out="$components_out/fixture_js_$name.wasm"
+    if stale "$out" "$dir" wit; then
+        echo "componentize-js: $dir → $out"
+        "$COMPONENTIZE_JS" "$dir/index.js" --wit wit -n step-plugin -o "$out" >/dev/null
+    fi
+done

@@ -1,0 +1,265 @@
+//! Plugins in Python and JavaScript: components built with the default
+//! options of `componentize-py` and `componentize-js` push and run with
+//! every effect committed, a Python step that reaches for a file, a socket
+//! or the environment finds nothing there and fails its step (never the
+//! runtime), and a refused push names every unmet import with its fix.
+
+use std::time::Duration;
+
+use journey_tests::{Journeyd, interpreted_fixture};
+use serde_json::{Value, json};
+
+fn error_message(body: &Value) -> &str {
+    body["error"]["message"].as_str().unwrap_or("<no message>")
+}
+
+#[test]
+fn python_and_javascript_steps_from_default_builds_run_with_every_effect_committed() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let journeyd = Journeyd::start(data.path());
+    let mut digests = Vec::new();
+    for (name, fixture) in [("greet-py", "py_greet"), ("greet-js", "js_greet")] {
+        let (status, body) = journeyd.push(name, interpreted_fixture(fixture));
+        assert_eq!(status, 201, "{name}: {body}");
+        digests.push(body["digest"].as_str().expect("digest").to_owned());
+    }
+    let (status, body) = journeyd.deploy(
+        "greetings.toml",
+        r#"
+name = "greetings"
+terminal = ["done"]
+[trigger]
+event = "visit.started"
+correlation_key = "visit"
+[[steps]]
+name = "python"
+plugin = "greet-py"
+config = { channel = "email", then = "next" }
+on = { next = "javascript" }
+[[steps]]
+name = "javascript"
+plugin = "greet-js"
+config = { channel = "sms" }
+"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = journeyd.put_customer("c-ada", &json!({ "name": "Ada" }));
+    assert!(status < 300, "{body}");
+    let (status, receipt) = journeyd.send_event(&json!({
+        "id": "visit-1", "type": "visit.started", "customer": "c-ada", "data": { "visit": "v1" },
+    }));
+    assert_eq!(status, 202, "{receipt}");
+    let id = receipt["instances"][0].as_u64().expect("an instance");
+    let view = journeyd.wait_instance(id, Duration::from_secs(30));
+    assert_eq!(view["status"], "completed", "{view:#}");
+
+    // State: the JavaScript step read what the Python step returned.
+    assert_eq!(view["state"]["visits"], 2, "{view:#}");
+    assert_eq!(view["state"]["language"], "javascript", "{view:#}");
+    // Messages: one per step, on the configured channels, ids as returned.
+    let messages = view["messages"].as_array().expect("messages");
+    let bodies: Vec<(&str, &str)> = messages
+        .iter()
+        .map(|message| {
+            (
+                message["channel"].as_str().unwrap_or_default(),
+                message["body"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            ("email", "Hello Ada from Python (visit 1)"),
+            ("sms", "Hello Ada from JavaScript (visit 2)"),
+        ],
+        "{view:#}"
+    );
+    assert_eq!(view["state"]["message"], messages[1]["id"], "{view:#}");
+    // The timeline names the digest that ran each step and keeps the logs.
+    let steps: Vec<&Value> = view["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter(|entry| entry["digest"].is_string())
+        .collect();
+    assert_eq!(steps.len(), 2, "{view:#}");
+    for (entry, digest) in steps.iter().zip(&digests) {
+        assert_eq!(
+            entry["digest"]
+                .as_str()
+                .map(|d| d.trim_start_matches("sha256:")),
+            Some(digest.trim_start_matches("sha256:")),
+            "{entry:#}"
+        );
+        let logs = entry["logs"].to_string();
+        assert!(logs.contains("greeted c-ada with"), "{entry:#}");
+    }
+    // Notes reached the customer's history, one per step.
+    let customer = journeyd.get("/v1/customers/c-ada");
+    let greeted = customer["interactions"]
+        .as_array()
+        .expect("interactions")
+        .iter()
+        .filter(|interaction| interaction["kind"] == "greeted")
+        .count();
+    assert_eq!(greeted, 2, "{customer:#}");
+}
+
+#[test]
+fn a_python_step_reaching_for_a_file_a_socket_or_the_environment_finds_nothing_and_fails_alone() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let journeyd = Journeyd::start(data.path());
+    let (status, body) = journeyd.push("hostile", interpreted_fixture("py_hostile"));
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = journeyd.push("greet", interpreted_fixture("py_greet"));
+    assert_eq!(status, 201, "{body}");
+    for attempt in ["file", "socket", "env"] {
+        let (status, body) = journeyd.deploy(
+            &format!("{attempt}.toml"),
+            &format!(
+                r#"
+name = "reach-{attempt}"
+[trigger]
+event = "reach-{attempt}.run"
+correlation_key = "run"
+[[steps]]
+name = "reach"
+plugin = "hostile"
+config = {{ try = "{attempt}" }}
+retry = {{ attempts = 1 }}
+"#
+            ),
+        );
+        assert_eq!(status, 201, "{attempt}: {body}");
+    }
+    let (status, body) = journeyd.deploy(
+        "healthy.toml",
+        r#"
+name = "healthy"
+[trigger]
+event = "healthy.run"
+correlation_key = "run"
+[[steps]]
+name = "greet"
+plugin = "greet"
+"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let mut started = Vec::new();
+    for kind in ["reach-file", "reach-socket", "reach-env", "healthy"] {
+        let (status, receipt) = journeyd.send_event(&json!({
+            "id": format!("{kind}-1"), "type": format!("{kind}.run"),
+            "customer": "c-1", "data": { "run": "1" },
+        }));
+        assert_eq!(status, 202, "{kind}: {receipt}");
+        started.push((kind, receipt["instances"][0].as_u64().expect("instance")));
+    }
+    for (kind, id) in started {
+        let view = journeyd.wait_instance(id, Duration::from_secs(30));
+        match kind {
+            "reach-file" | "reach-socket" => {
+                assert_eq!(view["status"], "failed", "{kind}: {view:#}");
+                assert_eq!(view["state"], json!({}), "{kind}: nothing leaked");
+                // The plugin's own exception leads the reason.
+                let failure = view["failure"].as_str().unwrap_or_default();
+                let exception = if kind == "reach-file" {
+                    "FileNotFoundError: [Errno 44] No such file or directory: '/etc/passwd'"
+                } else {
+                    "No module named 'socket'"
+                };
+                assert!(
+                    failure.contains("plugin trapped: Traceback") && failure.contains(exception),
+                    "{kind}: {failure}"
+                );
+            }
+            // The environment is empty: nothing to leak.
+            "reach-env" => {
+                assert_eq!(view["status"], "completed", "{kind}: {view:#}");
+                assert_eq!(view["state"]["leaked"], "{}", "{kind}: {view:#}");
+            }
+            _ => assert_eq!(view["status"], "completed", "{kind}: {view:#}"),
+        }
+    }
+    assert_eq!(journeyd.get("/healthz")["status"], "ok");
+}
+
+#[test]
+fn a_refused_push_names_every_unmet_import_and_the_contract_version() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let journeyd = Journeyd::start(data.path());
+
+    let (status, body) = journeyd.push("ledger", interpreted_fixture("py_extra-imports"));
+    assert_eq!(status, 422, "{body}");
+    let message = error_message(&body);
+    for import in ["`acme:ledger/book@1.0.0`", "`acme:ledger/audit@1.0.0`"] {
+        assert!(message.contains(import), "{import} not named: {message}");
+    }
+
+    let (status, body) = journeyd.push("old", interpreted_fixture("py_old-contract"));
+    assert_eq!(status, 422, "{body}");
+    let message = error_message(&body);
+    assert!(
+        message.contains("journey:plugin/step@0.1.0")
+            && message.contains("built against journey:plugin 0.1.0")
+            && message.contains("implements 0.2.0"),
+        "{message}"
+    );
+    let (_, plugins) = journeyd.request("GET", "/v1/plugins", None);
+    assert_eq!(
+        plugins["plugins"],
+        json!([]),
+        "nothing was stored: {plugins}"
+    );
+}
+
+#[test]
+fn a_step_written_with_the_python_sdk_sends_remembers_and_waits_for_a_reply() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let journeyd = Journeyd::start(data.path());
+    let (status, body) = journeyd.push("greet-sdk", interpreted_fixture("py_sdk-greet"));
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = journeyd.deploy(
+        "sdk-greet.toml",
+        r#"
+name = "sdk-greet"
+terminal = ["answered", "silent", "capped"]
+[trigger]
+event = "greeting.start"
+correlation_key = "greeting"
+[events]
+"greeting.replied" = {}
+[[steps]]
+name = "greet"
+plugin = "greet-sdk"
+config = { greeting = "Hi" }
+on = { replied = "answered", silent = "silent", capped = "capped" }
+"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = journeyd.put_customer("c-ada", &json!({ "name": "Ada" }));
+    assert!(status < 300, "{body}");
+    let (status, receipt) = journeyd.send_event(&json!({
+        "id": "start-1", "type": "greeting.start", "customer": "c-ada", "data": { "greeting": "g1" },
+    }));
+    assert_eq!(status, 202, "{receipt}");
+    let id = receipt["instances"][0].as_u64().expect("an instance");
+    assert!(
+        journeyd.eventually(Duration::from_secs(30), |journeyd| {
+            journeyd.get(&format!("/v1/instances/i-{id}"))["status"] == "waiting"
+        }),
+        "the step waits for a reply"
+    );
+    let (status, body) = journeyd.send_event(&json!({
+        "id": "reply-1", "type": "greeting.replied", "customer": "c-ada", "data": {},
+    }));
+    assert_eq!(status, 202, "{body}");
+    let view = journeyd.wait_instance(id, Duration::from_secs(30));
+    assert_eq!(view["status"], "completed", "{view:#}");
+    assert_eq!(view["state"]["greetings"], 1, "{view:#}");
+    let messages = view["messages"].as_array().expect("messages");
+    assert_eq!(messages.len(), 1, "{view:#}");
+    assert_eq!(messages[0]["channel"], "email", "{view:#}");
+    assert_eq!(messages[0]["body"], "Hi, Ada!", "{view:#}");
+    assert_eq!(view["state"]["sent"], messages[0]["id"], "{view:#}");
+}
