@@ -32,8 +32,8 @@ done
 for dir in tests/fixtures/js/*/; do
     name=$(basename "$dir")
     out="$components_out/fixture_js_$name.wasm"
-    if stale "$out" "$dir" wit; then
+    if stale "$out" "$dir" wit sdk/js/journey-sdk.js sdk/js/journey-host.js; then
         echo "componentize-js: $dir → $out"
-        "$COMPONENTIZE_JS" "$dir/index.js" --wit wit -n step-plugin -o "$out" >/dev/null
+        sdk/js/build.sh "$dir" "$out" >/dev/null
     fi
 done

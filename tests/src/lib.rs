@@ -78,13 +78,14 @@ pub fn plugin(name: &str) -> Vec<u8> {
 /// Fixture components built from Python (`tests/fixtures/python/NAME`,
 /// with componentize-py) and JavaScript (`tests/fixtures/js/NAME`, with
 /// componentize-js) by `scripts/build-components.sh`.
-pub const INTERPRETED_FIXTURES: [&str; 6] = [
+pub const INTERPRETED_FIXTURES: [&str; 7] = [
     "py_greet",
     "py_sdk-greet",
     "py_hostile",
     "py_old-contract",
     "py_extra-imports",
     "js_greet",
+    "js_sdk-greet",
 ];
 
 /// A Python or JavaScript fixture component, by its name in

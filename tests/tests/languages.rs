@@ -214,52 +214,68 @@ fn a_refused_push_names_every_unmet_import_and_the_contract_version() {
 }
 
 #[test]
-fn a_step_written_with_the_python_sdk_sends_remembers_and_waits_for_a_reply() {
+fn steps_written_with_the_python_and_javascript_sdks_send_remember_and_wait_for_a_reply() {
     let data = tempfile::tempdir().expect("temp dir");
     let journeyd = Journeyd::start(data.path());
-    let (status, body) = journeyd.push("greet-sdk", interpreted_fixture("py_sdk-greet"));
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = journeyd.deploy(
-        "sdk-greet.toml",
-        r#"
-name = "sdk-greet"
-terminal = ["answered", "silent", "capped"]
-[trigger]
-event = "greeting.start"
-correlation_key = "greeting"
-[events]
-"greeting.replied" = {}
-[[steps]]
-name = "greet"
-plugin = "greet-sdk"
-config = { greeting = "Hi" }
-on = { replied = "answered", silent = "silent", capped = "capped" }
-"#,
-    );
-    assert_eq!(status, 201, "{body}");
     let (status, body) = journeyd.put_customer("c-ada", &json!({ "name": "Ada" }));
     assert!(status < 300, "{body}");
-    let (status, receipt) = journeyd.send_event(&json!({
-        "id": "start-1", "type": "greeting.start", "customer": "c-ada", "data": { "greeting": "g1" },
-    }));
-    assert_eq!(status, 202, "{receipt}");
-    let id = receipt["instances"][0].as_u64().expect("an instance");
-    assert!(
-        journeyd.eventually(Duration::from_secs(30), |journeyd| {
-            journeyd.get(&format!("/v1/instances/i-{id}"))["status"] == "waiting"
-        }),
-        "the step waits for a reply"
-    );
-    let (status, body) = journeyd.send_event(&json!({
-        "id": "reply-1", "type": "greeting.replied", "customer": "c-ada", "data": {},
-    }));
-    assert_eq!(status, 202, "{body}");
-    let view = journeyd.wait_instance(id, Duration::from_secs(30));
-    assert_eq!(view["status"], "completed", "{view:#}");
-    assert_eq!(view["state"]["greetings"], 1, "{view:#}");
-    let messages = view["messages"].as_array().expect("messages");
-    assert_eq!(messages.len(), 1, "{view:#}");
-    assert_eq!(messages[0]["channel"], "email", "{view:#}");
-    assert_eq!(messages[0]["body"], "Hi, Ada!", "{view:#}");
-    assert_eq!(view["state"]["sent"], messages[0]["id"], "{view:#}");
+    for (n, fixture) in ["py_sdk-greet", "js_sdk-greet"].into_iter().enumerate() {
+        let (status, body) = journeyd.push(&format!("greet-{n}"), interpreted_fixture(fixture));
+        assert_eq!(status, 201, "{fixture}: {body}");
+        let (status, body) = journeyd.deploy(
+            &format!("sdk-greet-{n}.toml"),
+            &format!(
+                r#"
+name = "sdk-greet-{n}"
+terminal = ["answered", "silent", "capped"]
+[trigger]
+event = "greeting-{n}.start"
+correlation_key = "greeting"
+[events]
+"greeting.replied" = {{}}
+[[steps]]
+name = "greet"
+plugin = "greet-{n}"
+config = {{ greeting = "Hi" }}
+on = {{ replied = "answered", silent = "silent", capped = "capped" }}
+"#
+            ),
+        );
+        assert_eq!(status, 201, "{fixture}: {body}");
+        let (status, receipt) = journeyd.send_event(&json!({
+            "id": format!("start-{n}"), "type": format!("greeting-{n}.start"),
+            "customer": "c-ada", "data": { "greeting": format!("g{n}") },
+        }));
+        assert_eq!(status, 202, "{fixture}: {receipt}");
+        let id = receipt["instances"][0].as_u64().expect("an instance");
+        assert!(
+            journeyd.eventually(Duration::from_secs(30), |journeyd| {
+                journeyd.get(&format!("/v1/instances/i-{id}"))["status"] == "waiting"
+            }),
+            "{fixture}: the step waits for a reply"
+        );
+        let (status, body) = journeyd.send_event(&json!({
+            "id": format!("reply-{n}"), "type": "greeting.replied", "customer": "c-ada", "data": {},
+        }));
+        assert_eq!(status, 202, "{fixture}: {body}");
+        let view = journeyd.wait_instance(id, Duration::from_secs(30));
+        assert_eq!(view["status"], "completed", "{fixture}: {view:#}");
+        assert_eq!(view["state"]["greetings"], 1, "{fixture}: {view:#}");
+        let messages = view["messages"].as_array().expect("messages");
+        assert_eq!(messages.len(), 1, "{fixture}: {view:#}");
+        assert_eq!(messages[0]["channel"], "email", "{fixture}: {view:#}");
+        assert_eq!(messages[0]["body"], "Hi, Ada!", "{fixture}: {view:#}");
+        assert_eq!(
+            view["state"]["sent"], messages[0]["id"],
+            "{fixture}: {view:#}"
+        );
+    }
+    let customer = journeyd.get("/v1/customers/c-ada");
+    let greeted = customer["interactions"]
+        .as_array()
+        .expect("interactions")
+        .iter()
+        .filter(|interaction| interaction["kind"] == "greeted")
+        .count();
+    assert_eq!(greeted, 2, "one note per SDK step: {customer:#}");
 }
