@@ -279,3 +279,67 @@ on = {{ replied = "answered", silent = "silent", capped = "capped" }}
         .count();
     assert_eq!(greeted, 2, "one note per SDK step: {customer:#}");
 }
+
+#[test]
+fn journeyd_step_run_runs_one_step_in_the_sandbox_without_a_server() {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let plugin = |name: &str| {
+        let path = scratch.path().join(format!("{name}.wasm"));
+        std::fs::write(&path, interpreted_fixture(name)).expect("write the component");
+        path
+    };
+    let input = scratch.path().join("input.json");
+    std::fs::write(
+        &input,
+        r#"{ "config": { "greeting": "Hi" }, "state": { "greetings": 2 }, "caps": { "sms": 0 } }"#,
+    )
+    .expect("write input");
+    let customer = scratch.path().join("customer.json");
+    std::fs::write(
+        &customer,
+        r#"{ "id": "c-ada", "profile": { "name": "Ada" } }"#,
+    )
+    .expect("write customer");
+    let binary = journey_tests::journeyd_binary();
+    for fixture in ["py_sdk-greet", "js_sdk-greet"] {
+        let output = std::process::Command::new(&binary)
+            .args(["step", "run", "--json", "--input"])
+            .arg(&input)
+            .arg("--customer")
+            .arg(&customer)
+            .arg(plugin(fixture))
+            .output()
+            .expect("run journeyd step run");
+        assert!(output.status.success(), "{fixture}: {output:?}");
+        let result: Value = serde_json::from_slice(&output.stdout).expect("JSON output");
+        assert_eq!(result["error"], Value::Null, "{fixture}: {result:#}");
+        assert_eq!(
+            result["outcome"]["wait_for_event"]["kind"], "greeting.replied",
+            "{fixture}: {result:#}"
+        );
+        assert_eq!(result["state"]["greetings"], 3, "{fixture}: {result:#}");
+        assert_eq!(
+            result["messages"][0]["body"], "Hi, Ada!",
+            "{fixture}: {result:#}"
+        );
+        assert_eq!(
+            result["notes"][0]["kind"], "greeted",
+            "{fixture}: {result:#}"
+        );
+    }
+    // A step that fails exits 1 and names why, with nothing kept.
+    let hostile_input = scratch.path().join("hostile.json");
+    std::fs::write(&hostile_input, r#"{ "config": { "try": "file" } }"#).expect("write input");
+    let output = std::process::Command::new(&binary)
+        .args(["step", "run", "--input"])
+        .arg(&hostile_input)
+        .arg(plugin("py_hostile"))
+        .output()
+        .expect("run journeyd step run");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        printed.contains("FAILED") && printed.contains("FileNotFoundError"),
+        "{printed}"
+    );
+}

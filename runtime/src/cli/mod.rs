@@ -20,6 +20,7 @@ pub mod bench;
 mod client;
 mod delivery;
 mod serve;
+mod step_run;
 mod timeline;
 mod tokens;
 
@@ -46,6 +47,16 @@ pub struct Cli {
     pub token: Option<String>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Plugin authors' local tools.
+#[derive(Debug, Subcommand)]
+pub enum StepCommand {
+    /// Run one step of a plugin component in the real sandbox with a fake
+    /// host (the customer from a file, caps from the input, no outbound
+    /// requests) and print its outcome, state, messages, notes, metrics,
+    /// logs and time. Exits 1 when the attempt failed.
+    Run(step_run::StepRunArgs),
 }
 
 /// What to do.
@@ -97,6 +108,9 @@ pub enum Command {
     /// Run enquiry journeys through the executor on a temporary store and
     /// print throughput, latency and overhead (last line: JSON).
     Bench(BenchArgs),
+    /// Run plugins locally, without a server or a store.
+    #[command(subcommand)]
+    Step(StepCommand),
 }
 
 /// `journeyd journey ...`
@@ -501,13 +515,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Serve(args) = cli.command {
         return serve::serve(args).await;
     }
+    if let Command::Step(StepCommand::Run(args)) = cli.command {
+        return step_run::step_run(args).await;
+    }
     let config = config_file()?;
     let client = client::Client::new(
         &server_url(cli.server, &config),
         api_token(cli.token, &config).as_deref(),
     );
     match cli.command {
-        Command::Serve(_) => unreachable!("served above"),
+        Command::Serve(_) | Command::Step(_) => unreachable!("run above"),
         Command::Bench(args) => bench::bench(args).await,
         Command::Journey(JourneyCommand::Deploy { file }) => client.deploy_journey(&file).await,
         Command::Journey(JourneyCommand::List) => client.list_journeys().await,
