@@ -42,6 +42,9 @@
 extern crate self as journey_sdk;
 
 pub mod channel;
+#[doc(hidden)]
+pub mod host;
+pub mod testing;
 pub mod text;
 
 use serde::Serialize;
@@ -69,7 +72,7 @@ pub mod __private {
 
     /// Adapts a [`Step`](crate::Step) to the generated `run` export.
     pub fn run<S: crate::Step>(input: types::StepInput) -> Result<types::StepOutput, String> {
-        let mut ctx = crate::Context::new(input);
+        let mut ctx = crate::Context::new(input, Box::new(crate::host::WitHost));
         let outcome = S::run(&mut ctx).map_err(|error| error.to_string())?;
         let state = ctx.take_state().map_err(|error| error.to_string())?;
         Ok(types::StepOutput {
@@ -452,14 +455,16 @@ impl Message {
 /// A running step: its input, plus the host capabilities it may use.
 pub struct Context {
     input: bindings::journey::plugin::types::StepInput,
+    host: Box<dyn host::Host>,
     state: Option<Map<String, Value>>,
     state_changed: bool,
 }
 
 impl Context {
-    fn new(input: bindings::journey::plugin::types::StepInput) -> Self {
+    fn new(input: bindings::journey::plugin::types::StepInput, host: Box<dyn host::Host>) -> Self {
         Context {
             input,
+            host,
             state: None,
             state_changed: false,
         }
@@ -582,7 +587,7 @@ impl Context {
     /// filters, so only what the step reads is copied in.
     pub fn customer_with_history_of(&self, max_interactions: u32, kinds: &[&str]) -> CustomerView {
         let kinds: Vec<String> = kinds.iter().map(|kind| (*kind).to_owned()).collect();
-        let view = bindings::journey::plugin::customer::view(max_interactions, &kinds);
+        let view = self.host.view(max_interactions, &kinds);
         CustomerView {
             id: view.id,
             profile: serde_json::from_str(&view.profile).unwrap_or_default(),
@@ -594,7 +599,7 @@ impl Context {
 
     /// Record an interaction in the customer's history, in this step's commit.
     pub fn note(&mut self, channel: &str, kind: &str, text: &str, details: &Value) {
-        bindings::journey::plugin::customer::note(channel, kind, text, &details.to_string());
+        self.host.note(channel, kind, text, &details.to_string());
     }
 
     /// Queue a message in the durable outbox; returns its idempotent id.
@@ -603,7 +608,7 @@ impl Context {
     /// frequency cap on its channel ([`SendError::FrequencyCapped`], also
     /// recorded in history), or one more than a step may queue.
     pub fn send(&mut self, message: Message) -> std::result::Result<String, SendError> {
-        bindings::journey::plugin::outbox::send(&bindings::journey::plugin::outbox::Message {
+        self.host.send(&bindings::journey::plugin::outbox::Message {
             channel: message.channel,
             to: message.to,
             subject: message.subject,
@@ -614,21 +619,23 @@ impl Context {
 
     /// Add to a counter exported on the host's `/metrics`.
     pub fn count(&mut self, name: &str, value: u64) {
-        bindings::journey::plugin::metrics::count(name, value);
+        self.host.count(name, value);
     }
 
     /// The runtime's current time, ms since the Unix epoch.
     pub fn now_ms(&self) -> u64 {
-        bindings::journey::plugin::clock::now_ms()
+        self.host.now_ms()
     }
 
     /// Log at info level, attributed to this instance and step.
     pub fn info(&self, message: &str) {
-        bindings::journey::plugin::log::write(bindings::journey::plugin::log::Level::Info, message);
+        self.host
+            .log(bindings::journey::plugin::log::Level::Info, message);
     }
 
     /// Log at warn level, attributed to this instance and step.
     pub fn warn(&self, message: &str) {
-        bindings::journey::plugin::log::write(bindings::journey::plugin::log::Level::Warn, message);
+        self.host
+            .log(bindings::journey::plugin::log::Level::Warn, message);
     }
 }

@@ -93,6 +93,43 @@ mod tests {
     }
 
     #[test]
+    fn the_whole_step_acknowledges_on_the_customer_s_channel_or_goes_on_when_capped() {
+        use journey_sdk::testing::TestStep;
+        use serde_json::json;
+
+        let step = TestStep::new()
+            .config(json!({ "template": "Hi {name}, we got {enquiry_id}.", "subject": "Got it" }))
+            .event("enquiry.received", json!({ "enquiry_id": "q-7" }))
+            .profile(json!({ "name": "Ada", "preferred_channel": "sms" }))
+            .now_ms(1_000);
+        let run = step.clone().run::<Acknowledge>();
+        assert_eq!(run.outcome, Ok(Outcome::goto("sent")));
+        assert_eq!(run.messages.len(), 1);
+        assert_eq!(run.messages[0].channel, "sms");
+        assert_eq!(run.messages[0].body, "Hi Ada, we got q-7.");
+        let state = run.state.expect("state set");
+        assert_eq!(state["acknowledgement"], json!(run.messages[0].id));
+        assert_eq!(state["acknowledged_at_ms"], json!(1_000));
+
+        let capped = step.cap("sms", 0).run::<Acknowledge>();
+        assert_eq!(capped.outcome, Ok(Outcome::goto("sent")));
+        assert!(capped.messages.is_empty());
+        assert_eq!(capped.refused.len(), 1);
+        assert!(
+            capped.logs[0].1.contains("frequency cap"),
+            "{:?}",
+            capped.logs
+        );
+
+        let broken = TestStep::new().run::<Acknowledge>();
+        assert!(
+            broken
+                .outcome
+                .is_err_and(|error| error.contains("invalid step config")),
+        );
+    }
+
+    #[test]
     fn fills_the_template() {
         assert_eq!(
             render("Hi {name}, got {enquiry_id}.", "Ada", "q-7"),
