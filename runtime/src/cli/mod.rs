@@ -19,6 +19,7 @@
 pub mod bench;
 mod client;
 mod delivery;
+mod scaffold;
 mod serve;
 mod step_run;
 mod timeline;
@@ -150,6 +151,9 @@ pub enum JourneyCommand {
 /// `journeyd plugin ...`
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
+    /// Create a plugin project that builds at once and passes its own
+    /// tests: Rust, Python or JavaScript, a step or (Rust) a channel.
+    New(scaffold::NewArgs),
     /// Push a component as the next version of plugin NAME.
     Push {
         /// The plugin name journeys refer to.
@@ -518,6 +522,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Step(StepCommand::Run(args)) = cli.command {
         return step_run::step_run(args).await;
     }
+    if let Command::Plugin(PluginCommand::New(args)) = cli.command {
+        return scaffold::new_plugin(args);
+    }
     let config = config_file()?;
     let client = client::Client::new(
         &server_url(cli.server, &config),
@@ -615,6 +622,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn plugin_command(client: &client::Client, command: PluginCommand) -> anyhow::Result<()> {
     match command {
+        PluginCommand::New(_) => unreachable!("run before a client is made"),
         PluginCommand::Push { name, file, tag } => {
             let version = client.push_plugin(&name, &file).await?;
             if let Some(tag) = tag {
