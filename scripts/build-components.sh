@@ -2,6 +2,7 @@
 # only when its sources (or the WIT contract) changed since its last build:
 #   tests/fixtures/python/NAME/app.py    → fixture_py_NAME.wasm
 #   tests/fixtures/js/NAME/index.js      → fixture_js_NAME.wasm
+#   tests/fixtures/js/noop/index.js      → fixture_qjs_noop.wasm too (QuickJS, for the benchmark)
 # against wit/ and the step-plugin world, or the fixture's own `wit/`
 # and the world named in its `world` file.
 # into target/wasm32-wasip2/plugin. Sourced (by scripts/setup.sh) after
@@ -37,3 +38,9 @@ for dir in tests/fixtures/js/*/; do
         sdk/js/build.sh "$dir" "$out" >/dev/null
     fi
 done
+out="$components_out/fixture_qjs_noop.wasm"
+if stale "$out" tests/fixtures/js/noop wit; then
+    echo "componentize-qjs --sync: tests/fixtures/js/noop/ → $out"
+    "$(dirname "$COMPONENTIZE_JS")/componentize-qjs" --sync -w wit -n step-plugin \
+        -j tests/fixtures/js/noop/index.js -o "$out" >/dev/null
+fi

@@ -18,6 +18,7 @@ use serde_json::json;
 use tokio::sync::{Semaphore, oneshot};
 
 mod delivery;
+mod languages;
 mod support;
 mod waiting;
 
@@ -150,6 +151,10 @@ pub enum Scenario {
     /// Enquiry journeys with every message delivered to a local provider
     /// that fails `--provider-fail-percent` (10) of requests.
     Delivery,
+    /// The trivial step in Rust, Python and JavaScript: per-step overhead,
+    /// component size, compile and cached-load times, memory of ten loaded
+    /// interpreter plugins.
+    Languages,
 }
 
 /// The step whose plugin `--swap-every` swaps.
@@ -253,6 +258,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Restart => return restart(&args).await,
         Scenario::Timers => return waiting::timers(&args).await,
         Scenario::Resume => return waiting::resume(&args).await,
+        Scenario::Languages => return languages::languages(&args),
         Scenario::Enquiry | Scenario::Delivery => {}
     }
     let deliver = args.deliver || args.scenario == Scenario::Delivery;
