@@ -78,7 +78,7 @@ pub fn plugin(name: &str) -> Vec<u8> {
 /// Fixture components built from Python (`tests/fixtures/python/NAME`,
 /// with componentize-py) and JavaScript (`tests/fixtures/js/NAME`, with
 /// componentize-js) by `scripts/build-components.sh`.
-pub const INTERPRETED_FIXTURES: [&str; 9] = [
+pub const INTERPRETED_FIXTURES: [&str; 10] = [
     "py_greet",
     "py_sdk-greet",
     "py_hostile",
@@ -88,6 +88,7 @@ pub const INTERPRETED_FIXTURES: [&str; 9] = [
     "js_sdk-greet",
     "py_noop",
     "js_noop",
+    "py_send",
 ];
 
 /// A Python or JavaScript fixture component, by its name in

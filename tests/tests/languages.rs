@@ -343,3 +343,127 @@ fn journeyd_step_run_runs_one_step_in_the_sandbox_without_a_server() {
         "{printed}"
     );
 }
+
+#[test]
+fn swapping_a_rust_step_for_its_python_version_mid_journey_keeps_every_instance_going() {
+    const INSTANCES: usize = 12;
+    let data = tempfile::tempdir().expect("temp dir");
+    let journeyd = Journeyd::start(data.path());
+    let (status, rust) = journeyd.push("send", journey_tests::plugin("send"));
+    assert_eq!(status, 201, "{rust}");
+    let (status, python) = journeyd.push("send", interpreted_fixture("py_send"));
+    assert_eq!(status, 201, "{python}");
+    let (status, body) = journeyd.push("await", journey_tests::plugin("await"));
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = journeyd.set_tag("send", "stable", &json!({ "version": 1 }));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = journeyd.deploy(
+        "swap.toml",
+        r#"
+name = "swap"
+terminal = ["done"]
+[trigger]
+event = "swap.start"
+correlation_key = "run"
+[events]
+"swap.next" = {}
+[[steps]]
+name = "first"
+plugin = "send:stable"
+config = { channel = "email", template = "Hi {name}, first about {topic}", about = "topic" }
+on = { sent = "hold", capped = "hold" }
+[[steps]]
+name = "hold"
+plugin = "await"
+config = { event = "swap.next", timeout = "1d" }
+on = { arrived = "second", timeout = "done" }
+[[steps]]
+name = "second"
+plugin = "send:stable"
+config = { channel = "email", template = "Hi {name}, second about {topic}", about = "topic" }
+on = { sent = "done", capped = "done" }
+"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let mut ids = Vec::new();
+    for n in 0..INSTANCES {
+        let customer = format!("c-{n}");
+        let (status, body) =
+            journeyd.put_customer(&customer, &json!({ "name": format!("Ada {n}") }));
+        assert!(status < 300, "{body}");
+        let (status, receipt) = journeyd.send_event(&json!({
+            "id": format!("start-{n}"), "type": "swap.start", "customer": customer,
+            "data": { "run": format!("r{n}"), "topic": "rates" },
+        }));
+        assert_eq!(status, 202, "{receipt}");
+        ids.push(receipt["instances"][0].as_u64().expect("an instance"));
+    }
+    for id in &ids {
+        assert!(
+            journeyd.eventually(Duration::from_secs(30), |journeyd| {
+                journeyd.get(&format!("/v1/instances/i-{id}"))["status"] == "waiting"
+            }),
+            "i-{id} waits after its Rust step"
+        );
+    }
+    // Mid-journey: every instance ran `first` in Rust and waits; from now
+    // on `send:stable` is the Python version.
+    let (status, body) = journeyd.set_tag("send", "stable", &json!({ "version": 2 }));
+    assert_eq!(status, 200, "{body}");
+    for n in 0..INSTANCES {
+        let (status, body) = journeyd.send_event(&json!({
+            "id": format!("next-{n}"), "type": "swap.next", "customer": format!("c-{n}"), "data": {},
+        }));
+        assert_eq!(status, 202, "{body}");
+    }
+    let digest = |pushed: &Value| {
+        pushed["digest"]
+            .as_str()
+            .expect("digest")
+            .trim_start_matches("sha256:")
+            .to_owned()
+    };
+    let (rust, python) = (digest(&rust), digest(&python));
+    for (n, id) in ids.iter().enumerate() {
+        let view = journeyd.wait_instance(*id, Duration::from_secs(30));
+        assert_eq!(view["status"], "completed", "{view:#}");
+        let ran: Vec<(String, String)> = view["history"]
+            .as_array()
+            .expect("history")
+            .iter()
+            .filter(|entry| entry["plugin"] == "send")
+            .map(|entry| {
+                (
+                    entry["step"].as_str().unwrap_or_default().to_owned(),
+                    entry["digest"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .trim_start_matches("sha256:")
+                        .to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ran,
+            [
+                ("first".to_owned(), rust.clone()),
+                ("second".to_owned(), python.clone())
+            ],
+            "{view:#}"
+        );
+        let bodies: Vec<&str> = view["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .map(|message| message["body"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            bodies,
+            [
+                format!("Hi Ada {n}, first about rates"),
+                format!("Hi Ada {n}, second about rates"),
+            ],
+            "the Python step reads the context the Rust step saved: {view:#}"
+        );
+    }
+}
