@@ -60,9 +60,9 @@ sink_host=${sink_url#http://}
 echo "provider-sink is at $sink_url"
 
 step "push: the enquiry and webinar step plugins, and the channel plugins"
-for plugin in acknowledge classify handover sla escalate resolve send await sleep fallback \
+for plugin in acknowledge classify handover sla escalate resolve send await sleep next_best_channel \
     sendgrid twilio slack webhook; do
-    "$journeyd" plugin push "$plugin" "$plugins/plugin_$plugin.wasm"
+    "$journeyd" plugin push "${plugin//_/-}" "$plugins/plugin_$plugin.wasm"
 done
 
 step "integrations: each channel's plugin, the host it may reach and the secrets it may use"

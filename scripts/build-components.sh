@@ -1,5 +1,6 @@
 # Build the Python and JavaScript components beside the Rust ones, each
 # only when its sources (or the WIT contract) changed since its last build:
+#   plugins/NAME/app.py                  → plugin_NAME.wasm (`-` as `_`)
 #   tests/fixtures/python/NAME/app.py    → fixture_py_NAME.wasm
 #   tests/fixtures/js/NAME/index.js      → fixture_js_NAME.wasm
 #   tests/fixtures/js/noop/index.js      → fixture_qjs_noop.wasm too (QuickJS, for the benchmark)
@@ -19,6 +20,15 @@ stale() {
 }
 
 step "build: Python and JavaScript components ($components_out/*_py_*.wasm, *_js_*.wasm)"
+for dir in plugins/*/; do
+    [ -f "$dir/app.py" ] || continue
+    name=$(basename "$dir" | tr - _)
+    out="$components_out/plugin_$name.wasm"
+    if stale "$out" "$dir" wit sdk/python/journey_sdk; then
+        echo "componentize-py: $dir → $out"
+        sdk/python/build.sh "$dir" "$out" >/dev/null
+    fi
+done
 for dir in tests/fixtures/python/*/; do
     name=$(basename "$dir")
     out="$components_out/fixture_py_$name.wasm"

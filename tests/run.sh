@@ -20,6 +20,7 @@ cargo test --release --workspace --locked -- --test-threads 2
 
 step "test: the Python SDK, natively (sdk/python/tests)"
 python3 -m unittest discover -s sdk/python/tests
+python3 -m unittest discover -s plugins/next-best-channel
 
 step "test: the JavaScript SDK, natively (node --test)"
 node --test tests/fixtures/js/

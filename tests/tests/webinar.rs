@@ -13,8 +13,8 @@ const HOUR_MS: u64 = 60 * 60 * 1000;
 const DAY_MS: u64 = 24 * HOUR_MS;
 
 fn setup(journeyd: &Journeyd) {
-    for name in ["send", "await", "sleep", "fallback"] {
-        let (status, body) = journeyd.push(name, plugin(name));
+    for name in ["send", "await", "sleep", "next-best-channel"] {
+        let (status, body) = journeyd.push(name, plugin(&name.replace('-', "_")));
         assert_eq!(status, 201, "push {name}: {body}");
     }
     let caps = json!({ "caps": [
@@ -125,20 +125,22 @@ fn two_weeks_of_the_webinar_journey_run_on_a_simulated_clock() {
             .map(|message| message["channel"].as_str().unwrap_or("?").to_owned())
             .collect()
     };
-    // Grace ignored two emails and opted into SMS: the SMS brought her in.
+    // Grace ignored two emails and opted into SMS: the model (the Python
+    // plugin) chose SMS, and the SMS brought her in.
     let grace = view("c-grace");
     assert!(
-        steps_of(&grace).contains(&"fallback".to_owned()),
+        steps_of(&grace).contains(&"next_best_channel".to_owned()),
         "{grace:#}"
     );
     assert_eq!(
-        grace["state"]["fallback"]["decision"], "switched",
+        grace["state"]["next_best_channel"]["decision"], "sms",
         "{grace:#}"
     );
     assert!(channels(&grace).contains(&"sms".to_owned()));
-    // Linus opened the invitation and registered after the reminder: no fallback.
+    // Linus opened the invitation and registered after the reminder: no
+    // course correction.
     let linus = view("c-linus");
-    assert!(!steps_of(&linus).contains(&"fallback".to_owned()));
+    assert!(!steps_of(&linus).contains(&"next_best_channel".to_owned()));
     assert!(!channels(&linus).contains(&"sms".to_owned()));
     // Radia never registered: the SMS, then a last call by SMS at the start,
     // within the two-a-week cap.
