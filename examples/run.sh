@@ -59,11 +59,14 @@ sink_url=$(sed -n 's/^provider-sink listening on //p' "$data/sink.stdout")
 sink_host=${sink_url#http://}
 echo "provider-sink is at $sink_url"
 
-step "push: the enquiry and webinar step plugins, and the channel plugins"
+step "push: the enquiry and webinar step plugins (Rust, and the webinar's model in Python), and the channel plugins (Rust, and team-chat in JavaScript)"
 for plugin in acknowledge classify handover sla escalate resolve send await sleep next_best_channel \
-    sendgrid twilio slack webhook; do
+    sendgrid twilio team_chat webhook; do
     "$journeyd" plugin push "${plugin//_/-}" "$plugins/plugin_$plugin.wasm"
 done
+
+step "hot-swap: acknowledge in JavaScript (plugins/acknowledge-js) becomes the latest acknowledge; enquiries run it from now on"
+"$journeyd" plugin push acknowledge "$plugins/plugin_acknowledge_js.wasm"
 
 step "integrations: each channel's plugin, the host it may reach and the secrets it may use"
 "$journeyd" integration set email --plugin sendgrid --host "$sink_host" \
@@ -73,7 +76,7 @@ step "integrations: each channel's plugin, the host it may reach and the secrets
     --secret account_sid=env:TWILIO_ACCOUNT_SID --secret auth_token=env:TWILIO_AUTH_TOKEN \
     --secret callbacks=env:CALLBACK_SECRET --callback-secret callbacks \
     --config "{\"base_url\": \"$sink_url\", \"from\": \"+15005550006\"}"
-"$journeyd" integration set team --plugin slack --host "$sink_host" --secret webhook_path=env:SLACK_WEBHOOK_PATH \
+"$journeyd" integration set team --plugin team-chat --host "$sink_host" --secret webhook_path=env:SLACK_WEBHOOK_PATH \
     --config "{\"url\": \"$sink_url/services/{{secret:webhook_path}}\"}"
 "$journeyd" integration set chat --plugin webhook --host "$sink_host" \
     --secret signing_key=env:CHAT_WEBHOOK_SECRET --secret callbacks=env:CALLBACK_SECRET --callback-secret callbacks \
@@ -96,6 +99,10 @@ step "replay: two weeks of events (examples/*/timeline.json) on the simulated cl
 
 step "timelines: every enquiry, from arrival to resolution (or escalation, or withdrawal)"
 "$journeyd" instance list --journey enquiry --timelines
+
+step "timeline: Grace's webinar, where the next-best-channel model (Python) chose SMS"
+grace=$("$journeyd" instance list --journey webinar | awk '/c-grace/ {print $1; exit}')
+"$journeyd" instance show "$grace"
 
 step "funnel: where webinar invitees dropped off, per subject line"
 "$journeyd" journey funnel webinar

@@ -1,6 +1,7 @@
 # Build the Python and JavaScript components beside the Rust ones, each
 # only when its sources (or the WIT contract) changed since its last build:
 #   plugins/NAME/app.py                  → plugin_NAME.wasm (`-` as `_`)
+#   plugins/NAME/index.js                → plugin_NAME.wasm (`-` as `_`)
 #   tests/fixtures/python/NAME/app.py    → fixture_py_NAME.wasm
 #   tests/fixtures/js/NAME/index.js      → fixture_js_NAME.wasm
 #   tests/fixtures/js/noop/index.js      → fixture_qjs_noop.wasm too (QuickJS, for the benchmark)
@@ -27,6 +28,17 @@ for dir in plugins/*/; do
     if stale "$out" "$dir" wit sdk/python/journey_sdk; then
         echo "componentize-py: $dir → $out"
         sdk/python/build.sh "$dir" "$out" >/dev/null
+    fi
+done
+for dir in plugins/*/; do
+    [ -f "$dir/index.js" ] || continue
+    name=$(basename "$dir" | tr - _)
+    out="$components_out/plugin_$name.wasm"
+    world=step-plugin
+    [ -f "$dir/world" ] && world=$(cat "$dir/world")
+    if stale "$out" "$dir" wit sdk/js/journey-sdk.js sdk/js/journey-host.js sdk/js/journey-channel.js; then
+        echo "componentize-js: $dir → $out"
+        sdk/js/build.sh "$dir" "$out" "$world" >/dev/null
     fi
 done
 for dir in tests/fixtures/python/*/; do

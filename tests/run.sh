@@ -23,4 +23,4 @@ python3 -m unittest discover -s sdk/python/tests
 python3 -m unittest discover -s plugins/next-best-channel
 
 step "test: the JavaScript SDK, natively (node --test)"
-node --test tests/fixtures/js/
+node --test tests/fixtures/js/ plugins/team-chat plugins/acknowledge-js

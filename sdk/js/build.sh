@@ -3,8 +3,8 @@
 #   sdk/js/build.sh DIR OUT.wasm [step-plugin|channel-plugin]
 # DIR holds `index.js` (the component's exports, e.g.
 # `export const step = exportStep(greet)`) and the modules it imports by
-# relative path; the SDK's files (journey-sdk.js, journey-host.js) are put
-# beside them. Uses componentize-js from sdk/js/node_modules
+# relative path; the SDK's files (journey-sdk.js, journey-host.js,
+# journey-channel.js) are put beside them. Uses componentize-js from sdk/js/node_modules
 # (scripts/toolchains.sh installs it), or COMPONENTIZE_JS.
 set -euo pipefail
 if [ $# -lt 2 ]; then
@@ -24,6 +24,6 @@ out=$(cd "$(dirname "$2")" && pwd)/$(basename "$2")
 staging=$(mktemp -d)
 trap 'rm -rf "$staging"' EXIT
 cp -RL "$1"/. "$staging"/
-cp "$sdk"/journey-sdk.js "$sdk"/journey-host.js "$staging"/
+cp "$sdk"/journey-sdk.js "$sdk"/journey-host.js "$sdk"/journey-channel.js "$staging"/
 cd "$staging"
 "$componentize" index.js --wit "${JOURNEY_WIT:-$root/wit}" -n "${3:-step-plugin}" -o "$out"

@@ -467,3 +467,79 @@ on = { sent = "done", capped = "done" }
         );
     }
 }
+
+#[test]
+fn the_javascript_acknowledge_and_team_chat_channel_carry_an_enquiry_to_the_team() {
+    const SLACK_PATH: &str = "T000/B000/js";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sink = journey_tests::ProviderSink::start(&["--slack-path", SLACK_PATH]);
+    let journeyd = Journeyd::start(&dir.path().join("store"));
+    journeyd.setup_enquiry();
+    // The JavaScript acknowledge becomes the latest `acknowledge`.
+    let (status, acknowledge) =
+        journeyd.push("acknowledge", journey_tests::plugin("acknowledge_js"));
+    assert_eq!(status, 201, "{acknowledge}");
+    let (status, body) = journeyd.push("team-chat", journey_tests::plugin("team_chat"));
+    assert_eq!(status, 201, "{body}");
+    let secret = dir.path().join("webhook-path");
+    std::fs::write(&secret, SLACK_PATH).expect("write the secret");
+    let spec = json!({
+        "plugin": "team-chat",
+        "hosts": [sink.host()],
+        "secrets": { "webhook_path": format!("file:{}", secret.display()) },
+        "config": { "url": format!("{}/services/{{{{secret:webhook_path}}}}", sink.url) },
+    });
+    let (status, body) = journeyd.request(
+        "PUT",
+        "/v1/integrations/team",
+        Some(spec.to_string().into_bytes()),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, receipt) = journeyd.send_event(&journey_tests::enquiry(
+        "e-js",
+        "c-ada",
+        "q-js",
+        "I was charged twice for my order",
+    ));
+    assert_eq!(status, 202, "{receipt}");
+    let id = receipt["instances"][0].as_u64().expect("an instance");
+    assert!(
+        journeyd.eventually(Duration::from_secs(60), |_| {
+            sink.messages()
+                .iter()
+                .any(|message| message.to_string().contains("q-js"))
+        }),
+        "the hand-over reached the team through the JavaScript channel: {:#?}",
+        sink.messages()
+    );
+    let view = journeyd.get(&format!("/v1/instances/i-{id}"));
+    let acknowledged = view["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .find(|entry| entry["step"] == "acknowledge")
+        .expect("the acknowledge step ran")
+        .clone();
+    assert_eq!(
+        acknowledged["digest"]
+            .as_str()
+            .map(|d| d.trim_start_matches("sha256:")),
+        acknowledge["digest"]
+            .as_str()
+            .map(|d| d.trim_start_matches("sha256:")),
+        "{acknowledged:#}"
+    );
+    assert!(view["state"]["acknowledgement"].is_string(), "{view:#}");
+    let team = view["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .find(|message| message["channel"] == "team")
+        .expect("a hand-over")
+        .clone();
+    let delivery = journeyd.get(&format!(
+        "/v1/deliveries/{}",
+        team["id"].as_str().expect("an id")
+    ));
+    assert_eq!(delivery["delivery"]["status"], "accepted", "{delivery:#}");
+}
