@@ -102,6 +102,9 @@ export function exportChannel({ render, interpret, parseCallback }) {
       let request;
       try {
         request = render(message(wit), parsed(config));
+        if (!(request instanceof Request) || typeof request.url !== 'string' || typeof request.method !== 'string') {
+          throw new Error(`render returned ${JSON.stringify(request)}, not a Request with a method and a URL`);
+        }
       } catch (error) {
         // The `err` of render's result: a render-error variant.
         throw error instanceof Rejected

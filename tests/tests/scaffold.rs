@@ -1,6 +1,6 @@
 //! `journeyd plugin new` makes projects that pass their own tests, build
 //! with their language's toolchain, run under `journeyd step run` and push:
-//! a Rust step and channel, a Python step and a JavaScript step.
+//! a step and a channel in each of Rust, Python and JavaScript.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -93,41 +93,53 @@ fn scaffolded_projects_pass_their_tests_build_run_and_push() {
     }
 
     // Python: its unit tests natively, then componentize-py.
-    let project = new_plugin(scratch.path(), "greet-py", &["--lang", "python"]);
-    let tests = run(&project, Command::new("python3").args(["-m", "unittest"]));
-    assert!(
-        tests.contains("Ran 2 tests") && tests.contains("OK"),
-        "{tests}"
-    );
-    run(
-        &project,
-        Command::new("./build.sh").env(
-            "COMPONENTIZE_PY",
-            root.join(".toolchains/python/bin/componentize-py"),
-        ),
-    );
-    step_runs(&project, &project.join("greet-py.wasm"));
-    components.push(("greet-py".into(), project.join("greet-py.wasm")));
+    for (name, kind) in [("greet-py", "step"), ("relay-py", "channel")] {
+        let project = new_plugin(scratch.path(), name, &["--lang", "python", "--kind", kind]);
+        let tests = run(&project, Command::new("python3").args(["-m", "unittest"]));
+        assert!(
+            tests.contains("Ran 2 tests") && tests.contains("OK"),
+            "{tests}"
+        );
+        run(
+            &project,
+            Command::new("./build.sh").env(
+                "COMPONENTIZE_PY",
+                root.join(".toolchains/python/bin/componentize-py"),
+            ),
+        );
+        let component = project.join(format!("{name}.wasm"));
+        if kind == "step" {
+            step_runs(&project, &component);
+        }
+        components.push((name.to_owned(), component));
+    }
 
     // JavaScript: node --test, then its build script with the toolchain
     // scripts/toolchains.sh installed (instead of `npm install`).
-    let project = new_plugin(scratch.path(), "greet-js", &["--lang", "js"]);
-    let tests = run(&project, Command::new("npm").arg("test"));
-    assert!(
-        tests.contains("# pass 2") && tests.contains("# fail 0"),
-        "{tests}"
-    );
     let path = format!(
         "{}:{}",
         root.join("sdk/js/node_modules/.bin").display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    run(
-        &project,
-        Command::new("npm").args(["run", "build"]).env("PATH", path),
-    );
-    step_runs(&project, &project.join("greet-js.wasm"));
-    components.push(("greet-js".into(), project.join("greet-js.wasm")));
+    for (name, kind) in [("greet-js", "step"), ("relay-js", "channel")] {
+        let project = new_plugin(scratch.path(), name, &["--lang", "js", "--kind", kind]);
+        let tests = run(&project, Command::new("npm").arg("test"));
+        assert!(
+            tests.contains("# pass 2") && tests.contains("# fail 0"),
+            "{tests}"
+        );
+        run(
+            &project,
+            Command::new("npm")
+                .args(["run", "build"])
+                .env("PATH", &path),
+        );
+        let component = project.join(format!("{name}.wasm"));
+        if kind == "step" {
+            step_runs(&project, &component);
+        }
+        components.push((name.to_owned(), component));
+    }
 
     // Every one of them is a plugin journeyd takes.
     let data = tempfile::tempdir().expect("temp dir");
@@ -136,6 +148,37 @@ fn scaffolded_projects_pass_their_tests_build_run_and_push() {
         let bytes = std::fs::read(&component).expect("the built component");
         let (status, body) = journeyd.push(&name, bytes);
         assert_eq!(status, 201, "{name}: {body}");
+    }
+
+    // Each channel plugin renders a sample message in the sandbox when it
+    // becomes an integration (and refuses a config without its URL).
+    let secret = scratch.path().join("signing-key");
+    std::fs::write(&secret, "whsec_c2NhZmZvbGQtc2lnbmluZy1rZXk=").expect("write a secret");
+    for name in ["relay-rs", "relay-py", "relay-js"] {
+        let spec = |config: Value| {
+            serde_json::json!({
+                "plugin": name,
+                "hosts": ["provider.example"],
+                "secrets": { "signing_key": format!("file:{}", secret.display()) },
+                "config": config,
+            })
+            .to_string()
+            .into_bytes()
+        };
+        let (status, body) = journeyd.request(
+            "PUT",
+            "/v1/integrations/chat",
+            Some(spec(
+                serde_json::json!({ "url": "https://provider.example/messages" }),
+            )),
+        );
+        assert_eq!(status, 200, "{name}: {body}");
+        let (status, body) = journeyd.request(
+            "PUT",
+            "/v1/integrations/chat",
+            Some(spec(serde_json::json!({}))),
+        );
+        assert_eq!(status, 422, "{name}: {body}");
     }
 
     // Names that cannot name a plugin, and a folder in use, are refused.

@@ -152,7 +152,7 @@ pub enum JourneyCommand {
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
     /// Create a plugin project that builds at once and passes its own
-    /// tests: Rust, Python or JavaScript, a step or (Rust) a channel.
+    /// tests: Rust, Python or JavaScript, a step or a channel.
     New(scaffold::NewArgs),
     /// Push a component as the next version of plugin NAME.
     Push {

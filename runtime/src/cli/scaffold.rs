@@ -26,7 +26,7 @@ pub enum Lang {
 pub enum Kind {
     /// A journey step.
     Step,
-    /// A delivery channel (Rust only, for now).
+    /// A delivery channel.
     Channel,
 }
 
@@ -127,6 +127,78 @@ const PYTHON_STEP: &[File] = &[
     ("wit/journey.wit", WIT),
 ];
 
+const PYTHON_CHANNEL: &[File] = &[
+    (
+        "app.py",
+        include_str!("../../templates/python-channel/app.py"),
+    ),
+    (
+        "test_app.py",
+        include_str!("../../templates/python-channel/test_app.py"),
+    ),
+    (
+        "build.sh",
+        include_str!("../../templates/python-channel/build.sh"),
+    ),
+    (
+        "README.md",
+        include_str!("../../templates/python-channel/README.md"),
+    ),
+    (
+        ".gitignore",
+        include_str!("../../templates/python-channel/.gitignore"),
+    ),
+    (
+        "journey_sdk/__init__.py",
+        include_str!("../../../sdk/python/journey_sdk/__init__.py"),
+    ),
+    (
+        "journey_sdk/_wit.py",
+        include_str!("../../../sdk/python/journey_sdk/_wit.py"),
+    ),
+    (
+        "journey_sdk/channel.py",
+        include_str!("../../../sdk/python/journey_sdk/channel.py"),
+    ),
+    (
+        "journey_sdk/_wit_channel.py",
+        include_str!("../../../sdk/python/journey_sdk/_wit_channel.py"),
+    ),
+    ("wit/journey.wit", WIT),
+];
+
+const JS_CHANNEL: &[File] = &[
+    (
+        "channel.js",
+        include_str!("../../templates/js-channel/channel.js"),
+    ),
+    (
+        "index.js",
+        include_str!("../../templates/js-channel/index.js"),
+    ),
+    (
+        "channel.test.js",
+        include_str!("../../templates/js-channel/channel.test.js"),
+    ),
+    (
+        "package.json",
+        include_str!("../../templates/js-channel/package.json"),
+    ),
+    (
+        "README.md",
+        include_str!("../../templates/js-channel/README.md"),
+    ),
+    (
+        ".gitignore",
+        include_str!("../../templates/js-channel/.gitignore"),
+    ),
+    (
+        "journey-channel.js",
+        include_str!("../../../sdk/js/journey-channel.js"),
+    ),
+    ("wit/journey.wit", WIT),
+];
+
 const JS_STEP: &[File] = &[
     ("step.js", include_str!("../../templates/js-step/step.js")),
     ("index.js", include_str!("../../templates/js-step/index.js")),
@@ -205,10 +277,9 @@ pub fn new_plugin(args: NewArgs) -> anyhow::Result<()> {
         (Lang::Rust, Kind::Step) => RUST_STEP,
         (Lang::Rust, Kind::Channel) => RUST_CHANNEL,
         (Lang::Python, Kind::Step) => PYTHON_STEP,
+        (Lang::Python, Kind::Channel) => PYTHON_CHANNEL,
         (Lang::Js, Kind::Step) => JS_STEP,
-        (lang, Kind::Channel) => anyhow::bail!(
-            "channel plugins are scaffolded in Rust only for now (`--lang rust`); a {lang:?} channel plugin can be written against the `channel-plugin` world of wit/journey.wit"
-        ),
+        (Lang::Js, Kind::Channel) => JS_CHANNEL,
     };
     let dir = args
         .dir
