@@ -33,26 +33,6 @@ fn rss_mib() -> f64 {
     super::support::rss_mib(std::process::id()).unwrap_or(0.0)
 }
 
-fn step_input(round: usize) -> host::StepInput {
-    host::StepInput {
-        journey: "bench".into(),
-        journey_version: 1,
-        instance_id: format!("i-{round}"),
-        step: "noop".into(),
-        event: host::Event {
-            id: "evt".into(),
-            kind: "bench".into(),
-            customer_id: "c".into(),
-            data: "{}".into(),
-            received_at_ms: 0,
-        },
-        state: "{}".into(),
-        config: "{}".into(),
-        attempt: 1,
-        idempotency_key: format!("i-{round}/1"),
-    }
-}
-
 /// Run the plugin's step once; its instantiate + call time.
 fn run_once(
     host: &Host,
@@ -63,7 +43,7 @@ fn run_once(
     let run = host.run_step(
         plugin,
         StepRequest {
-            input: step_input(round),
+            input: super::support::trivial_step_input(round),
             customer: host::CustomerSource {
                 customers: customers.clone(),
                 customer_id: "c".into(),

@@ -201,27 +201,10 @@ fn step_durations(
 fn step_overhead_us(runtime: &Runtime, noop: &[u8], rounds: usize) -> anyhow::Result<f64> {
     let host = runtime.host();
     let plugin = host.load("bench-noop", noop)?;
-    let input = |round: usize| host::StepInput {
-        journey: "bench".into(),
-        journey_version: 1,
-        instance_id: format!("i-{round}"),
-        step: "noop".into(),
-        event: host::Event {
-            id: "evt".into(),
-            kind: "bench".into(),
-            customer_id: "c".into(),
-            data: "{}".into(),
-            received_at_ms: 0,
-        },
-        state: "{}".into(),
-        config: "{}".into(),
-        attempt: 1,
-        idempotency_key: format!("i-{round}/1"),
-    };
     let mut samples = Vec::with_capacity(rounds);
     for round in 0..rounds + rounds / 10 {
         let request = StepRequest {
-            input: input(round),
+            input: support::trivial_step_input(round),
             customer: host::CustomerSource {
                 customers: runtime.store().clone(),
                 customer_id: "c".into(),

@@ -147,3 +147,25 @@ pub fn dir_size(path: &std::path::Path) -> u64 {
         })
         .sum()
 }
+
+/// The input of the trivial step's run number `round` (the step-overhead
+/// figures): an empty event, state and config, a key of its own.
+pub fn trivial_step_input(round: usize) -> host::StepInput {
+    host::StepInput {
+        journey: "bench".into(),
+        journey_version: 1,
+        instance_id: format!("i-{round}"),
+        step: "noop".into(),
+        event: host::Event {
+            id: "evt".into(),
+            kind: "bench".into(),
+            customer_id: "c".into(),
+            data: "{}".into(),
+            received_at_ms: 0,
+        },
+        state: "{}".into(),
+        config: "{}".into(),
+        attempt: 1,
+        idempotency_key: format!("i-{round}/1"),
+    }
+}
