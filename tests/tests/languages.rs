@@ -9,6 +9,16 @@ use std::time::Duration;
 use journey_tests::{Journeyd, interpreted_fixture};
 use serde_json::{Value, json};
 
+/// How many `greeted` interactions `customer`'s history holds.
+fn greetings_noted(journeyd: &Journeyd, customer: &str) -> usize {
+    journeyd.get(&format!("/v1/customers/{customer}"))["interactions"]
+        .as_array()
+        .expect("interactions")
+        .iter()
+        .filter(|interaction| interaction["kind"] == "greeted")
+        .count()
+}
+
 fn error_message(body: &Value) -> &str {
     body["error"]["message"].as_str().unwrap_or("<no message>")
 }
@@ -96,14 +106,7 @@ config = { channel = "sms" }
         assert!(logs.contains("greeted c-ada with"), "{entry:#}");
     }
     // Notes reached the customer's history, one per step.
-    let customer = journeyd.get("/v1/customers/c-ada");
-    let greeted = customer["interactions"]
-        .as_array()
-        .expect("interactions")
-        .iter()
-        .filter(|interaction| interaction["kind"] == "greeted")
-        .count();
-    assert_eq!(greeted, 2, "{customer:#}");
+    assert_eq!(greetings_noted(&journeyd, "c-ada"), 2);
 }
 
 #[test]
@@ -270,14 +273,11 @@ on = {{ replied = "answered", silent = "silent", capped = "capped" }}
             "{fixture}: {view:#}"
         );
     }
-    let customer = journeyd.get("/v1/customers/c-ada");
-    let greeted = customer["interactions"]
-        .as_array()
-        .expect("interactions")
-        .iter()
-        .filter(|interaction| interaction["kind"] == "greeted")
-        .count();
-    assert_eq!(greeted, 2, "one note per SDK step: {customer:#}");
+    assert_eq!(
+        greetings_noted(&journeyd, "c-ada"),
+        2,
+        "one note per SDK step"
+    );
 }
 
 #[test]

@@ -7,15 +7,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use serde_json::json;
 
 use super::BenchArgs;
-use super::support::{default_plugin_dir, percentile, read_component, round2};
-use journey_runtime::host::{self, Host, Limits, LoadedPlugin, StepRequest};
+use super::support::{default_plugin_dir, percentile, read_component, round2, run_trivial_step};
+use journey_runtime::host::{Host, Limits};
 use journey_runtime::store::Customers;
 use journey_runtime::store::sled::{SledOptions, SledStore};
-use journey_runtime::tooling::NoCaps;
 
 /// The languages measured: a name and the trivial step's component.
 const LANGUAGES: [(&str, &str); 4] = [
@@ -31,34 +30,6 @@ const LOADED: usize = 10;
 /// This process's resident memory, MiB.
 fn rss_mib() -> f64 {
     super::support::rss_mib(std::process::id()).unwrap_or(0.0)
-}
-
-/// Run the plugin's step once; its instantiate + call time.
-fn run_once(
-    host: &Host,
-    plugin: &LoadedPlugin,
-    customers: &Arc<dyn Customers>,
-    round: usize,
-) -> anyhow::Result<Duration> {
-    let run = host.run_step(
-        plugin,
-        StepRequest {
-            input: super::support::trivial_step_input(round),
-            customer: host::CustomerSource {
-                customers: customers.clone(),
-                customer_id: "c".into(),
-            },
-            now_ms: 0,
-            deadline: None,
-            sends: Arc::new(NoCaps),
-            plugin: "noop".into(),
-            http: None,
-        },
-    );
-    if let Err(failure) = run.result {
-        bail!("the trivial step failed: {failure}");
-    }
-    Ok(run.duration)
 }
 
 fn milliseconds(duration: Duration) -> f64 {
@@ -98,7 +69,7 @@ pub fn languages(args: &BenchArgs) -> anyhow::Result<()> {
         let recompiled = counts.misses;
         let mut samples = Vec::with_capacity(rounds);
         for round in 0..rounds + rounds / 10 {
-            let took = run_once(&host, &plugin, &customers, round)?;
+            let took = run_trivial_step(&host, &plugin, &customers, round)?;
             // The first tenth warms the pool up.
             if round >= rounds / 10 {
                 samples.push(took.as_secs_f64() * 1e6);
@@ -136,7 +107,7 @@ pub fn languages(args: &BenchArgs) -> anyhow::Result<()> {
         let mut plugins = Vec::new();
         for copy in 0..LOADED {
             let plugin = host.load(&format!("bench-{language}-{copy}"), &bytes)?;
-            run_once(&host, &plugin, &customers, copy)?;
+            run_trivial_step(&host, &plugin, &customers, copy)?;
             plugins.push(plugin);
         }
         let after = rss_mib();

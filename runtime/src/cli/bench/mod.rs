@@ -19,19 +19,18 @@ use tokio::sync::{Semaphore, oneshot};
 
 mod delivery;
 mod languages;
+mod restart;
 mod support;
 mod waiting;
 
 use self::support::{
-    default_plugin_dir, peak_rss_mib, percentile, process_cpu_seconds, read_component, seed_plugin,
-    start_serve,
+    default_plugin_dir, peak_rss_mib, percentile, process_cpu_seconds, read_component,
 };
 use journey_runtime::clock::SystemClock;
 use journey_runtime::executor::{IncomingEvent, Runtime, Settings};
-use journey_runtime::host::{self, StepRequest};
 use journey_runtime::store::sled::{SledOptions, SledStore};
 use journey_runtime::store::{InstanceId, InstanceStatus, Journal, Outbox, Store};
-use journey_runtime::tooling::{NoCaps, skip_steps, with_custom_section};
+use journey_runtime::tooling::{skip_steps, with_custom_section};
 
 /// Arguments of `journeyd bench`.
 #[derive(Debug, Args)]
@@ -201,27 +200,13 @@ fn step_durations(
 fn step_overhead_us(runtime: &Runtime, noop: &[u8], rounds: usize) -> anyhow::Result<f64> {
     let host = runtime.host();
     let plugin = host.load("bench-noop", noop)?;
+    let customers: Arc<dyn journey_runtime::store::Customers> = runtime.store().clone();
     let mut samples = Vec::with_capacity(rounds);
     for round in 0..rounds + rounds / 10 {
-        let request = StepRequest {
-            input: support::trivial_step_input(round),
-            customer: host::CustomerSource {
-                customers: runtime.store().clone(),
-                customer_id: "c".into(),
-            },
-            now_ms: 0,
-            deadline: None,
-            sends: Arc::new(NoCaps),
-            plugin: "noop".into(),
-            http: None,
-        };
-        let run = host.run_step(&plugin, request);
-        if let Err(failure) = run.result {
-            bail!("the noop plugin failed: {failure}");
-        }
+        let took = support::run_trivial_step(host, &plugin, &customers, round)?;
         // The first tenth warms the pool and caches up.
         if round >= rounds / 10 {
-            samples.push(run.duration.as_secs_f64() * 1e6);
+            samples.push(took.as_secs_f64() * 1e6);
         }
     }
     samples.sort_by(f64::total_cmp);
@@ -238,7 +223,7 @@ struct Waiters {
 
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     match args.scenario {
-        Scenario::Restart => return restart(&args).await,
+        Scenario::Restart => return restart::restart(&args).await,
         Scenario::Timers => return waiting::timers(&args).await,
         Scenario::Resume => return waiting::resume(&args).await,
         Scenario::Languages => return languages::languages(&args),
@@ -636,76 +621,4 @@ async fn swap_tags(
         }
     }
     Ok((swaps, visible_ms))
-}
-
-/// `--scenario restart`: push `--plugin-versions` versions of the enquiry
-/// plugins (the same code under different digests) into a store, compiling
-/// each once into the store's compiled-code cache, then start `journeyd
-/// serve` on that store and time it to its readiness line (every version
-/// loaded).
-async fn restart(args: &BenchArgs) -> anyhow::Result<()> {
-    let dir = args.plugins.clone().unwrap_or_else(default_plugin_dir);
-    let temporary = tempfile::tempdir()?;
-    let data = args.data.as_deref().unwrap_or(temporary.path()).to_owned();
-    let versions = args.plugin_versions.max(1);
-    println!(
-        "bench: restart with {versions} plugin versions in the store ({})",
-        data.display()
-    );
-    let seeding = Instant::now();
-    {
-        let store = SledStore::open(&data, &SledOptions::default())?;
-        let host = host::Host::new(host::Limits::default(), Some(&data.join("compiled")))
-            .map_err(|error| anyhow::anyhow!("{error:#}"))?;
-        let mut sources = Vec::new();
-        for name in ENQUIRY_PLUGINS {
-            sources.push((name, read_component(&dir, &format!("plugin_{name}.wasm"))?));
-        }
-        for n in 0..versions {
-            let (name, bytes) = &sources[n % sources.len()];
-            let bytes =
-                with_custom_section(bytes.clone(), "bench-version", n.to_string().as_bytes());
-            seed_plugin(&store, &host, name, &bytes)?;
-            if (n + 1) % 10 == 0 || n + 1 == versions {
-                eprintln!(
-                    "  … {} / {versions} versions pushed and compiled ({:.1} s)",
-                    n + 1,
-                    seeding.elapsed().as_secs_f64()
-                );
-            }
-        }
-    }
-
-    let (mut child, url, ready) = start_serve(&data, &[]).await?;
-    let ready_ms = ready.as_secs_f64() * 1000.0;
-    let metrics = reqwest::get(format!("{url}/metrics")).await?.text().await?;
-    let _ = child.kill();
-    let _ = child.wait();
-    let gauge = |name: &str| {
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
-            .map(|value| value as u64)
-    };
-    let (from_cache, compiled) = (
-        gauge("journeyd_start_plugins_from_cache"),
-        gauge("journeyd_start_plugins_compiled"),
-    );
-    let (Some(from_cache), Some(compiled)) = (from_cache, compiled) else {
-        bail!("journeyd serve did not report how it loaded its plugins");
-    };
-    println!(
-        "  restart: ready in {ready_ms:.0} ms with {versions} versions loaded ({from_cache} from the compiled-code cache, {compiled} compiled)"
-    );
-    println!(
-        "{}",
-        json!({
-            "scenario": "restart",
-            "plugin_versions": versions,
-            "restart_ready_ms": ready_ms.round(),
-            "plugins_from_cache": from_cache,
-            "plugins_compiled": compiled,
-        })
-    );
-    Ok(())
 }

@@ -124,6 +124,40 @@ pub async fn start_serve(
     }
 }
 
+/// Reads the `/metrics` of a `journeyd serve` that [`start_serve`] started
+/// on a data directory, with the admin token it wrote there.
+pub struct Metrics {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Metrics {
+    pub fn new(data: &Path, url: &str) -> anyhow::Result<Metrics> {
+        let file = data.join(journey_runtime::executor::ADMIN_TOKEN_FILE);
+        let token = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading the admin token in {}", file.display()))?;
+        Ok(Metrics {
+            http: reqwest::Client::new(),
+            url: format!("{url}/metrics"),
+            token: token.trim().to_owned(),
+        })
+    }
+
+    /// The metrics text.
+    pub async fn read(&self) -> anyhow::Result<String> {
+        Ok(self
+            .http
+            .get(&self.url)
+            .bearer_auth(&self.token)
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?)
+    }
+}
+
 pub fn rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
@@ -168,4 +202,33 @@ pub fn trivial_step_input(round: usize) -> host::StepInput {
         attempt: 1,
         idempotency_key: format!("i-{round}/1"),
     }
+}
+
+/// Run the trivial step's run number `round` on `plugin` in a fresh
+/// instance; its instantiate + call time.
+pub fn run_trivial_step(
+    host: &host::Host,
+    plugin: &host::LoadedPlugin,
+    customers: &std::sync::Arc<dyn journey_runtime::store::Customers>,
+    round: usize,
+) -> anyhow::Result<std::time::Duration> {
+    let run = host.run_step(
+        plugin,
+        host::StepRequest {
+            input: trivial_step_input(round),
+            customer: host::CustomerSource {
+                customers: customers.clone(),
+                customer_id: "c".into(),
+            },
+            now_ms: 0,
+            deadline: None,
+            sends: std::sync::Arc::new(journey_runtime::tooling::NoCaps),
+            plugin: "noop".into(),
+            http: None,
+        },
+    );
+    if let Err(failure) = run.result {
+        bail!("the trivial step failed: {failure}");
+    }
+    Ok(run.duration)
 }

@@ -22,8 +22,8 @@ use tokio::sync::oneshot;
 
 use super::BenchArgs;
 use super::support::{
-    default_plugin_dir, dir_size, percentile, read_component, round2, rss_mib, seed_plugin,
-    start_serve,
+    Metrics, default_plugin_dir, dir_size, percentile, read_component, round2, rss_mib,
+    seed_plugin, start_serve,
 };
 use journey_runtime::clock::{Clock, SystemClock};
 use journey_runtime::executor::{IncomingEvent, Runtime, Settings};
@@ -235,16 +235,11 @@ pub async fn timers(args: &BenchArgs) -> anyhow::Result<()> {
     // 4. Let them fall due; wait until every instance has completed.
     let firing = Instant::now();
     let limit = Duration::from_secs(count as u64 / rate as u64 + 300);
-    let http = reqwest::Client::new();
+    let metrics_of_server = Metrics::new(&data, &url)?;
     let mut last_report = Instant::now();
     let mut peak_rss = idle_rss;
     loop {
-        let metrics = http
-            .get(format!("{url}/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?;
+        let metrics = metrics_of_server.read().await?;
         let completed = metrics
             .lines()
             .find_map(|line| {
