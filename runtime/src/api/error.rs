@@ -132,6 +132,8 @@ error_codes! {
     JourneyInvalidSplit = "journey_invalid_split", UNPROCESSABLE_ENTITY;
     /// A step's retry policy is malformed.
     JourneyInvalidRetry = "journey_invalid_retry", UNPROCESSABLE_ENTITY;
+    /// The journey's retention is not a duration.
+    JourneyInvalidRetention = "journey_invalid_retention", UNPROCESSABLE_ENTITY;
     /// A step's plugin was never pushed.
     JourneyUnknownPlugin = "journey_unknown_plugin", UNPROCESSABLE_ENTITY;
     /// An entry condition is malformed.
@@ -268,6 +270,7 @@ fn journey_code(error: &crate::journey::Error) -> ErrorCode {
         J::BadPluginRef { .. } => ErrorCode::JourneyBadPluginRef,
         J::InvalidSplit { .. } => ErrorCode::JourneyInvalidSplit,
         J::InvalidRetry { .. } => ErrorCode::JourneyInvalidRetry,
+        J::InvalidRetention { .. } => ErrorCode::JourneyInvalidRetention,
         J::UnknownPlugin { .. } => ErrorCode::JourneyUnknownPlugin,
         J::InvalidCondition { .. } => ErrorCode::JourneyInvalidCondition,
         J::UnknownExitEvent { .. } => ErrorCode::JourneyUnknownExitEvent,
@@ -345,6 +348,7 @@ mod tests {
                 "journey_bad_plugin_ref",
                 "journey_invalid_split",
                 "journey_invalid_retry",
+                "journey_invalid_retention",
                 "journey_unknown_plugin",
                 "journey_invalid_condition",
                 "journey_unknown_exit_event",

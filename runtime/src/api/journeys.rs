@@ -105,3 +105,68 @@ pub(super) async fn list_migrations(
         .collect();
     Ok(Json(json!({ "migrations": migrations })))
 }
+
+/// The body of `POST /v1/journeys/{name}/purge`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PurgeRequest {
+    /// Remove instances that finished before this time: RFC 3339
+    /// (`2026-11-01T00:00:00Z`) or a date (`2026-11-01`, midnight UTC).
+    before: String,
+    /// Only count them.
+    #[serde(default)]
+    dry_run: bool,
+    /// At most this many in this call (the CLI calls again while `more`).
+    #[serde(default = "default_purge_limit")]
+    limit: usize,
+}
+
+fn default_purge_limit() -> usize {
+    10_000
+}
+
+/// A time as an operator writes it: RFC 3339, or a date (midnight UTC).
+pub(super) fn parse_time_ms(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let timestamp = match text.parse::<jiff::Timestamp>() {
+        Ok(timestamp) => timestamp,
+        Err(_) => text
+            .parse::<jiff::civil::Date>()
+            .ok()?
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()?
+            .timestamp(),
+    };
+    u64::try_from(timestamp.as_millisecond()).ok()
+}
+
+pub(super) async fn purge_journey(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let request: PurgeRequest = json_body(body, "the purge")?;
+    let before_ms = parse_time_ms(&request.before).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::BadBody,
+            format!(
+                "`before` = \"{}\" is neither an RFC 3339 time (2026-11-01T00:00:00Z) nor a date (2026-11-01)",
+                request.before
+            ),
+        )
+    })?;
+    let runtime = state.runtime.clone();
+    let outcome = tokio::spawn(async move {
+        runtime
+            .purge_instances(&name, before_ms, request.limit, request.dry_run)
+            .await
+    })
+    .await
+    .map_err(executor::Error::from)??;
+    Ok(Json(json!({
+        "purged": outcome.purged,
+        "more": outcome.more,
+        "dry_run": request.dry_run,
+        "before_ms": before_ms,
+    })))
+}

@@ -11,6 +11,7 @@
 //! | PUT, GET | `/v1/customers/{id}` | upsert a profile; read the single view |
 //! | POST, GET | `/v1/journeys` | deploy a TOML definition (`?file=`); list versions |
 //! | GET | `/v1/journeys/{name}/funnel` | drop-off report: per step and variant, instances that reached it, wait after it, ended there |
+//! | POST | `/v1/journeys/{name}/purge` | remove finished instances that finished before `{"before"}` (RFC 3339 or a date) with their history and messages, keeping their funnel counts; `{"dry_run": true}` only counts; at most `{"limit"}` (10,000) per call, `"more"` says whether some remain |
 //! | POST, GET | `/v1/journeys/{name}/migrations` | move running instances of one version to another (validated first); list |
 //! | PUT | `/v1/plugins/{name}` | push a component (the body is the `.wasm`) |
 //! | GET | `/v1/plugins` | every plugin version with its run counts, and every tag |
@@ -162,6 +163,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(MAX_JOURNEY_BYTES)),
         )
         .route("/v1/journeys/{name}/funnel", get(journeys::show_funnel))
+        .route("/v1/journeys/{name}/purge", post(journeys::purge_journey))
         .route(
             "/v1/journeys/{name}/migrations",
             post(journeys::migrate_journey).get(journeys::list_migrations),

@@ -19,6 +19,7 @@
 pub mod bench;
 mod client;
 mod delivery;
+mod retention;
 mod scaffold;
 mod serve;
 mod step_run;
@@ -409,6 +410,22 @@ pub enum InstanceCommand {
         #[command(flatten)]
         target: ActionTarget,
     },
+    /// Remove a journey's finished instances (completed, failed, exited,
+    /// cancelled) that finished before a time, with their history and
+    /// messages. The funnel keeps their counts. Retention does this on its
+    /// own; this is for doing it now.
+    Purge {
+        /// The journey.
+        #[arg(long)]
+        journey: String,
+        /// Those that finished before this time: RFC 3339
+        /// (`2026-11-01T00:00:00Z`) or a date (`2026-11-01`, midnight UTC).
+        #[arg(long)]
+        before: String,
+        /// Only count them.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// Which instances an operator's action is for: one, or a journey's.
@@ -590,6 +607,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .instance_action("cancel", target, serde_json::Map::new())
                 .await
         }
+        Command::Instance(InstanceCommand::Purge {
+            journey,
+            before,
+            dry_run,
+        }) => retention::purge(&client, &journey, &before, dry_run).await,
         Command::Event(EventCommand::Replay { files }) => client.replay(&files).await,
         Command::Outbox { instance, limit } => client.list_outbox(instance, limit).await,
         Command::Integration(command) => delivery::integration_command(&client, command).await,

@@ -14,6 +14,7 @@ use journey_runtime::api::{self, AppState};
 use journey_runtime::clock::{Clock, ShiftedClock, SimulatedClock, SystemClock};
 use journey_runtime::executor::{ADMIN_TOKEN_FILE, Runtime, SIMULATED_CLOCK_META, Settings};
 use journey_runtime::host::{ComponentLimits, Limits, OutputLimits};
+use journey_runtime::journey::Retention;
 use journey_runtime::store::Store;
 use journey_runtime::store::sled::{SledOptions, SledStore};
 
@@ -61,6 +62,12 @@ pub struct ServeArgs {
     /// Tables one plugin component may have.
     #[arg(long, default_value_t = ComponentLimits::default().tables)]
     pub plugin_tables: u32,
+    /// How long finished instances (completed, failed, exited, cancelled)
+    /// are kept with their history and messages when their journey sets
+    /// no `retention`: a duration such as `30d`, or `forever`. Events that
+    /// started nothing are kept this long too.
+    #[arg(long, env = "JOURNEYD_RETENTION", default_value = "30d", value_parser = parse_retention)]
+    pub retention: Retention,
     /// sled page cache, MiB.
     #[arg(long, default_value_t = 64)]
     pub cache_mib: u64,
@@ -79,6 +86,12 @@ pub struct ServeArgs {
     /// another date. Not kept across restarts.
     #[arg(long, conflicts_with = "simulated_clock", value_name = "MS")]
     pub clock_start: Option<u64>,
+}
+
+/// A retention as given on the command line.
+pub(crate) fn parse_retention(text: &str) -> Result<Retention, String> {
+    Retention::parse(text)
+        .ok_or_else(|| format!("`{text}` is not a duration such as `30d` or `12h`, nor `forever`"))
 }
 
 /// Log to stderr; `RUST_LOG` overrides the default level.
@@ -125,6 +138,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ..Limits::default()
         },
         compiled_cache: Some(args.data.join("compiled")),
+        retention: args.retention,
         ..Settings::default()
     };
     let settings = match args.step_workers {
@@ -237,6 +251,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     runtime.start_timers();
     runtime.start_dispatcher();
+    runtime.start_retention();
     runtime.set_ready();
     // Client commands on this data directory find the server here, also
     // when it listens on a port the system picked.

@@ -503,6 +503,28 @@ mod tests {
         fn forget_exit(&self, _: InstanceId) -> StoreResult<()> {
             unreachable!("the committer only commits")
         }
+        fn finished_before(
+            &self,
+            _: &str,
+            _: u64,
+            _: usize,
+        ) -> StoreResult<Vec<(InstanceId, u64)>> {
+            unreachable!("the committer only commits")
+        }
+        fn purge(&self, _: &[crate::store::Purge]) -> StoreResult<usize> {
+            unreachable!("the committer only commits")
+        }
+        fn purged_tallies(&self, _: &str) -> StoreResult<Vec<crate::store::PurgedTally>> {
+            unreachable!("the committer only commits")
+        }
+        fn purge_events(
+            &self,
+            _: u64,
+            _: Option<&str>,
+            _: usize,
+        ) -> StoreResult<(usize, Option<String>)> {
+            unreachable!("the committer only commits")
+        }
     }
 
     fn change(id: u64) -> InstanceCommit {

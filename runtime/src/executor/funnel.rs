@@ -2,37 +2,29 @@
 //! reached it, are waiting after it, or ended there (completed, failed, or
 //! left through an exit event), by experiment variant.
 //!
-//! Computed from instances and their histories on request (an operator's
-//! report, not a step-path cost).
+//! Live instances are counted from their histories on request (an
+//! operator's report, not a step-path cost); instances retention removed
+//! are counted from the tallies they left behind
+//! ([`store::Journal::purged_tallies`]), so the report reads the same
+//! before and after a purge.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::store::{self, HistoryEntry, InstanceFilter, InstanceStatus, Store};
+use crate::store::{self, FunnelTally, InstanceFilter, StepTally, Store};
 
 /// Instances read per page while building a report.
 const PAGE: usize = 1_000;
-/// The variant of instances that went through no split step.
-pub const NO_VARIANT: &str = "-";
 
 /// One step's line of the report.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct StepCounts {
     /// The step.
     pub step: String,
-    /// Instances that ran it (or were sent on by it, for a split).
-    pub reached: u64,
-    /// Instances waiting (a sleep or an event) after it.
-    pub waiting: u64,
-    /// Instances that completed with it as their last step.
-    pub completed_here: u64,
-    /// Instances that failed at it.
-    pub failed_here: u64,
-    /// Instances an exit event ended after it (they left the journey).
-    pub exited_here: u64,
-    /// Instances an operator cancelled after it.
-    pub cancelled_here: u64,
+    /// Its counts.
+    #[serde(flatten)]
+    pub counts: StepTally,
 }
 
 /// The drop-off report of one journey.
@@ -40,8 +32,10 @@ pub struct StepCounts {
 pub struct Funnel {
     /// The journey.
     pub journey: String,
-    /// Instances counted.
+    /// Instances counted (purged ones included).
     pub instances: u64,
+    /// Of those, instances retention has removed.
+    pub purged: u64,
     /// Per variant (`-` for instances that met no split): one line per
     /// step, in the journey's order.
     pub variants: BTreeMap<String, Vec<StepCounts>>,
@@ -49,11 +43,11 @@ pub struct Funnel {
 
 /// Build the report of `journey` whose steps, in order, are `steps`.
 pub fn funnel(store: &dyn Store, journey: &str, steps: &[String]) -> store::Result<Funnel> {
-    let mut report = Funnel {
-        journey: journey.to_owned(),
-        instances: 0,
-        variants: BTreeMap::new(),
-    };
+    let mut total = FunnelTally::default();
+    for purged in store.purged_tallies(journey)? {
+        total.add(&purged.tally);
+    }
+    let purged = total.instances;
     let mut after = None;
     loop {
         let page = store.instances(&InstanceFilter {
@@ -67,62 +61,33 @@ pub fn funnel(store: &dyn Store, journey: &str, steps: &[String]) -> store::Resu
         };
         after = Some(last.id);
         for instance in &page {
-            report.instances += 1;
-            let mut variant = NO_VARIANT.to_owned();
-            let mut reached = Vec::new();
-            for entry in store.history(instance.id)? {
-                match entry {
-                    HistoryEntry::StepRan(step) | HistoryEntry::StepFailed(step) => {
-                        reached.push(step.step)
-                    }
-                    HistoryEntry::Split {
-                        step,
-                        variant: chosen,
-                        ..
-                    } => {
-                        reached.push(step);
-                        variant = chosen;
-                    }
-                    _ => {}
-                }
-            }
-            let last = reached.last().cloned();
-            // An instance that ran a step more than once (a loop) counts
-            // once for it.
-            let mut counted = std::collections::HashSet::new();
-            reached.retain(|step| counted.insert(step.clone()));
-            let lines = report.variants.entry(variant).or_insert_with(|| {
-                steps
-                    .iter()
-                    .map(|step| StepCounts {
-                        step: step.clone(),
-                        ..StepCounts::default()
-                    })
-                    .collect()
-            });
-            for step in &reached {
-                if let Some(line) = lines.iter_mut().find(|line| &line.step == step) {
-                    line.reached += 1;
-                }
-            }
-            let Some(line) = last
-                .as_ref()
-                .and_then(|last| lines.iter_mut().find(|line| &line.step == last))
-            else {
-                continue;
-            };
-            match instance.status {
-                InstanceStatus::Waiting => line.waiting += 1,
-                InstanceStatus::Completed => line.completed_here += 1,
-                InstanceStatus::Failed => line.failed_here += 1,
-                InstanceStatus::Exited => line.exited_here += 1,
-                InstanceStatus::Cancelled => line.cancelled_here += 1,
-                InstanceStatus::Running => {}
-            }
+            total.add(&FunnelTally::of_instance(
+                instance,
+                &store.history(instance.id)?,
+            ));
         }
         if page.len() < PAGE {
             break;
         }
     }
-    Ok(report)
+    let variants = total
+        .variants
+        .into_iter()
+        .map(|(variant, mut counted)| {
+            let lines = steps
+                .iter()
+                .map(|step| StepCounts {
+                    step: step.clone(),
+                    counts: counted.remove(step).unwrap_or_default(),
+                })
+                .collect();
+            (variant, lines)
+        })
+        .collect();
+    Ok(Funnel {
+        journey: journey.to_owned(),
+        instances: total.instances,
+        purged,
+        variants,
+    })
 }

@@ -16,7 +16,7 @@
 //!
 //! Files: this one holds the [`Runtime`] itself, its settings and the step
 //! workers; `error` its errors; `ingest`, `step`, `timers`, `recovery`
-//! (resume, host faults, readiness), `plugins`, `grants`, `journeys`,
+//! (resume, host faults, readiness), `retention`, `plugins`, `grants`, `journeys`,
 //! `customers`, `operator`, `integrations`, `dispatch` (delivery),
 //! `callbacks` and `tokens` add its operations by concern; `committer`,
 //! `caps`, `health`, `registry` and `funnel` are the parts it is built
@@ -39,6 +39,7 @@ mod operator;
 mod plugins;
 mod recovery;
 pub mod registry;
+mod retention;
 mod step;
 mod timers;
 mod tokens;
@@ -76,6 +77,7 @@ pub use self::health::{Health, Readiness};
 pub use self::ingest::{IncomingEvent, Receipt, Skipped};
 pub use self::operator::{Action, BulkOutcome};
 pub use self::registry::{Registry, Tag};
+pub use self::retention::{PURGE_BATCH, PurgeOutcome};
 pub use self::tokens::ADMIN_TOKEN_FILE;
 
 /// Timers woken per store scan.
@@ -137,6 +139,9 @@ pub struct Settings {
     /// Where compiled plugins are kept across starts (keyed by component
     /// and engine configuration); `None` compiles on every start.
     pub compiled_cache: Option<std::path::PathBuf>,
+    /// How long finished instances are kept when their journey does not
+    /// say (and how long events that started nothing are kept).
+    pub retention: crate::journey::Retention,
 }
 
 impl Default for Settings {
@@ -146,6 +151,7 @@ impl Default for Settings {
             limits: host::Limits::default(),
             parallel_steps: cores,
             compiled_cache: None,
+            retention: crate::journey::Retention::Forever,
         }
     }
 }
@@ -275,6 +281,12 @@ pub struct Runtime {
     start_probes: std::sync::Mutex<Vec<(String, tokio::sync::oneshot::Sender<std::time::Instant>)>>,
     /// Wakes the timer loop: a timer was set or the clock was advanced.
     timers_changed: tokio::sync::Notify,
+    /// Wakes the retention loop: the clock was advanced.
+    retention_due: tokio::sync::Notify,
+    /// The server's default retention.
+    retention_default: crate::journey::Retention,
+    /// Where the sweep of old events goes on from.
+    event_sweep: std::sync::Mutex<Option<String>>,
     has_start_probes: std::sync::atomic::AtomicBool,
     /// Frequency caps and the sends counted against them.
     sends: Arc<SendLedger>,
@@ -412,6 +424,9 @@ impl Runtime {
                 versions: std::sync::Mutex::new(versions),
                 start_probes: std::sync::Mutex::new(Vec::new()),
                 timers_changed: tokio::sync::Notify::new(),
+                retention_due: tokio::sync::Notify::new(),
+                retention_default: settings.retention,
+                event_sweep: std::sync::Mutex::new(None),
                 has_start_probes: std::sync::atomic::AtomicBool::new(false),
                 sends,
                 health: Health::new(workers),

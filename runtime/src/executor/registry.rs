@@ -261,6 +261,15 @@ impl Registry {
         all
     }
 
+    /// The latest version of every deployed journey.
+    pub fn latest_journeys(&self) -> Vec<Arc<Journey>> {
+        self.read()
+            .journeys
+            .values()
+            .filter_map(|versions| versions.last().cloned())
+            .collect()
+    }
+
     /// How many versions of `journey` are deployed.
     pub fn journey_versions(&self, journey: &str) -> u32 {
         self.read()

@@ -20,6 +20,7 @@ impl Runtime {
             .put_meta(SIMULATED_CLOCK_META, &serde_json::json!(now))?;
         self.timers_changed.notify_one();
         self.outbox_changed.notify_one();
+        self.retention_due.notify_one();
         Ok(Some(now))
     }
 

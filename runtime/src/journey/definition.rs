@@ -38,6 +38,11 @@ pub struct Definition {
     /// accepted when a journey it triggers or declares is deployed.
     #[serde(default)]
     pub events: BTreeMap<String, EventDeclaration>,
+    /// How long a finished instance (completed, failed, exited, cancelled)
+    /// is kept, with its history and messages: a duration such as `"30d"`,
+    /// or `"forever"`. Absent: the server's default (`serve --retention`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<String>,
 }
 
 /// Entry rules: checked against the customer's profile when the trigger

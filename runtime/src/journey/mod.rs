@@ -204,6 +204,16 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// The journey's `retention` is neither a duration nor `forever`.
+    #[error(
+        "{file}: `retention` = \"{value}\" is not a duration such as \"30d\" or \"12h\", nor \"forever\""
+    )]
+    InvalidRetention {
+        /// The file name as given.
+        file: String,
+        /// The value as written.
+        value: String,
+    },
     /// A step's plugin (or plugin version) was never pushed.
     #[error("{file}: step `{step}` uses plugin `{plugin}`, which has not been pushed (or tagged)")]
     UnknownPlugin {
@@ -241,6 +251,49 @@ pub struct Step {
     pub retry: RetryPolicy,
 }
 
+/// How long finished instances are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// For this long after they finish, in ms.
+    For(u64),
+    /// Until an operator purges them.
+    Forever,
+}
+
+impl Retention {
+    /// `"forever"`, or a duration such as `"30d"`; `None` if neither.
+    pub fn parse(text: &str) -> Option<Retention> {
+        match text.trim() {
+            "forever" => Some(Retention::Forever),
+            text => humantime::parse_duration(text)
+                .ok()
+                .map(|duration| Retention::For(duration.as_millis() as u64)),
+        }
+    }
+
+    /// The latest finish time (ms since the epoch) of instances due to be
+    /// removed at `now_ms`, if any are.
+    pub fn finished_before(self, now_ms: u64) -> Option<u64> {
+        match self {
+            Retention::For(keep_ms) => now_ms.checked_sub(keep_ms),
+            Retention::Forever => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Retention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Retention::For(ms) => write!(
+                f,
+                "{}",
+                humantime::format_duration(std::time::Duration::from_millis(*ms))
+            ),
+            Retention::Forever => f.write_str("forever"),
+        }
+    }
+}
+
 /// A validated journey definition.
 #[derive(Debug, Clone)]
 pub struct Journey {
@@ -248,6 +301,8 @@ pub struct Journey {
     pub definition: Definition,
     /// The start step's name.
     pub start: String,
+    /// How long its finished instances are kept, when the journey says.
+    pub retention: Option<Retention>,
     steps: HashMap<String, Step>,
     terminal: HashSet<String>,
 }
@@ -548,9 +603,20 @@ impl Journey {
             });
         }
 
+        let retention = definition
+            .retention
+            .as_deref()
+            .map(|value| {
+                Retention::parse(value).ok_or_else(|| Error::InvalidRetention {
+                    file: file.clone(),
+                    value: value.to_owned(),
+                })
+            })
+            .transpose()?;
         Ok(Journey {
             definition,
             start,
+            retention,
             steps,
             terminal,
         })

@@ -8,7 +8,7 @@
 
 use super::{
     ChannelPreference, Engagement, EventRecord, HistoryEntry, Instance, InstanceId, InstanceStatus,
-    Interaction, OutboxMessage, Result,
+    Interaction, OutboxMessage, Purge, PurgedTally, Result,
 };
 
 /// One instance taking one history entry, and everything that goes with
@@ -287,4 +287,33 @@ pub trait Journal: Send + Sync {
     /// Forget a pending exit (its instance finished another way). Durable
     /// on return.
     fn forget_exit(&self, instance: InstanceId) -> Result<()>;
+
+    /// Finished instances of `journey` whose last change was before
+    /// `before_ms`, oldest first, with that time: what retention removes.
+    fn finished_before(
+        &self,
+        journey: &str,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(InstanceId, u64)>>;
+    /// Remove finished instances with everything kept for them (history,
+    /// messages and their deliveries, counted sends, index entries, and
+    /// the trigger event once no instance it started is left) and add each
+    /// one's counts to its journey's purged tallies, atomically. Durable on
+    /// return. An instance that is gone, unfinished, or changed since it
+    /// was read (an operator retried it) is left as it is. Returns how many
+    /// were removed.
+    fn purge(&self, purges: &[Purge]) -> Result<usize>;
+    /// The tallies purged instances of `journey` left behind.
+    fn purged_tallies(&self, journey: &str) -> Result<Vec<PurgedTally>>;
+    /// Remove events received before `before_ms` that no remaining
+    /// instance started, walking the events after `cursor` (an event id)
+    /// and looking at `limit` of them. Durable on return. Returns how many
+    /// were removed and where to go on from (`None`: the walk is done).
+    fn purge_events(
+        &self,
+        before_ms: u64,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(usize, Option<String>)>;
 }

@@ -20,8 +20,6 @@ mod outbox;
 pub mod sled;
 mod timers;
 
-use serde::Serialize;
-
 pub use self::catalog::{CanaryCounts, Catalog};
 pub use self::customers::{Customers, SendReservation};
 pub use self::journal::{
@@ -61,7 +59,7 @@ pub enum Error {
         key: String,
         /// Why it did not decode.
         #[source]
-        source: serde_json::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A record could not be encoded (a bug, not bad input).
     #[error("record could not be encoded")]
@@ -73,11 +71,6 @@ pub enum Error {
 
 /// Result of store operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Encode a record.
-pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(Error::Encode)
-}
 
 /// Everything the runtime keeps: a backend implements each trait, and is
 /// then a `Store`. Implementations are safe to share across threads.

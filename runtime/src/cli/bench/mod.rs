@@ -6,28 +6,29 @@
 //! Every step is committed durably (group commit, flushed) before it
 //! counts. Prints a readable summary, then one JSON line.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
 use serde_json::json;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::Semaphore;
 
 mod delivery;
 mod languages;
+mod load;
 mod restart;
+mod retention;
 mod support;
 mod waiting;
 
 use self::support::{
-    default_plugin_dir, peak_rss_mib, percentile, process_cpu_seconds, read_component,
+    default_plugin_dir, dir_size, peak_rss_mib, percentile, process_cpu_seconds, read_component,
 };
 use journey_runtime::clock::SystemClock;
-use journey_runtime::executor::{IncomingEvent, Runtime, Settings};
+use journey_runtime::executor::{Runtime, Settings};
 use journey_runtime::store::sled::{SledOptions, SledStore};
 use journey_runtime::store::{InstanceId, InstanceStatus, Journal, Outbox, Store};
 use journey_runtime::tooling::{skip_steps, with_custom_section};
@@ -105,6 +106,23 @@ pub struct BenchArgs {
     /// when delivering (default: 10 for `--scenario delivery`, else 0).
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub provider_fail_percent: Option<u8>,
+    /// Finished instances to purge for `--scenario retention`.
+    #[arg(long, default_value_t = 100_000)]
+    pub purge_instances: usize,
+    /// Enquiries sent per second while measuring `--scenario retention`.
+    #[arg(long, default_value_t = 1_000)]
+    pub rate: usize,
+    /// Seconds of each measured phase of `--scenario retention` (the purge
+    /// phase lasts until the purge is done).
+    #[arg(long, default_value_t = 20)]
+    pub phase_s: u64,
+    /// Retention of the journey in the growth phase of `--scenario
+    /// retention`, seconds.
+    #[arg(long, default_value_t = 20)]
+    pub retention_s: u64,
+    /// Seconds of the growth phase of `--scenario retention`.
+    #[arg(long, default_value_t = 90)]
+    pub growth_s: u64,
 }
 
 /// The enquiry journey with a first step `screen` whose plugin fails the
@@ -150,6 +168,10 @@ pub enum Scenario {
     /// Enquiry journeys with every message delivered to a local provider
     /// that fails `--provider-fail-percent` (10) of requests.
     Delivery,
+    /// Purging `--purge-instances` finished instances beside enquiries at
+    /// `--rate`: their p99 against the same load without a purge; then the
+    /// store's size under retention of `--retention-s`.
+    Retention,
     /// The trivial step in Rust, Python and JavaScript: per-step overhead,
     /// component size, compile and cached-load times, memory of ten loaded
     /// interpreter plugins.
@@ -160,15 +182,6 @@ pub enum Scenario {
 const SWAPPED_PLUGIN: &str = "classify";
 
 const ENQUIRY_PLUGINS: [&str; 4] = ["acknowledge", "classify", "handover", "resolve"];
-
-const SAMPLE_ENQUIRIES: [&str; 6] = [
-    "I was charged twice for my order, please refund the duplicate payment",
-    "My package has not arrived and the tracking has not moved in a week",
-    "How do I reset my password? The reset email never comes",
-    "This is unacceptable, the product broke after one day and I want my money back now",
-    "Can I change the delivery address for my order before it ships?",
-    "The app crashes every time I open my invoices, please fix this",
-];
 
 /// Mean recorded duration of each step over the given instances, in
 /// journey order.
@@ -213,20 +226,13 @@ fn step_overhead_us(runtime: &Runtime, noop: &[u8], rounds: usize) -> anyhow::Re
     Ok(percentile(&samples, 50.0))
 }
 
-/// Matches finished instances to the tasks waiting for them, whichever
-/// comes first.
-#[derive(Default)]
-struct Waiters {
-    waiting: HashMap<InstanceId, oneshot::Sender<(Instant, InstanceStatus)>>,
-    early: HashMap<InstanceId, (Instant, InstanceStatus)>,
-}
-
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     match args.scenario {
         Scenario::Restart => return restart::restart(&args).await,
         Scenario::Timers => return waiting::timers(&args).await,
         Scenario::Resume => return waiting::resume(&args).await,
         Scenario::Languages => return languages::languages(&args),
+        Scenario::Retention => return retention::retention(&args).await,
         Scenario::Enquiry | Scenario::Delivery => {}
     }
     let deliver = args.deliver || args.scenario == Scenario::Delivery;
@@ -292,18 +298,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let file = args.journey.display().to_string();
     let (version, journey) = runtime.deploy_journey(&file, &journey_source)?;
     let steps_per_journey = journey.steps().count();
-    for customer in 0..1000 {
-        runtime.put_customer(
-            &format!("c-{customer}"),
-            &json!({
-                "name": format!("Customer {customer}"),
-                "email": format!("c{customer}@example.com"),
-                "sms": format!("+4470000{customer:05}"),
-                "preferred_channel": if customer % 3 == 0 { "sms" } else { "email" },
-                "tier": if customer % 10 == 0 { "gold" } else { "standard" },
-            }),
-        )?;
-    }
+    load::seed_customers(&runtime)?;
 
     let provider = if deliver {
         Some(delivery::switch_on(&runtime, &dir, temporary.path(), provider_fail_percent).await?)
@@ -324,23 +319,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         "  step overhead (fresh store + instantiate + call, trivial plugin): median {overhead:.1} µs"
     );
 
-    let waiters = Arc::new(Mutex::new(Waiters::default()));
-    let mut finished = runtime.subscribe();
-    let dispatcher_waiters = waiters.clone();
-    let dispatcher = tokio::spawn(async move {
-        while let Ok(done) = finished.recv().await {
-            let at = Instant::now();
-            let mut waiters = dispatcher_waiters.lock().expect("waiters lock");
-            match waiters.waiting.remove(&done.id) {
-                Some(waiter) => {
-                    let _ = waiter.send((at, done.status));
-                }
-                None => {
-                    waiters.early.insert(done.id, (at, done.status));
-                }
-            }
-        }
-    });
+    let finishes = load::Finishes::start(&runtime);
 
     let counters = |runtime: &Runtime| {
         let commits = runtime.committer().stats();
@@ -356,6 +335,8 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let before = counters(&runtime);
     let cpu_before = process_cpu_seconds();
     let in_flight = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    // The store before the first event: plugins, the journey, customers.
+    let store_before = dir_size(data);
     let started = Instant::now();
     // The swapper starts with the second half of the journeys.
     let swap_from = args.swap_every.map(|_| args.journeys / 2);
@@ -378,40 +359,10 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         }
         let permit = in_flight.clone().acquire_owned().await?;
         let runtime = runtime.clone();
-        let waiters = waiters.clone();
+        let finishes = finishes.clone();
         tasks.spawn(async move {
             let _permit = permit;
-            let event = IncomingEvent {
-                id: format!("bench-{n}"),
-                kind: "enquiry.received".into(),
-                customer: format!("c-{}", n % 1000),
-                data: serde_json::value::to_raw_value(&json!({
-                    "enquiry_id": format!("q-{n}"),
-                    "channel": if n % 3 == 0 { "sms" } else { "email" },
-                    "text": SAMPLE_ENQUIRIES[n % SAMPLE_ENQUIRIES.len()],
-                }))
-                .expect("a JSON literal serializes"),
-            };
-            let accepted = Instant::now();
-            let receipt = runtime.ingest(event).await?;
-            let id = *receipt
-                .instances
-                .first()
-                .context("the event started no instance")?;
-            let (tx, rx) = oneshot::channel();
-            {
-                let mut waiters = waiters.lock().expect("waiters lock");
-                match waiters.early.remove(&id) {
-                    Some(done) => {
-                        let _ = tx.send(done);
-                    }
-                    None => {
-                        waiters.waiting.insert(id, tx);
-                    }
-                }
-            }
-            let (at, status) = rx.await.context("the runtime stopped")?;
-            anyhow::Ok((id, accepted, at.duration_since(accepted), status))
+            load::run_enquiry(&runtime, &finishes, "bench", n).await
         });
         if (n + 1) % progress_every == 0 {
             eprintln!(
@@ -446,7 +397,6 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         Some(swapper) => Some(swapper.await??),
         None => None,
     };
-    dispatcher.abort();
     let cpu = process_cpu_seconds() - cpu_before;
     let after = counters(&runtime);
     let [groups, writes, commit_nanos, steps_run, sandbox_nanos]: [u64; 5] =
@@ -493,6 +443,12 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             .join(", ")
     );
     println!("  outbox: {outbox} messages; failed journeys: {failed}; peak RSS {rss:.0} MiB");
+    let store_bytes = dir_size(data);
+    let bytes_per_journey = store_bytes.saturating_sub(store_before) / args.journeys.max(1) as u64;
+    println!(
+        "  store on disk: {:.0} MiB, {bytes_per_journey} bytes per finished journey",
+        store_bytes as f64 / (1024.0 * 1024.0)
+    );
     let retries = match args.fail_first_percent {
         Some(percent) => {
             let mut retries = 0;
@@ -548,6 +504,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             "step_overhead_us": (overhead * 10.0).round() / 10.0,
             "commits_per_group": (steps_per_group * 10.0).round() / 10.0,
             "peak_rss_mib": rss.round(),
+            "store_bytes_per_journey": bytes_per_journey,
     });
     if let Some(delivered) = delivered {
         figures["scenario"] = json!("delivery");

@@ -215,8 +215,12 @@ pub async fn timers(args: &BenchArgs) -> anyhow::Result<()> {
         }
     }
     let seed_s = seeding.elapsed().as_secs_f64();
-    let store_mib = dir_size(&data) as f64 / (1024.0 * 1024.0);
-    println!("  seeded in {seed_s:.1} s; store {store_mib:.0} MiB");
+    let store_bytes = dir_size(&data);
+    let store_mib = store_bytes as f64 / (1024.0 * 1024.0);
+    let bytes_per_sleeper = store_bytes / count.max(1) as u64;
+    println!(
+        "  seeded in {seed_s:.1} s; store {store_mib:.0} MiB on disk, {bytes_per_sleeper} bytes per sleeping instance"
+    );
 
     // 2. Restart: journeyd serve on that store, its clock just before the
     //    first timer.
@@ -304,6 +308,7 @@ pub async fn timers(args: &BenchArgs) -> anyhow::Result<()> {
             "due_per_s": rate,
             "seed_s": round2(seed_s),
             "store_mib": store_mib.round(),
+            "store_bytes_per_sleeping_instance": bytes_per_sleeper,
             "restart_s": round2(restart_s),
             "idle_rss_mib": idle_rss.round(),
             "peak_rss_mib": peak_rss.round(),

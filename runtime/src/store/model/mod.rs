@@ -5,10 +5,12 @@
 //! how they lay them out is theirs.
 //!
 //! Files: `catalog.rs`, `instance.rs` (with the state machine),
-//! `history.rs` and `customer.rs`.
+//! `history.rs`, `customer.rs` and `funnel.rs` (the counts purged instances
+//! leave behind).
 
 mod catalog;
 mod customer;
+mod funnel;
 mod history;
 mod instance;
 
@@ -16,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::catalog::*;
 pub use self::customer::*;
+pub use self::funnel::*;
 pub use self::history::*;
 pub use self::instance::*;
 

@@ -1,9 +1,9 @@
 //! Plugins, tags, journeys, migrations, run counts and settings on sled.
 
-use super::{SledStore, decode, keys};
+use super::{SledStore, keys};
 use crate::store::{
     CanaryCounts, Catalog, IntegrationRecord, JourneyRecord, MigrationRecord, PluginRecord, Result,
-    TagRecord, TokenRecord, VersionStats, encode,
+    TagRecord, TokenRecord, VersionStats,
 };
 
 impl SledStore {
@@ -45,7 +45,7 @@ impl Catalog for SledStore {
     ) -> Result<PluginRecord> {
         let _numbering = self.numbering();
         let latest = match self.latest_version(&keys::plugin_versions(name))? {
-            Some((key, value)) => Some(decode::<PluginRecord>(&key, &value)?),
+            Some((key, value)) => Some(self.codec.decode::<PluginRecord>(&key, &value)?),
             None => None,
         };
         if let Some(latest) = &latest
@@ -64,7 +64,10 @@ impl Catalog for SledStore {
         self.blobs.insert(keys::blob(digest), bytes)?;
         self.blobs.flush()?;
         let mut batch = sled::Batch::default();
-        batch.insert(keys::plugin(name, record.version), encode(&record)?);
+        batch.insert(
+            keys::plugin(name, record.version),
+            self.codec.encode(&record)?,
+        );
         self.change_catalog(batch)?;
         Ok(record)
     }
@@ -82,7 +85,7 @@ impl Catalog for SledStore {
 
     fn put_tag(&self, record: &TagRecord) -> Result<()> {
         let mut batch = sled::Batch::default();
-        let encoded = encode(record)?;
+        let encoded = self.codec.encode(record)?;
         batch.insert(keys::tag(&record.plugin, &record.tag), &*encoded);
         batch.insert(
             keys::tag_change(&record.plugin, self.db.generate_id()?),
@@ -139,7 +142,7 @@ impl Catalog for SledStore {
                     ..VersionStats::default()
                 });
             total.add(version);
-            batch.insert(key, encode(&total)?);
+            batch.insert(key, self.codec.encode(&total)?);
         }
         self.db.apply_batch(batch)?;
         self.db.flush()?;
@@ -153,7 +156,7 @@ impl Catalog for SledStore {
     fn put_journey(&self, name: &str, source: &str, at_ms: u64) -> Result<JourneyRecord> {
         let _numbering = self.numbering();
         let version = match self.latest_version(&keys::journey_versions(name))? {
-            Some((key, value)) => decode::<JourneyRecord>(&key, &value)?.version + 1,
+            Some((key, value)) => self.codec.decode::<JourneyRecord>(&key, &value)?.version + 1,
             None => 1,
         };
         let record = JourneyRecord {
@@ -163,7 +166,7 @@ impl Catalog for SledStore {
             deployed_at_ms: at_ms,
         };
         let mut batch = sled::Batch::default();
-        batch.insert(keys::journey(name, version), encode(&record)?);
+        batch.insert(keys::journey(name, version), self.codec.encode(&record)?);
         self.change_catalog(batch)?;
         Ok(record)
     }
@@ -176,7 +179,7 @@ impl Catalog for SledStore {
         let mut batch = sled::Batch::default();
         batch.insert(
             keys::migration(&record.journey, record.from_version),
-            encode(record)?,
+            self.codec.encode(record)?,
         );
         self.change_catalog(batch)
     }
@@ -195,7 +198,10 @@ impl Catalog for SledStore {
 
     fn put_integration(&self, record: &IntegrationRecord) -> Result<()> {
         let mut batch = sled::Batch::default();
-        batch.insert(keys::integration(&record.channel), encode(record)?);
+        batch.insert(
+            keys::integration(&record.channel),
+            self.codec.encode(record)?,
+        );
         self.change_catalog(batch)
     }
 
@@ -205,7 +211,7 @@ impl Catalog for SledStore {
 
     fn put_token(&self, record: &TokenRecord) -> Result<()> {
         let mut batch = sled::Batch::default();
-        batch.insert(keys::token(&record.name), encode(record)?);
+        batch.insert(keys::token(&record.name), self.codec.encode(record)?);
         self.change_catalog(batch)
     }
 
@@ -226,7 +232,7 @@ impl Catalog for SledStore {
 
     fn put_meta(&self, name: &str, value: &serde_json::Value) -> Result<()> {
         let mut batch = sled::Batch::default();
-        batch.insert(keys::meta(name), encode(value)?);
+        batch.insert(keys::meta(name), self.codec.encode(value)?);
         self.change_catalog(batch)
     }
 

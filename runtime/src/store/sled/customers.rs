@@ -7,10 +7,10 @@ use std::collections::HashMap;
 
 use serde_json::value::RawValue;
 
-use super::{SledStore, decode, keys};
+use super::{SledStore, keys};
 use crate::store::{
     CustomerView, Customers, Engagement, Error, Interaction, Result, SendReservation,
-    VIEW_ENGAGEMENT, VIEW_INTERACTIONS, encode,
+    VIEW_ENGAGEMENT, VIEW_INTERACTIONS,
 };
 
 /// Sends reserved against frequency caps and not yet released, by
@@ -95,7 +95,7 @@ impl SledStore {
         for item in self.db.scan_prefix(prefix).rev().take(limit) {
             let (key, bytes) = item?;
             newest = newest.max(keys::seq_of(&key).unwrap_or(0));
-            records.push(decode::<T>(&key, &bytes)?);
+            records.push(self.codec.decode::<T>(&key, &bytes)?);
         }
         records.reverse();
         Ok((records, newest))
@@ -126,7 +126,8 @@ impl SledStore {
 
 impl Customers for SledStore {
     fn put_customer(&self, id: &str, profile: &serde_json::Value) -> Result<()> {
-        self.db.insert(keys::customer(id), encode(profile)?)?;
+        self.db
+            .insert(keys::customer(id), self.codec.encode(profile)?)?;
         self.db.flush()?;
         // Dropped, not patched: concurrent upserts could patch in the
         // wrong order, while the next read always sees the stored profile.
@@ -240,7 +241,7 @@ mod tests {
             .db
             .insert(
                 keys::interaction("c-1", seq),
-                encode(&interaction).expect("encode"),
+                store.codec.encode(&interaction).expect("encode"),
             )
             .expect("insert");
         assert_eq!(

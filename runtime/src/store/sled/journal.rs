@@ -13,13 +13,15 @@
 //! are folded onto the record when it is read.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::{SledStore, decode, keys};
+use super::codec::Codec;
+use super::{SledStore, keys};
 use crate::store::{
-    Applied, Commit, Error, EventCommit, EventRecord, HistoryEntry, Instance, InstanceCommit,
-    InstanceFilter, InstanceId, InstanceStatus, Interaction, Journal, RefusedStart, Result, Timers,
-    encode,
+    Applied, Commit, Delivery, Error, EventCommit, EventRecord, FunnelTally, HistoryEntry,
+    Instance, InstanceCommit, InstanceFilter, InstanceId, InstanceStatus, Interaction, Journal,
+    OutboxMessage, Purge, PurgedTally, RefusedStart, Result, Timers, day_of,
 };
 
 /// An instance change with its records encoded.
@@ -33,18 +35,22 @@ struct EncodedChange<'a> {
 }
 
 impl<'a> EncodedChange<'a> {
-    fn new(change: &'a InstanceCommit) -> Result<Self> {
+    fn new(codec: &Arc<Codec>, change: &'a InstanceCommit) -> Result<Self> {
         Ok(EncodedChange {
             record: match change.only_moves_along() {
                 true => None,
-                false => Some(encode(&change.instance)?),
+                false => Some(codec.encode(&change.instance)?),
             },
-            entry: encode(&change.entry)?,
-            messages: change.messages.iter().map(encode).collect::<Result<_>>()?,
+            entry: codec.encode(&change.entry)?,
+            messages: change
+                .messages
+                .iter()
+                .map(|record| codec.encode(record))
+                .collect::<Result<_>>()?,
             interactions: change
                 .interactions
                 .iter()
-                .map(encode)
+                .map(|record| codec.encode(record))
                 .collect::<Result<_>>()?,
             change,
         })
@@ -64,21 +70,33 @@ struct EncodedEvent<'a> {
 }
 
 impl<'a> EncodedEvent<'a> {
-    fn new(commit: &'a EventCommit) -> Result<Self> {
+    fn new(codec: &Arc<Codec>, commit: &'a EventCommit) -> Result<Self> {
         let changes = |changes: &'a [InstanceCommit]| {
             changes
                 .iter()
-                .map(EncodedChange::new)
+                .map(|change| EncodedChange::new(codec, change))
                 .collect::<Result<Vec<_>>>()
         };
         Ok(EncodedEvent {
-            event: encode(&commit.event)?,
-            started: commit.started.iter().map(encode).collect::<Result<_>>()?,
-            interaction: encode(&commit.interaction)?,
+            event: codec.encode(&commit.event)?,
+            started: commit
+                .started
+                .iter()
+                .map(|record| codec.encode(record))
+                .collect::<Result<_>>()?,
+            interaction: codec.encode(&commit.interaction)?,
             exits: changes(&commit.exits)?,
             wakes: changes(&commit.wakes)?,
-            preference: commit.preference.as_ref().map(encode).transpose()?,
-            engagement: commit.engagement.as_ref().map(encode).transpose()?,
+            preference: commit
+                .preference
+                .as_ref()
+                .map(|record| codec.encode(record))
+                .transpose()?,
+            engagement: commit
+                .engagement
+                .as_ref()
+                .map(|record| codec.encode(record))
+                .transpose()?,
             commit,
         })
     }
@@ -155,7 +173,7 @@ impl SledStore {
             // Rare: the record lists only the instances that started.
             let mut record = event.clone();
             record.started.retain(|id| !is_refused(*id));
-            batch.insert(keys::event(&event.id), encode(&record)?);
+            batch.insert(keys::event(&event.id), self.codec.encode(&record)?);
         }
         for (instance, record) in commit.started.iter().zip(&encoded.started) {
             if is_refused(instance.id) {
@@ -245,6 +263,15 @@ impl SledStore {
                 InstanceStatus::Exited | InstanceStatus::Cancelled
             ) {
                 batch.remove(keys::pending_exit(instance.id));
+            }
+            if instance.status.is_finished() {
+                // What retention walks. An entry left behind when an
+                // operator brings a failed instance back is dropped by
+                // the purge that finds it.
+                batch.insert(
+                    keys::finished(&instance.journey, instance.updated_at_ms, instance.id),
+                    &[],
+                );
             }
             if instance.indexed_by_customer {
                 // Indexed while unfinished, including an instance an
@@ -338,7 +365,7 @@ impl SledStore {
             })
         {
             let (key, bytes) = item?;
-            let step = match decode::<HistoryEntry>(&key, &bytes)? {
+            let step = match self.codec.decode::<HistoryEntry>(&key, &bytes)? {
                 HistoryEntry::StepRan(step) => step,
                 HistoryEntry::Split { target, at_ms, .. } => {
                     instance.follow_split(&target, true, at_ms);
@@ -354,7 +381,10 @@ impl SledStore {
             if !step.state.is_empty() {
                 let state = match &mut state {
                     Some(state) => state,
-                    None => state.insert(decode(&record_key, instance.state.get().as_bytes())?),
+                    None => state.insert(
+                        self.codec
+                            .decode(&record_key, instance.state.get().as_bytes())?,
+                    ),
                 };
                 step.state.apply_to(state);
             }
@@ -377,8 +407,10 @@ impl Journal for SledStore {
         let encoded: Vec<Encoded> = commits
             .iter()
             .map(|commit| match commit {
-                Commit::Event(event) => EncodedEvent::new(event).map(Encoded::Event),
-                Commit::Instance(change) => EncodedChange::new(change).map(Encoded::Instance),
+                Commit::Event(event) => EncodedEvent::new(&self.codec, event).map(Encoded::Event),
+                Commit::Instance(change) => {
+                    EncodedChange::new(&self.codec, change).map(Encoded::Instance)
+                }
             })
             .collect::<Result<_>>()?;
         let mut batch = sled::Batch::default();
@@ -552,6 +584,226 @@ impl Journal for SledStore {
         self.db.remove(keys::pending_exit(instance))?;
         self.db.flush()?;
         Ok(())
+    }
+
+    fn finished_before(
+        &self,
+        journey: &str,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(InstanceId, u64)>> {
+        let (prefix, end) = keys::finished_before(journey, before_ms);
+        self.db
+            .range(prefix.clone()..end)
+            .keys()
+            .take(limit)
+            .map(|key| Ok(keys::finished_of(&prefix, &key?).map(|(at, id)| (id, at))))
+            .filter_map(Result::transpose)
+            .collect()
+    }
+
+    fn purge(&self, purges: &[Purge]) -> Result<usize> {
+        // What to remove, read outside the gates.
+        let mut planned = Vec::with_capacity(purges.len());
+        let mut removed = HashSet::new();
+        for purge in purges {
+            let Some(instance) = self.get::<Instance>(&keys::instance(purge.instance))? else {
+                continue;
+            };
+            let stale = keys::finished(&instance.journey, purge.finished_at_ms, instance.id);
+            if !instance.status.is_finished()
+                || instance.updated_at_ms != purge.finished_at_ms
+                || removed.contains(&instance.id)
+            {
+                planned.push((purge, instance, vec![stale], false));
+                continue;
+            }
+            let mut keys = self.purge_keys(&instance, &removed)?;
+            keys.push(stale);
+            removed.insert(instance.id);
+            planned.push((purge, instance, keys, true));
+        }
+        let mut batch = sled::Batch::default();
+        let mut tallies: HashMap<Vec<u8>, FunnelTally> = HashMap::new();
+        let mut count = 0;
+        {
+            // Under both gates: no commit and no delivery mark lands
+            // between the check that the instance is as read and the
+            // removal.
+            let _outbox = self.outbox_lock();
+            let _applying = self
+                .applying
+                .write()
+                .expect("the commit gate is never poisoned");
+            for (purge, read, keys, remove) in &planned {
+                if *remove {
+                    let now = self.get::<Instance>(&keys::instance(read.id))?;
+                    if !now.is_some_and(|now| {
+                        now.status.is_finished() && now.updated_at_ms == read.updated_at_ms
+                    }) {
+                        continue;
+                    }
+                }
+                for key in keys {
+                    batch.remove(key.as_slice());
+                }
+                if !*remove {
+                    continue;
+                }
+                count += 1;
+                let key = keys::tally(
+                    &read.journey,
+                    read.journey_version,
+                    day_of(read.created_at_ms),
+                );
+                let tally = match tallies.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(entry) => {
+                        let stored = self.get::<FunnelTally>(entry.key())?.unwrap_or_default();
+                        entry.insert(stored)
+                    }
+                };
+                tally.add(&purge.tally);
+            }
+            for (key, tally) in &tallies {
+                batch.insert(key.as_slice(), self.codec.encode(tally)?);
+            }
+            self.db.apply_batch(batch)?;
+        }
+        self.db.flush()?;
+        Ok(count)
+    }
+
+    fn purged_tallies(&self, journey: &str) -> Result<Vec<PurgedTally>> {
+        let prefix = keys::tallies_of(journey);
+        let mut tallies = Vec::new();
+        for item in self.db.scan_prefix(&prefix) {
+            let (key, bytes) = item?;
+            let Some((version, day_ms)) = keys::tally_of(&prefix, &key) else {
+                continue;
+            };
+            tallies.push(PurgedTally {
+                version,
+                day_ms,
+                tally: self.codec.decode(&key, &bytes)?,
+            });
+        }
+        Ok(tallies)
+    }
+
+    fn purge_events(
+        &self,
+        before_ms: u64,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(usize, Option<String>)> {
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        let mut last = None;
+        let mut looked = 0;
+        let applying = self
+            .applying
+            .write()
+            .expect("the commit gate is never poisoned");
+        for item in self.db.range(keys::event_after(cursor)..) {
+            let (key, bytes) = item?;
+            let Some(id) = keys::event_id_of(&key) else {
+                break;
+            };
+            looked += 1;
+            last = Some(id.to_owned());
+            let event: EventRecord = self.codec.decode(&key, &bytes)?;
+            let mut left = false;
+            for started in &event.started {
+                if self.db.contains_key(keys::instance(*started))? {
+                    left = true;
+                    break;
+                }
+            }
+            if event.received_at_ms < before_ms && !left {
+                batch.remove(key);
+                removed += 1;
+            }
+            if looked >= limit {
+                break;
+            }
+        }
+        if removed > 0 {
+            self.db.apply_batch(batch)?;
+            drop(applying);
+            self.db.flush()?;
+        }
+        Ok((removed, if looked >= limit { last } else { None }))
+    }
+}
+
+impl SledStore {
+    /// The keys of everything kept for finished `instance` (see
+    /// [`Journal::purge`]); `removed` are the instances removed with it.
+    /// Read outside the commit gate: nothing adds to a finished instance
+    /// but deliveries (guarded by the outbox lock) and operators, whose
+    /// change [`Journal::purge`] notices.
+    fn purge_keys(
+        &self,
+        instance: &Instance,
+        removed: &HashSet<InstanceId>,
+    ) -> Result<Vec<Vec<u8>>> {
+        let id = instance.id;
+        let mut keys = vec![
+            keys::instance(id),
+            keys::running(id),
+            keys::pending_exit(id),
+            keys::correlation(&instance.journey, &instance.correlation, id),
+            keys::active(&instance.journey, &instance.customer_id, id),
+        ];
+        for key in self.db.scan_prefix(keys::history_of(id)).keys() {
+            keys.push(key?.to_vec());
+        }
+        for item in self.db.scan_prefix(keys::outbox_of(id)) {
+            let (slot, bytes) = item?;
+            match self.get::<Delivery>(&keys::delivery(&slot))? {
+                Some(delivery) => {
+                    if let Some(due) = delivery.due_ms {
+                        keys.push(keys::outbox_due(due, &slot));
+                    }
+                    if let (Some(integration), Some(provider_id)) =
+                        (&delivery.integration, &delivery.provider_id)
+                    {
+                        keys.push(keys::provider_id(integration, provider_id));
+                    }
+                    keys.push(keys::delivery(&slot));
+                }
+                None => {
+                    let message: OutboxMessage = self.codec.decode(&slot, &bytes)?;
+                    keys.push(keys::outbox_due(message.queued_at_ms, &slot));
+                }
+            }
+            keys.push(slot.to_vec());
+        }
+        for key in self
+            .db
+            .scan_prefix(keys::sent_of(&instance.customer_id))
+            .keys()
+        {
+            let key = key?;
+            if keys::sent_by_of(&key) == Some(id) {
+                keys.push(key.to_vec());
+            }
+        }
+        let event_key = keys::event(&instance.trigger_event_id);
+        if let Some(event) = self.get::<EventRecord>(&event_key)? {
+            let mut left = false;
+            for other in event.started.iter().filter(|other| **other != id) {
+                if !removed.contains(other) && self.db.contains_key(keys::instance(*other))? {
+                    left = true;
+                    break;
+                }
+            }
+            if !left {
+                keys.push(event_key);
+            }
+        }
+        Ok(keys)
     }
 }
 

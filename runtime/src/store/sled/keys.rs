@@ -75,6 +75,13 @@ const INTEGRATION: u8 = b'i';
 const TOKEN: u8 = b't';
 /// Provider message id (per integration) → outbox key of the message.
 const PROVIDER_ID: u8 = b'p';
+/// Compression dictionaries of the record codec: `d id:u32`.
+const DICTIONARY: u8 = b'd';
+/// Finished instances by when they finished, per journey (what retention
+/// removes): `L journey 0 finished-ms:u64 instance:u64`.
+const FINISHED: u8 = b'L';
+/// Funnel counts of purged instances: `g journey 0 version:u32 day-ms:u64`.
+const TALLY: u8 = b'g';
 
 fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     let len = 1 + parts.iter().map(|part| part.len()).sum::<usize>();
@@ -407,6 +414,22 @@ pub fn meta(name: &str) -> Vec<u8> {
     key(META, &[name.as_bytes()])
 }
 
+/// The key of compression dictionary `id`.
+pub fn dictionary(id: u32) -> Vec<u8> {
+    key(DICTIONARY, &[&id.to_be_bytes()])
+}
+
+/// The prefix of every compression dictionary.
+pub fn dictionaries() -> Vec<u8> {
+    vec![DICTIONARY]
+}
+
+/// The dictionary id in a dictionary key.
+pub fn dictionary_of(key: &[u8]) -> Option<u32> {
+    let bytes: [u8; 4] = key.strip_prefix(&[DICTIONARY])?.try_into().ok()?;
+    Some(u32::from_be_bytes(bytes))
+}
+
 /// The key of an unfinished instance of `journey` about `customer`.
 pub fn active(journey: &str, customer: &str, instance: InstanceId) -> Vec<u8> {
     key(
@@ -504,6 +527,93 @@ pub fn sent_at_of(prefix: &[u8], key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(rest.get(..8)?.try_into().ok()?))
 }
 
+/// The messages counted against any of `customer`'s caps.
+pub fn sent_of(customer: &str) -> Vec<u8> {
+    key(SENT, &[customer.as_bytes(), &[0]])
+}
+
+/// The instance a counted message was sent by, from its key (the key ends
+/// `instance:u64 seq:u32 index:u32`).
+pub fn sent_by_of(key: &[u8]) -> Option<InstanceId> {
+    let end = key.len().checked_sub(8)?;
+    let bytes: [u8; 8] = key.get(end.checked_sub(8)?..end)?.try_into().ok()?;
+    Some(InstanceId(u64::from_be_bytes(bytes)))
+}
+
+/// The key of an instance of `journey` that finished at `finished_ms`.
+pub fn finished(journey: &str, finished_ms: u64, instance: InstanceId) -> Vec<u8> {
+    key(
+        FINISHED,
+        &[
+            journey.as_bytes(),
+            &[0],
+            &finished_ms.to_be_bytes(),
+            &instance.0.to_be_bytes(),
+        ],
+    )
+}
+
+/// The prefix of `journey`'s finished instances, and the first key of
+/// those that finished at or after `before_ms` (the end of a scan).
+pub fn finished_before(journey: &str, before_ms: u64) -> (Vec<u8>, Vec<u8>) {
+    let prefix = key(FINISHED, &[journey.as_bytes(), &[0]]);
+    let mut end = prefix.clone();
+    end.extend_from_slice(&before_ms.to_be_bytes());
+    (prefix, end)
+}
+
+/// When an instance finished and its id, from its key under `prefix`.
+pub fn finished_of(prefix: &[u8], key: &[u8]) -> Option<(u64, InstanceId)> {
+    let rest = key.strip_prefix(prefix)?;
+    let at: [u8; 8] = rest.get(..8)?.try_into().ok()?;
+    let id: [u8; 8] = rest.get(8..16)?.try_into().ok()?;
+    Some((u64::from_be_bytes(at), InstanceId(u64::from_be_bytes(id))))
+}
+
+/// The key of the tally of `journey`'s purged instances of `version` that
+/// started on the day beginning at `day_ms`.
+pub fn tally(journey: &str, version: u32, day_ms: u64) -> Vec<u8> {
+    key(
+        TALLY,
+        &[
+            journey.as_bytes(),
+            &[0],
+            &version.to_be_bytes(),
+            &day_ms.to_be_bytes(),
+        ],
+    )
+}
+
+/// The prefix of `journey`'s tallies.
+pub fn tallies_of(journey: &str) -> Vec<u8> {
+    key(TALLY, &[journey.as_bytes(), &[0]])
+}
+
+/// The version and day of a tally, from its key under `prefix`.
+pub fn tally_of(prefix: &[u8], key: &[u8]) -> Option<(u32, u64)> {
+    let rest = key.strip_prefix(prefix)?;
+    let version: [u8; 4] = rest.get(..4)?.try_into().ok()?;
+    let day: [u8; 8] = rest.get(4..12)?.try_into().ok()?;
+    Some((u32::from_be_bytes(version), u64::from_be_bytes(day)))
+}
+
+/// The first event key after `id` (a cursor for walking events).
+pub fn event_after(id: Option<&str>) -> Vec<u8> {
+    match id {
+        Some(id) => {
+            let mut key = event(id);
+            key.push(0);
+            key
+        }
+        None => vec![EVENT],
+    }
+}
+
+/// The event id in an event key.
+pub fn event_id_of(key: &[u8]) -> Option<&str> {
+    std::str::from_utf8(key.strip_prefix(&[EVENT])?).ok()
+}
+
 /// Prints a key readably for error messages: prefix, then printable bytes
 /// as text and the rest as hex.
 pub fn display(key: &[u8]) -> String {
@@ -521,6 +631,27 @@ pub fn display(key: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finished_keys_sort_by_time_within_a_journey_and_round_trip() {
+        let (prefix, end) = finished_before("enquiry", 2_000);
+        let early = finished("enquiry", 1_000, InstanceId(9));
+        let late = finished("enquiry", 2_000, InstanceId(1));
+        assert!(early < end && end <= late);
+        assert!(
+            early.starts_with(&prefix)
+                && !finished("enquiry2", 1, InstanceId(1)).starts_with(&prefix)
+        );
+        assert_eq!(finished_of(&prefix, &early), Some((1_000, InstanceId(9))));
+        let prefix = tallies_of("enquiry");
+        assert_eq!(
+            tally_of(&prefix, &tally("enquiry", 3, 86_400_000)),
+            Some((3, 86_400_000))
+        );
+        let counted = sent("c-1", "sms", 5, InstanceId(42), 3, 0);
+        assert!(counted.starts_with(&sent_of("c-1")));
+        assert_eq!(sent_by_of(&counted), Some(InstanceId(42)));
+    }
 
     #[test]
     fn sent_keys_sort_by_time_within_a_customer_and_channel() {

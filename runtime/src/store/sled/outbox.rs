@@ -6,10 +6,10 @@
 
 use std::time::Duration;
 
-use super::{SledStore, decode, keys};
+use super::{SledStore, keys};
 use crate::store::{
     AttemptOutcome, ClaimedMessage, Delivery, DeliveryAttempt, DeliveryStatus, InstanceId, Mark,
-    Marked, MessageRef, Outbox, OutboxMessage, Result, StatusReport, encode,
+    Marked, MessageRef, Outbox, OutboxMessage, Result, StatusReport,
 };
 
 impl SledStore {
@@ -32,7 +32,7 @@ impl SledStore {
         };
         for item in self.db.scan_prefix(keys::outbox_of(instance)) {
             let (key, bytes) = item?;
-            if decode::<OutboxMessage>(&key, &bytes)?.id == id {
+            if self.codec.decode::<OutboxMessage>(&key, &bytes)?.id == id {
                 return Ok(Some(key.to_vec()));
             }
         }
@@ -53,7 +53,7 @@ impl SledStore {
         }
     }
 
-    fn outbox_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+    pub(super) fn outbox_lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.outbox_lock
             .lock()
             .expect("the outbox lock is never poisoned")
@@ -62,6 +62,7 @@ impl SledStore {
     /// Write `next` over `previous` as the delivery at `slot`, moving its
     /// due index entry, into `batch`.
     fn put_delivery(
+        &self,
         batch: &mut sled::Batch,
         slot: &[u8],
         previous: &Delivery,
@@ -73,7 +74,7 @@ impl SledStore {
         if let Some(due) = next.due_ms {
             batch.insert(keys::outbox_due(due, slot), &[]);
         }
-        batch.insert(keys::delivery(slot), encode(next)?);
+        batch.insert(keys::delivery(slot), self.codec.encode(next)?);
         Ok(())
     }
 }
@@ -86,7 +87,7 @@ impl Outbox for SledStore {
             .take(limit)
             .map(|item| {
                 let (key, bytes) = item?;
-                decode(&key, &bytes)
+                self.codec.decode(&key, &bytes)
             })
             .collect()
     }
@@ -119,7 +120,7 @@ impl Outbox for SledStore {
             // from it): a claim is only ever compared with the one stored.
             let claim = rand::random::<u64>();
             let next = delivery.claimed(claim, now_ms, lease_until);
-            Self::put_delivery(&mut batch, &slot, &delivery, &next)?;
+            self.put_delivery(&mut batch, &slot, &delivery, &next)?;
             claimed.push(ClaimedMessage {
                 message,
                 delivery: next,
@@ -185,7 +186,7 @@ impl Outbox for SledStore {
                     continue;
                 }
                 let next = delivery.after(&mark.attempt);
-                Self::put_delivery(&mut batch, &slot, &delivery, &next)?;
+                self.put_delivery(&mut batch, &slot, &delivery, &next)?;
                 if let AttemptOutcome::Accepted {
                     provider_id: Some(provider_id),
                 } = &mark.attempt.outcome
@@ -226,7 +227,7 @@ impl Outbox for SledStore {
                 return Ok(Some((message, delivery, false)));
             };
             let mut batch = sled::Batch::default();
-            Self::put_delivery(&mut batch, &slot, &delivery, &next)?;
+            self.put_delivery(&mut batch, &slot, &delivery, &next)?;
             self.db.apply_batch(batch)?;
             (message, next)
         };
@@ -248,7 +249,7 @@ impl Outbox for SledStore {
             }
             let next = delivery.replayed(now_ms);
             let mut batch = sled::Batch::default();
-            Self::put_delivery(&mut batch, &slot, &delivery, &next)?;
+            self.put_delivery(&mut batch, &slot, &delivery, &next)?;
             self.db.apply_batch(batch)?;
             next
         };
@@ -281,7 +282,7 @@ impl Outbox for SledStore {
                 break;
             }
             let (slot, bytes) = item?;
-            let message: OutboxMessage = decode(&slot, &bytes)?;
+            let message: OutboxMessage = self.codec.decode(&slot, &bytes)?;
             let delivery = self
                 .get::<Delivery>(&keys::delivery(&slot))?
                 .unwrap_or_else(|| Delivery::queued(message.queued_at_ms));

@@ -19,10 +19,12 @@ use super::*;
 mod catalog;
 mod concurrency;
 mod journal;
+mod retention;
 
 use self::catalog::*;
 use self::concurrency::*;
 use self::journal::*;
+use self::retention::*;
 
 fn raw(text: &str) -> Box<RawValue> {
     RawValue::from_string(text.to_owned()).expect("test JSON")
@@ -182,4 +184,7 @@ pub fn run(store: &dyn Store) {
     send_reservations_never_exceed_a_cap_under_concurrency(store);
     concurrent_claims_hand_each_message_to_one_claimant(store);
     concurrent_commits_take_each_history_slot_once(store);
+    // Last: they claim every due message and remove events.
+    finished_instances_are_purged_with_everything_kept_for_them(store);
+    old_events_that_started_nothing_left_are_purged(store);
 }

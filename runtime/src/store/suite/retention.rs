@@ -1,0 +1,192 @@
+//! Retention: finished instances go with everything kept for them, and
+//! leave their funnel counts behind.
+
+use std::time::Duration;
+
+use super::*;
+
+/// Finish instance `id` (two steps, each queueing a message) and return it.
+fn finished(store: &dyn Store, id: u64, customer: &str) -> Instance {
+    store
+        .commit(&[
+            ingest(id, customer),
+            step(id, customer, 1, false, vec![]),
+            step(id, customer, 2, true, vec![]),
+        ])
+        .expect("commit");
+    store
+        .instance(InstanceId(id))
+        .expect("read")
+        .expect("exists")
+}
+
+fn purge_of(store: &dyn Store, instance: &Instance) -> Purge {
+    let history = store.history(instance.id).expect("history");
+    Purge {
+        instance: instance.id,
+        finished_at_ms: instance.updated_at_ms,
+        tally: FunnelTally::of_instance(instance, &history),
+    }
+}
+
+pub(super) fn finished_instances_are_purged_with_everything_kept_for_them(store: &dyn Store) {
+    let done = finished(store, 900, "c-900");
+    assert_eq!(done.status, InstanceStatus::Completed);
+    // One of its messages was delivered (with a provider id), one waits.
+    // (The claim takes every due message of the suite, with a lease that
+    // ends at once: this check runs last.)
+    let claimed = store
+        .claim_outbox(10, usize::MAX, Duration::ZERO)
+        .expect("claim");
+    let first = claimed
+        .iter()
+        .find(|claimed| claimed.message.id == "i-900/1/m0")
+        .expect("the message of step 1 is due");
+    let accepted = DeliveryAttempt {
+        at_ms: 3,
+        integration: "mail".into(),
+        outcome: AttemptOutcome::Accepted {
+            provider_id: Some("p-900".into()),
+        },
+    };
+    store
+        .mark_outbox("i-900/1/m0", first.claim, &accepted)
+        .expect("mark");
+    store
+        .commit(&[ingest(901, "c-901"), step(901, "c-901", 1, false, vec![])])
+        .expect("commit");
+
+    // Other checks finished instances of this journey too.
+    let due = store.finished_before("enquiry", 2, 100).expect("finished");
+    assert!(
+        due.contains(&(InstanceId(900), 1)) && !due.iter().any(|(id, _)| id.0 == 901),
+        "the finished instance is due, the running one is not: {due:?}"
+    );
+    assert!(
+        store
+            .finished_before("enquiry", 1, 100)
+            .expect("finished")
+            .is_empty(),
+        "`before` is exclusive"
+    );
+
+    let running = store
+        .instance(InstanceId(901))
+        .expect("read")
+        .expect("exists");
+    let mut changed = purge_of(store, &done);
+    changed.finished_at_ms += 1;
+    assert_eq!(
+        store
+            .purge(&[purge_of(store, &running), changed])
+            .expect("purge"),
+        0,
+        "an unfinished instance, or one changed since it was read, stays"
+    );
+    assert!(store.instance(InstanceId(900)).expect("read").is_some());
+
+    let tally = purge_of(store, &done).tally;
+    assert_eq!(store.purge(&[purge_of(store, &done)]).expect("purge"), 1);
+    assert!(store.instance(InstanceId(900)).expect("read").is_none());
+    assert!(store.history(InstanceId(900)).expect("history").is_empty());
+    assert!(
+        store
+            .outbox(Some(InstanceId(900)), 10)
+            .expect("outbox")
+            .is_empty()
+    );
+    assert!(store.delivery("i-900/1/m0").expect("delivery").is_none());
+    assert!(
+        store.event("evt-900").expect("event").is_none(),
+        "its trigger event went with it"
+    );
+    assert!(
+        store
+            .correlated("enquiry", "q-900")
+            .expect("index")
+            .is_empty()
+    );
+    assert!(
+        !store
+            .finished_before("enquiry", u64::MAX, 100)
+            .expect("finished")
+            .iter()
+            .any(|(id, _)| id.0 == 900)
+    );
+    let due: Vec<String> = store
+        .claim_outbox(10, usize::MAX, Duration::ZERO)
+        .expect("claim")
+        .into_iter()
+        .map(|claimed| claimed.message.id)
+        .collect();
+    assert!(
+        !due.iter().any(|id| id.starts_with("i-900/")),
+        "its waiting message left the delivery queue: {due:?}"
+    );
+    let report = StatusReport {
+        at_ms: 4,
+        status: DeliveryStatus::Delivered,
+        note: String::new(),
+    };
+    let by_provider = MessageRef::Provider {
+        integration: "mail",
+        provider_id: "p-900",
+    };
+    assert!(
+        store
+            .report_delivery(by_provider, &report)
+            .expect("report")
+            .is_none(),
+        "a late status report for a purged message finds nothing"
+    );
+    assert_eq!(
+        store.purged_tallies("enquiry").expect("tallies"),
+        [PurgedTally {
+            version: 1,
+            day_ms: 0,
+            tally,
+        }],
+        "its funnel counts stay"
+    );
+    assert_eq!(
+        store.purge(&[purge_of_gone(900)]).expect("purge"),
+        0,
+        "purging twice removes nothing more"
+    );
+    assert!(store.instance(InstanceId(901)).expect("read").is_some());
+    assert!(store.event("evt-901").expect("event").is_some());
+}
+
+fn purge_of_gone(id: u64) -> Purge {
+    Purge {
+        instance: InstanceId(id),
+        finished_at_ms: 1,
+        tally: FunnelTally::default(),
+    }
+}
+
+pub(super) fn old_events_that_started_nothing_left_are_purged(store: &dyn Store) {
+    let mut ignored = ingest_commit(902, "c-902");
+    ignored.started.clear();
+    ignored.event.started.clear();
+    ignored.event.id = "evt-ignored".into();
+    store.commit(&[ignored.into()]).expect("commit");
+    let mut removed = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let (count, next) = store
+            .purge_events(2, cursor.as_deref(), 3)
+            .expect("purge events");
+        removed += count;
+        match next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert!(removed >= 1);
+    assert!(store.event("evt-ignored").expect("event").is_none());
+    assert!(
+        store.event("evt-901").expect("event").is_some(),
+        "an event whose instance remains stays"
+    );
+}
