@@ -224,6 +224,27 @@ impl Journeyd {
         let _ = self.child.wait();
     }
 
+    /// Send SIGTERM (a supervisor's stop) and wait up to `limit` for
+    /// journeyd to exit; its exit status.
+    pub fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -TERM failed");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for journeyd") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "journeyd did not exit within {limit:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Send a request; returns status and JSON body.
     pub fn request(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("valid method");

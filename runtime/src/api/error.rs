@@ -170,6 +170,9 @@ error_codes! {
     InvalidGrant = "invalid_grant", UNPROCESSABLE_ENTITY;
 }
 
+/// What a `503` asks the client to wait, seconds.
+const RETRY_AFTER_S: &str = "1";
+
 /// An API error: a stable code (with its status) and a message for people.
 #[derive(Debug)]
 pub struct ApiError {
@@ -202,7 +205,18 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": { "code": self.code.as_str(), "message": self.message } });
-        (self.code.status(), Json(body)).into_response()
+        let status = self.code.status();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Starting, shutting down, or a commit still pending: worth
+            // asking again soon.
+            return (
+                status,
+                [(axum::http::header::RETRY_AFTER, RETRY_AFTER_S)],
+                Json(body),
+            )
+                .into_response();
+        }
+        (status, Json(body)).into_response()
     }
 }
 
@@ -238,7 +252,7 @@ impl From<executor::Error> for ApiError {
             E::TokenExists(_) => ErrorCode::TokenExists,
             E::UnknownToken(_) => ErrorCode::UnknownToken,
             E::InvalidGrant { .. } => ErrorCode::InvalidGrant,
-            E::Commit(executor::CommitError::Stopped) => ErrorCode::ShuttingDown,
+            E::Commit(executor::CommitError::Stopped) | E::Draining => ErrorCode::ShuttingDown,
             E::Store(_)
             | E::Task(_)
             | E::Engine(_)

@@ -1,5 +1,7 @@
 //! `journeyd serve`: open the store, resume unfinished instances, serve
-//! the API until SIGINT or SIGTERM.
+//! the API until SIGINT or SIGTERM, then drain: refuse new events, let the
+//! steps under way finish (bounded by `--drain-timeout`), flush, exit 0.
+//! A second signal exits at once.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -68,6 +70,11 @@ pub struct ServeArgs {
     /// started nothing are kept this long too.
     #[arg(long, env = "JOURNEYD_RETENTION", default_value = "30d", value_parser = parse_retention)]
     pub retention: Retention,
+    /// On SIGTERM or SIGINT, how long to wait for the steps, commits and
+    /// deliveries under way to finish before exiting (a second signal
+    /// exits at once).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
     /// sled page cache, MiB.
     #[arg(long, default_value_t = 64)]
     pub cache_mib: u64,
@@ -186,9 +193,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         runtime: runtime.clone(),
         metrics: Some(metrics),
     });
-    let server = tokio::spawn(async move {
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(async move {
         axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(async {
+                let _ = http_stopped.await;
+            })
             .await
     });
 
@@ -266,12 +276,54 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .write_all(format!("journeyd listening on http://{address}\n").as_bytes())
         .await?;
     stdout.flush().await?;
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        served = &mut server => {
+            served??;
+            anyhow::bail!("the HTTP server stopped by itself");
+        }
+    }
+    drain(&runtime, args.drain_timeout).await;
+    let _ = stop_http.send(());
     server.await??;
     if let Err(error) = runtime.save_version_stats() {
         tracing::warn!(error = %error, "saving plugin run counts failed");
     }
+    // Every commit is durable on return already; an empty one flushes
+    // whatever else the store holds.
+    runtime.store().commit(&[]).context("flushing the store")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The exit status after a second signal cut the drain short.
+const EXIT_INTERRUPTED: i32 = 130;
+
+/// Stop taking work and wait for what is under way (see
+/// `Runtime::drain`); a second signal exits at once.
+async fn drain(runtime: &Runtime, limit: Duration) {
+    tracing::info!(
+        limit_ms = limit.as_millis() as u64,
+        "draining: not ready, new events get 503 with Retry-After; waiting for the steps, commits and deliveries under way"
+    );
+    tokio::spawn(async {
+        shutdown_signal().await;
+        // Nothing acknowledged is lost: every answer came after its flush.
+        eprintln!("journeyd: a second signal; exiting now (status {EXIT_INTERRUPTED})");
+        std::process::exit(EXIT_INTERRUPTED);
+    });
+    let drained = runtime.drain(limit).await;
+    if drained.is_clean() {
+        tracing::info!(waited_ms = drained.waited_ms, "drained: nothing under way");
+    } else {
+        tracing::warn!(
+            waited_ms = drained.waited_ms,
+            steps_running = drained.steps_running,
+            commits_pending = drained.commits_pending,
+            sending = drained.sending,
+            "drain limit reached; what is left runs again at the next start with the same idempotency keys"
+        );
+    }
 }
 
 /// Write `contents` to a file only its owner may read.

@@ -26,7 +26,7 @@
 
 use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -159,6 +159,8 @@ pub struct CommitStats {
 #[derive(Clone)]
 pub struct Committer {
     requests: crossbeam_channel::Sender<Request>,
+    /// Commits submitted whose follow-up has not run yet.
+    pending: Arc<AtomicUsize>,
     stats: Arc<CommitStats>,
     health: Arc<CommitHealth>,
     watermark: Arc<Watermark>,
@@ -168,6 +170,7 @@ pub struct Committer {
 struct Shared {
     journal: Arc<dyn Journal>,
     requests: crossbeam_channel::Receiver<Request>,
+    pending: Arc<AtomicUsize>,
     /// Held by the thread gathering the next group.
     gathering: Mutex<()>,
     stats: Arc<CommitStats>,
@@ -184,9 +187,11 @@ impl Committer {
         let stats = Arc::new(CommitStats::default());
         let health = Arc::new(CommitHealth::default());
         let watermark = Arc::new(Watermark::default());
+        let pending = Arc::new(AtomicUsize::new(0));
         let shared = Arc::new(Shared {
             journal,
             requests: receiver,
+            pending: pending.clone(),
             gathering: Mutex::new(()),
             stats: stats.clone(),
             health: health.clone(),
@@ -202,6 +207,7 @@ impl Committer {
         }
         Committer {
             requests,
+            pending,
             stats,
             health,
             watermark,
@@ -243,9 +249,16 @@ impl Committer {
             commit: commit.into(),
             follow_up,
         };
+        self.pending.fetch_add(1, Ordering::AcqRel);
         if let Err(refused) = self.requests.send(request) {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
             (refused.0.follow_up)(Err(CommitError::Stopped));
         }
+    }
+
+    /// Commits submitted and not yet answered (their follow-ups run).
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
     }
 
     /// Counters so far.
@@ -313,6 +326,7 @@ fn commit_groups(shared: &Shared) {
                 metrics::counter!("journeyd_host_faults_total", "kind" => "panic").increment(1);
                 (shared.on_panic)(instance);
             }
+            shared.pending.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -517,12 +531,7 @@ mod tests {
         fn purged_tallies(&self, _: &str) -> StoreResult<Vec<crate::store::PurgedTally>> {
             unreachable!("the committer only commits")
         }
-        fn purge_events(
-            &self,
-            _: u64,
-            _: Option<&str>,
-            _: usize,
-        ) -> StoreResult<(usize, Option<String>)> {
+        fn purge_old_records(&self, _: u64, _: usize) -> StoreResult<usize> {
             unreachable!("the committer only commits")
         }
     }

@@ -147,6 +147,10 @@ impl Runtime {
         slots: &Arc<tokio::sync::Semaphore>,
         marks: &tokio::sync::mpsc::UnboundedSender<PendingMark>,
     ) -> Result<usize> {
+        if self.is_draining() {
+            // Due messages go out after the next start.
+            return Ok(0);
+        }
         let first = slots
             .clone()
             .acquire_owned()

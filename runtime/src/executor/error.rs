@@ -43,6 +43,11 @@ pub enum Error {
         event: String,
     },
     /// No deployed journey is triggered by or declares this event type.
+    /// journeyd is shutting down and takes no new events.
+    #[error(
+        "journeyd is shutting down and takes no new events; send it again (to this runtime once it is back, or another)"
+    )]
+    Draining,
     #[error(
         "event `{event}`: no deployed journey is triggered by event type `{kind}` or declares it in `[events]`, and no instance waits for one"
     )]

@@ -63,6 +63,8 @@ pub struct StuckTimer {
 pub struct Health {
     started: Instant,
     ready: AtomicBool,
+    /// Shutting down: no new events, steps, timers or deliveries.
+    draining: AtomicBool,
     workers_expected: usize,
     workers_alive: AtomicUsize,
     /// ms since `started` when the timer loop last went round.
@@ -101,6 +103,7 @@ impl Health {
         Health {
             started: Instant::now(),
             ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             workers_expected: workers,
             workers_alive: AtomicUsize::new(0),
             timer_loop_seen_ms: AtomicU64::new(0),
@@ -121,6 +124,21 @@ impl Health {
     /// Whether starting is over.
     pub fn is_started(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// Shutting down: no new work is taken (see [`Runtime::drain`](super::Runtime::drain)).
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether it is shutting down.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Steps in the sandbox now.
+    pub fn steps_running(&self) -> usize {
+        self.steps_running.load(Ordering::Acquire)
     }
 
     /// A step worker starts; it counts as alive until the guard drops.
@@ -242,6 +260,9 @@ impl Health {
         stuck_timers.sort_by_key(|timer| (timer.due_ms, timer.instance));
         stuck_timers.truncate(20);
         let mut problems = Vec::new();
+        if self.is_draining() {
+            problems.push("draining: journeyd is shutting down".to_owned());
+        }
         if !started {
             problems.push("starting: resuming instances".to_owned());
         }

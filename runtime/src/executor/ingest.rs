@@ -88,6 +88,9 @@ impl Runtime {
     /// it starts are durable and their first steps are scheduled. The
     /// store is read on the blocking pool, never on an async thread.
     pub async fn ingest(self: &Arc<Self>, event: IncomingEvent) -> Result<Receipt> {
+        if self.is_draining() {
+            return Err(Error::Draining);
+        }
         // Prepared on the blocking pool and handed to the committer from
         // there: the answer comes back once the commit is durable.
         let (reply, answer) = tokio::sync::oneshot::channel::<Result<Ingested>>();

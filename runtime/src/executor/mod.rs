@@ -17,7 +17,7 @@
 //! Files: this one holds the [`Runtime`] itself, its settings and the step
 //! workers; `error` its errors; `ingest`, `step`, `timers`, `recovery`
 //! (resume, host faults, readiness), `retention`, `plugins`, `grants`, `journeys`,
-//! `customers`, `operator`, `integrations`, `dispatch` (delivery),
+//! `customers`, `operator`, `integrations`, `dispatch` (delivery), `drain`,
 //! `callbacks` and `tokens` add its operations by concern; `committer`,
 //! `caps`, `health`, `registry` and `funnel` are the parts it is built
 //! from.
@@ -28,6 +28,7 @@ mod catalog;
 pub mod committer;
 mod customers;
 mod dispatch;
+mod drain;
 mod error;
 mod funnel;
 mod grants;
@@ -70,6 +71,7 @@ pub use self::callbacks::{CallbackError, CallbackReceipt};
 pub use self::caps::{FrequencyCap, SendLedger};
 pub use self::committer::{CommitError, Committer};
 pub use self::dispatch::DELIVERY_LEASE;
+pub use self::drain::Drained;
 pub use self::error::{Error, Result};
 pub use self::funnel::Funnel;
 pub use self::grants::PluginGrant;
@@ -285,8 +287,7 @@ pub struct Runtime {
     retention_due: tokio::sync::Notify,
     /// The server's default retention.
     retention_default: crate::journey::Retention,
-    /// Where the sweep of old events goes on from.
-    event_sweep: std::sync::Mutex<Option<String>>,
+
     has_start_probes: std::sync::atomic::AtomicBool,
     /// Frequency caps and the sends counted against them.
     sends: Arc<SendLedger>,
@@ -426,7 +427,7 @@ impl Runtime {
                 timers_changed: tokio::sync::Notify::new(),
                 retention_due: tokio::sync::Notify::new(),
                 retention_default: settings.retention,
-                event_sweep: std::sync::Mutex::new(None),
+
                 has_start_probes: std::sync::atomic::AtomicBool::new(false),
                 sends,
                 health: Health::new(workers),
@@ -497,6 +498,11 @@ impl Runtime {
     fn run_step_jobs(self: Arc<Self>, jobs: crossbeam_channel::Receiver<StepJob>) {
         let _alive = self.health.worker_alive();
         while let Ok(job) = jobs.recv() {
+            if self.is_draining() {
+                // Not started: left as a crash would leave it, for the
+                // next start.
+                continue;
+            }
             let (id, attempt) = (job.instance.id, job.attempt);
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_step(job)));
             if ran.is_err() {

@@ -2,11 +2,12 @@
 //! are removed once their journey's retention has passed, with their
 //! history, messages and deliveries, leaving their funnel counts behind.
 //!
-//! A background loop works in bounded batches and rests between them for
+//! A background loop works in small batches and rests between them twice
 //! as long as a batch took, so a large backlog is worked off at no more
-//! than half of one core and steps keep their latency. Operators can also
+//! than a third of one core and steps keep their latency. Operators can also
 //! purge by hand ([`Runtime::purge_instances`]), with a dry run. Events
-//! that started nothing still kept go after the server's default retention.
+//! that started nothing still kept, and customers' interactions and
+//! engagement, go after the server's default retention.
 
 use std::time::{Duration, Instant};
 
@@ -14,12 +15,19 @@ use super::{Error, Result, Runtime};
 use crate::journey::Retention;
 use crate::store::{FunnelTally, Purge, Store};
 
-/// Instances removed per batch.
-pub const PURGE_BATCH: usize = 256;
-/// Events looked at per batch of the event sweep.
-const EVENT_BATCH: usize = 1_000;
-/// How often the loop looks for expired instances when nothing woke it.
-const LOOK_EVERY: Duration = Duration::from_secs(10);
+/// Instances removed per batch: one atomic write, during which commits
+/// wait, so small.
+pub const PURGE_BATCH: usize = 64;
+/// A batch is followed by a rest this many times as long as it took: a
+/// backlog is worked off at no more than a third of a core.
+const REST_FACTOR: u32 = 2;
+/// Old events, interactions and engagement looked at per sweep ...
+const SWEEP_BATCH: usize = 5_000;
+/// ... and how often a sweep runs: it keeps up with 5,000 new records a
+/// second.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often the loop looks for expired records when nothing woke it.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
 /// The shortest rest between two full batches.
 const MIN_REST: Duration = Duration::from_millis(10);
 
@@ -50,27 +58,39 @@ impl Runtime {
     }
 
     async fn run_retention(self: std::sync::Arc<Self>) {
+        let mut last_sweep: Option<Instant> = None;
         loop {
             let started = Instant::now();
-            let rest = match self.purge_expired().await {
-                // More to do: rest as long as the batch took.
-                Ok(true) => started.elapsed().max(MIN_REST),
-                Ok(false) => {
-                    let _ = tokio::time::timeout(LOOK_EVERY, self.retention_due.notified()).await;
-                    continue;
-                }
+            let full = match self.purge_expired().await {
+                Ok(full) => full,
                 Err(error) => {
                     tracing::error!(error = %error, "purging expired instances failed; retrying in 10 s");
-                    LOOK_EVERY
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    continue;
                 }
             };
-            tokio::time::sleep(rest).await;
+            let worked = started.elapsed();
+            if last_sweep.is_none_or(|last| last.elapsed() >= SWEEP_EVERY) {
+                last_sweep = Some(Instant::now());
+                if let Err(error) = self.sweep_old_records().await {
+                    tracing::error!(error = %error, "sweeping old records failed");
+                }
+            }
+            if full {
+                // More to do: rest, then go on.
+                tokio::time::sleep((worked * REST_FACTOR).max(MIN_REST)).await;
+            } else {
+                let _ = tokio::time::timeout(LOOK_EVERY, self.retention_due.notified()).await;
+            }
         }
     }
 
-    /// One batch of expired instances (of every journey) and of old
-    /// events; returns whether a batch was full (more may be due).
+    /// One batch of expired instances of every journey; returns whether a
+    /// batch was full (more may be due).
     async fn purge_expired(self: &std::sync::Arc<Self>) -> Result<bool> {
+        if self.is_draining() {
+            return Ok(false);
+        }
         let now = self.clock.now_ms();
         let mut full = false;
         for journey in self.registry.latest_journeys() {
@@ -85,22 +105,24 @@ impl Runtime {
                 full = true;
             }
         }
-        if let Some(before) = self.retention_default.finished_before(now) {
-            let cursor = self
-                .event_sweep
-                .lock()
-                .expect("the event sweep lock is never poisoned")
-                .clone();
-            let (removed, next) = self
-                .with_store(move |store| store.purge_events(before, cursor.as_deref(), EVENT_BATCH))
-                .await?;
-            metrics::counter!("journeyd_events_purged_total").increment(removed as u64);
-            *self
-                .event_sweep
-                .lock()
-                .expect("the event sweep lock is never poisoned") = next;
-        }
         Ok(full)
+    }
+
+    /// A stretch of the sweep of events that started nothing still kept,
+    /// and of customers' interactions and engagement, older than the
+    /// server's retention.
+    async fn sweep_old_records(&self) -> Result<()> {
+        if self.is_draining() {
+            return Ok(());
+        }
+        let Some(before) = self.retention_default.finished_before(self.clock.now_ms()) else {
+            return Ok(());
+        };
+        let removed = self
+            .with_store(move |store| store.purge_old_records(before, SWEEP_BATCH))
+            .await?;
+        metrics::counter!("journeyd_records_purged_total").increment(removed as u64);
+        Ok(())
     }
 
     /// Remove up to `limit` finished instances of `journey` that finished
@@ -141,8 +163,8 @@ impl Runtime {
                 let started = Instant::now();
                 let batch = purge_batch(store, &journey, before_ms, want)?;
                 purged += batch.removed;
-                // At most half a core, as in the background.
-                std::thread::sleep(started.elapsed());
+                // Paced as in the background.
+                std::thread::sleep(started.elapsed() * REST_FACTOR);
                 if batch.looked < want {
                     return Ok(PurgeOutcome {
                         purged: purged as u64,

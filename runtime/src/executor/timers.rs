@@ -163,6 +163,10 @@ impl Runtime {
     pub(super) async fn fire_due_timers(self: &Arc<Self>) -> Result<Duration> {
         self.health.timer_loop_seen();
         loop {
+            if self.is_draining() {
+                // Due timers fire at the next start.
+                return Ok(Duration::from_secs(3600));
+            }
             let now = self.clock.now_ms();
             // Stuck timers are due too: read past them.
             let limit = TIMER_BATCH + self.health.stuck_timers().0;

@@ -306,14 +306,11 @@ pub trait Journal: Send + Sync {
     fn purge(&self, purges: &[Purge]) -> Result<usize>;
     /// The tallies purged instances of `journey` left behind.
     fn purged_tallies(&self, journey: &str) -> Result<Vec<PurgedTally>>;
-    /// Remove events received before `before_ms` that no remaining
-    /// instance started, walking the events after `cursor` (an event id)
-    /// and looking at `limit` of them. Durable on return. Returns how many
-    /// were removed and where to go on from (`None`: the walk is done).
-    fn purge_events(
-        &self,
-        before_ms: u64,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> Result<(usize, Option<String>)>;
+    /// Remove old records no instance holds on to: events received
+    /// before `before_ms` that no remaining instance started, and
+    /// customers' interactions and engagement from before it. Looks at up
+    /// to `limit` records, going on where the last call stopped and round
+    /// again after the end. Durable on return. Returns how many were
+    /// removed.
+    fn purge_old_records(&self, before_ms: u64, limit: usize) -> Result<usize>;
 }

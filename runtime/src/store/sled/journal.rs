@@ -19,9 +19,9 @@ use std::time::Duration;
 use super::codec::Codec;
 use super::{SledStore, keys};
 use crate::store::{
-    Applied, Commit, Delivery, Error, EventCommit, EventRecord, FunnelTally, HistoryEntry,
-    Instance, InstanceCommit, InstanceFilter, InstanceId, InstanceStatus, Interaction, Journal,
-    OutboxMessage, Purge, PurgedTally, RefusedStart, Result, Timers, day_of,
+    Applied, Commit, Delivery, Engagement, Error, EventCommit, EventRecord, FunnelTally,
+    HistoryEntry, Instance, InstanceCommit, InstanceFilter, InstanceId, InstanceStatus,
+    Interaction, Journal, OutboxMessage, Purge, PurgedTally, RefusedStart, Result, Timers, day_of,
 };
 
 /// An instance change with its records encoded.
@@ -691,49 +691,76 @@ impl Journal for SledStore {
         Ok(tallies)
     }
 
-    fn purge_events(
-        &self,
-        before_ms: u64,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> Result<(usize, Option<String>)> {
+    fn purge_old_records(&self, before_ms: u64, limit: usize) -> Result<usize> {
+        let mut cursor = self.sweep.lock().expect("the sweep lock is never poisoned");
         let mut batch = sled::Batch::default();
         let mut removed = 0;
-        let mut last = None;
         let mut looked = 0;
-        let applying = self
-            .applying
-            .write()
-            .expect("the commit gate is never poisoned");
-        for item in self.db.range(keys::event_after(cursor)..) {
-            let (key, bytes) = item?;
-            let Some(id) = keys::event_id_of(&key) else {
-                break;
-            };
-            looked += 1;
-            last = Some(id.to_owned());
-            let event: EventRecord = self.codec.decode(&key, &bytes)?;
-            let mut left = false;
-            for started in &event.started {
-                if self.db.contains_key(keys::instance(*started))? {
-                    left = true;
-                    break;
+        let mut customers: Vec<String> = Vec::new();
+        let mut from = cursor.take().or_else(|| keys::next_aged(&[0]));
+        'walk: while let Some(start) = from.take() {
+            for item in self.db.range(start..) {
+                let (key, bytes) = item?;
+                let Some(kind) = keys::aged_of(&key) else {
+                    // Past one kind: on to the next, or round again.
+                    from = keys::next_aged(&key);
+                    continue 'walk;
+                };
+                looked += 1;
+                let old = match kind {
+                    keys::Aged::Event => {
+                        let event: EventRecord = self.codec.decode(&key, &bytes)?;
+                        let mut left = false;
+                        for started in &event.started {
+                            if self.db.contains_key(keys::instance(*started))? {
+                                left = true;
+                                break;
+                            }
+                        }
+                        event.received_at_ms < before_ms && !left
+                    }
+                    keys::Aged::Interaction => {
+                        let interaction: Interaction = self.codec.decode(&key, &bytes)?;
+                        interaction.at_ms < before_ms
+                    }
+                    keys::Aged::Engagement => {
+                        let engagement: Engagement = self.codec.decode(&key, &bytes)?;
+                        engagement.at_ms < before_ms
+                    }
+                };
+                if old {
+                    if kind != keys::Aged::Event
+                        && let Some(customer) = keys::customer_of(&key)
+                        && customers.last().is_none_or(|last| last != customer)
+                    {
+                        customers.push(customer.to_owned());
+                    }
+                    batch.remove(&*key);
+                    removed += 1;
                 }
-            }
-            if event.received_at_ms < before_ms && !left {
-                batch.remove(key);
-                removed += 1;
-            }
-            if looked >= limit {
-                break;
+                if looked >= limit {
+                    let mut after = key.to_vec();
+                    after.push(0);
+                    *cursor = Some(after);
+                    break 'walk;
+                }
             }
         }
         if removed > 0 {
-            self.db.apply_batch(batch)?;
-            drop(applying);
+            {
+                let _applying = self
+                    .applying
+                    .write()
+                    .expect("the commit gate is never poisoned");
+                self.db.apply_batch(batch)?;
+                let mut cache = self.customer_cache();
+                for customer in &customers {
+                    cache.forget(customer);
+                }
+            }
             self.db.flush()?;
         }
-        Ok((removed, if looked >= limit { last } else { None }))
+        Ok(removed)
     }
 }
 

@@ -597,21 +597,48 @@ pub fn tally_of(prefix: &[u8], key: &[u8]) -> Option<(u32, u64)> {
     Some((u32::from_be_bytes(version), u64::from_be_bytes(day)))
 }
 
-/// The first event key after `id` (a cursor for walking events).
-pub fn event_after(id: Option<&str>) -> Vec<u8> {
-    match id {
-        Some(id) => {
-            let mut key = event(id);
-            key.push(0);
-            key
-        }
-        None => vec![EVENT],
-    }
+/// Kinds of records swept by age (see `Journal::purge_old_records`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aged {
+    /// An accepted event.
+    Event,
+    /// A customer interaction.
+    Interaction,
+    /// A customer's engagement.
+    Engagement,
 }
 
-/// The event id in an event key.
-pub fn event_id_of(key: &[u8]) -> Option<&str> {
-    std::str::from_utf8(key.strip_prefix(&[EVENT])?).ok()
+/// The kinds swept by age, in key order, with their prefixes.
+pub const AGED: [(u8, Aged); 3] = [
+    (EVENT, Aged::Event),
+    (INTERACTION, Aged::Interaction),
+    (ENGAGEMENT, Aged::Engagement),
+];
+
+/// Which kind swept by age a key holds, if any.
+pub fn aged_of(key: &[u8]) -> Option<Aged> {
+    let prefix = *key.first()?;
+    AGED.iter()
+        .find(|(kind_prefix, _)| *kind_prefix == prefix)
+        .map(|(_, kind)| *kind)
+}
+
+/// The first key at or after `key` that may hold a kind swept by age
+/// (`None`: none is after it).
+pub fn next_aged(key: &[u8]) -> Option<Vec<u8>> {
+    let prefix = *key.first()?;
+    if AGED.iter().any(|(aged, _)| *aged == prefix) {
+        return Some(key.to_vec());
+    }
+    AGED.iter()
+        .find(|(aged, _)| *aged > prefix)
+        .map(|(aged, _)| vec![*aged])
+}
+
+/// The customer of an interaction or engagement key.
+pub fn customer_of(key: &[u8]) -> Option<&str> {
+    let rest = key.get(1..key.len().checked_sub(9)?)?;
+    std::str::from_utf8(rest).ok()
 }
 
 /// Prints a key readably for error messages: prefix, then printable bytes

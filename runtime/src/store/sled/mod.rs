@@ -41,6 +41,12 @@ impl From<sled::Error> for Error {
     }
 }
 
+/// How often sled's background thread runs: it writes out what is
+/// buffered (every commit flushes on its own already) and then spends up
+/// to half the period moving live pages out of mostly-garbage segments so
+/// they can be reused. Without it sled never reclaims space.
+const GC_EVERY_MS: u64 = 1000;
+
 /// Tuning for the sled backend.
 #[derive(Debug, Clone)]
 pub struct SledOptions {
@@ -87,6 +93,8 @@ pub struct SledStore {
     /// Canary runs of rollouts in progress, by (plugin, tag, set at): in
     /// memory like claims, so they count from this process's start.
     canaries: std::sync::Mutex<HashMap<(String, String, u64), CanaryCounts>>,
+    /// Where the sweep of old records goes on from.
+    sweep: std::sync::Mutex<Option<Vec<u8>>>,
 }
 
 /// What is claimed, until when (messages: and by which claim).
@@ -117,7 +125,7 @@ impl SledStore {
             .path(dir)
             .cache_capacity(options.cache_bytes)
             .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(None)
+            .flush_every_ms(Some(GC_EVERY_MS))
             .open()?;
         let blobs = db.open_tree("blobs")?;
         Ok(SledStore {
@@ -132,6 +140,7 @@ impl SledStore {
             catalog_changes: std::sync::Mutex::new(()),
             reservations: std::sync::Mutex::new(Reservations::default()),
             canaries: std::sync::Mutex::new(HashMap::new()),
+            sweep: std::sync::Mutex::new(None),
         })
     }
 

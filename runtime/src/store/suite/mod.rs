@@ -186,5 +186,5 @@ pub fn run(store: &dyn Store) {
     concurrent_commits_take_each_history_slot_once(store);
     // Last: they claim every due message and remove events.
     finished_instances_are_purged_with_everything_kept_for_them(store);
-    old_events_that_started_nothing_left_are_purged(store);
+    old_events_interactions_and_engagement_are_swept(store);
 }

@@ -165,28 +165,58 @@ fn purge_of_gone(id: u64) -> Purge {
     }
 }
 
-pub(super) fn old_events_that_started_nothing_left_are_purged(store: &dyn Store) {
+pub(super) fn old_events_interactions_and_engagement_are_swept(store: &dyn Store) {
     let mut ignored = ingest_commit(902, "c-902");
     ignored.started.clear();
     ignored.event.started.clear();
     ignored.event.id = "evt-ignored".into();
+    ignored.engagement = Some(Engagement {
+        at_ms: 1,
+        action: "opened".into(),
+        channel: "email".into(),
+        event_kind: "email.opened".into(),
+        details: raw("{}"),
+    });
     store.commit(&[ignored.into()]).expect("commit");
+    let mut recent = ingest_commit(903, "c-902");
+    recent.started.clear();
+    recent.event.started.clear();
+    recent.event.id = "evt-recent".into();
+    recent.event.received_at_ms = 5;
+    recent.interaction.at_ms = 5;
+    store.commit(&[recent.into()]).expect("commit");
+    assert_eq!(
+        store
+            .customer_view("c-902", 10, &[])
+            .expect("view")
+            .interactions
+            .len(),
+        2
+    );
+    // Small steps, round the whole store more than once.
     let mut removed = 0;
-    let mut cursor: Option<String> = None;
-    loop {
-        let (count, next) = store
-            .purge_events(2, cursor.as_deref(), 3)
-            .expect("purge events");
-        removed += count;
-        match next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
+    for _ in 0..200 {
+        removed += store.purge_old_records(2, 7).expect("sweep");
     }
-    assert!(removed >= 1);
+    assert!(
+        removed >= 3,
+        "the old event, interaction and engagement: {removed}"
+    );
     assert!(store.event("evt-ignored").expect("event").is_none());
+    assert!(
+        store.event("evt-recent").expect("event").is_some(),
+        "a recent event stays"
+    );
     assert!(
         store.event("evt-901").expect("event").is_some(),
         "an event whose instance remains stays"
     );
+    let view = store.customer_view("c-902", 10, &[]).expect("view");
+    assert_eq!(
+        view.interactions.len(),
+        1,
+        "only the recent interaction is left"
+    );
+    assert_eq!(view.interactions[0].at_ms, 5);
+    assert!(view.engagement.is_empty(), "{:?}", view.engagement);
 }
