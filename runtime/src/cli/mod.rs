@@ -18,6 +18,7 @@
 
 pub mod bench;
 mod client;
+mod config;
 mod delivery;
 mod retention;
 mod scaffold;
@@ -49,6 +50,15 @@ pub struct Cli {
     pub token: Option<String>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `journeyd config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a `journeyd.toml` (`--config FILE`) with this command line
+    /// and environment, and print every setting `serve` would run with and
+    /// where it came from (flag, environment, file, default).
+    Check(ServeArgs),
 }
 
 /// Plugin authors' local tools.
@@ -84,6 +94,9 @@ pub enum Command {
     /// Show or move the runtime's clock (moving needs `serve --simulated-clock`).
     #[command(subcommand)]
     Clock(ClockCommand),
+    /// The settings file of `journeyd serve`.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Show or set frequency caps: messages per channel per customer per
     /// period, across journeys.
     #[command(subcommand)]
@@ -512,7 +525,7 @@ fn api_token(token: Option<String>, config: &ConfigFile) -> Option<String> {
 /// Run the command line. Errors are printed as one readable line (with
 /// their causes), never as a backtrace: they are the user's to fix.
 pub fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = config::parse();
     // Blocking work is short store reads and writes (and the odd plugin
     // compile): a few threads serve it. An unbounded pool would grow a
     // thread per concurrent request, each with its own allocator heap.
@@ -539,6 +552,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Step(StepCommand::Run(args)) = cli.command {
         return step_run::step_run(args).await;
     }
+    if let Command::Config(ConfigCommand::Check(args)) = &cli.command {
+        return config::check(args.config.as_deref());
+    }
     if let Command::Plugin(PluginCommand::New(args)) = cli.command {
         return scaffold::new_plugin(args);
     }
@@ -548,7 +564,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         api_token(cli.token, &config).as_deref(),
     );
     match cli.command {
-        Command::Serve(_) | Command::Step(_) => unreachable!("run above"),
+        Command::Serve(_) | Command::Step(_) | Command::Config(_) => unreachable!("run above"),
         Command::Bench(args) => bench::bench(args).await,
         Command::Journey(JourneyCommand::Deploy { file }) => client.deploy_journey(&file).await,
         Command::Journey(JourneyCommand::List) => client.list_journeys().await,

@@ -23,6 +23,11 @@ use journey_runtime::store::sled::{SledOptions, SledStore};
 /// Arguments of `journeyd serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// A `journeyd.toml` holding any of these settings (its keys are the
+    /// flags without dashes, `-` written `_`); a flag or its environment
+    /// variable wins over the file.
+    #[arg(long, env = "JOURNEYD_SERVE_CONFIG")]
+    pub config: Option<PathBuf>,
     /// The data directory (created if missing).
     #[arg(long, env = "JOURNEYD_DATA", default_value = "journeyd-data")]
     pub data: PathBuf,
