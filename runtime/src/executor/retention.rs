@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::{Error, Result, Runtime};
 use crate::journey::Retention;
-use crate::store::{FunnelTally, Purge, Store};
+use crate::store::{Purge, Store};
 
 /// Instances removed per batch: one atomic write, during which commits
 /// wait, so small.
@@ -198,21 +198,13 @@ fn purge_batch(
     limit: usize,
 ) -> crate::store::Result<Batch> {
     let due = store.finished_before(journey, before_ms, limit)?;
-    let mut purges = Vec::with_capacity(due.len());
-    for (id, finished_at_ms) in &due {
-        let tally = match store.instance(*id)? {
-            Some(instance) if instance.status.is_finished() => {
-                FunnelTally::of_instance(&instance, &store.history(*id)?)
-            }
-            // Gone or brought back: the purge drops the index entry.
-            _ => FunnelTally::default(),
-        };
-        purges.push(Purge {
+    let purges: Vec<Purge> = due
+        .iter()
+        .map(|(id, finished_at_ms)| Purge {
             instance: *id,
             finished_at_ms: *finished_at_ms,
-            tally,
-        });
-    }
+        })
+        .collect();
     let removed = if purges.is_empty() {
         0
     } else {

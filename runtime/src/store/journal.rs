@@ -299,8 +299,12 @@ pub trait Journal: Send + Sync {
     /// Remove finished instances with everything kept for them (history,
     /// messages and their deliveries, counted sends, index entries, and
     /// the trigger event once no instance it started is left) and add each
-    /// one's counts to its journey's purged tallies, atomically. Durable on
-    /// return. An instance that is gone, unfinished, or changed since it
+    /// one's counts ([`FunnelTally::of_instance`](super::FunnelTally::of_instance))
+    /// to its journey's purged tallies, atomically. Durable with the next
+    /// commit (not flushed on its own, so it never holds up a commit's
+    /// flush): a crash before then brings the instances back whole, with
+    /// their counts out of the tallies, and a later purge removes them
+    /// again. An instance that is gone, unfinished, or changed since it
     /// was read (an operator retried it) is left as it is. Returns how many
     /// were removed.
     fn purge(&self, purges: &[Purge]) -> Result<usize>;
@@ -310,7 +314,7 @@ pub trait Journal: Send + Sync {
     /// before `before_ms` that no remaining instance started, and
     /// customers' interactions and engagement from before it. Looks at up
     /// to `limit` records, going on where the last call stopped and round
-    /// again after the end. Durable on return. Returns how many were
+    /// again after the end. Durable with the next commit. Returns how many were
     /// removed.
     fn purge_old_records(&self, before_ms: u64, limit: usize) -> Result<usize>;
 }

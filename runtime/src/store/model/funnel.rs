@@ -127,14 +127,12 @@ pub fn day_of(at_ms: u64) -> u64 {
     at_ms - at_ms % DAY_MS
 }
 
-/// A finished instance to remove, as the purger read it.
-#[derive(Debug, Clone)]
+/// A finished instance to remove, as the purger found it.
+#[derive(Debug, Clone, Copy)]
 pub struct Purge {
     /// The instance.
     pub instance: InstanceId,
-    /// When it finished (its last change), as read: if it changed since
+    /// When it finished (its last change), as found: if it changed since
     /// (an operator retried it), it is not removed.
     pub finished_at_ms: u64,
-    /// What it adds to its journey's funnel.
-    pub tally: FunnelTally,
 }

@@ -603,27 +603,47 @@ impl Journal for SledStore {
     }
 
     fn purge(&self, purges: &[Purge]) -> Result<usize> {
-        // What to remove, read outside the gates.
+        // What to remove, read outside the gates: the instance record as
+        // stored (to check at removal that nothing changed it since) and
+        // everything kept for it.
+        struct Planned {
+            record: sled::IVec,
+            instance: Instance,
+            keys: Vec<Vec<u8>>,
+            tally: FunnelTally,
+        }
         let mut planned = Vec::with_capacity(purges.len());
+        let mut stale = Vec::new();
         let mut removed = HashSet::new();
         for purge in purges {
-            let Some(instance) = self.get::<Instance>(&keys::instance(purge.instance))? else {
+            let record_key = keys::instance(purge.instance);
+            let Some(record) = self.db.get(&record_key)? else {
                 continue;
             };
-            let stale = keys::finished(&instance.journey, purge.finished_at_ms, instance.id);
+            let instance: Instance = self.codec.decode(&record_key, &record)?;
+            let finished_key = keys::finished(&instance.journey, purge.finished_at_ms, instance.id);
             if !instance.status.is_finished()
                 || instance.updated_at_ms != purge.finished_at_ms
                 || removed.contains(&instance.id)
             {
-                planned.push((purge, instance, vec![stale], false));
+                // Brought back (or finished again later): the entry is stale.
+                stale.push(finished_key);
                 continue;
             }
-            let mut keys = self.purge_keys(&instance, &removed)?;
-            keys.push(stale);
+            let (mut keys, tally) = self.purge_keys(&instance, &removed)?;
+            keys.push(finished_key);
             removed.insert(instance.id);
-            planned.push((purge, instance, keys, true));
+            planned.push(Planned {
+                record,
+                instance,
+                keys,
+                tally,
+            });
         }
         let mut batch = sled::Batch::default();
+        for key in stale {
+            batch.remove(key);
+        }
         let mut tallies: HashMap<Vec<u8>, FunnelTally> = HashMap::new();
         let mut count = 0;
         {
@@ -635,22 +655,16 @@ impl Journal for SledStore {
                 .applying
                 .write()
                 .expect("the commit gate is never poisoned");
-            for (purge, read, keys, remove) in &planned {
-                if *remove {
-                    let now = self.get::<Instance>(&keys::instance(read.id))?;
-                    if !now.is_some_and(|now| {
-                        now.status.is_finished() && now.updated_at_ms == read.updated_at_ms
-                    }) {
-                        continue;
-                    }
-                }
-                for key in keys {
-                    batch.remove(key.as_slice());
-                }
-                if !*remove {
+            for plan in &planned {
+                let id = plan.instance.id;
+                if self.db.get(keys::instance(id))?.as_ref() != Some(&plan.record) {
                     continue;
                 }
+                for key in &plan.keys {
+                    batch.remove(key.as_slice());
+                }
                 count += 1;
+                let read = &plan.instance;
                 let key = keys::tally(
                     &read.journey,
                     read.journey_version,
@@ -663,14 +677,15 @@ impl Journal for SledStore {
                         entry.insert(stored)
                     }
                 };
-                tally.add(&purge.tally);
+                tally.add(&plan.tally);
             }
             for (key, tally) in &tallies {
                 batch.insert(key.as_slice(), self.codec.encode(tally)?);
             }
             self.db.apply_batch(batch)?;
         }
-        self.db.flush()?;
+        // Not flushed here: the next commit's flush makes it durable (see
+        // the trait), and a purge's own flush would hold up theirs.
         Ok(count)
     }
 
@@ -758,7 +773,6 @@ impl Journal for SledStore {
                     cache.forget(customer);
                 }
             }
-            self.db.flush()?;
         }
         Ok(removed)
     }
@@ -774,7 +788,7 @@ impl SledStore {
         &self,
         instance: &Instance,
         removed: &HashSet<InstanceId>,
-    ) -> Result<Vec<Vec<u8>>> {
+    ) -> Result<(Vec<Vec<u8>>, FunnelTally)> {
         let id = instance.id;
         let mut keys = vec![
             keys::instance(id),
@@ -783,9 +797,13 @@ impl SledStore {
             keys::correlation(&instance.journey, &instance.correlation, id),
             keys::active(&instance.journey, &instance.customer_id, id),
         ];
-        for key in self.db.scan_prefix(keys::history_of(id)).keys() {
-            keys.push(key?.to_vec());
+        let mut history = Vec::with_capacity(instance.history_len as usize);
+        for item in self.db.scan_prefix(keys::history_of(id)) {
+            let (key, bytes) = item?;
+            history.push(self.codec.decode::<HistoryEntry>(&key, &bytes)?);
+            keys.push(key.to_vec());
         }
+        let tally = FunnelTally::of_instance(instance, &history);
         for item in self.db.scan_prefix(keys::outbox_of(id)) {
             let (slot, bytes) = item?;
             match self.get::<Delivery>(&keys::delivery(&slot))? {
@@ -830,7 +848,7 @@ impl SledStore {
                 keys.push(event_key);
             }
         }
-        Ok(keys)
+        Ok((keys, tally))
     }
 }
 
