@@ -10,7 +10,8 @@
 //! Files: `keys.rs` is the key layout (the only place that knows it);
 //! `journal.rs` the commit path, instances and timers; `catalog.rs` plugins,
 //! journeys and settings; `customers.rs` profiles and the cached views;
-//! `outbox.rs` deliveries.
+//! `outbox.rs` deliveries; `retention.rs` purging and the sweep of old
+//! records; `codec.rs` how records are stored.
 //!
 //! Claims (timers, outbox messages), send reservations and canary counts
 //! are held in memory: sled opens its directory in one process at a time, so the
@@ -23,6 +24,7 @@ mod customers;
 mod journal;
 mod keys;
 mod outbox;
+mod retention;
 
 use std::collections::HashMap;
 use std::hash::Hash;
