@@ -32,7 +32,7 @@ pub fn required_scope(method: &axum::http::Method, path: &str) -> Option<Scope> 
 /// Refuse a request whose token is missing, unknown or under-scoped.
 pub(super) async fn require_token(
     State(state): State<AppState>,
-    request: axum::extract::Request,
+    mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let Some(needed) = required_scope(request.method(), request.uri().path()) else {
@@ -73,8 +73,13 @@ pub(super) async fn require_token(
         )
         .into_response();
     }
+    request.extensions_mut().insert(Caller(token.name.clone()));
     next.run(request).await
 }
+
+/// The name of the token a request came with (what the audit log records).
+#[derive(Debug, Clone)]
+pub(super) struct Caller(pub String);
 
 pub(super) async fn list_tokens(
     State(state): State<AppState>,

@@ -1,4 +1,6 @@
-//! `/v1/customers/{id}`: upsert a profile, read the single customer view.
+//! `/v1/customers/{id}`: upsert a profile, read the single customer view,
+//! forget a customer; `/v1/audit`: what forgetting (and other audited
+//! actions) did.
 
 use super::*;
 
@@ -33,4 +35,63 @@ pub(super) async fn get_customer(
         ));
     }
     Ok(Json(view))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ForgetRequest {
+    instances: executor::ForgetInstances,
+}
+
+/// The header a caller may send to name the request in the audit log.
+const REQUEST_ID: &str = "x-request-id";
+
+pub(super) async fn forget_customer(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    caller: Option<axum::Extension<super::auth::Caller>>,
+    headers: axum::http::HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<executor::Forgotten>> {
+    let request: ForgetRequest = match &body {
+        Ok(bytes) if bytes.is_empty() => ForgetRequest::default(),
+        _ => json_body(body, &format!("forgetting customer `{id}`"))?,
+    };
+    let request_id = match headers.get(REQUEST_ID) {
+        Some(value) => {
+            let value = value.to_str().unwrap_or_default();
+            executor::check_id("x-request-id", value)?;
+            value.to_owned()
+        }
+        None => format!("req-{:016x}", rand::random::<u64>()),
+    };
+    let runtime = state.runtime.clone();
+    let token = caller.map(|axum::Extension(caller)| caller.0);
+    let forgotten = tokio::spawn(async move {
+        runtime
+            .forget_customer(&id, request.instances, &request_id, token.as_deref())
+            .await
+    })
+    .await
+    .map_err(executor::Error::from)??;
+    Ok(Json(forgotten))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct AuditQuery {
+    after: u64,
+    limit: Option<usize>,
+}
+
+/// Audit entries returned by one call at most.
+const AUDIT_PAGE: usize = 500;
+
+pub(super) async fn audit_log(
+    State(state): State<AppState>,
+    Query(query): Query<AuditQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let limit = query.limit.unwrap_or(AUDIT_PAGE).clamp(1, AUDIT_PAGE);
+    let entries = state.runtime.audit_log(query.after, limit).await?;
+    Ok(Json(json!({ "entries": entries })))
 }

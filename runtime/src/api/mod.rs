@@ -157,6 +157,11 @@ pub fn router(state: AppState) -> Router {
             put(customers::put_customer).get(customers::get_customer),
         )
         .route(
+            "/v1/customers/{id}/forget",
+            post(customers::forget_customer),
+        )
+        .route("/v1/audit", get(customers::audit_log))
+        .route(
             "/v1/journeys",
             post(journeys::deploy_journey)
                 .get(journeys::list_journeys)

@@ -328,24 +328,6 @@ impl Client {
         Ok(())
     }
 
-    pub async fn import_customers(&self, file: &Path) -> anyhow::Result<()> {
-        let customers: serde_json::Map<String, Value> = serde_json::from_slice(&read(file)?)
-            .with_context(|| {
-                format!("{}: expected a JSON object of id → profile", file.display())
-            })?;
-        for (id, profile) in &customers {
-            self.put_json(&["v1", "customers", id], profile).await?;
-        }
-        println!("imported {} customers", customers.len());
-        Ok(())
-    }
-
-    pub async fn show_customer(&self, id: &str) -> anyhow::Result<()> {
-        let body = self.get(&["v1", "customers", id]).await?;
-        println!("{}", serde_json::to_string_pretty(&body)?);
-        Ok(())
-    }
-
     pub async fn send_events(&self, args: SendArgs) -> anyhow::Result<()> {
         let events: Vec<Value> = match &args.file {
             Some(file) => match serde_json::from_slice(&read(file)?)

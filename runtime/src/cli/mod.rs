@@ -19,6 +19,7 @@
 pub mod bench;
 mod client;
 mod config;
+mod customers;
 mod delivery;
 mod retention;
 mod scaffold;
@@ -84,7 +85,20 @@ pub enum Command {
     Plugin(PluginCommand),
     /// Upsert and show customers.
     #[command(subcommand)]
-    Customer(CustomerCommand),
+    Customer(customers::CustomerCommand),
+    /// Read the audit log: what forgetting customers (and other audited
+    /// actions) did, without personal data.
+    Audit {
+        /// Only entries after this one (by number).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Send events.
     #[command(subcommand)]
     Event(EventCommand),
@@ -240,21 +254,6 @@ pub enum PluginCommand {
     Show {
         /// The plugin.
         name: String,
-    },
-}
-
-/// `journeyd customer ...`
-#[derive(Debug, Subcommand)]
-pub enum CustomerCommand {
-    /// Create or replace customer profiles from a JSON file `{ "id": {profile}, ... }`.
-    Import {
-        /// The JSON file.
-        file: PathBuf,
-    },
-    /// Show a customer's single view.
-    Show {
-        /// The customer id.
-        id: String,
     },
 }
 
@@ -590,8 +589,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
         }
         Command::Plugin(command) => plugin_command(&client, command).await,
-        Command::Customer(CustomerCommand::Import { file }) => client.import_customers(&file).await,
-        Command::Customer(CustomerCommand::Show { id }) => client.show_customer(&id).await,
+        Command::Customer(command) => customers::run(&client, command).await,
+        Command::Audit { after, limit, json } => {
+            customers::audit(&client, after, limit, json).await
+        }
         Command::Event(EventCommand::Send(args)) => client.send_events(args).await,
         Command::Instance(InstanceCommand::Show { id, wait_ms, json }) => {
             client.show_instance(&id, wait_ms, json).await

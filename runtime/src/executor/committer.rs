@@ -534,6 +534,12 @@ mod tests {
         fn purge_old_records(&self, _: u64, _: usize) -> StoreResult<usize> {
             unreachable!("the committer only commits")
         }
+        fn customer_events(&self, _: &str) -> StoreResult<Vec<EventRecord>> {
+            unreachable!("the committer only commits")
+        }
+        fn forget_customer(&self, _: &str) -> StoreResult<crate::store::ForgottenRecords> {
+            unreachable!("the committer only commits")
+        }
     }
 
     fn change(id: u64) -> InstanceCommit {

@@ -245,7 +245,10 @@ impl Runtime {
         }
     }
 
-    async fn instance_with_history(&self, id: InstanceId) -> Result<(Instance, Vec<HistoryEntry>)> {
+    pub(super) async fn instance_with_history(
+        &self,
+        id: InstanceId,
+    ) -> Result<(Instance, Vec<HistoryEntry>)> {
         let store = self.store.clone();
         let (instance, history) = tokio::task::spawn_blocking(move || {
             Ok::<_, crate::store::Error>((store.instance(id)?, store.history(id)?))
@@ -330,7 +333,11 @@ impl Runtime {
 
     /// After an action committed: run the instance's step, or report it
     /// finished.
-    async fn after_action(self: &Arc<Self>, next: Instance, before: &Instance) -> Result<()> {
+    pub(super) async fn after_action(
+        self: &Arc<Self>,
+        next: Instance,
+        before: &Instance,
+    ) -> Result<()> {
         self.health.host_fault_over(next.id);
         if next.status != InstanceStatus::Running {
             if next.status.is_finished() {

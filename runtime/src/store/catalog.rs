@@ -3,7 +3,7 @@
 //! each plugin version, and the runtime settings operators change.
 
 use super::{
-    IntegrationRecord, JourneyRecord, MigrationRecord, PluginRecord, Result, TagRecord,
+    AuditEntry, IntegrationRecord, JourneyRecord, MigrationRecord, PluginRecord, Result, TagRecord,
     TokenRecord, VersionStats,
 };
 
@@ -94,4 +94,11 @@ pub trait Catalog: Send + Sync {
     fn put_meta(&self, name: &str, value: &serde_json::Value) -> Result<()>;
     /// A runtime setting, if kept.
     fn meta(&self, name: &str) -> Result<Option<serde_json::Value>>;
+
+    /// Append `entry` to the audit log (its `seq` is set here); returns
+    /// it as stored. Durable on return.
+    fn append_audit(&self, entry: AuditEntry) -> Result<AuditEntry>;
+    /// Audit entries after `after` (by `seq`), oldest first, at most
+    /// `limit`.
+    fn audit_log(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>>;
 }

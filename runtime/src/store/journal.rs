@@ -7,8 +7,8 @@
 //! (timers, event waits, correlation, the running set) from the facts.
 
 use super::{
-    ChannelPreference, Engagement, EventRecord, HistoryEntry, Instance, InstanceId, InstanceStatus,
-    Interaction, OutboxMessage, Purge, PurgedTally, Result,
+    ChannelPreference, Engagement, EventRecord, ForgottenRecords, HistoryEntry, Instance,
+    InstanceId, InstanceStatus, Interaction, OutboxMessage, Purge, PurgedTally, Result, Scrub,
 };
 
 /// One instance taking one history entry, and everything that goes with
@@ -32,6 +32,11 @@ pub struct InstanceCommit {
     pub interactions: Vec<Interaction>,
     /// Sends counted against the customer's frequency caps.
     pub counted: Vec<CountedSend>,
+    /// Set when the change anonymises the instance (its customer was
+    /// forgotten): the backend scrubs every record kept for it (earlier
+    /// history, outbox messages, the events it ran on) and re-indexes it
+    /// under the pseudonym; messages not yet sent are dropped.
+    pub scrub: Option<std::sync::Arc<Scrub>>,
 }
 
 /// The timer and event wait of an instance as it waited.
@@ -75,6 +80,7 @@ impl InstanceCommit {
             messages: Vec::new(),
             interactions: Vec::new(),
             counted: Vec::new(),
+            scrub: None,
         }
     }
 
@@ -317,4 +323,13 @@ pub trait Journal: Send + Sync {
     /// again after the end. Durable with the next commit. Returns how many were
     /// removed.
     fn purge_old_records(&self, before_ms: u64, limit: usize) -> Result<usize>;
+
+    /// The events about `customer` the store keeps, in id order.
+    fn customer_events(&self, customer: &str) -> Result<Vec<EventRecord>>;
+    /// Remove what is kept about `customer` apart from their instances:
+    /// profile, interactions, channel choices, engagement, counted sends,
+    /// and each of their events that started no instance still kept (an
+    /// anonymised instance's events are no longer theirs). Durable on
+    /// return.
+    fn forget_customer(&self, customer: &str) -> Result<ForgottenRecords>;
 }

@@ -243,3 +243,24 @@ pub struct TokenRecord {
     /// When it was created, ms since the Unix epoch.
     pub created_at_ms: u64,
 }
+
+/// One entry of the audit log: what an operator did that the store must
+/// be able to prove later. It holds ids and counts, never personal data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Its place in the log (set by the store when appended).
+    #[serde(default)]
+    pub seq: u64,
+    /// When, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// What was done, e.g. `customer.forget`.
+    pub action: String,
+    /// The request that did it (the caller's `x-request-id`, or one the
+    /// runtime made up).
+    pub request_id: String,
+    /// The API token that did it, if the API has tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// What it did, as counts and settings.
+    pub details: serde_json::Value,
+}

@@ -119,3 +119,24 @@ impl CustomerView {
             || !self.engagement.is_empty()
     }
 }
+
+/// What forgetting a customer removed from the store besides their
+/// instances (see [`Customers::forget_customer`](crate::store::Customers::forget_customer)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgottenRecords {
+    /// Whether they had a profile.
+    pub profile: bool,
+    /// Interactions removed.
+    pub interactions: usize,
+    /// Channel choices removed.
+    pub channel_choices: usize,
+    /// Engagements removed.
+    pub engagement: usize,
+    /// Sends counted against their frequency caps, removed.
+    pub counted_sends: usize,
+    /// Their events removed.
+    pub events: usize,
+    /// Their events kept because an instance still kept needs them (a
+    /// step may yet run on it).
+    pub events_kept: usize,
+}

@@ -130,6 +130,15 @@ pub enum HistoryEntry {
         /// Why, as the operator gave it.
         reason: String,
     },
+    /// The instance's customer asked to be forgotten and an operator chose
+    /// to let it run on anonymised: its customer is now a pseudonym and
+    /// its records no longer hold their personal data.
+    Anonymised {
+        /// Entry time, ms since the Unix epoch.
+        at_ms: u64,
+        /// Why, as the operator gave it.
+        reason: String,
+    },
     /// A split step sent the instance down one variant.
     Split {
         /// Entry time, ms since the Unix epoch.
@@ -302,7 +311,8 @@ impl HistoryEntry {
             | HistoryEntry::Restarted { at_ms, .. }
             | HistoryEntry::Retried { at_ms, .. }
             | HistoryEntry::Skipped { at_ms, .. }
-            | HistoryEntry::Cancelled { at_ms, .. } => *at_ms,
+            | HistoryEntry::Cancelled { at_ms, .. }
+            | HistoryEntry::Anonymised { at_ms, .. } => *at_ms,
             HistoryEntry::StepRan(step) | HistoryEntry::StepFailed(step) => step.at_ms,
         }
     }

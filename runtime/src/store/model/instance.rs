@@ -274,6 +274,17 @@ impl Instance {
         next
     }
 
+    /// Its customer was forgotten and it runs on anonymised: `scrub`
+    /// applied to every record of it, its customer now the pseudonym.
+    pub fn anonymised(&self, scrub: &Scrub, at_ms: u64) -> serde_json::Result<Instance> {
+        // Its waits stay as they are, only scrubbed.
+        let mut next = scrub.record(self)?;
+        next.history_len += 1;
+        next.updated_at_ms = at_ms;
+        next.customer_id = scrub.pseudonym.clone();
+        Ok(next)
+    }
+
     /// The event its steps see: the one that ended its last wait, or the
     /// one that started it.
     pub fn current_event_id(&self) -> &str {

@@ -5,14 +5,16 @@
 //! how they lay them out is theirs.
 //!
 //! Files: `catalog.rs`, `instance.rs` (with the state machine),
-//! `history.rs`, `customer.rs` and `funnel.rs` (the counts purged instances
-//! leave behind).
+//! `history.rs`, `customer.rs`, `funnel.rs` (the counts purged instances
+//! leave behind) and `scrub.rs` (how a forgotten customer leaves the
+//! records an anonymised instance keeps).
 
 mod catalog;
 mod customer;
 mod funnel;
 mod history;
 mod instance;
+mod scrub;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +23,7 @@ pub use self::customer::*;
 pub use self::funnel::*;
 pub use self::history::*;
 pub use self::instance::*;
+pub use self::scrub::*;
 
 /// An instance id: allocated by the store, unique for the store's lifetime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

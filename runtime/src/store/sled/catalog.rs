@@ -2,8 +2,8 @@
 
 use super::{SledStore, keys};
 use crate::store::{
-    CanaryCounts, Catalog, IntegrationRecord, JourneyRecord, MigrationRecord, PluginRecord, Result,
-    TagRecord, TokenRecord, VersionStats,
+    AuditEntry, CanaryCounts, Catalog, IntegrationRecord, JourneyRecord, MigrationRecord,
+    PluginRecord, Result, TagRecord, TokenRecord, VersionStats,
 };
 
 impl SledStore {
@@ -238,5 +238,30 @@ impl Catalog for SledStore {
 
     fn meta(&self, name: &str) -> Result<Option<serde_json::Value>> {
         self.get(&keys::meta(name))
+    }
+
+    fn append_audit(&self, mut entry: AuditEntry) -> Result<AuditEntry> {
+        // sled's ids grow; the log reads in their order.
+        entry.seq = self.db.generate_id()?;
+        self.db
+            .insert(keys::audit(entry.seq), self.codec.encode(&entry)?)?;
+        self.db.flush()?;
+        Ok(entry)
+    }
+
+    fn audit_log(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>> {
+        let start = keys::audit(after.saturating_add(1));
+        self.db
+            .range(start..)
+            .take_while(|item| {
+                item.as_ref()
+                    .map_or(true, |(key, _)| key.starts_with(&keys::audit_log()))
+            })
+            .take(limit)
+            .map(|item| {
+                let (key, bytes) = item?;
+                self.codec.decode(&key, &bytes)
+            })
+            .collect()
     }
 }

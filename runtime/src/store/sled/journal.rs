@@ -19,9 +19,9 @@ use std::time::Duration;
 use super::codec::Codec;
 use super::{SledStore, keys};
 use crate::store::{
-    Applied, Commit, Error, EventCommit, EventRecord, HistoryEntry, Instance, InstanceCommit,
-    InstanceFilter, InstanceId, InstanceStatus, Interaction, Journal, Purge, PurgedTally,
-    RefusedStart, Result, Timers,
+    Applied, Commit, Error, EventCommit, EventRecord, ForgottenRecords, HistoryEntry, Instance,
+    InstanceCommit, InstanceFilter, InstanceId, InstanceStatus, Interaction, Journal, Purge,
+    PurgedTally, RefusedStart, Result, Timers,
 };
 
 /// An instance change with its records encoded.
@@ -167,6 +167,7 @@ impl SledStore {
         }
         let is_refused = |id: InstanceId| refused.iter().any(|refused| refused.instance == id);
         so_far.events.insert(&event.id, &event.started);
+        batch.insert(keys::customer_event(&event.customer_id, &event.id), &[]);
         if refused.is_empty() {
             batch.insert(keys::event(&event.id), &*encoded.event);
         } else {
@@ -250,6 +251,12 @@ impl SledStore {
             return Ok(Applied::StaleStep);
         }
         so_far.history.insert((instance.id, seq));
+        if let Some(scrub) = &change.scrub
+            && let Some(before) = self.get::<Instance>(&keys::instance(instance.id))?
+        {
+            // First, so the change's own records below win.
+            self.add_scrub(batch, &before, scrub)?;
+        }
         batch.insert(history_key, &*encoded.entry);
         if let Some(record) = &encoded.record {
             batch.insert(keys::instance(instance.id), &**record);
@@ -605,6 +612,14 @@ impl Journal for SledStore {
 
     fn purge_old_records(&self, before_ms: u64, limit: usize) -> Result<usize> {
         self.sweep_aged(before_ms, limit)
+    }
+
+    fn customer_events(&self, customer: &str) -> Result<Vec<EventRecord>> {
+        self.events_of_customer(customer)
+    }
+
+    fn forget_customer(&self, customer: &str) -> Result<ForgottenRecords> {
+        self.forget(customer)
     }
 }
 

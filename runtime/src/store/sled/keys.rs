@@ -82,6 +82,11 @@ const DICTIONARY: u8 = b'd';
 const FINISHED: u8 = b'L';
 /// Funnel counts of purged instances: `g journey 0 version:u32 day-ms:u64`.
 const TALLY: u8 = b'g';
+/// Events by customer (what forgetting a customer finds their events and
+/// instances by): `c customer 0 event-id`.
+const CUSTOMER_EVENT: u8 = b'c';
+/// The audit log, in order: `a seq:u64`.
+const AUDIT: u8 = b'a';
 
 fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     let len = 1 + parts.iter().map(|part| part.len()).sum::<usize>();
@@ -101,6 +106,11 @@ pub fn catalog_version() -> Vec<u8> {
 /// The key of an accepted event.
 pub fn event(id: &str) -> Vec<u8> {
     key(EVENT, &[id.as_bytes()])
+}
+
+/// The prefix of all accepted events.
+pub fn events() -> Vec<u8> {
+    vec![EVENT]
 }
 
 /// The key of an instance.
@@ -597,6 +607,34 @@ pub fn tally_of(prefix: &[u8], key: &[u8]) -> Option<(u32, u64)> {
     Some((u32::from_be_bytes(version), u64::from_be_bytes(day)))
 }
 
+/// The key indexing event `event` under its customer.
+pub fn customer_event(customer: &str, event: &str) -> Vec<u8> {
+    key(
+        CUSTOMER_EVENT,
+        &[customer.as_bytes(), &[0], event.as_bytes()],
+    )
+}
+
+/// The prefix of a customer's events.
+pub fn customer_events(customer: &str) -> Vec<u8> {
+    key(CUSTOMER_EVENT, &[customer.as_bytes(), &[0]])
+}
+
+/// The event id of a key under `prefix` (from [`customer_events`]).
+pub fn customer_event_of<'k>(prefix: &[u8], key: &'k [u8]) -> Option<&'k str> {
+    std::str::from_utf8(key.strip_prefix(prefix)?).ok()
+}
+
+/// The key of audit entry `seq`.
+pub fn audit(seq: u64) -> Vec<u8> {
+    key(AUDIT, &[&seq.to_be_bytes()])
+}
+
+/// The prefix of the audit log.
+pub fn audit_log() -> Vec<u8> {
+    vec![AUDIT]
+}
+
 /// Kinds of records swept by age (see `Journal::purge_old_records`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Aged {
@@ -675,6 +713,12 @@ mod tests {
             tally_of(&prefix, &tally("enquiry", 3, 86_400_000)),
             Some((3, 86_400_000))
         );
+        let prefix = customer_events("c-1");
+        assert_eq!(
+            customer_event_of(&prefix, &customer_event("c-1", "evt-9")),
+            Some("evt-9")
+        );
+        assert!(!customer_event("c-10", "evt-9").starts_with(&prefix));
         let counted = sent("c-1", "sms", 5, InstanceId(42), 3, 0);
         assert!(counted.starts_with(&sent_of("c-1")));
         assert_eq!(sent_by_of(&counted), Some(InstanceId(42)));

@@ -11,7 +11,8 @@
 //! `journal.rs` the commit path, instances and timers; `catalog.rs` plugins,
 //! journeys and settings; `customers.rs` profiles and the cached views;
 //! `outbox.rs` deliveries; `retention.rs` purging and the sweep of old
-//! records; `codec.rs` how records are stored.
+//! records; `forget.rs` forgetting a customer; `codec.rs` how records are
+//! stored.
 //!
 //! Claims (timers, outbox messages), send reservations and canary counts
 //! are held in memory: sled opens its directory in one process at a time, so the
@@ -21,6 +22,7 @@
 mod catalog;
 mod codec;
 mod customers;
+mod forget;
 mod journal;
 mod keys;
 mod outbox;
@@ -130,7 +132,7 @@ impl SledStore {
             .flush_every_ms(Some(GC_EVERY_MS))
             .open()?;
         let blobs = db.open_tree("blobs")?;
-        Ok(SledStore {
+        let store = SledStore {
             codec: Codec::open(&db)?,
             db,
             blobs,
@@ -143,7 +145,9 @@ impl SledStore {
             reservations: std::sync::Mutex::new(Reservations::default()),
             canaries: std::sync::Mutex::new(HashMap::new()),
             sweep: std::sync::Mutex::new(None),
-        })
+        };
+        store.index_events_by_customer()?;
+        Ok(store)
     }
 
     fn leases(&self) -> std::sync::MutexGuard<'_, Leases> {

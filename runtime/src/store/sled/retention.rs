@@ -158,7 +158,11 @@ impl SledStore {
                                 break;
                             }
                         }
-                        event.received_at_ms < before_ms && !left
+                        let old = event.received_at_ms < before_ms && !left;
+                        if old {
+                            batch.remove(keys::customer_event(&event.customer_id, &event.id));
+                        }
+                        old
                     }
                     keys::Aged::Interaction => {
                         let interaction: Interaction = self.codec.decode(&key, &bytes)?;
@@ -269,6 +273,7 @@ impl SledStore {
                 }
             }
             if !left {
+                keys.push(keys::customer_event(&event.customer_id, &event.id));
                 keys.push(event_key);
             }
         }

@@ -18,11 +18,13 @@ use super::*;
 
 mod catalog;
 mod concurrency;
+mod forget;
 mod journal;
 mod retention;
 
 use self::catalog::*;
 use self::concurrency::*;
+use self::forget::*;
 use self::journal::*;
 use self::retention::*;
 
@@ -184,7 +186,9 @@ pub fn run(store: &dyn Store) {
     send_reservations_never_exceed_a_cap_under_concurrency(store);
     concurrent_claims_hand_each_message_to_one_claimant(store);
     concurrent_commits_take_each_history_slot_once(store);
-    // Last: they claim every due message and remove events.
+    // Last: they claim every due message, remove events and add funnel
+    // counts of purged instances.
     finished_instances_are_purged_with_everything_kept_for_them(store);
     old_events_interactions_and_engagement_are_swept(store);
+    a_customer_is_forgotten_and_an_anonymised_instance_scrubbed(store);
 }
