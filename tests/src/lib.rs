@@ -163,13 +163,24 @@ impl Journeyd {
             // Keep draining so journeyd never blocks on a full pipe.
             for _ in lines {}
         });
-        let url = url
+        // Whatever goes wrong from here, the child must not outlive the test.
+        let started = url
             .recv_timeout(Duration::from_secs(60))
-            .expect("journeyd printed its readiness line within 60 s");
-        let token = std::fs::read_to_string(data.join("admin.token"))
-            .expect("journeyd wrote its first admin token into its data directory")
-            .trim()
-            .to_owned();
+            .map_err(|_| "journeyd did not print its readiness line within 60 s".to_owned())
+            .and_then(|url| {
+                let token = std::fs::read_to_string(data.join("admin.token")).map_err(|error| {
+                    format!("no admin token in the data directory ({error}); journeyd writes one on a store's first start")
+                })?;
+                Ok((url, token.trim().to_owned()))
+            });
+        let (url, token) = match started {
+            Ok(started) => started,
+            Err(problem) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{problem}");
+            }
+        };
         Journeyd {
             child,
             url,

@@ -23,7 +23,8 @@ pub fn required_scope(method: &axum::http::Method, path: &str) -> Option<Scope> 
     {
         return Some(Scope::Ingest);
     }
-    if *method == Method::GET || *method == Method::HEAD {
+    // A backup holds every customer's data: admins only.
+    if (*method == Method::GET || *method == Method::HEAD) && path != "/v1/backup" {
         return Some(Scope::Read);
     }
     Some(Scope::Admin)
@@ -147,6 +148,7 @@ mod tests {
         assert_eq!(scope(Method::PUT, "/v1/customers/c-1"), Some(Scope::Ingest));
         assert_eq!(scope(Method::GET, "/v1/instances"), Some(Scope::Read));
         assert_eq!(scope(Method::GET, "/metrics"), Some(Scope::Read));
+        assert_eq!(scope(Method::GET, "/v1/backup"), Some(Scope::Admin));
         assert_eq!(scope(Method::PUT, "/v1/plugins/x"), Some(Scope::Admin));
         assert_eq!(scope(Method::POST, "/v1/clock/advance"), Some(Scope::Admin));
         assert_eq!(

@@ -74,6 +74,8 @@ mod instances;
 mod integrations;
 mod journeys;
 mod ops;
+
+pub use self::ops::{BACKUP_PAUSE_HEADER, BACKUP_RECORDS_HEADER};
 mod outbox;
 mod plugins;
 use axum::routing::{delete, get, post, put};
@@ -224,6 +226,7 @@ pub fn router(state: AppState) -> Router {
             get(auth::list_tokens).post(auth::create_token),
         )
         .route("/v1/tokens/{name}", delete(auth::revoke_token))
+        .route("/v1/backup", get(ops::take_backup))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::render_metrics));

@@ -16,6 +16,7 @@
 //! `~/.config/journeyd/config.toml`), else the first admin token `journeyd
 //! serve` wrote into that data directory.
 
+mod backup;
 pub mod bench;
 mod client;
 mod config;
@@ -134,6 +135,11 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// Take a consistent backup from the running server (`--to FILE`), or
+    /// check one (`verify FILE`).
+    Backup(backup::BackupArgs),
+    /// Restore a backup into a new data directory (offline).
+    Restore(backup::RestoreArgs),
     /// Run enquiry journeys through the executor on a temporary store and
     /// print throughput, latency and overhead (last line: JSON).
     Bench(BenchArgs),
@@ -557,13 +563,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Plugin(PluginCommand::New(args)) = cli.command {
         return scaffold::new_plugin(args);
     }
+    if let Command::Restore(args) = cli.command {
+        return backup::restore(args);
+    }
     let config = config_file()?;
     let client = client::Client::new(
         &server_url(cli.server, &config),
         api_token(cli.token, &config).as_deref(),
     );
     match cli.command {
-        Command::Serve(_) | Command::Step(_) | Command::Config(_) => unreachable!("run above"),
+        Command::Serve(_) | Command::Step(_) | Command::Config(_) | Command::Restore(_) => {
+            unreachable!("run above")
+        }
+        Command::Backup(args) => backup::backup(&client, args).await,
         Command::Bench(args) => bench::bench(args).await,
         Command::Journey(JourneyCommand::Deploy { file }) => client.deploy_journey(&file).await,
         Command::Journey(JourneyCommand::List) => client.list_journeys().await,

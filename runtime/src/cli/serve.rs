@@ -151,6 +151,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         compiled_cache: Some(args.data.join("compiled")),
         retention: args.retention,
+        scratch_dir: Some(args.data.clone()),
         ..Settings::default()
     };
     let settings = match args.step_workers {

@@ -22,6 +22,7 @@
 //! `caps`, `health`, `registry` and `funnel` are the parts it is built
 //! from.
 
+mod backup;
 mod callbacks;
 pub mod caps;
 mod catalog;
@@ -146,6 +147,9 @@ pub struct Settings {
     /// How long finished instances are kept when their journey does not
     /// say (and how long events that started nothing are kept).
     pub retention: crate::journey::Retention,
+    /// Where large temporary files go (a backup on its way out); the
+    /// system's temporary directory when `None`.
+    pub scratch_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Settings {
@@ -156,6 +160,7 @@ impl Default for Settings {
             parallel_steps: cores,
             compiled_cache: None,
             retention: crate::journey::Retention::Forever,
+            scratch_dir: None,
         }
     }
 }
@@ -289,6 +294,8 @@ pub struct Runtime {
     retention_due: tokio::sync::Notify,
     /// The server's default retention.
     retention_default: crate::journey::Retention,
+    /// Where large temporary files go.
+    scratch_dir: std::path::PathBuf,
 
     has_start_probes: std::sync::atomic::AtomicBool,
     /// Frequency caps and the sends counted against them.
@@ -429,6 +436,10 @@ impl Runtime {
                 timers_changed: tokio::sync::Notify::new(),
                 retention_due: tokio::sync::Notify::new(),
                 retention_default: settings.retention,
+                scratch_dir: settings
+                    .scratch_dir
+                    .clone()
+                    .unwrap_or_else(std::env::temp_dir),
 
                 has_start_probes: std::sync::atomic::AtomicBool::new(false),
                 sends,

@@ -8,10 +8,11 @@
 //! knows its keys. `sled/` is the embedded default.
 //!
 //! Files: `model/` holds the records and the instance state machine; one
-//! file per trait; `suite/` the behaviour every backend must show (each
+//! file per trait (`backup.rs` also holds the backup file's layout); `suite/` the behaviour every backend must show (each
 //! backend's tests run it); `sled/` the sled backend. See
 //! `docs/architecture.md` for where each invariant is enforced.
 
+mod backup;
 mod catalog;
 mod customers;
 mod journal;
@@ -20,6 +21,10 @@ mod outbox;
 pub mod sled;
 mod timers;
 
+pub use self::backup::{
+    Backup, BackupError, BackupHeader, BackupReader, BackupRecord, BackupSummary, BackupWriter,
+    FORMAT as BACKUP_FORMAT, MAGIC as BACKUP_MAGIC,
+};
 pub use self::catalog::{CanaryCounts, Catalog};
 pub use self::customers::{Customers, SendReservation};
 pub use self::journal::{
@@ -31,7 +36,7 @@ pub use self::outbox::{
     AttemptOutcome, ClaimedMessage, DELIVERY_LOG_LINES, Delivery, DeliveryAttempt, DeliveryNote,
     DeliveryStatus, Mark, Marked, MessageRef, Outbox, StatusReport,
 };
-pub use self::sled::SledStore;
+pub use self::sled::{RestoreError, SledStore};
 pub use self::timers::Timers;
 
 /// Storage errors, the same for every backend. A backend's own error is
@@ -74,9 +79,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything the runtime keeps: a backend implements each trait, and is
 /// then a `Store`. Implementations are safe to share across threads.
-pub trait Store: Catalog + Journal + Customers + Timers + Outbox + 'static {}
+pub trait Store: Catalog + Journal + Customers + Timers + Outbox + Backup + 'static {}
 
-impl<T: Catalog + Journal + Customers + Timers + Outbox + 'static> Store for T {}
+impl<T: Catalog + Journal + Customers + Timers + Outbox + Backup + 'static> Store for T {}
 
 #[cfg(any(test, feature = "testing"))]
 pub mod suite;

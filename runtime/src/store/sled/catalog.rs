@@ -7,7 +7,7 @@ use crate::store::{
 };
 
 impl SledStore {
-    fn numbering(&self) -> std::sync::MutexGuard<'_, ()> {
+    pub(super) fn numbering(&self) -> std::sync::MutexGuard<'_, ()> {
         self.versions
             .lock()
             .expect("the version numbering lock is never poisoned")
@@ -241,8 +241,9 @@ impl Catalog for SledStore {
     }
 
     fn append_audit(&self, mut entry: AuditEntry) -> Result<AuditEntry> {
-        // sled's ids grow; the log reads in their order.
-        entry.seq = self.db.generate_id()?;
+        // sled's ids grow (from 0); the log reads in their order and
+        // numbers its entries from 1, so `after = 0` lists them all.
+        entry.seq = self.db.generate_id()? + 1;
         self.db
             .insert(keys::audit(entry.seq), self.codec.encode(&entry)?)?;
         self.db.flush()?;

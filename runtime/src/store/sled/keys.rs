@@ -88,6 +88,54 @@ const CUSTOMER_EVENT: u8 = b'c';
 /// The audit log, in order: `a seq:u64`.
 const AUDIT: u8 = b'a';
 
+/// Each record kind's name, by prefix (what a backup counts).
+const KINDS: [(u8, &str); 34] = [
+    (EVENT, "event"),
+    (INSTANCE, "instance"),
+    (HISTORY, "history"),
+    (OUTBOX, "outbox_message"),
+    (OUTBOX_DUE, "outbox_due"),
+    (DELIVERY, "delivery"),
+    (RUNNING, "running"),
+    (CORRELATION, "correlation"),
+    (CUSTOMER, "customer"),
+    (INTERACTION, "interaction"),
+    (JOURNEY, "journey_version"),
+    (PLUGIN, "plugin_version"),
+    (BLOB, "plugin_bytes"),
+    (TAG, "tag"),
+    (TAG_CHANGE, "tag_change"),
+    (VERSION_STATS, "version_stats"),
+    (MIGRATION, "migration"),
+    (TIMER, "timer"),
+    (WAIT, "event_wait"),
+    (META, "setting"),
+    (ACTIVE, "active_by_customer"),
+    (PENDING_EXIT, "pending_exit"),
+    (PREFERENCE, "channel_choice"),
+    (ENGAGEMENT, "engagement"),
+    (SENT, "counted_send"),
+    (CATALOG_VERSION, "catalog_version"),
+    (INTEGRATION, "integration"),
+    (TOKEN, "token"),
+    (PROVIDER_ID, "provider_id"),
+    (DICTIONARY, "codec_dictionary"),
+    (FINISHED, "finished_index"),
+    (TALLY, "funnel_tally"),
+    (CUSTOMER_EVENT, "event_by_customer"),
+    (AUDIT, "audit"),
+];
+
+/// The name of the kind of record at `key` (`other` for keys that are
+/// not the runtime's).
+pub fn kind_of(key: &[u8]) -> &'static str {
+    let prefix = key.first().copied().unwrap_or(0);
+    KINDS
+        .iter()
+        .find(|(kind, _)| *kind == prefix)
+        .map_or("other", |(_, name)| name)
+}
+
 fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     let len = 1 + parts.iter().map(|part| part.len()).sum::<usize>();
     let mut key = Vec::with_capacity(len);
@@ -696,6 +744,16 @@ pub fn display(key: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_record_kind_has_a_prefix_of_its_own() {
+        let mut prefixes: Vec<u8> = KINDS.iter().map(|(prefix, _)| *prefix).collect();
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        assert_eq!(prefixes.len(), KINDS.len(), "two kinds share a prefix");
+        assert_eq!(kind_of(&instance(InstanceId(1))), "instance");
+        assert_eq!(kind_of(b""), "other");
+    }
 
     #[test]
     fn finished_keys_sort_by_time_within_a_journey_and_round_trip() {

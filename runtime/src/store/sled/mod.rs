@@ -11,14 +11,15 @@
 //! `journal.rs` the commit path, instances and timers; `catalog.rs` plugins,
 //! journeys and settings; `customers.rs` profiles and the cached views;
 //! `outbox.rs` deliveries; `retention.rs` purging and the sweep of old
-//! records; `forget.rs` forgetting a customer; `codec.rs` how records are
-//! stored.
+//! records; `forget.rs` forgetting a customer; `backup.rs` backup and
+//! restore; `codec.rs` how records are stored.
 //!
 //! Claims (timers, outbox messages), send reservations and canary counts
 //! are held in memory: sled opens its directory in one process at a time, so the
 //! process is the only claimant there can be, and a restart rightly drops
 //! its claims with it.
 
+mod backup;
 mod catalog;
 mod codec;
 mod customers;
@@ -35,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
+pub use self::backup::RestoreError;
 use self::codec::Codec;
 use self::customers::{CustomerCache, Reservations};
 use crate::store::{CanaryCounts, Error, InstanceId, Result};

@@ -108,3 +108,28 @@ pub(super) fn a_customer_is_forgotten_and_an_anonymised_instance_scrubbed(store:
     assert!(!view.is_known(), "nothing is known any more: {view:?}");
     assert!(store.customer_events("c-950").expect("events").is_empty());
 }
+
+pub(super) fn the_audit_log_lists_entries_in_order_from_the_first(store: &dyn Store) {
+    let entry = |request: &str| AuditEntry {
+        seq: 0,
+        at_ms: 9,
+        action: "customer.forget".into(),
+        request_id: request.into(),
+        token: None,
+        details: json!({ "purged": 1 }),
+    };
+    let first = store.append_audit(entry("r-1")).expect("append");
+    let second = store.append_audit(entry("r-2")).expect("append");
+    assert!(
+        first.seq >= 1 && second.seq > first.seq,
+        "{first:?} {second:?}"
+    );
+    let all = store.audit_log(0, 10).expect("log");
+    assert_eq!(
+        all,
+        [first.clone(), second.clone()],
+        "`after = 0` lists every entry"
+    );
+    assert_eq!(store.audit_log(first.seq, 10).expect("log"), [second]);
+    assert_eq!(store.audit_log(0, 1).expect("log"), [first]);
+}

@@ -186,6 +186,7 @@ pub fn run(store: &dyn Store) {
     send_reservations_never_exceed_a_cap_under_concurrency(store);
     concurrent_claims_hand_each_message_to_one_claimant(store);
     concurrent_commits_take_each_history_slot_once(store);
+    the_audit_log_lists_entries_in_order_from_the_first(store);
     // Last: they claim every due message, remove events and add funnel
     // counts of purged instances.
     finished_instances_are_purged_with_everything_kept_for_them(store);
