@@ -15,7 +15,9 @@ use crate::store::Scope;
 /// The scope `method` on `path` needs (`None`: open).
 pub fn required_scope(method: &axum::http::Method, path: &str) -> Option<Scope> {
     use axum::http::Method;
-    if matches!(path, "/healthz" | "/readyz") || path.starts_with("/v1/callbacks/") {
+    if matches!(path, "/healthz" | "/readyz" | "/v1/openapi.json")
+        || path.starts_with("/v1/callbacks/")
+    {
         return None;
     }
     if (*method == Method::POST && path == "/v1/events")
@@ -82,6 +84,13 @@ pub(super) async fn require_token(
 #[derive(Debug, Clone)]
 pub(super) struct Caller(pub String);
 
+/// List API tokens: names, scopes and when they were created (never secrets).
+#[utoipa::path(
+    get,
+    path = "/v1/tokens",
+    tag = "tokens",
+    responses((status = 200, description = "`{\"tokens\": [...]}`", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn list_tokens(
     State(state): State<AppState>,
 ) -> ApiResult<Json<serde_json::Value>> {
@@ -104,6 +113,14 @@ pub(super) struct TokenBody {
     scope: Scope,
 }
 
+/// Create an API token; its secret is shown once.
+#[utoipa::path(
+    post,
+    path = "/v1/tokens",
+    tag = "tokens",
+    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"name\", \"scope\"}` with scope `ingest`, `read` or `admin`"),
+    responses((status = 201, description = "The token with its secret", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn create_token(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
@@ -123,6 +140,14 @@ pub(super) async fn create_token(
     ))
 }
 
+/// Revoke a token.
+#[utoipa::path(
+    delete,
+    path = "/v1/tokens/{name}",
+    tag = "tokens",
+    params(("name" = String, Path, description = "The token name")),
+    responses((status = 200, description = "Revoked", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn revoke_token(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -143,6 +168,7 @@ mod tests {
         let scope = |method: Method, path: &str| required_scope(&method, path);
         assert_eq!(scope(Method::GET, "/healthz"), None);
         assert_eq!(scope(Method::GET, "/readyz"), None);
+        assert_eq!(scope(Method::GET, "/v1/openapi.json"), None);
         assert_eq!(scope(Method::POST, "/v1/callbacks/email"), None);
         assert_eq!(scope(Method::POST, "/v1/events"), Some(Scope::Ingest));
         assert_eq!(scope(Method::PUT, "/v1/customers/c-1"), Some(Scope::Ingest));

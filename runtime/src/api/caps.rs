@@ -2,6 +2,13 @@
 
 use super::*;
 
+/// The frequency caps in force.
+#[utoipa::path(
+    get,
+    path = "/v1/frequency-caps",
+    tag = "customers",
+    responses((status = 200, description = "`{\"caps\": [{\"channel\", \"limit\", \"period_ms\"}]}`", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn show_caps(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({ "caps": *state.runtime.frequency_caps() }))
 }
@@ -13,6 +20,14 @@ pub(super) struct CapsBody {
     caps: Vec<executor::FrequencyCap>,
 }
 
+/// Replace the frequency caps (all checked before any changes).
+#[utoipa::path(
+    put,
+    path = "/v1/frequency-caps",
+    tag = "customers",
+    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"caps\": [{\"channel\", \"limit\", \"period_ms\"}]}`"),
+    responses((status = 200, description = "The caps now in force", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn put_caps(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,

@@ -2,6 +2,13 @@
 
 use super::*;
 
+/// The runtime's time and whether it is simulated.
+#[utoipa::path(
+    get,
+    path = "/v1/clock",
+    tag = "clock",
+    responses((status = 200, description = "`{\"now_ms\", \"simulated\"}`", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn show_clock(State(state): State<AppState>) -> Json<serde_json::Value> {
     let clock = state.runtime.clock();
     Json(json!({ "now_ms": clock.now_ms(), "simulated": clock.simulated().is_some() }))
@@ -22,6 +29,14 @@ pub(super) struct Advance {
     settle_ms: u64,
 }
 
+/// Move a simulated clock forward; due timers fire. With `settle_ms` the clock stops at each due timer until the runtime settles.
+#[utoipa::path(
+    post,
+    path = "/v1/clock/advance",
+    tag = "clock",
+    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"ms\"}` or `{\"to_ms\"}`, optionally `\"settle_ms\"`"),
+    responses((status = 200, description = "Where the clock stands and whether the runtime settled", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn advance_clock(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,

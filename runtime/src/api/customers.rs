@@ -4,6 +4,15 @@
 
 use super::*;
 
+/// Create or replace a customer's profile (a JSON object; `time_zone` must be an IANA zone).
+#[utoipa::path(
+    put,
+    path = "/v1/customers/{id}",
+    tag = "customers",
+    params(("id" = String, Path, description = "The customer id")),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "The profile"),
+    responses((status = 200, description = "`{\"id\", \"profile\"}`", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn put_customer(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -20,6 +29,14 @@ pub(super) async fn put_customer(
     Ok(Json(json!({ "id": id, "profile": profile })))
 }
 
+/// The single customer view: profile, channel choices, recent interactions and engagement.
+#[utoipa::path(
+    get,
+    path = "/v1/customers/{id}",
+    tag = "customers",
+    params(("id" = String, Path, description = "The customer id")),
+    responses((status = 200, description = "The customer view", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn get_customer(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -46,6 +63,15 @@ struct ForgetRequest {
 /// The header a caller may send to name the request in the audit log.
 const REQUEST_ID: &str = "x-request-id";
 
+/// Forget a customer: cancel or anonymise their unfinished instances, purge the finished ones, remove profile, interactions, channel choices, engagement, counted sends and events; recorded in the audit log without personal data.
+#[utoipa::path(
+    post,
+    path = "/v1/customers/{id}/forget",
+    tag = "customers",
+    params(("id" = String, Path, description = "The customer id"), ("x-request-id" = Option<String>, Header, description = "The request id the audit log records (made up when absent)")),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"instances\": \"cancel\" | \"anonymise\"}` (optional; `cancel` by default)"),
+    responses((status = 200, description = "What was removed, and the audit entry's number", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn forget_customer(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -87,6 +113,14 @@ pub(super) struct AuditQuery {
 /// Audit entries returned by one call at most.
 const AUDIT_PAGE: usize = 500;
 
+/// The audit log, oldest first: action, request id, token name and counts, never personal data.
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "operations",
+    params(("after" = Option<u64>, Query, description = "Only entries after this number"), ("limit" = Option<usize>, Query, description = "At most this many (500)")),
+    responses((status = 200, description = "`{\"entries\": [...]}`", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn audit_log(
     State(state): State<AppState>,
     Query(query): Query<AuditQuery>,

@@ -2,6 +2,14 @@
 
 use super::*;
 
+/// Ingest an event; answered once it is durable.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"id\", \"type\", \"customer\", \"data\"}`"),
+    responses((status = 202, description = "The receipt: instances started, journeys skipped and why, instances exited", body = serde_json::Value), (status = 503, description = "Not committed in time, starting or shutting down; retry after `Retry-After`", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn ingest_event(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,

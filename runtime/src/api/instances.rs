@@ -19,6 +19,14 @@ pub(super) fn parse_instance_id(text: &str) -> ApiResult<InstanceId> {
     })
 }
 
+/// List instances, by id.
+#[utoipa::path(
+    get,
+    path = "/v1/instances",
+    tag = "instances",
+    params(("journey" = Option<String>, Query, description = "Only this journey"), ("status" = Option<String>, Query, description = "Only this status (running, waiting, completed, failed, exited, cancelled)"), ("after" = Option<String>, Query, description = "Only ids after this one (paging)"), ("limit" = Option<usize>, Query, description = "At most this many")),
+    responses((status = 200, description = "`{\"instances\": [...]}`", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn list_instances(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
@@ -72,6 +80,14 @@ pub(super) struct ShowQuery {
     wait_ms: Option<u64>,
 }
 
+/// One instance with its timeline.
+#[utoipa::path(
+    get,
+    path = "/v1/instances/{id}",
+    tag = "instances",
+    params(("id" = String, Path, description = "The instance id (`i-42` or `42`)"), ("wait_ms" = Option<u64>, Query, description = "Wait up to this long for it to finish")),
+    responses((status = 200, description = "The instance and its history", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn show_instance(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -189,6 +205,15 @@ fn action_body(body: Result<Bytes, BytesRejection>) -> ApiResult<ActionBody> {
     }
 }
 
+/// An operator's action on one instance: `retry` a failed one (`{\"plugin\"}` runs another version), `skip` it to a step (`{\"to\"}`), or `cancel` it; `{\"reason\"}` is recorded.
+#[utoipa::path(
+    post,
+    path = "/v1/instances/{id}/{action}",
+    tag = "instances",
+    params(("id" = String, Path, description = "The instance id"), ("action" = String, Path, description = "`retry`, `skip` or `cancel`")),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"reason\", \"plugin\", \"to\"}` as the action needs"),
+    responses((status = 200, description = "The instance as it is afterwards", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn act_on_instance(
     State(state): State<AppState>,
     Path((id, action)): Path<(String, String)>,
@@ -211,6 +236,15 @@ pub(super) async fn act_on_instance(
     Ok(Json(json!({ "instance": instance })))
 }
 
+/// The same action on every instance of a journey it applies to (`{\"step\"}`: only those at that step; `{\"dry_run\": true}` only counts).
+#[utoipa::path(
+    post,
+    path = "/v1/journeys/{name}/instances/{action}",
+    tag = "instances",
+    params(("name" = String, Path, description = "The journey"), ("action" = String, Path, description = "`retry`, `skip` or `cancel`")),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"reason\", \"plugin\", \"to\", \"step\", \"dry_run\"}`"),
+    responses((status = 200, description = "Matched, changed and refused instances", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn act_on_journey(
     State(state): State<AppState>,
     Path((name, action)): Path<(String, String)>,

@@ -9,10 +9,26 @@ use crate::store::{Delivery, DeliveryStatus};
 /// Largest callback body accepted.
 pub const MAX_CALLBACK_BYTES: usize = 256 * 1024;
 
+/// The integrations in force: how messages on each channel leave journeyd.
+#[utoipa::path(
+    get,
+    path = "/v1/integrations",
+    tag = "delivery",
+    responses((status = 200, description = "`{\"integrations\": [...]}`", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn list_integrations(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({ "integrations": state.runtime.integrations() }))
 }
 
+/// Set a channel's integration; checked by rendering a sample message.
+#[utoipa::path(
+    put,
+    path = "/v1/integrations/{channel}",
+    tag = "delivery",
+    params(("channel" = String, Path, description = "The channel")),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"plugin\", \"config\", \"hosts\", \"secrets\", \"callback_secret\", \"rate_per_second\", \"concurrency\", \"max_attempts\", \"max_age_ms\", \"timeout_ms\", \"enabled\"}`"),
+    responses((status = 200, description = "The integration as stored", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn set_integration(
     State(state): State<AppState>,
     Path(channel): Path<String>,
@@ -37,6 +53,14 @@ struct MessageDelivery {
     delivery: Delivery,
 }
 
+/// Messages by delivery status (bounced, failed and dead by default).
+#[utoipa::path(
+    get,
+    path = "/v1/deliveries",
+    tag = "delivery",
+    params(("status" = Option<String>, Query, description = "Comma-separated statuses, e.g. `dead,failed`"), ("limit" = Option<usize>, Query, description = "At most this many")),
+    responses((status = 200, description = "`{\"deliveries\": [...]}`", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn list_deliveries(
     State(state): State<AppState>,
     Query(query): Query<DeliveriesQuery>,
@@ -67,6 +91,14 @@ pub(super) async fn list_deliveries(
     Ok(Json(json!({ "deliveries": deliveries })))
 }
 
+/// One message and its delivery, with every attempt.
+#[utoipa::path(
+    get,
+    path = "/v1/deliveries/{*id}",
+    tag = "delivery",
+    params(("id" = String, Path, description = "The message id (it contains slashes; send them as they are)")),
+    responses((status = 200, description = "`{\"message\", \"delivery\"}`", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn show_delivery(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -82,6 +114,14 @@ pub(super) struct ReplayBody {
     ids: Vec<String>,
 }
 
+/// Queue undelivered (bounced, failed, dead) messages again under the same ids.
+#[utoipa::path(
+    post,
+    path = "/v1/deliveries/replay",
+    tag = "delivery",
+    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"ids\": [...]}` (1 to 1,000)"),
+    responses((status = 200, description = "What was replayed", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn replay_deliveries(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
@@ -101,6 +141,16 @@ pub(super) async fn replay_deliveries(
     Ok(Json(json!({ "replayed": replayed })))
 }
 
+/// A provider's status callback, signed with the integration's callback secret (Standard Webhooks); statuses become events. Needs no token.
+#[utoipa::path(
+    post,
+    path = "/v1/callbacks/{channel}",
+    tag = "delivery",
+    params(("channel" = String, Path, description = "The channel")),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "The provider's payload"),
+    responses((status = 202, description = "Taken", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+    security(()),
+)]
 pub(super) async fn receive_callback(
     State(state): State<AppState>,
     Path(channel): Path<String>,

@@ -7,6 +7,15 @@ pub(super) struct DeployQuery {
     file: Option<String>,
 }
 
+/// Validate and deploy a TOML journey definition as its next version.
+#[utoipa::path(
+    post,
+    path = "/v1/journeys",
+    tag = "journeys",
+    params(("file" = Option<String>, Query, description = "The file name, for error messages")),
+    request_body(content = String, content_type = "application/toml", description = "The definition"),
+    responses((status = 201, description = "The journey version", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn deploy_journey(
     State(state): State<AppState>,
     Query(query): Query<DeployQuery>,
@@ -41,6 +50,13 @@ pub(super) async fn deploy_journey(
     ))
 }
 
+/// Every journey version.
+#[utoipa::path(
+    get,
+    path = "/v1/journeys",
+    tag = "journeys",
+    responses((status = 200, description = "`{\"journeys\": [...]}`", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn list_journeys(
     State(state): State<AppState>,
 ) -> ApiResult<Json<serde_json::Value>> {
@@ -66,6 +82,15 @@ pub(super) struct Migrate {
     steps: std::collections::BTreeMap<String, String>,
 }
 
+/// Move running instances of one version to another (validated first).
+#[utoipa::path(
+    post,
+    path = "/v1/journeys/{name}/migrations",
+    tag = "journeys",
+    params(("name" = String, Path, description = "The journey")),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"from\", \"to\", \"steps\": {old: new}}`"),
+    responses((status = 201, description = "The migration", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn migrate_journey(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -81,6 +106,14 @@ pub(super) async fn migrate_journey(
     Ok((StatusCode::CREATED, Json(record)))
 }
 
+/// Drop-off report per step and variant: instances that reached each step, wait after it, ended there (purged instances included).
+#[utoipa::path(
+    get,
+    path = "/v1/journeys/{name}/funnel",
+    tag = "journeys",
+    params(("name" = String, Path, description = "The journey")),
+    responses((status = 200, description = "The funnel", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn show_funnel(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -93,6 +126,14 @@ pub(super) async fn show_funnel(
     ))
 }
 
+/// The migrations of a journey.
+#[utoipa::path(
+    get,
+    path = "/v1/journeys/{name}/migrations",
+    tag = "journeys",
+    params(("name" = String, Path, description = "The journey")),
+    responses((status = 200, description = "`{\"migrations\": [...]}`", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn list_migrations(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -140,6 +181,15 @@ pub(super) fn parse_time_ms(text: &str) -> Option<u64> {
     u64::try_from(timestamp.as_millisecond()).ok()
 }
 
+/// Remove finished instances that finished before `before`, with their history and messages, keeping their funnel counts.
+#[utoipa::path(
+    post,
+    path = "/v1/journeys/{name}/purge",
+    tag = "journeys",
+    params(("name" = String, Path, description = "The journey")),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"before\": RFC 3339 or a date, \"dry_run\", \"limit\"}`"),
+    responses((status = 200, description = "`{\"purged\", \"more\", \"dry_run\", \"before_ms\"}`", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn purge_journey(
     State(state): State<AppState>,
     Path(name): Path<String>,

@@ -3,47 +3,18 @@
 //! [`router`] builds the whole API over a [`Runtime`], so tests can drive it
 //! with `oneshot` and no socket. Every error is a JSON body
 //! `{"error": {"code", "message"}}` with a stable code and the right 4xx or
-//! 5xx; internal failures are logged, not shown. Routes:
+//! 5xx; internal failures are logged, not shown.
 //!
-//! | method | path | what |
-//! |---|---|---|
-//! | POST | `/v1/events` | ingest an event; `202` once durable |
-//! | PUT, GET | `/v1/customers/{id}` | upsert a profile; read the single view |
-//! | POST, GET | `/v1/journeys` | deploy a TOML definition (`?file=`); list versions |
-//! | GET | `/v1/journeys/{name}/funnel` | drop-off report: per step and variant, instances that reached it, wait after it, ended there |
-//! | POST | `/v1/journeys/{name}/purge` | remove finished instances that finished before `{"before"}` (RFC 3339 or a date) with their history and messages, keeping their funnel counts; `{"dry_run": true}` only counts; at most `{"limit"}` (10,000) per call, `"more"` says whether some remain |
-//! | POST, GET | `/v1/journeys/{name}/migrations` | move running instances of one version to another (validated first); list |
-//! | PUT | `/v1/plugins/{name}` | push a component (the body is the `.wasm`) |
-//! | GET | `/v1/plugins` | every plugin version with its run counts, and every tag |
-//! | GET | `/v1/plugins/{name}` | one plugin: versions, counts, tags and every tag change |
-//! | PUT | `/v1/plugins/{name}/tags/{tag}` | point a tag at a version, with an optional rollout |
-//! | PUT | `/v1/plugins/{name}/grant` | let a step plugin's `wasi:http` requests reach hosts: `{"hosts", "secrets", "timeout_ms", "max_response_bytes"}` (no hosts: revoke) |
-//! | POST | `/v1/plugins/{name}/tags/{tag}/rollback` | end a tag's rollout |
-//! | GET | `/v1/instances` | list (`?journey=&status=&after=&limit=`) |
-//! | GET | `/v1/instances/{id}` | one instance with its timeline (`?wait_ms=` waits for it to finish) |
-//! | POST | `/v1/instances/{id}/retry`, `/skip`, `/cancel` | an operator's action: retry a failed instance (`{"plugin"}` to run another version), skip it to a step (`{"to"}`), cancel it; `{"reason"}` is recorded |
-//! | POST | `/v1/journeys/{name}/instances/retry`, `/skip`, `/cancel` | the same for every instance of the journey it applies to (`{"step"}`: only those at that step; `{"dry_run": true}` only counts) |
-//! | GET | `/v1/outbox` | queued messages with their deliveries (`?instance=&limit=`) |
-//! | GET | `/v1/integrations` | the integrations in force |
-//! | PUT | `/v1/integrations/{channel}` | set a channel's integration: `{"plugin", "config", "hosts", "secrets", "callback_secret", "rate_per_second", "concurrency", "max_attempts", "max_age_ms", "timeout_ms", "enabled"}`; checked by rendering a sample message |
-//! | GET | `/v1/deliveries` | messages by delivery status (`?status=dead,failed&limit=`; bounced, failed and dead by default) |
-//! | GET | `/v1/deliveries/{id}` | one message and its delivery, with every attempt |
-//! | POST | `/v1/deliveries/replay` | queue undelivered messages again under the same ids: `{"ids": [...]}` |
-//! | POST | `/v1/callbacks/{channel}` | a provider's status callback, signed (Standard Webhooks, the integration's callback secret); statuses become events |
-//! | GET | `/v1/clock` | the runtime's time and whether it is simulated |
-//! | POST | `/v1/clock/advance` | move a simulated clock forward (`{"ms"}` or `{"to_ms"}`); due timers fire. With `"settle_ms"` the clock stops at each due timer until the runtime settles, so every timer fires on time |
-//! | GET | `/v1/frequency-caps` | the frequency caps in force |
-//! | PUT | `/v1/frequency-caps` | replace them: `{"caps": [{"channel", "limit", "period_ms"}]}` |
-//! | GET, POST | `/v1/tokens` | list API tokens (names and scopes); create one: `{"name", "scope"}` (`ingest`, `read`, `admin`), its secret shown once |
-//! | DELETE | `/v1/tokens/{name}` | revoke a token |
-//! | GET | `/healthz` | liveness: the process serves HTTP |
-//! | GET | `/readyz` | readiness: `200` when it can take events and run steps, `503` with what stands in the way (starting, workers, committer, timer loop, host faults) |
-//! | GET | `/metrics` | Prometheus text |
+//! Each route is described on its handler (`#[utoipa::path]`: method,
+//! path, parameters, body, answers) and registered from that description
+//! (`documented_routes`), so the OpenAPI 3.1 document served at
+//! `/v1/openapi.json` (see `openapi`) is the complete list. `journeyd`'s
+//! client commands and `docs/` cover the same routes by task.
 //!
-//! Every route but `/healthz`, `/readyz` and `/v1/callbacks/...` needs an
-//! API token (`Authorization: Bearer`) with the route's scope: `ingest`
-//! for events and profiles, `read` for every `GET`, `admin` for the rest
-//! (see `auth`).
+//! Every route but `/healthz`, `/readyz`, `/v1/openapi.json` and
+//! `/v1/callbacks/...` needs an API token (`Authorization: Bearer`) with
+//! the route's scope: `ingest` for events and profiles, `read` for every
+//! `GET` but `/v1/backup`, `admin` for the rest (see `auth`).
 //!
 //! Until the runtime has finished starting (resumed its instances and
 //! started its timer loop) every `/v1` route answers `503 not_ready`.
@@ -52,8 +23,8 @@
 //! error shape, durable reads, the start gate) and body parsing; the
 //! handlers live in one module per area (`events`, `customers`,
 //! `journeys`, `plugins`, `instances`, `outbox`, `integrations`, `caps`,
-//! `clock`, `ops`),
-//! and `error` owns the error codes.
+//! `clock`, `ops`), `openapi` frames the description, and `error` owns
+//! the error codes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,16 +44,19 @@ mod events;
 mod instances;
 mod integrations;
 mod journeys;
+mod openapi;
 mod ops;
 
 pub use self::ops::{BACKUP_PAUSE_HEADER, BACKUP_RECORDS_HEADER};
 mod outbox;
 mod plugins;
-use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt as _};
+use utoipa_axum::routes;
 
 use self::error::{ApiError, ErrorCode};
 use crate::executor::{self, IncomingEvent, Runtime};
@@ -113,6 +87,60 @@ pub struct AppState {
     pub runtime: Arc<Runtime>,
     /// Renders `/metrics`, when a recorder is installed.
     pub metrics: Option<PrometheusHandle>,
+}
+
+/// Every route, each registered with its description.
+fn documented_routes() -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::with_openapi(openapi::Description::openapi())
+        .routes(routes!(events::ingest_event).layer(DefaultBodyLimit::max(MAX_EVENT_BYTES)))
+        .routes(routes!(customers::put_customer, customers::get_customer))
+        .routes(routes!(customers::forget_customer))
+        .routes(routes!(customers::audit_log))
+        .routes(
+            routes!(journeys::deploy_journey, journeys::list_journeys)
+                .layer(DefaultBodyLimit::max(MAX_JOURNEY_BYTES)),
+        )
+        .routes(routes!(journeys::show_funnel))
+        .routes(routes!(journeys::purge_journey))
+        .routes(routes!(
+            journeys::migrate_journey,
+            journeys::list_migrations
+        ))
+        .routes(
+            routes!(plugins::push_plugin, plugins::show_plugin)
+                .layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES)),
+        )
+        .routes(routes!(plugins::list_plugins))
+        .routes(routes!(plugins::set_tag))
+        .routes(routes!(plugins::grant_plugin))
+        .routes(routes!(plugins::roll_back))
+        .routes(routes!(instances::list_instances))
+        .routes(routes!(instances::show_instance))
+        .routes(routes!(instances::act_on_instance))
+        .routes(routes!(instances::act_on_journey))
+        .routes(routes!(outbox::list_outbox))
+        .routes(routes!(integrations::list_integrations))
+        .routes(routes!(integrations::set_integration))
+        .routes(routes!(integrations::list_deliveries))
+        .routes(routes!(integrations::replay_deliveries))
+        .routes(routes!(integrations::show_delivery))
+        .routes(
+            routes!(integrations::receive_callback)
+                .layer(DefaultBodyLimit::max(integrations::MAX_CALLBACK_BYTES)),
+        )
+        .routes(routes!(clock::show_clock))
+        .routes(routes!(clock::advance_clock))
+        .routes(routes!(caps::show_caps, caps::put_caps))
+        .routes(routes!(auth::list_tokens, auth::create_token))
+        .routes(routes!(auth::revoke_token))
+        .routes(routes!(ops::take_backup))
+        .routes(routes!(openapi::describe))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::render_metrics));
+    #[cfg(feature = "fault-injection")]
+    let router = router.routes(routes!(ops::show_faults, ops::set_faults));
+    router
 }
 
 /// A request body as bytes, or the error that names the limit it broke.
@@ -149,89 +177,10 @@ type ApiResult<T> = Result<T, ApiError>;
 
 /// The whole API over `state`.
 pub fn router(state: AppState) -> Router {
-    let router = Router::new()
-        .route(
-            "/v1/events",
-            post(events::ingest_event).layer(DefaultBodyLimit::max(MAX_EVENT_BYTES)),
-        )
-        .route(
-            "/v1/customers/{id}",
-            put(customers::put_customer).get(customers::get_customer),
-        )
-        .route(
-            "/v1/customers/{id}/forget",
-            post(customers::forget_customer),
-        )
-        .route("/v1/audit", get(customers::audit_log))
-        .route(
-            "/v1/journeys",
-            post(journeys::deploy_journey)
-                .get(journeys::list_journeys)
-                .layer(DefaultBodyLimit::max(MAX_JOURNEY_BYTES)),
-        )
-        .route("/v1/journeys/{name}/funnel", get(journeys::show_funnel))
-        .route("/v1/journeys/{name}/purge", post(journeys::purge_journey))
-        .route(
-            "/v1/journeys/{name}/migrations",
-            post(journeys::migrate_journey).get(journeys::list_migrations),
-        )
-        .route(
-            "/v1/plugins/{name}",
-            put(plugins::push_plugin)
-                .get(plugins::show_plugin)
-                .layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES)),
-        )
-        .route("/v1/plugins", get(plugins::list_plugins))
-        .route("/v1/plugins/{name}/tags/{tag}", put(plugins::set_tag))
-        .route("/v1/plugins/{name}/grant", put(plugins::grant_plugin))
-        .route(
-            "/v1/plugins/{name}/tags/{tag}/rollback",
-            post(plugins::roll_back),
-        )
-        .route("/v1/instances", get(instances::list_instances))
-        .route("/v1/instances/{id}", get(instances::show_instance))
-        .route(
-            "/v1/instances/{id}/{action}",
-            post(instances::act_on_instance),
-        )
-        .route(
-            "/v1/journeys/{name}/instances/{action}",
-            post(instances::act_on_journey),
-        )
-        .route("/v1/outbox", get(outbox::list_outbox))
-        .route("/v1/integrations", get(integrations::list_integrations))
-        .route(
-            "/v1/integrations/{channel}",
-            put(integrations::set_integration),
-        )
-        .route("/v1/deliveries", get(integrations::list_deliveries))
-        .route(
-            "/v1/deliveries/replay",
-            post(integrations::replay_deliveries),
-        )
-        .route("/v1/deliveries/{*id}", get(integrations::show_delivery))
-        .route(
-            "/v1/callbacks/{channel}",
-            post(integrations::receive_callback)
-                .layer(DefaultBodyLimit::max(integrations::MAX_CALLBACK_BYTES)),
-        )
-        .route("/v1/clock", get(clock::show_clock))
-        .route("/v1/clock/advance", post(clock::advance_clock))
-        .route(
-            "/v1/frequency-caps",
-            get(caps::show_caps).put(caps::put_caps),
-        )
-        .route(
-            "/v1/tokens",
-            get(auth::list_tokens).post(auth::create_token),
-        )
-        .route("/v1/tokens/{name}", delete(auth::revoke_token))
-        .route("/v1/backup", get(ops::take_backup))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::render_metrics));
-    #[cfg(feature = "fault-injection")]
-    let router = router.route("/v1/faults", get(ops::show_faults).put(ops::set_faults));
+    let (router, description) = documented_routes().split_for_parts();
+    let description =
+        serde_json::to_value(openapi::finish(description)).expect("the description is JSON");
+    let router = router.layer(axum::Extension(Arc::new(description)));
     router
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
@@ -368,6 +317,34 @@ mod tests {
     use crate::clock::SimulatedClock;
     use crate::store::{SledStore, sled::SledOptions};
 
+    #[test]
+    fn every_route_is_registered_with_its_description() {
+        // `routes!` takes a handler's path and method from its
+        // `#[utoipa::path]`; a plain axum route would be undocumented.
+        let source = include_str!("mod.rs");
+        let plain = [".route(", ".route_service(", ".nest("];
+        let (router, _) = source
+            .split_once("#[cfg(test)]")
+            .expect("this file has tests");
+        for call in plain {
+            assert!(
+                !router.contains(call),
+                "api/mod.rs registers a route with `{call}`: use `.routes(routes!(...))`"
+            );
+        }
+        let description = openapi::finish(documented_routes().split_for_parts().1);
+        let operations: usize = description
+            .paths
+            .paths
+            .values()
+            .map(|item| {
+                let item = serde_json::to_value(item).expect("JSON");
+                item.as_object().map_or(0, |methods| methods.len())
+            })
+            .sum();
+        assert!(operations >= 40, "{operations} documented operations");
+    }
+
     /// The API over a runtime on a fresh store, started or still starting,
     /// and the secret of its first admin token.
     fn app(started: bool) -> (tempfile::TempDir, Router, String) {
@@ -494,33 +471,21 @@ mod tests {
         assert_eq!((status, &clock["now_ms"]), (200, &json!(1_000)));
     }
 
-    /// Every route of the table in the module docs, as `(method, path)`.
-    fn documented_routes() -> Vec<(String, String)> {
-        let source = include_str!("mod.rs");
+    /// Every route of the API description, as `(method, path)` with its
+    /// parameters filled in.
+    fn described_routes() -> Vec<(String, String)> {
+        let description = openapi::finish(super::documented_routes().split_for_parts().1);
         let mut routes = Vec::new();
-        for line in source.lines().filter(|line| line.starts_with("//! | ")) {
-            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-            let (methods, paths) = (cells[1], cells[2]);
-            if methods == "method" || methods.starts_with("---") {
-                continue;
-            }
-            for path in paths.split(", ") {
-                let path = path.trim_matches('`');
-                let path = if path.starts_with('/') {
-                    path.to_owned()
-                } else {
-                    // `/retry`, `/skip` after the first path: the same base.
-                    continue;
-                };
-                let path = path
-                    .replace("{id}", "i-1")
-                    .replace("{name}", "n")
-                    .replace("{tag}", "t")
-                    .replace("{channel}", "email")
-                    .replace("{action}", "retry");
-                for method in methods.split(", ") {
-                    routes.push((method.to_owned(), path.clone()));
-                }
+        for (path, item) in &description.paths.paths {
+            let item = serde_json::to_value(item).expect("JSON");
+            let path = path
+                .replace("{id}", "i-1")
+                .replace("{name}", "n")
+                .replace("{tag}", "t")
+                .replace("{channel}", "email")
+                .replace("{action}", "retry");
+            for method in item.as_object().expect("a path item").keys() {
+                routes.push((method.to_uppercase(), path.clone()));
             }
         }
         routes
@@ -544,8 +509,8 @@ mod tests {
         };
         let ingest = create("crm", "ingest").await;
         let read = create("grafana", "read").await;
-        let routes = documented_routes();
-        assert!(routes.len() > 30, "the table was read: {routes:?}");
+        let routes = described_routes();
+        assert!(routes.len() > 30, "the description was read: {routes:?}");
         for (method, path) in routes {
             let needed = auth::required_scope(
                 &method.parse().expect("a method"),

@@ -3,10 +3,26 @@
 
 use super::*;
 
+/// Liveness: the process serves HTTP. Needs no token.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+    security(()),
+)]
 pub(super) async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// Readiness: whether it takes events and runs steps. Needs no token.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses((status = 200, description = "Ready", body = serde_json::Value), (status = 503, description = "Not ready, with what stands in the way", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+    security(()),
+)]
 pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     let readiness = state.runtime.readiness();
     if readiness.ready {
@@ -24,6 +40,13 @@ pub const BACKUP_PAUSE_HEADER: &str = "x-journeyd-backup-pause-ms";
 
 /// `GET /v1/backup`: a consistent snapshot of the whole store as a
 /// backup file (see `store::backup`), streamed.
+/// A consistent backup of the whole store, streamed (admin only).
+#[utoipa::path(
+    get,
+    path = "/v1/backup",
+    tag = "operations",
+    responses((status = 200, description = "The backup file", body = Vec<u8>, content_type = "application/octet-stream"), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn take_backup(State(state): State<AppState>) -> ApiResult<Response> {
     let (file, summary) = state.runtime.take_backup().await?;
     let length = file
@@ -65,11 +88,26 @@ pub(super) struct Faults {
 }
 
 #[cfg(feature = "fault-injection")]
+/// Injected faults that are on (test builds only).
+#[utoipa::path(
+    get,
+    path = "/v1/faults",
+    tag = "operations",
+    responses((status = 200, description = "`{\"faults\": [...]}`", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn show_faults() -> Json<serde_json::Value> {
     Json(json!({ "faults": crate::faults::armed_faults() }))
 }
 
 #[cfg(feature = "fault-injection")]
+/// Switch injected faults on and off (test builds only).
+#[utoipa::path(
+    put,
+    path = "/v1/faults",
+    tag = "operations",
+    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"faults\": [...]}`"),
+    responses((status = 200, description = "The faults now on", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn set_faults(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
@@ -81,6 +119,13 @@ pub(super) async fn set_faults(
     Ok(Json(json!({ "faults": crate::faults::armed_faults() })))
 }
 
+/// Prometheus metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text", body = String, content_type = "text/plain"), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn render_metrics(State(state): State<AppState>) -> Response {
     match &state.metrics {
         Some(handle) => (

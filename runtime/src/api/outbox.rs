@@ -9,6 +9,14 @@ pub(super) struct OutboxQuery {
     limit: Option<usize>,
 }
 
+/// Queued messages with their deliveries.
+#[utoipa::path(
+    get,
+    path = "/v1/outbox",
+    tag = "delivery",
+    params(("instance" = Option<String>, Query, description = "Only this instance's messages"), ("limit" = Option<usize>, Query, description = "At most this many")),
+    responses((status = 200, description = "`{\"messages\": [...]}`", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn list_outbox(
     State(state): State<AppState>,
     Query(query): Query<OutboxQuery>,

@@ -2,6 +2,15 @@
 
 use super::*;
 
+/// Push a component as the plugin's next version (the body is the `.wasm`); checked against the WIT contract.
+#[utoipa::path(
+    put,
+    path = "/v1/plugins/{name}",
+    tag = "plugins",
+    params(("name" = String, Path, description = "The plugin")),
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component"),
+    responses((status = 201, description = "The plugin version", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn push_plugin(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -74,6 +83,13 @@ fn tags_of(runtime: &Runtime, plugin: Option<&str>) -> Vec<TagView> {
         .collect()
 }
 
+/// Every plugin version with its run counts, and every tag.
+#[utoipa::path(
+    get,
+    path = "/v1/plugins",
+    tag = "plugins",
+    responses((status = 200, description = "`{\"plugins\", \"tags\"}`", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn list_plugins(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({
         "plugins": versions_of(&state.runtime, None),
@@ -81,6 +97,14 @@ pub(super) async fn list_plugins(State(state): State<AppState>) -> Json<serde_js
     }))
 }
 
+/// One plugin: versions, counts, tags and every tag change.
+#[utoipa::path(
+    get,
+    path = "/v1/plugins/{name}",
+    tag = "plugins",
+    params(("name" = String, Path, description = "The plugin")),
+    responses((status = 200, description = "The plugin", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn show_plugin(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -106,6 +130,15 @@ pub(super) async fn show_plugin(
     })))
 }
 
+/// Let a step plugin's `wasi:http` requests reach hosts (no hosts: revoke).
+#[utoipa::path(
+    put,
+    path = "/v1/plugins/{name}/grant",
+    tag = "plugins",
+    params(("name" = String, Path, description = "The plugin")),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"hosts\", \"secrets\", \"timeout_ms\", \"max_response_bytes\"}`"),
+    responses((status = 200, description = "The grant", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn grant_plugin(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -129,6 +162,15 @@ pub(super) struct SetTag {
     reason: Option<String>,
 }
 
+/// Point a tag at a version, with an optional canary rollout and rollback rule.
+#[utoipa::path(
+    put,
+    path = "/v1/plugins/{name}/tags/{tag}",
+    tag = "plugins",
+    params(("name" = String, Path, description = "The plugin"), ("tag" = String, Path, description = "The tag")),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"version\", \"canary\", \"reason\"}`"),
+    responses((status = 200, description = "The tag", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn set_tag(
     State(state): State<AppState>,
     Path((name, tag)): Path<(String, String)>,
@@ -173,6 +215,15 @@ pub(super) struct RollBack {
     reason: Option<String>,
 }
 
+/// End a tag's rollout, back to its stable version.
+#[utoipa::path(
+    post,
+    path = "/v1/plugins/{name}/tags/{tag}/rollback",
+    tag = "plugins",
+    params(("name" = String, Path, description = "The plugin"), ("tag" = String, Path, description = "The tag")),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "`{\"reason\"}` (optional)"),
+    responses((status = 200, description = "The tag", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
+)]
 pub(super) async fn roll_back(
     State(state): State<AppState>,
     Path((name, tag)): Path<(String, String)>,
