@@ -199,6 +199,21 @@ impl Journeyd {
         command
     }
 
+    /// Run a `journeyd` client command against this server; returns
+    /// whether it succeeded and what it printed (stdout, then stderr).
+    pub fn run_cli<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        args: impl IntoIterator<Item = S>,
+    ) -> (bool, String) {
+        let output = self.cli().args(args).output().expect("journeyd runs");
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), printed)
+    }
+
     /// Send a request with another token (`None`: none); returns status
     /// and JSON body.
     pub fn request_as(

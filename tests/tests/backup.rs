@@ -13,16 +13,6 @@ use journey_tests::{Journeyd, enquiry, steps_of};
 const START_MS: u64 = 1_796_112_000_000;
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 
-fn run(journeyd: &Journeyd, args: &[&str]) -> (bool, String) {
-    let output = journeyd.cli().args(args).output().expect("journeyd runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
-}
-
 #[test]
 fn a_backup_taken_under_load_restores_every_acknowledged_event_and_its_timers_fire() {
     let data = tempfile::tempdir().expect("temp dir");
@@ -55,7 +45,7 @@ fn a_backup_taken_under_load_restores_every_acknowledged_event_and_its_timers_fi
             std::thread::sleep(Duration::from_millis(10));
         }
         let before_backup = acked.lock().expect("lock").clone();
-        let backed_up = run(&journeyd, &["backup", "--to", backup_arg]);
+        let backed_up = journeyd.run_cli(["backup", "--to", backup_arg]);
         // A few more after it, which the backup need not hold.
         let after = acked.lock().expect("lock").len();
         while acked.lock().expect("lock").len() < after + 10 {
@@ -68,48 +58,26 @@ fn a_backup_taken_under_load_restores_every_acknowledged_event_and_its_timers_fi
     assert!(ok, "{output}");
     assert!(output.contains("backup written to"), "{output}");
 
-    let (ok, output) = run(&journeyd, &["backup", "verify", backup_arg]);
+    let (ok, output) = journeyd.run_cli(["backup", "verify", backup_arg]);
     assert!(ok && output.contains("a good backup"), "{output}");
     let mut damaged = std::fs::read(&backup).expect("the backup");
     let middle = damaged.len() / 2;
     damaged[middle] ^= 0x55;
     let damaged_path = data.path().join("damaged.backup");
     std::fs::write(&damaged_path, damaged).expect("write");
-    let (ok, output) = run(
-        &journeyd,
-        &["backup", "verify", damaged_path.to_str().expect("UTF-8")],
-    );
+    let (ok, output) =
+        journeyd.run_cli(["backup", "verify", damaged_path.to_str().expect("UTF-8")]);
     assert!(!ok && output.contains("damaged"), "{output}");
     journeyd.terminate(Duration::from_secs(30));
 
     let restored_dir = tempfile::tempdir().expect("temp dir");
     let restored_data = restored_dir.path().join("data");
-    let output = journeyd
-        .cli()
-        .args(["restore", backup_arg, "--data"])
-        .arg(&restored_data)
-        .output()
-        .expect("journeyd runs");
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(text.contains("restored"), "{text}");
+    let restored_arg = restored_data.to_str().expect("a UTF-8 path");
+    let (ok, output) = journeyd.run_cli(["restore", backup_arg, "--data", restored_arg]);
+    assert!(ok && output.contains("restored"), "{output}");
     // Restoring over a store is refused.
-    let again = journeyd
-        .cli()
-        .args(["restore", backup_arg, "--data"])
-        .arg(&restored_data)
-        .output()
-        .expect("journeyd runs");
-    assert!(!again.status.success());
-    assert!(
-        String::from_utf8_lossy(&again.stderr).contains("not empty"),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
+    let (ok, output) = journeyd.run_cli(["restore", backup_arg, "--data", restored_arg]);
+    assert!(!ok && output.contains("not empty"), "{output}");
 
     // The tokens are in the backup; the token file is the operator's.
     std::fs::copy(

@@ -57,17 +57,12 @@ fn assert_nothing_of_ada(text: &str, what: &str) {
 }
 
 fn backup(journeyd: &Journeyd, to: &std::path::Path) {
-    let output = journeyd
-        .cli()
-        .args(["backup", "--to"])
-        .arg(to)
-        .output()
-        .expect("journeyd runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (ok, printed) = journeyd.run_cli([
+        std::ffi::OsStr::new("backup"),
+        "--to".as_ref(),
+        to.as_os_str(),
+    ]);
+    assert!(ok, "{printed}");
 }
 
 fn holds(haystack: &[u8], needle: &[u8]) -> bool {
@@ -122,17 +117,9 @@ fn a_forgotten_customer_leaves_nothing_the_api_can_read_and_the_audit_holds_no_p
     );
     let funnel_before = journeyd.get("/v1/journeys/enquiry/funnel");
 
-    let output = journeyd
-        .cli()
-        .args(["customer", "forget", "c-ada", "--request-id", "ticket-42"])
-        .output()
-        .expect("journeyd runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (ok, stdout) =
+        journeyd.run_cli(["customer", "forget", "c-ada", "--request-id", "ticket-42"]);
+    assert!(ok, "{stdout}");
     assert!(
         stdout.contains("2 cancelled, 0 anonymised, 2 purged"),
         "{stdout}"
@@ -183,19 +170,13 @@ fn a_forgotten_customer_leaves_nothing_the_api_can_read_and_the_audit_holds_no_p
         );
     }
     let restored = data.path().join("restored");
-    let output = journeyd
-        .cli()
-        .arg("restore")
-        .arg(&backup_after)
-        .arg("--data")
-        .arg(&restored)
-        .output()
-        .expect("journeyd runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (ok, printed) = journeyd.run_cli([
+        std::ffi::OsStr::new("restore"),
+        backup_after.as_os_str(),
+        "--data".as_ref(),
+        restored.as_os_str(),
+    ]);
+    assert!(ok, "{printed}");
     for file in files_under(&restored) {
         let bytes = std::fs::read(&file).expect("read");
         assert!(
