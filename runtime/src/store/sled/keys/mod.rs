@@ -6,7 +6,18 @@
 //! ids must not contain NUL (the API rejects them). Prefix scans therefore
 //! return records in the order the runtime reads them: history by sequence,
 //! instances and outbox messages by id, versions in ascending order.
+//!
+//! This file holds the prefixes and the journal's keys; `catalog.rs` and
+//! `customers.rs` the keys of those areas; `tests.rs` the layout's
+//! properties.
 
+mod catalog;
+mod customers;
+#[cfg(test)]
+mod tests;
+
+pub use self::catalog::*;
+pub use self::customers::*;
 use crate::store::InstanceId;
 
 /// Accepted events by id: `E id`.
@@ -146,11 +157,6 @@ fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     key
 }
 
-/// The key of the catalog's version.
-pub fn catalog_version() -> Vec<u8> {
-    vec![CATALOG_VERSION]
-}
-
 /// The key of an accepted event.
 pub fn event(id: &str) -> Vec<u8> {
     key(EVENT, &[id.as_bytes()])
@@ -244,26 +250,6 @@ pub fn delivery(outbox: &[u8]) -> Vec<u8> {
     key(DELIVERY, &[slot])
 }
 
-/// The key of the integration of `channel`.
-pub fn integration(channel: &str) -> Vec<u8> {
-    key(INTEGRATION, &[channel.as_bytes()])
-}
-
-/// The prefix of every integration.
-pub fn integrations() -> Vec<u8> {
-    vec![INTEGRATION]
-}
-
-/// The key of the API token `name`.
-pub fn token(name: &str) -> Vec<u8> {
-    key(TOKEN, &[name.as_bytes()])
-}
-
-/// The prefix of every API token.
-pub fn tokens() -> Vec<u8> {
-    vec![TOKEN]
-}
-
 /// The key of the index entry naming the message integration
 /// `integration`'s provider calls `provider_id`.
 pub fn provider_id(integration: &str, provider_id: &str) -> Vec<u8> {
@@ -317,108 +303,6 @@ pub fn correlated_id_of(key: &[u8]) -> Option<InstanceId> {
     Some(InstanceId(u64::from_be_bytes(tail)))
 }
 
-/// The key of a customer's profile.
-pub fn customer(id: &str) -> Vec<u8> {
-    key(CUSTOMER, &[id.as_bytes()])
-}
-
-/// The key of interaction `seq` of a customer.
-pub fn interaction(customer: &str, seq: u64) -> Vec<u8> {
-    key(
-        INTERACTION,
-        &[customer.as_bytes(), &[0], &seq.to_be_bytes()],
-    )
-}
-
-/// The sequence number at the end of an interaction or engagement key.
-pub fn seq_of(key: &[u8]) -> Option<u64> {
-    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
-    Some(u64::from_be_bytes(tail))
-}
-
-/// The prefix of a customer's interactions.
-pub fn interactions_of(customer: &str) -> Vec<u8> {
-    key(INTERACTION, &[customer.as_bytes(), &[0]])
-}
-
-/// The key of version `version` of journey `name`.
-pub fn journey(name: &str, version: u32) -> Vec<u8> {
-    key(JOURNEY, &[name.as_bytes(), &[0], &version.to_be_bytes()])
-}
-
-/// The prefix of every journey version.
-pub fn journeys() -> Vec<u8> {
-    vec![JOURNEY]
-}
-
-/// The prefix of the versions of journey `name`.
-pub fn journey_versions(name: &str) -> Vec<u8> {
-    key(JOURNEY, &[name.as_bytes(), &[0]])
-}
-
-/// The key of version `version` of plugin `name`.
-pub fn plugin(name: &str, version: u32) -> Vec<u8> {
-    key(PLUGIN, &[name.as_bytes(), &[0], &version.to_be_bytes()])
-}
-
-/// The prefix of every plugin version.
-pub fn plugins() -> Vec<u8> {
-    vec![PLUGIN]
-}
-
-/// The prefix of the versions of plugin `name`.
-pub fn plugin_versions(name: &str) -> Vec<u8> {
-    key(PLUGIN, &[name.as_bytes(), &[0]])
-}
-
-/// The key of plugin bytes by digest.
-pub fn blob(digest: &str) -> Vec<u8> {
-    key(BLOB, &[digest.as_bytes()])
-}
-
-/// The key of tag `tag` of plugin `plugin`.
-pub fn tag(plugin: &str, tag: &str) -> Vec<u8> {
-    key(TAG, &[plugin.as_bytes(), &[0], tag.as_bytes()])
-}
-
-/// The prefix of every plugin tag.
-pub fn tags() -> Vec<u8> {
-    vec![TAG]
-}
-
-/// The key of change `seq` of a tag of plugin `plugin`.
-pub fn tag_change(plugin: &str, seq: u64) -> Vec<u8> {
-    key(TAG_CHANGE, &[plugin.as_bytes(), &[0], &seq.to_be_bytes()])
-}
-
-/// The prefix of the tag changes of plugin `plugin`.
-pub fn tag_changes_of(plugin: &str) -> Vec<u8> {
-    key(TAG_CHANGE, &[plugin.as_bytes(), &[0]])
-}
-
-/// The key of the run counts of version `version` of plugin `plugin`.
-pub fn version_stats(plugin: &str, version: u32) -> Vec<u8> {
-    key(
-        VERSION_STATS,
-        &[plugin.as_bytes(), &[0], &version.to_be_bytes()],
-    )
-}
-
-/// The prefix of every version's run counts.
-pub fn all_version_stats() -> Vec<u8> {
-    vec![VERSION_STATS]
-}
-
-/// The key of the migration of journey `journey` away from version `from`.
-pub fn migration(journey: &str, from: u32) -> Vec<u8> {
-    key(MIGRATION, &[journey.as_bytes(), &[0], &from.to_be_bytes()])
-}
-
-/// The prefix of every journey migration.
-pub fn migrations() -> Vec<u8> {
-    vec![MIGRATION]
-}
-
 /// The key of the timer that wakes `instance` at `due_ms`.
 pub fn timer(due_ms: u64, instance: InstanceId) -> Vec<u8> {
     key(TIMER, &[&due_ms.to_be_bytes(), &instance.0.to_be_bytes()])
@@ -467,49 +351,6 @@ pub fn trailing_instance_of(key: &[u8]) -> Option<InstanceId> {
     Some(InstanceId(u64::from_be_bytes(id.try_into().ok()?)))
 }
 
-/// The key of runtime setting `name`.
-pub fn meta(name: &str) -> Vec<u8> {
-    key(META, &[name.as_bytes()])
-}
-
-/// The key of compression dictionary `id`.
-pub fn dictionary(id: u32) -> Vec<u8> {
-    key(DICTIONARY, &[&id.to_be_bytes()])
-}
-
-/// The prefix of every compression dictionary.
-pub fn dictionaries() -> Vec<u8> {
-    vec![DICTIONARY]
-}
-
-/// The dictionary id in a dictionary key.
-pub fn dictionary_of(key: &[u8]) -> Option<u32> {
-    let bytes: [u8; 4] = key.strip_prefix(&[DICTIONARY])?.try_into().ok()?;
-    Some(u32::from_be_bytes(bytes))
-}
-
-/// The key of an unfinished instance of `journey` about `customer`.
-pub fn active(journey: &str, customer: &str, instance: InstanceId) -> Vec<u8> {
-    key(
-        ACTIVE,
-        &[
-            journey.as_bytes(),
-            &[0],
-            customer.as_bytes(),
-            &[0],
-            &instance.0.to_be_bytes(),
-        ],
-    )
-}
-
-/// The prefix of the unfinished instances of `journey` about `customer`.
-pub fn active_of(journey: &str, customer: &str) -> Vec<u8> {
-    key(
-        ACTIVE,
-        &[journey.as_bytes(), &[0], customer.as_bytes(), &[0]],
-    )
-}
-
 /// The key of an exit an event still owes `instance`.
 pub fn pending_exit(instance: InstanceId) -> Vec<u8> {
     key(PENDING_EXIT, &[&instance.0.to_be_bytes()])
@@ -523,78 +364,6 @@ pub fn pending_exits() -> Vec<u8> {
 /// The instance of a pending exit key.
 pub fn pending_exit_of(key: &[u8]) -> Option<InstanceId> {
     let bytes: [u8; 8] = key.strip_prefix(&[PENDING_EXIT])?.try_into().ok()?;
-    Some(InstanceId(u64::from_be_bytes(bytes)))
-}
-
-/// The key of a customer's choice about `channel`.
-pub fn preference(customer: &str, channel: &str) -> Vec<u8> {
-    key(PREFERENCE, &[customer.as_bytes(), &[0], channel.as_bytes()])
-}
-
-/// The prefix of a customer's channel choices.
-pub fn preferences_of(customer: &str) -> Vec<u8> {
-    key(PREFERENCE, &[customer.as_bytes(), &[0]])
-}
-
-/// The key of a customer's engagement number `seq`.
-pub fn engagement(customer: &str, seq: u64) -> Vec<u8> {
-    key(ENGAGEMENT, &[customer.as_bytes(), &[0], &seq.to_be_bytes()])
-}
-
-/// The prefix of a customer's engagement.
-pub fn engagement_of(customer: &str) -> Vec<u8> {
-    key(ENGAGEMENT, &[customer.as_bytes(), &[0]])
-}
-
-/// The key of a message counted against `customer`'s cap on `channel`.
-pub fn sent(
-    customer: &str,
-    channel: &str,
-    at_ms: u64,
-    instance: InstanceId,
-    seq: u32,
-    index: u32,
-) -> Vec<u8> {
-    key(
-        SENT,
-        &[
-            customer.as_bytes(),
-            &[0],
-            channel.as_bytes(),
-            &[0],
-            &at_ms.to_be_bytes(),
-            &instance.0.to_be_bytes(),
-            &seq.to_be_bytes(),
-            &index.to_be_bytes(),
-        ],
-    )
-}
-
-/// The prefix of the messages counted against `customer`'s cap on
-/// `channel`, and the first key of those sent at or after `since_ms`.
-pub fn sent_since(customer: &str, channel: &str, since_ms: u64) -> (Vec<u8>, Vec<u8>) {
-    let prefix = key(SENT, &[customer.as_bytes(), &[0], channel.as_bytes(), &[0]]);
-    let mut start = prefix.clone();
-    start.extend_from_slice(&since_ms.to_be_bytes());
-    (prefix, start)
-}
-
-/// When a counted message was sent, from its key under `prefix`.
-pub fn sent_at_of(prefix: &[u8], key: &[u8]) -> Option<u64> {
-    let rest = key.strip_prefix(prefix)?;
-    Some(u64::from_be_bytes(rest.get(..8)?.try_into().ok()?))
-}
-
-/// The messages counted against any of `customer`'s caps.
-pub fn sent_of(customer: &str) -> Vec<u8> {
-    key(SENT, &[customer.as_bytes(), &[0]])
-}
-
-/// The instance a counted message was sent by, from its key (the key ends
-/// `instance:u64 seq:u32 index:u32`).
-pub fn sent_by_of(key: &[u8]) -> Option<InstanceId> {
-    let end = key.len().checked_sub(8)?;
-    let bytes: [u8; 8] = key.get(end.checked_sub(8)?..end)?.try_into().ok()?;
     Some(InstanceId(u64::from_be_bytes(bytes)))
 }
 
@@ -655,34 +424,6 @@ pub fn tally_of(prefix: &[u8], key: &[u8]) -> Option<(u32, u64)> {
     Some((u32::from_be_bytes(version), u64::from_be_bytes(day)))
 }
 
-/// The key indexing event `event` under its customer.
-pub fn customer_event(customer: &str, event: &str) -> Vec<u8> {
-    key(
-        CUSTOMER_EVENT,
-        &[customer.as_bytes(), &[0], event.as_bytes()],
-    )
-}
-
-/// The prefix of a customer's events.
-pub fn customer_events(customer: &str) -> Vec<u8> {
-    key(CUSTOMER_EVENT, &[customer.as_bytes(), &[0]])
-}
-
-/// The event id of a key under `prefix` (from [`customer_events`]).
-pub fn customer_event_of<'k>(prefix: &[u8], key: &'k [u8]) -> Option<&'k str> {
-    std::str::from_utf8(key.strip_prefix(prefix)?).ok()
-}
-
-/// The key of audit entry `seq`.
-pub fn audit(seq: u64) -> Vec<u8> {
-    key(AUDIT, &[&seq.to_be_bytes()])
-}
-
-/// The prefix of the audit log.
-pub fn audit_log() -> Vec<u8> {
-    vec![AUDIT]
-}
-
 /// Kinds of records swept by age (see `Journal::purge_old_records`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Aged {
@@ -721,12 +462,6 @@ pub fn next_aged(key: &[u8]) -> Option<Vec<u8>> {
         .map(|(aged, _)| vec![*aged])
 }
 
-/// The customer of an interaction or engagement key.
-pub fn customer_of(key: &[u8]) -> Option<&str> {
-    let rest = key.get(1..key.len().checked_sub(9)?)?;
-    std::str::from_utf8(rest).ok()
-}
-
 /// Prints a key readably for error messages: prefix, then printable bytes
 /// as text and the rest as hex.
 pub fn display(key: &[u8]) -> String {
@@ -739,172 +474,4 @@ pub fn display(key: &[u8]) -> String {
             }
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_record_kind_has_a_prefix_of_its_own() {
-        let mut prefixes: Vec<u8> = KINDS.iter().map(|(prefix, _)| *prefix).collect();
-        prefixes.sort_unstable();
-        prefixes.dedup();
-        assert_eq!(prefixes.len(), KINDS.len(), "two kinds share a prefix");
-        assert_eq!(kind_of(&instance(InstanceId(1))), "instance");
-        assert_eq!(kind_of(b""), "other");
-    }
-
-    #[test]
-    fn finished_keys_sort_by_time_within_a_journey_and_round_trip() {
-        let (prefix, end) = finished_before("enquiry", 2_000);
-        let early = finished("enquiry", 1_000, InstanceId(9));
-        let late = finished("enquiry", 2_000, InstanceId(1));
-        assert!(early < end && end <= late);
-        assert!(
-            early.starts_with(&prefix)
-                && !finished("enquiry2", 1, InstanceId(1)).starts_with(&prefix)
-        );
-        assert_eq!(finished_of(&prefix, &early), Some((1_000, InstanceId(9))));
-        let prefix = tallies_of("enquiry");
-        assert_eq!(
-            tally_of(&prefix, &tally("enquiry", 3, 86_400_000)),
-            Some((3, 86_400_000))
-        );
-        let prefix = customer_events("c-1");
-        assert_eq!(
-            customer_event_of(&prefix, &customer_event("c-1", "evt-9")),
-            Some("evt-9")
-        );
-        assert!(!customer_event("c-10", "evt-9").starts_with(&prefix));
-        let counted = sent("c-1", "sms", 5, InstanceId(42), 3, 0);
-        assert!(counted.starts_with(&sent_of("c-1")));
-        assert_eq!(sent_by_of(&counted), Some(InstanceId(42)));
-    }
-
-    #[test]
-    fn sent_keys_sort_by_time_within_a_customer_and_channel() {
-        let (prefix, start) = sent_since("c-1", "sms", 1_000);
-        let before = sent("c-1", "sms", 999, InstanceId(5), 1, 0);
-        let after = sent("c-1", "sms", 1_000, InstanceId(1), 1, 0);
-        assert!(before < start && start <= after);
-        assert!(after.starts_with(&prefix));
-        assert!(!sent("c-1", "smsx", 1_000, InstanceId(1), 1, 0).starts_with(&prefix));
-        assert!(!sent("c-10", "sms", 1_000, InstanceId(1), 1, 0).starts_with(&prefix));
-        assert_eq!(sent_at_of(&prefix, &after), Some(1_000));
-        assert!(active("webinar", "c-1", InstanceId(3)).starts_with(&active_of("webinar", "c-1")));
-        assert!(
-            !active("webinar", "c-10", InstanceId(3)).starts_with(&active_of("webinar", "c-1"))
-        );
-    }
-
-    #[test]
-    fn due_keys_sort_by_time_and_lead_back_to_their_message() {
-        let message = outbox(InstanceId(9), 2, 1);
-        let early = outbox_due(1_000, &message);
-        let late = outbox_due(2_000, &outbox(InstanceId(1), 1, 0));
-        assert!(early < late);
-        assert!(outbox_due_until(1_000).contains(&early));
-        assert!(!outbox_due_until(1_999).contains(&late));
-        assert_eq!(outbox_of_due(&early), Some(message.clone()));
-        assert!(delivery(&message).ends_with(&message[1..]));
-    }
-
-    #[test]
-    fn instance_keys_round_trip_and_sort_numerically() {
-        let small = instance(InstanceId(2));
-        let large = instance(InstanceId(300));
-        assert!(small < large, "big-endian ids sort numerically");
-        assert_eq!(instance_id_of(&large), Some(InstanceId(300)));
-        assert_eq!(instance_id_of(&history(InstanceId(300), 1)), None);
-    }
-
-    #[test]
-    fn history_sorts_by_sequence_within_an_instance() {
-        let id = InstanceId(7);
-        let keys: Vec<_> = [0u32, 1, 255, 256, 70_000]
-            .iter()
-            .map(|&seq| history(id, seq))
-            .collect();
-        let mut sorted = keys.clone();
-        sorted.sort();
-        assert_eq!(keys, sorted);
-        assert!(keys.iter().all(|key| key.starts_with(&history_of(id))));
-        assert!(!history(InstanceId(8), 0).starts_with(&history_of(id)));
-    }
-
-    #[test]
-    fn correlation_prefix_does_not_match_a_longer_value() {
-        let id = InstanceId(9);
-        let entry = correlation("enquiry", "q-1", id);
-        assert!(entry.starts_with(&correlated("enquiry", "q-1")));
-        assert!(!entry.starts_with(&correlated("enquiry", "q-")));
-        assert!(!correlation("enquiry", "q-10", id).starts_with(&correlated("enquiry", "q-1")));
-        assert_eq!(correlated_id_of(&entry), Some(id));
-    }
-
-    #[test]
-    fn versions_sort_numerically_and_names_do_not_overlap() {
-        assert!(journey("enquiry", 2) < journey("enquiry", 10));
-        assert!(plugin("ack", 9) < plugin("ack", 256));
-        assert!(!plugin("acknowledge", 1).starts_with(&plugin_versions("ack")));
-        assert!(journey("a", 1).starts_with(&journeys()));
-    }
-
-    #[test]
-    fn interaction_keys_sort_by_sequence_and_round_trip() {
-        let (early, late) = (interaction("c-1", 9), interaction("c-1", 300));
-        assert!(early < late);
-        assert!(late.starts_with(&interactions_of("c-1")));
-        assert!(!interaction("c-10", 1).starts_with(&interactions_of("c-1")));
-        assert_eq!(seq_of(&late), Some(300));
-    }
-
-    #[test]
-    fn tag_changes_sort_in_order_and_plugins_do_not_overlap() {
-        assert!(tag_change("classify", 9) < tag_change("classify", 300));
-        assert!(tag_change("classify", 1).starts_with(&tag_changes_of("classify")));
-        assert!(!tag_change("classify2", 1).starts_with(&tag_changes_of("classify")));
-        assert!(tag("classify", "stable").starts_with(&tags()));
-        assert!(version_stats("ack", 2) < version_stats("ack", 10));
-    }
-
-    #[test]
-    fn timers_sort_by_due_time_and_round_trip() {
-        let early = timer(1_000, InstanceId(900));
-        let late = timer(70_000, InstanceId(2));
-        assert!(early < late, "due time first, whatever the instance");
-        assert_eq!(timer_of(&late), Some((70_000, InstanceId(2))));
-        assert!(late.starts_with(&timers()));
-        assert_eq!(timer_of(&instance(InstanceId(1))), None);
-    }
-
-    #[test]
-    fn wait_keys_do_not_match_a_longer_correlation() {
-        let id = InstanceId(4);
-        let entry = wait("registered", "customer=c-1", id);
-        assert!(entry.starts_with(&waiting("registered", "customer=c-1")));
-        assert!(!entry.starts_with(&waiting("registered", "customer=c-")));
-        assert!(
-            !wait("registered", "customer=c-10", id)
-                .starts_with(&waiting("registered", "customer=c-1"))
-        );
-        assert_eq!(trailing_instance_of(&entry), Some(id));
-    }
-
-    #[test]
-    fn running_marker_round_trips() {
-        assert_eq!(
-            running_id_of(&running(InstanceId(u64::MAX))),
-            Some(InstanceId(u64::MAX))
-        );
-    }
-
-    #[test]
-    fn display_escapes_binary() {
-        assert_eq!(
-            display(&instance(InstanceId(1))),
-            "I\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x01"
-        );
-    }
 }
