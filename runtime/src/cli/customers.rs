@@ -129,7 +129,22 @@ async fn forget(
 }
 
 /// Print the audit log.
-pub async fn audit(client: &Client, after: u64, limit: usize, json: bool) -> anyhow::Result<()> {
+/// `journeyd audit`: which entries to read, and how to print them.
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// Only entries after this one (by number).
+    #[arg(long, default_value_t = 0)]
+    after: u64,
+    /// At most this many.
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn audit(client: &Client, args: AuditArgs) -> anyhow::Result<()> {
+    let AuditArgs { after, limit, json } = args;
     let request = client
         .http()
         .get(client.url(&["v1", "audit"])?)

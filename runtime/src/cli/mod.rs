@@ -89,17 +89,7 @@ pub enum Command {
     Customer(customers::CustomerCommand),
     /// Read the audit log: what forgetting customers (and other audited
     /// actions) did, without personal data.
-    Audit {
-        /// Only entries after this one (by number).
-        #[arg(long, default_value_t = 0)]
-        after: u64,
-        /// At most this many.
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-        /// Print JSON lines instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    Audit(customers::AuditArgs),
     /// Send events.
     #[command(subcommand)]
     Event(EventCommand),
@@ -602,9 +592,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Plugin(command) => plugin_command(&client, command).await,
         Command::Customer(command) => customers::run(&client, command).await,
-        Command::Audit { after, limit, json } => {
-            customers::audit(&client, after, limit, json).await
-        }
+        Command::Audit(args) => customers::audit(&client, args).await,
         Command::Event(EventCommand::Send(args)) => client.send_events(args).await,
         Command::Instance(InstanceCommand::Show { id, wait_ms, json }) => {
             client.show_instance(&id, wait_ms, json).await

@@ -14,12 +14,11 @@ impl Runtime {
     pub async fn take_backup(&self) -> Result<(std::fs::File, BackupSummary)> {
         let dir = self.scratch_dir.clone();
         let now = self.clock.now_ms();
-        let io = |error: std::io::Error| crate::store::Error::Backend(Box::new(error));
         let (file, summary) = self
             .with_store(move |store| {
-                let mut file = tempfile::tempfile_in(&dir).map_err(io)?;
+                let mut file = tempfile::tempfile_in(&dir)?;
                 let summary = store.backup(&mut file, now)?;
-                file.rewind().map_err(io)?;
+                file.rewind()?;
                 Ok((file, summary))
             })
             .await?;

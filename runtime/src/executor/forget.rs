@@ -58,7 +58,7 @@ pub struct Forgotten {
 /// lowercase words (`email`, `gold`), which are settings, not data about a
 /// person, and which the instance's own logic may read.
 pub fn personal_values(profile: &serde_json::Value) -> Vec<String> {
-    Scrub::personal_values(profile)
+    Scrub::strings_in(profile)
         .into_iter()
         .filter(|value| {
             !value
@@ -191,7 +191,9 @@ impl Runtime {
     /// Anonymise unfinished instance `id`; false when it finished first.
     async fn anonymise(self: &Arc<Self>, id: InstanceId, scrub: &Arc<Scrub>) -> Result<bool> {
         for _ in 0..ANONYMISE_ATTEMPTS {
-            let (instance, _) = self.instance_with_history(id).await?;
+            let Some(instance) = self.with_store(move |store| store.instance(id)).await? else {
+                return Ok(false);
+            };
             if instance.status.is_finished() || instance.customer_id != scrub.customer {
                 return Ok(false);
             }

@@ -74,6 +74,12 @@ pub enum Error {
     Injected(&'static str),
 }
 
+impl From<std::io::Error> for Error {
+    fn from(error: std::io::Error) -> Self {
+        Error::Backend(Box::new(error))
+    }
+}
+
 /// Result of store operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

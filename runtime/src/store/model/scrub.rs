@@ -141,9 +141,9 @@ impl Scrub {
         serde_json::from_value(value)
     }
 
-    /// The personal values (strings of at least [`MIN_PERSONAL_LEN`]
-    /// characters) in a profile or event data.
-    pub fn personal_values(value: &serde_json::Value) -> Vec<String> {
+    /// The strings long enough to be personal (at least
+    /// [`MIN_PERSONAL_LEN`] characters) in a profile or event data.
+    pub fn strings_in(value: &serde_json::Value) -> Vec<String> {
         let mut found = Vec::new();
         collect_strings(value, &mut found);
         found
@@ -172,7 +172,7 @@ mod tests {
 
     fn scrub() -> Scrub {
         let profile = json!({"name": "Ada Lovelace", "email": "ada@example.com", "tier": "gold"});
-        Scrub::new("c-ada", "anon-1", Scrub::personal_values(&profile))
+        Scrub::new("c-ada", "anon-1", Scrub::strings_in(&profile))
     }
 
     #[test]

@@ -20,10 +20,6 @@ const STORE: &str = "sled";
 /// Records written per batch by a restore.
 const RESTORE_BATCH: usize = 10_000;
 
-fn io(error: std::io::Error) -> Error {
-    Error::Backend(Box::new(error))
-}
-
 impl Backup for SledStore {
     fn backup(&self, to: &mut dyn Write, created_at_ms: u64) -> Result<BackupSummary> {
         let header = BackupHeader {
@@ -32,7 +28,7 @@ impl Backup for SledStore {
             created_at_ms,
             journeyd: env!("CARGO_PKG_VERSION").into(),
         };
-        let mut writer = BackupWriter::new(std::io::BufWriter::new(to), &header).map_err(io)?;
+        let mut writer = BackupWriter::new(std::io::BufWriter::new(to), &header)?;
         let started = Instant::now();
         {
             // In the order the store's own paths take them. Profile
@@ -49,19 +45,15 @@ impl Backup for SledStore {
                 .expect("the commit gate is never poisoned");
             for item in self.db.iter() {
                 let (key, value) = item?;
-                writer
-                    .record(DEFAULT_TREE, keys::kind_of(&key), &key, &value)
-                    .map_err(io)?;
+                writer.record(DEFAULT_TREE, keys::kind_of(&key), &key, &value)?;
             }
             for item in self.blobs.iter() {
                 let (key, value) = item?;
-                writer
-                    .record(BLOBS_TREE, "plugin_bytes", &key, &value)
-                    .map_err(io)?;
+                writer.record(BLOBS_TREE, "plugin_bytes", &key, &value)?;
             }
         }
         let pause_ms = started.elapsed().as_millis() as u64;
-        writer.finish(pause_ms).map_err(io)
+        Ok(writer.finish(pause_ms)?)
     }
 }
 
@@ -91,7 +83,12 @@ impl SledStore {
         from: impl Read,
         dir: &Path,
     ) -> Result<(BackupHeader, BackupSummary), RestoreError> {
-        if dir.exists() && std::fs::read_dir(dir).map_err(io)?.next().is_some() {
+        if dir.exists()
+            && std::fs::read_dir(dir)
+                .map_err(Error::from)?
+                .next()
+                .is_some()
+        {
             return Err(RestoreError::NotEmpty(dir.display().to_string()));
         }
         let mut reader = BackupReader::open(std::io::BufReader::new(from))?;
