@@ -24,6 +24,7 @@ pub mod host;
 pub mod journey;
 pub mod json;
 pub mod store;
+pub mod telemetry;
 pub mod tooling;
 pub mod window;
 

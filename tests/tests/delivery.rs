@@ -574,3 +574,147 @@ fn a_message_a_frequency_cap_held_back_never_reaches_the_provider() {
         .count();
     assert_eq!(queued_emails, 1, "the capped ones were never queued");
 }
+
+/// Spans by name, in the trace `trace_id`.
+fn spans_named<'a>(spans: &'a [Value], trace_id: &str, name: &str) -> Vec<&'a Value> {
+    spans
+        .iter()
+        .filter(|span| span["trace_id"] == trace_id && span["name"] == name)
+        .collect()
+}
+
+#[test]
+fn an_enquiry_is_one_trace_from_the_caller_to_the_provider() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The sink is the provider and the OTLP collector both.
+    let sink = ProviderSink::start(&["--sendgrid-key", SENDGRID_KEY, "--slack-path", SLACK_PATH]);
+    let mut journeyd = Journeyd::start_with(
+        &dir.path().join("store"),
+        &[
+            "--simulated-clock",
+            "--simulated-clock-start",
+            &DEC_1_MS.to_string(),
+            "--otlp-endpoint",
+            &sink.url,
+        ],
+    );
+    setup(&journeyd, &sink, dir.path(), json!({}));
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let response = journey_tests::client_with_token(&journeyd.token, Duration::from_secs(60))
+        .post(format!("{}/v1/events", journeyd.url))
+        .header("traceparent", format!("00-{caller_trace}-{caller_span}-01"))
+        .body(enquiry("e-1", "c-ada", "q-1", "Where is my refund?").to_string())
+        .send()
+        .expect("journeyd answers");
+    assert_eq!(response.status().as_u16(), 202);
+    deliver_everything(&journeyd);
+    let instance = journeyd.get("/v1/instances?journey=enquiry")["instances"][0].clone();
+    let instance_id = instance["id"].clone();
+    // A clean stop sends the spans not yet exported.
+    let status = journeyd.terminate(Duration::from_secs(60));
+    assert!(status.success(), "journeyd stopped with {status}");
+
+    let listed: Value = reqwest::blocking::get(format!("{}/_sink/spans", sink.url))
+        .and_then(|response| response.json())
+        .expect("the sink lists its spans");
+    let spans = listed["spans"].as_array().expect("spans").clone();
+    let ingest = spans_named(&spans, caller_trace, "ingest");
+    assert_eq!(
+        ingest.len(),
+        1,
+        "one ingest span in the caller's trace: {listed:#}"
+    );
+    let ingest = ingest[0];
+    assert_eq!(
+        ingest["parent_span_id"], caller_span,
+        "it continues the caller's span"
+    );
+    assert_eq!(ingest["kind"], 2, "a server span");
+    assert_eq!(ingest["attributes"]["journeyd.event.id"], "e-1");
+    assert_eq!(ingest["attributes"]["journeyd.instances.started"], 1);
+    assert_eq!(ingest["resource"]["service.name"], "journeyd");
+
+    // Each step the event led to: a child of the ingest, with what ran.
+    let steps = spans_named(&spans, caller_trace, "step");
+    let ran: Vec<&str> = steps
+        .iter()
+        .map(|span| {
+            span["attributes"]["journeyd.step"]
+                .as_str()
+                .expect("a step")
+        })
+        .collect();
+    assert!(
+        ran.contains(&"acknowledge") && ran.contains(&"classify"),
+        "the first steps are in the caller's trace: {ran:?}"
+    );
+    for step in &steps {
+        let attributes = &step["attributes"];
+        assert_eq!(step["parent_span_id"], ingest["span_id"], "{step:#}");
+        assert_eq!(attributes["journeyd.journey"], "enquiry");
+        assert_eq!(attributes["journeyd.instance"], instance_id);
+        assert_eq!(attributes["journeyd.attempt"], 1);
+        assert!(
+            attributes["journeyd.plugin"]
+                .as_str()
+                .is_some_and(|plugin| !plugin.is_empty()),
+            "{step:#}"
+        );
+        assert!(
+            attributes["journeyd.plugin.version"]
+                .as_i64()
+                .is_some_and(|version| version >= 1),
+            "{step:#}"
+        );
+        assert_eq!(
+            attributes["journeyd.plugin.digest"].as_str().map(str::len),
+            Some(64),
+            "{step:#}"
+        );
+        assert!(attributes["journeyd.outcome"].is_string(), "{step:#}");
+        // Its commit is its child, and ended once durable.
+        let commits: Vec<&Value> = spans_named(&spans, caller_trace, "commit")
+            .into_iter()
+            .filter(|commit| commit["parent_span_id"] == step["span_id"])
+            .collect();
+        assert_eq!(commits.len(), 1, "one commit per step run: {step:#}");
+        assert_eq!(commits[0]["attributes"]["journeyd.commit"], "done");
+        assert!(commits[0]["end_ns"].as_u64() >= step["end_ns"].as_u64());
+    }
+
+    // Each delivery attempt: a child of the step that queued the message,
+    // and the provider got that attempt's traceparent.
+    let delivers = spans_named(&spans, caller_trace, "deliver");
+    let messages = sink.messages();
+    assert!(!messages.is_empty());
+    assert_eq!(
+        delivers.len(),
+        messages.len(),
+        "one attempt per message: {delivers:#?}"
+    );
+    for message in &messages {
+        let traceparent = message["traceparent"]
+            .as_str()
+            .expect("the provider got a traceparent");
+        let parts: Vec<&str> = traceparent.split('-').collect();
+        assert_eq!(parts[1], caller_trace, "{traceparent}");
+        let deliver = delivers
+            .iter()
+            .find(|deliver| deliver["span_id"] == parts[2])
+            .unwrap_or_else(|| panic!("the traceparent names a deliver span: {traceparent}"));
+        assert_eq!(deliver["kind"], 3, "a client span");
+        assert_eq!(
+            deliver["attributes"]["journeyd.delivery.outcome"],
+            "accepted"
+        );
+        let queued_by = steps
+            .iter()
+            .find(|step| step["span_id"] == deliver["parent_span_id"])
+            .expect("a deliver span's parent is a step span");
+        assert_eq!(
+            queued_by["attributes"]["journeyd.step"],
+            deliver["attributes"]["journeyd.step"]
+        );
+    }
+}

@@ -19,6 +19,7 @@ use journey_runtime::host::{ComponentLimits, Limits, OutputLimits};
 use journey_runtime::journey::Retention;
 use journey_runtime::store::Store;
 use journey_runtime::store::sled::{SledOptions, SledStore};
+use journey_runtime::telemetry;
 
 /// Arguments of `journeyd serve`.
 #[derive(Debug, Args)]
@@ -98,6 +99,11 @@ pub struct ServeArgs {
     /// another date. Not kept across restarts.
     #[arg(long, conflicts_with = "simulated_clock", value_name = "MS")]
     pub clock_start: Option<u64>,
+    /// Export traces over OTLP/HTTP to this collector (its base URL;
+    /// `/v1/traces` is added). Off when neither this nor the other
+    /// `OTEL_*` variables name an endpoint; see docs/operations.md.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// A retention as given on the command line.
@@ -118,8 +124,19 @@ pub(crate) fn init_tracing() {
         .try_init();
 }
 
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     init_tracing();
+    // Absolute from here on: the compiled-plugin cache refuses a
+    // relative directory (and the default, `journeyd-data`, is one).
+    args.data = std::path::absolute(&args.data)
+        .with_context(|| format!("the data directory {}", args.data.display()))?;
+    let exporting = telemetry::start(
+        &telemetry::ExportSettings {
+            otlp_endpoint: args.otlp_endpoint.clone(),
+        },
+        tokio::runtime::Handle::current(),
+    )
+    .context("setting up trace export")?;
     let store = SledStore::open(
         &args.data,
         &SledOptions {
@@ -131,6 +148,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
+    telemetry::describe_metrics();
     let settings = Settings {
         limits: Limits {
             memory_bytes: args.step_memory_mib * 1024 * 1024,
@@ -298,6 +316,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Every commit is durable on return already; an empty one flushes
     // whatever else the store holds.
     runtime.store().commit(&[]).context("flushing the store")?;
+    if let Some(exporting) = exporting {
+        // The last spans, sent before the process ends.
+        let _ = tokio::task::spawn_blocking(move || exporting.shutdown()).await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -26,6 +26,7 @@ use crate::host::channel::{
     ChannelCall, Header, OutgoingMessage, ProviderResponse, RenderFailure, Signature, Verdict,
 };
 use crate::store::{AttemptOutcome, ClaimedMessage, DeliveryAttempt, Mark, Marked};
+use crate::telemetry::Attribute;
 
 /// Messages claimed per round at most.
 const DISPATCH_BATCH: usize = 64;
@@ -208,6 +209,22 @@ impl Runtime {
             claim,
         } = claimed;
         let channel = message.channel.clone();
+        let mut span = telemetry::Span::start(
+            "deliver",
+            telemetry::Kind::Client,
+            telemetry::parent_of(message.trace.as_deref()).as_ref(),
+            || {
+                vec![
+                    Attribute::new("journeyd.message", message.id.clone()),
+                    Attribute::new("journeyd.integration", channel.clone()),
+                    Attribute::new("journeyd.journey", message.journey.clone()),
+                    Attribute::new("journeyd.step", message.step.clone()),
+                    Attribute::new("journeyd.instance", message.instance_id.0 as i64),
+                    Attribute::new("journeyd.delivery.attempt", i64::from(delivery.attempts)),
+                ]
+            },
+        );
+        let traceparent = span.traceparent();
         let integration = self.integrations.get(&channel);
         let result = match &integration {
             None => self.retry_later(
@@ -225,7 +242,10 @@ impl Runtime {
                     format!("integration `{channel}` is disabled ({reason})"),
                     Some(delivery::MAX_RETRY),
                 ),
-                None => self.attempt(active, &message, &delivery).await,
+                None => {
+                    self.attempt(active, &message, &delivery, traceparent.as_deref())
+                        .await
+                }
             },
         };
         let outcome_name = match &result.outcome {
@@ -235,6 +255,13 @@ impl Runtime {
         };
         metrics::counter!("journeyd_deliveries_total", "integration" => channel.clone(), "outcome" => outcome_name)
             .increment(1);
+        span.set(|| vec![Attribute::new("journeyd.delivery.outcome", outcome_name)]);
+        if let AttemptOutcome::Retry { error, .. } | AttemptOutcome::Dead { error } =
+            &result.outcome
+        {
+            span.fail(|| error.clone());
+        }
+        span.end();
         if result.gone {
             let runtime = self.clone();
             let gone_channel = channel.clone();
@@ -328,6 +355,7 @@ impl Runtime {
         integration: &Arc<ActiveIntegration>,
         message: &OutboxMessage,
         delivery: &Delivery,
+        traceparent: Option<&str>,
     ) -> AttemptResult {
         let record = &integration.record;
         let now = self.clock.now_ms();
@@ -344,7 +372,10 @@ impl Runtime {
                 gone: false,
             };
         }
-        match self.send_once(integration, message, delivery).await {
+        match self
+            .send_once(integration, message, delivery, traceparent)
+            .await
+        {
             Ok(result) => result,
             Err(reason) => self.retry_later(delivery, message, Some(integration), reason, None),
         }
@@ -357,6 +388,7 @@ impl Runtime {
         integration: &Arc<ActiveIntegration>,
         message: &OutboxMessage,
         delivery: &Delivery,
+        traceparent: Option<&str>,
     ) -> std::result::Result<AttemptResult, String> {
         let record = &integration.record;
         let secrets = SecretValues::read(&record.secrets).map_err(|error| error.to_string())?;
@@ -416,7 +448,7 @@ impl Runtime {
                 ));
             }
         };
-        let outbound = prepare(&request, &outgoing, integration, &secrets)
+        let outbound = prepare(&request, &outgoing, integration, &secrets, traceparent)
             .map_err(|error| secrets.redact(&error))?;
         let slot = integration.slot().await;
         let sent = self
@@ -508,13 +540,15 @@ impl Runtime {
 }
 
 /// The request to send: secrets filled in, the host checked against the
-/// grants, signed when asked, with the idempotency key. Errors may quote
-/// secret values; the caller redacts them.
+/// grants, signed when asked, with the idempotency key and the delivery
+/// span's `traceparent` (when tracing). Errors may quote secret values;
+/// the caller redacts them.
 fn prepare(
     request: &crate::host::channel::ProviderRequest,
     message: &OutgoingMessage,
     integration: &ActiveIntegration,
     secrets: &SecretValues,
+    traceparent: Option<&str>,
 ) -> std::result::Result<OutboundRequest, String> {
     let url = secrets
         .fill(&request.url)
@@ -532,12 +566,13 @@ fn prepare(
         "webhook-timestamp",
         "webhook-signature",
     ];
-    let mut headers = Vec::with_capacity(request.headers.len() + 4);
+    let mut headers = Vec::with_capacity(request.headers.len() + 5);
     for header in &request.headers {
-        if OURS
+        let ours = OURS
             .iter()
             .any(|ours| header.name.eq_ignore_ascii_case(ours))
-        {
+            || (traceparent.is_some() && header.name.eq_ignore_ascii_case(telemetry::TRACEPARENT));
+        if ours {
             continue;
         }
         let value = secrets
@@ -546,6 +581,9 @@ fn prepare(
         headers.push((header.name.clone(), value));
     }
     headers.push(("Idempotency-Key".into(), message.id.clone()));
+    if let Some(traceparent) = traceparent {
+        headers.push((telemetry::TRACEPARENT.into(), traceparent.to_owned()));
+    }
     if let Some(Signature::StandardWebhooks(secret)) = &request.signature {
         let value = secrets.get(secret).map_err(|error| error.to_string())?;
         let timestamp = std::time::SystemTime::now()

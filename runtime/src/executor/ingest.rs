@@ -2,6 +2,7 @@
 //! waits it ends and the exits it causes (entry rules, single re-entry).
 
 use super::*;
+use crate::telemetry::Attribute;
 
 /// An event as sent to the ingest API.
 #[derive(Debug, Clone, Deserialize)]
@@ -88,6 +89,44 @@ impl Runtime {
     /// it starts are durable and their first steps are scheduled. The
     /// store is read on the blocking pool, never on an async thread.
     pub async fn ingest(self: &Arc<Self>, event: IncomingEvent) -> Result<Receipt> {
+        self.ingest_under(event, None).await
+    }
+
+    /// [`Runtime::ingest`], its `ingest` span a child of the caller's span
+    /// (from the request's `traceparent`).
+    pub async fn ingest_under(
+        self: &Arc<Self>,
+        event: IncomingEvent,
+        caller: telemetry::Parent,
+    ) -> Result<Receipt> {
+        let mut span =
+            telemetry::Span::start("ingest", telemetry::Kind::Server, caller.as_ref(), || {
+                vec![
+                    Attribute::new("journeyd.event.id", event.id.clone()),
+                    Attribute::new("journeyd.event.type", event.kind.clone()),
+                ]
+            });
+        let receipt = self.accept(event, span.context()).await;
+        match &receipt {
+            Ok(receipt) => span.set(|| {
+                vec![
+                    Attribute::new("journeyd.event.duplicate", receipt.duplicate),
+                    Attribute::new("journeyd.instances.started", receipt.instances.len() as i64),
+                    Attribute::new("journeyd.instances.skipped", receipt.skipped.len() as i64),
+                    Attribute::new("journeyd.instances.exited", receipt.exited.len() as i64),
+                ]
+            }),
+            Err(error) => span.fail(|| error.to_string()),
+        }
+        receipt
+    }
+
+    /// Accept an event, the steps it leads to under `trace`.
+    async fn accept(
+        self: &Arc<Self>,
+        event: IncomingEvent,
+        trace: telemetry::Parent,
+    ) -> Result<Receipt> {
         if self.is_draining() {
             return Err(Error::Draining);
         }
@@ -147,7 +186,7 @@ impl Runtime {
                 metrics::counter!("journeyd_events_accepted_total").increment(1);
                 let ids = instances.iter().map(|instance| instance.id).collect();
                 for instance in instances {
-                    self.schedule(StepJob::new(instance, wit_event.clone()));
+                    self.schedule(StepJob::new(instance, wit_event.clone()).under(trace.clone()));
                 }
                 if !woken.is_empty() {
                     let ids: Vec<InstanceId> = woken.iter().map(|instance| instance.id).collect();
@@ -165,7 +204,7 @@ impl Runtime {
                                 && current.last_event_id.as_deref() == Some(event_id.as_str())
                         });
                         if woke_here {
-                            self.run_next(instance, wit_event.clone());
+                            self.run_next(instance, wit_event.clone(), trace.clone());
                         }
                     }
                 }

@@ -67,6 +67,7 @@ use crate::store::{
     MigrationRecord, OutboxMessage, PluginRecord, StateChanges, StepOutcome, StepRecord, Store,
     TagRecord, VersionStats,
 };
+use crate::telemetry;
 use crate::window::SendingWindow;
 
 pub use self::callbacks::{CallbackError, CallbackReceipt};
@@ -114,21 +115,32 @@ pub struct Finished {
 }
 
 /// A step ready to run: the instance as last committed, the event that
-/// started it, and which attempt this is.
+/// started it, which attempt this is, and the span its span goes under.
 #[derive(Debug)]
 struct StepJob {
     instance: Instance,
     event: Arc<host::Event>,
     attempt: u32,
+    trace: telemetry::Parent,
 }
 
 impl StepJob {
-    /// The next attempt of `instance`'s current step, as its record counts.
+    /// The next attempt of `instance`'s current step, as its record
+    /// counts, in a trace of its own.
     fn new(instance: Instance, event: Arc<host::Event>) -> Self {
         StepJob {
             attempt: instance.next_attempt(),
             instance,
             event,
+            trace: None,
+        }
+    }
+
+    /// The same step, its span a child of `parent`.
+    fn under(self, parent: telemetry::Parent) -> Self {
+        StepJob {
+            trace: parent,
+            ..self
         }
     }
 }

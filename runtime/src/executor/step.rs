@@ -2,6 +2,7 @@
 //! (or retries it on its policy), splits, migrations, and its commit.
 
 use super::*;
+use crate::telemetry::Attribute;
 
 impl Runtime {
     /// Run an instance's current step on this thread and hand its effects
@@ -20,6 +21,7 @@ impl Runtime {
             instance,
             event,
             attempt,
+            trace,
         } = job;
         let Some(step_name) = instance
             .current_step
@@ -43,11 +45,24 @@ impl Runtime {
             let target = step.definition.on[&variant].clone();
             let is_step = journey.step(&target).is_some();
             self.take_split(
-                instance, event, step_name, variant, target, is_step, started_ms,
+                instance, event, step_name, variant, target, is_step, started_ms, trace,
             );
             return;
         }
         let idempotency_key = instance.idempotency_key();
+        let mut span =
+            telemetry::Span::start("step", telemetry::Kind::Internal, trace.as_ref(), || {
+                vec![
+                    Attribute::new("journeyd.journey", instance.journey.clone()),
+                    Attribute::new(
+                        "journeyd.journey.version",
+                        i64::from(instance.journey_version),
+                    ),
+                    Attribute::new("journeyd.instance", instance.id.0 as i64),
+                    Attribute::new("journeyd.step", step_name.clone()),
+                    Attribute::new("journeyd.attempt", i64::from(attempt)),
+                ]
+            });
 
         // An operator's retry may name another plugin version for this step.
         let chosen = instance
@@ -113,7 +128,7 @@ impl Runtime {
             }
         };
         let plugin_name = plugin.as_ref().map(|resolved| resolved.record.name.clone());
-        let (commit, mut samples) = self.build_commit(
+        let (mut commit, mut samples) = self.build_commit(
             &instance,
             journey.as_deref(),
             &step_name,
@@ -129,6 +144,20 @@ impl Runtime {
                 .as_deref()
                 .is_some_and(|plugin| self.metric_names.admit(plugin, &sample.name))
         });
+        record_step(&mut span, &commit.entry);
+        if let Some(traceparent) = span.traceparent() {
+            // Its deliveries join this step's trace, however late.
+            for message in &mut commit.messages {
+                message.trace = Some(traceparent.clone());
+            }
+        }
+        let commit_span = telemetry::Span::start(
+            "commit",
+            telemetry::Kind::Internal,
+            span.context().as_ref(),
+            Vec::new,
+        );
+        span.end();
         let next = commit.instance.clone();
         let queued_messages = !commit.messages.is_empty();
         let counted: Vec<String> = commit
@@ -150,7 +179,8 @@ impl Runtime {
                 if queued_messages && matches!(result, Ok(Applied::Done)) {
                     runtime.outbox_changed.notify_one();
                 }
-                runtime.after_step_commit(result, next, event, samples, &step_name);
+                record_commit(commit_span, &result);
+                runtime.after_step_commit(result, next, event, samples, &step_name, trace);
             }),
         );
     }
@@ -164,6 +194,7 @@ impl Runtime {
         event: Arc<host::Event>,
         samples: Vec<host::MetricSample>,
         step_name: &str,
+        trace: telemetry::Parent,
     ) {
         self.health.host_fault_over(next.id);
         match result {
@@ -173,7 +204,9 @@ impl Runtime {
                         .increment(sample.value);
                 }
                 match next.status {
-                    InstanceStatus::Running => self.schedule(StepJob::new(next, event)),
+                    InstanceStatus::Running => {
+                        self.schedule(StepJob::new(next, event).under(trace))
+                    }
                     // Its timer is in the store; the timer loop may be
                     // sleeping until a later one.
                     InstanceStatus::Waiting => self.timers_changed.notify_one(),
@@ -206,6 +239,7 @@ impl Runtime {
         target: String,
         is_step: bool,
         now: u64,
+        trace: telemetry::Parent,
     ) {
         let mut next = instance;
         next.follow_split(&target, is_step, now);
@@ -222,7 +256,7 @@ impl Runtime {
             commit,
             Box::new(move |result| match result {
                 Ok(Applied::Done) if next.status == InstanceStatus::Running => {
-                    runtime.schedule(StepJob::new(next, event));
+                    runtime.schedule(StepJob::new(next, event).under(trace));
                 }
                 Ok(Applied::Done) => runtime.finish(&next),
                 Ok(_) => {
@@ -239,7 +273,10 @@ impl Runtime {
     /// next step; once that is durable, the step runs under the new version.
     pub(super) fn migrate(self: &Arc<Self>, job: StepJob, migration: &MigrationRecord) {
         let StepJob {
-            instance, event, ..
+            instance,
+            event,
+            trace,
+            ..
         } = job;
         let Some(from_step) = instance.current_step.clone() else {
             tracing::warn!(instance = %instance.id, "a migration was scheduled for an instance with no step to run; dropped");
@@ -263,7 +300,7 @@ impl Runtime {
         self.committer.submit_then(
             commit,
             Box::new(move |result| match result {
-                Ok(Applied::Done) => runtime.schedule(StepJob::new(next, event)),
+                Ok(Applied::Done) => runtime.schedule(StepJob::new(next, event).under(trace)),
                 Ok(_) => {
                     tracing::warn!(instance = %next.id, "migration was already committed by another attempt");
                 }
@@ -412,6 +449,7 @@ impl Runtime {
                     // The host checked it is a JSON object.
                     metadata: raw_json(message.metadata),
                     queued_at_ms: started_ms,
+                    trace: None,
                 }
             })
             .collect();
@@ -613,6 +651,40 @@ fn failed_run(failure: StepFailure) -> host::StepRun {
         effects: host::Effects::default(),
         duration: Duration::ZERO,
     }
+}
+
+/// What a step run's history entry says, on its span.
+fn record_step(span: &mut telemetry::Span, entry: &HistoryEntry) {
+    let (HistoryEntry::StepRan(record) | HistoryEntry::StepFailed(record)) = entry else {
+        return;
+    };
+    span.set(|| {
+        vec![
+            Attribute::new("journeyd.plugin", record.plugin.clone()),
+            Attribute::new("journeyd.plugin.version", i64::from(record.plugin_version)),
+            Attribute::new("journeyd.plugin.digest", record.digest.clone()),
+            Attribute::new("journeyd.outcome", outcome_label(&record.outcome)),
+            Attribute::new("journeyd.step.duration_us", record.duration_us as i64),
+            Attribute::new("journeyd.retry", record.retry_at_ms.is_some()),
+            Attribute::new("journeyd.messages", record.messages.len() as i64),
+        ]
+    });
+    if let StepOutcome::Fail { reason } = &record.outcome {
+        span.fail(|| reason.clone());
+    }
+}
+
+/// How a commit ended, on its span (which ends here).
+fn record_commit(mut span: telemetry::Span, result: &Result<Applied, CommitError>) {
+    let applied = match result {
+        Ok(Applied::Done) => "done",
+        Ok(_) => "stale",
+        Err(CommitError::Stopped) => {
+            span.fail(|| "the runtime stopped before the commit".to_owned());
+            "stopped"
+        }
+    };
+    span.set(|| vec![Attribute::new("journeyd.commit", applied)]);
 }
 
 fn outcome_label(outcome: &StepOutcome) -> &'static str {

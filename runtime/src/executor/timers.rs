@@ -270,7 +270,7 @@ impl Runtime {
         metrics::histogram!("journeyd_timer_lateness_seconds")
             .record(now.saturating_sub(due_ms) as f64 / 1000.0);
         if self.committer.submit(commit).await? == Applied::Done {
-            self.run_next(next, Arc::new(wit_event(&event)));
+            self.run_next(next, Arc::new(wit_event(&event)), None);
         } else {
             // Something else moved the instance first; if its timer is
             // still set, it may be claimed again.
@@ -288,13 +288,19 @@ impl Runtime {
             .is_some_and(|journey| journey.step(target).is_some())
     }
 
-    /// After a committed wake-up: run the instance's next step, or report
-    /// it finished when the wait led to a terminal state.
-    pub(super) fn run_next(&self, instance: Instance, event: Arc<host::Event>) {
+    /// After a committed wake-up: run the instance's next step (its span
+    /// under `trace`), or report it finished when the wait led to a
+    /// terminal state.
+    pub(super) fn run_next(
+        &self,
+        instance: Instance,
+        event: Arc<host::Event>,
+        trace: telemetry::Parent,
+    ) {
         if instance.status.is_finished() {
             self.finish(&instance);
         } else {
-            self.schedule(StepJob::new(instance, event));
+            self.schedule(StepJob::new(instance, event).under(trace));
         }
     }
 }

@@ -12,11 +12,17 @@
 //! dropped after the message was taken), and it calls journeyd back with
 //! signed delivery statuses.
 //!
+//! It is also a local OpenTelemetry collector for traces (see `otlp`):
+//! `POST /v1/traces` takes OTLP/HTTP and `GET /_sink/spans` lists the
+//! spans. A message's `traceparent` header is kept with it.
+//!
 //! `GET /_sink/messages` lists what arrived, `GET /_sink/stats` counts
 //! requests, duplicates and injected faults, `PUT /_sink/behaviour`
 //! changes the misbehaviour while it runs. It prints
 //! `provider-sink listening on http://ADDRESS` once it serves;
 //! `provider-sink list http://ADDRESS` prints what a running one took.
+
+mod otlp;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -207,6 +213,7 @@ struct Sink {
     stats: Mutex<Stats>,
     callbacks: HashMap<String, String>,
     client: reqwest::Client,
+    spans: otlp::Spans,
 }
 
 type Shared = Arc<Sink>;
@@ -278,7 +285,7 @@ impl Sink {
                             if let Some(key) = &key {
                                 answers.insert(key.clone(), taken.answer.clone());
                             }
-                            self.keep(&taken, key.as_deref());
+                            self.keep(&taken, key.as_deref(), header(headers, "traceparent"));
                             taken.answer
                         }
                         Err(refusal) => {
@@ -308,13 +315,14 @@ impl Sink {
     }
 
     /// Keep what arrived and, when asked, call back with its status.
-    fn keep(self: &Arc<Self>, taken: &Taken, key: Option<&str>) {
+    fn keep(self: &Arc<Self>, taken: &Taken, key: Option<&str>, traceparent: &str) {
         let received_at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_millis() as u64);
         lock(&self.messages).push(json!({
             "provider": taken.provider,
             "idempotency_key": key,
+            "traceparent": (!traceparent.is_empty()).then_some(traceparent),
             "message_id": taken.message_id,
             "provider_id": taken.provider_id,
             "to": taken.to,
@@ -657,6 +665,7 @@ async fn main() -> anyhow::Result<()> {
             .timeout(Duration::from_secs(10))
             .build()?,
         args,
+        spans: otlp::Spans::default(),
     });
     let app = Router::new()
         .route("/v3/mail/send", post(sendgrid))
@@ -666,6 +675,18 @@ async fn main() -> anyhow::Result<()> {
         .route("/_sink/messages", get(list_messages))
         .route("/_sink/stats", get(show_stats))
         .route("/_sink/behaviour", put(set_behaviour))
+        .route(
+            "/v1/traces",
+            post(
+                |State(sink): State<Shared>, headers: HeaderMap, body: Bytes| async move {
+                    sink.spans.export(&headers, &body)
+                },
+            ),
+        )
+        .route(
+            "/_sink/spans",
+            get(|State(sink): State<Shared>| async move { axum::Json(sink.spans.list()) }),
+        )
         .with_state(sink);
     println!("provider-sink listening on http://{address}");
     loop {

@@ -106,6 +106,11 @@ pub struct BenchArgs {
     /// when delivering (default: 10 for `--scenario delivery`, else 0).
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub provider_fail_percent: Option<u8>,
+    /// Export the run's traces over OTLP/HTTP to this collector (e.g. a
+    /// `provider-sink`), as `serve --otlp-endpoint` does; the `OTEL_*`
+    /// variables switch it on too. Adds `traces` to the figures.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
     /// Finished instances to purge for `--scenario retention`.
     #[arg(long, default_value_t = 100_000)]
     pub purge_instances: usize,
@@ -243,6 +248,13 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             } else {
                 0
             });
+    let exporting = journey_runtime::telemetry::start(
+        &journey_runtime::telemetry::ExportSettings {
+            otlp_endpoint: args.otlp_endpoint.clone(),
+        },
+        tokio::runtime::Handle::current(),
+    )
+    .context("setting up trace export")?;
     let dir = args.plugins.clone().unwrap_or_else(default_plugin_dir);
     let journey_source = std::fs::read_to_string(&args.journey)
         .with_context(|| format!("reading {}", args.journey.display()))?;
@@ -505,6 +517,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             "commits_per_group": (steps_per_group * 10.0).round() / 10.0,
             "peak_rss_mib": rss.round(),
             "store_bytes_per_journey": bytes_per_journey,
+            "traces": exporting.is_some(),
     });
     if let Some(delivered) = delivered {
         figures["scenario"] = json!("delivery");
@@ -535,6 +548,14 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         figures["p99_ms_swapping"] = json!((p99_swapping * 100.0).round() / 100.0);
         figures["swaps"] = json!(swaps);
         figures["swap_visible_ms"] = json!((swap_visible_ms * 100.0).round() / 100.0);
+    }
+    if let Some(exporting) = exporting {
+        let flushing = Instant::now();
+        tokio::task::spawn_blocking(move || exporting.shutdown()).await?;
+        println!(
+            "  traces: exported over OTLP; the last spans flushed in {} ms",
+            flushing.elapsed().as_millis()
+        );
     }
     println!("{figures}");
     Ok(())

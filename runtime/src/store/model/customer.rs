@@ -32,6 +32,10 @@ pub struct OutboxMessage {
     pub metadata: Box<RawValue>,
     /// When it was queued, ms since the Unix epoch.
     pub queued_at_ms: u64,
+    /// The W3C `traceparent` of the step that queued it, when tracing was
+    /// on: its delivery attempts join that step's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 impl OutboxMessage {

@@ -153,6 +153,7 @@ fn step(id: u64, customer: &str, seq: u32, last: bool, notes: Vec<Interaction>) 
         body: "hi".into(),
         metadata: raw("{}"),
         queued_at_ms: 2,
+        trace: None,
     };
     InstanceCommit {
         messages: vec![message],
