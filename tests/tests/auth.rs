@@ -151,3 +151,86 @@ fn a_client_without_a_token_is_told_where_to_put_one() {
         .expect("journeyd runs");
     assert!(output.status.success(), "{output:?}");
 }
+
+#[test]
+fn tokens_expire_under_the_servers_policy_and_a_start_renews_the_admin_token() {
+    const DAY_MS: u64 = 86_400_000;
+    const START_MS: u64 = 1_796_112_000_000;
+    let data = tempfile::tempdir().expect("temp dir");
+    let args = [
+        "--simulated-clock",
+        "--simulated-clock-start",
+        &START_MS.to_string(),
+        "--token-max-age",
+        "1d",
+    ];
+    let mut journeyd = Journeyd::start_with(data.path(), &args);
+    let (status, body) = journeyd.request(
+        "POST",
+        "/v1/tokens",
+        Some(
+            json!({ "name": "grafana", "scope": "read" })
+                .to_string()
+                .into_bytes(),
+        ),
+    );
+    assert_eq!(status, 201, "{body}");
+    let read = body["token"].as_str().expect("the token").to_owned();
+    let listed = journeyd.get("/v1/tokens");
+    let grafana = listed["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .find(|token| token["name"] == "grafana")
+        .expect("listed")
+        .clone();
+    assert_eq!(grafana["expires_at_ms"], START_MS + DAY_MS, "{listed}");
+
+    // Accepted until its day is up, on the server's clock.
+    journeyd.advance_clock_to(START_MS + DAY_MS - 1);
+    let (status, body) = journeyd.request_as(Some(&read), "GET", "/v1/journeys", None);
+    assert_eq!(status, 200, "{body}");
+    journeyd.advance_clock_to(START_MS + DAY_MS);
+    let (status, body) = journeyd.request_as(Some(&read), "GET", "/v1/journeys", None);
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "token_expired", "{body}");
+    let message = body["error"]["message"].as_str().expect("a message");
+    assert!(
+        message.contains("grafana") && message.contains("token create"),
+        "{message}"
+    );
+    assert!(
+        !message.contains(&read),
+        "the secret is never echoed: {message}"
+    );
+    // The first admin token was made at the same time: expired too.
+    let (status, body) = journeyd.request("GET", "/v1/tokens", None);
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (401, &json!("token_expired"))
+    );
+
+    // A start with no usable admin token makes `admin` anew, for the
+    // operator of the machine; the expired read token stays refused.
+    let stopped = journeyd.terminate(std::time::Duration::from_secs(60));
+    assert!(stopped.success());
+    let journeyd = Journeyd::start_with(data.path(), &args);
+    let listed = journeyd.get("/v1/tokens");
+    let names: Vec<&str> = listed["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .map(|token| token["name"].as_str().expect("a name"))
+        .collect();
+    assert_eq!(
+        names.iter().filter(|name| **name == "admin").count(),
+        1,
+        "{listed}"
+    );
+    assert!(names.contains(&"grafana"), "{listed}");
+    let (status, body) = journeyd.request_as(Some(&read), "GET", "/v1/journeys", None);
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (401, &json!("token_expired"))
+    );
+}

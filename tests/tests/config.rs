@@ -4,7 +4,7 @@
 
 use std::process::{Command, Output};
 
-use journey_tests::{Journeyd, journeyd_binary};
+use journey_tests::{Journeyd, journeyd_binary, plugin};
 
 fn journeyd(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(journeyd_binary());
@@ -12,7 +12,9 @@ fn journeyd(args: &[&str], env: &[(&str, &str)]) -> Output {
         .args(args)
         .env_remove("JOURNEYD_RETENTION")
         .env_remove("JOURNEYD_SERVE_CONFIG")
-        .env_remove("JOURNEYD_STEP_WORKERS");
+        .env_remove("JOURNEYD_STEP_WORKERS")
+        .env_remove("JOURNEYD_TOKEN_MAX_AGE")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
     for (name, value) in env {
         command.env(name, value);
     }
@@ -88,6 +90,12 @@ fn a_bad_config_file_is_refused_naming_what_is_wrong() {
             "`simulated_clock` = \"yes\" is not true or false",
         ),
         ("retention = \n", "journeyd.toml"),
+        ("integrations = 3\n", "`integrations` is a section"),
+        (
+            "[integrations.email]\nplugin = \"sendgrid\"\nhostz = []\n",
+            "[integrations.email]: unknown field `hostz`",
+        ),
+        ("token_max_age = \"a while\"\n", "a while"),
     ];
     for (text, named) in cases {
         let file = dir.path().join("journeyd.toml");
@@ -125,4 +133,82 @@ fn serve_runs_with_the_settings_of_its_file() {
     let clock = journeyd.get("/v1/clock");
     assert_eq!(clock["simulated"], true, "{clock}");
     assert_eq!(clock["now_ms"], 1_796_112_000_000_u64, "{clock}");
+}
+
+#[test]
+fn the_files_integrations_are_set_at_start_or_once_their_plugin_is_pushed() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let secret = data.path().join("slack-path");
+    std::fs::write(&secret, "T000/B000/team").expect("write");
+    let file = data.path().join("journeyd.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+simulated_clock = true
+
+[integrations.team]
+plugin = "slack"
+hosts = ["127.0.0.1:9"]
+secrets = {{ webhook_path = "file:{}" }}
+config = {{ url = "http://127.0.0.1:9/services/{{{{secret:webhook_path}}}}" }}
+max_attempts = 3
+"#,
+            secret.display()
+        ),
+    )
+    .expect("write");
+    let file = file.to_str().expect("UTF-8");
+    let channels = |server: &Journeyd| -> Vec<serde_json::Value> {
+        server.get("/v1/integrations")["integrations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+
+    // The first start has no plugins yet: the integration waits for its
+    // plugin, and is set the moment it is pushed.
+    let mut server = Journeyd::start_with(data.path(), &["--config", file]);
+    assert!(channels(&server).is_empty());
+    let (status, body) = server.push("slack", plugin("slack"));
+    assert_eq!(status, 201, "{body}");
+    let set = channels(&server);
+    assert_eq!(set.len(), 1, "{set:?}");
+    assert_eq!(set[0]["channel"], "team");
+    assert_eq!(set[0]["max_attempts"], 3);
+
+    // Changed through the API, it is the file's again after a start.
+    let (status, body) = server.request(
+        "PUT",
+        "/v1/integrations/team",
+        Some(
+            serde_json::json!({
+                "plugin": "slack",
+                "hosts": ["127.0.0.1:9"],
+                "secrets": { "webhook_path": format!("file:{}", secret.display()) },
+                "config": { "url": "http://127.0.0.1:9/services/{{secret:webhook_path}}" },
+                "max_attempts": 7,
+            })
+            .to_string()
+            .into_bytes(),
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        server
+            .terminate(std::time::Duration::from_secs(60))
+            .success()
+    );
+    let restarted = Journeyd::start_with(data.path(), &["--config", file]);
+    let set = channels(&restarted);
+    assert_eq!(set[0]["max_attempts"], 3, "{set:?}");
+
+    let output = journeyd(&["config", "check", "--config", file], &[]);
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        line(&printed, "integration").contains("team")
+            && line(&printed, "integration").contains("slack"),
+        "{printed}"
+    );
 }

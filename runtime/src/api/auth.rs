@@ -64,6 +64,19 @@ pub(super) async fn require_token(
         )
         .into_response();
     };
+    if let Some(expired_at) = state.runtime.token_expired_at(&token) {
+        return ApiError::new(
+            ErrorCode::TokenExpired,
+            format!(
+                "token `{}` expired at {} (the server accepts tokens for {} after they are made): create a new one with `journeyd token create` and revoke this one",
+                token.name,
+                jiff::Timestamp::from_millisecond(expired_at as i64)
+                    .map_or_else(|_| expired_at.to_string(), |at| at.to_string()),
+                state.runtime.token_max_age()
+            ),
+        )
+        .into_response();
+    }
     if !token.scope.allows(needed) {
         return ApiError::new(
             ErrorCode::MissingScope,
@@ -99,7 +112,12 @@ pub(super) async fn list_tokens(
     let tokens: Vec<serde_json::Value> = tokens
         .into_iter()
         .map(|token| {
-            json!({ "name": token.name, "scope": token.scope, "created_at_ms": token.created_at_ms })
+            json!({
+                "name": token.name,
+                "scope": token.scope,
+                "created_at_ms": token.created_at_ms,
+                "expires_at_ms": state.runtime.token_expires_at(&token),
+            })
         })
         .collect();
     Ok(Json(json!({ "tokens": tokens })))

@@ -160,6 +160,9 @@ error_codes! {
     Unauthenticated = "unauthenticated", UNAUTHORIZED;
     /// The request's API token is not one journeyd knows (or it was revoked).
     InvalidToken = "invalid_token", UNAUTHORIZED;
+    /// The request's API token is older than the server's tokens policy
+    /// (`token_max_age`) allows.
+    TokenExpired = "token_expired", UNAUTHORIZED;
     /// The request's API token lacks the scope the route needs.
     MissingScope = "missing_scope", FORBIDDEN;
     /// A token of this name exists.

@@ -7,6 +7,10 @@
 //! which wins over the default. The file's values go through the same
 //! parsing as the flags, so a bad value is refused naming the setting,
 //! and an unknown key is refused naming the settings there are.
+//!
+//! One section is not a flag: `[integrations.CHANNEL]` tables declare
+//! integrations (the fields of `PUT /v1/integrations/{channel}`), set at
+//! every start of `serve` (see [`integrations`]).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -17,6 +21,10 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory as _, FromArgMatches as _};
 
 use super::{Cli, ServeArgs};
+use journey_runtime::delivery::IntegrationSpec;
+
+/// The section of the file that declares integrations.
+const INTEGRATIONS: &str = "integrations";
 
 /// Where a setting's value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +99,10 @@ fn with_file(
     }
     let mut args = args;
     for (key, value) in &table {
+        if key == INTEGRATIONS {
+            declared(file, value)?;
+            continue;
+        }
         let Some(arg) = known.iter().find(|arg| arg.get_id().as_str() == key) else {
             let names: Vec<&str> = known.iter().map(|arg| arg.get_id().as_str()).collect();
             bail!(
@@ -131,6 +143,41 @@ fn with_file(
         sources.insert(key.clone(), Source::File);
     }
     Ok((args, sources))
+}
+
+/// The integrations the `[integrations]` section of `file` declares,
+/// checked for form (the server checks the rest as `PUT` would).
+fn declared(file: &Path, section: &toml::Value) -> anyhow::Result<Vec<(String, IntegrationSpec)>> {
+    let Some(channels) = section.as_table() else {
+        bail!(
+            "{}: `{INTEGRATIONS}` is a section of `[integrations.CHANNEL]` tables",
+            file.display()
+        );
+    };
+    channels
+        .iter()
+        .map(|(channel, spec)| {
+            let spec: IntegrationSpec = spec.clone().try_into().map_err(|error| {
+                anyhow::anyhow!("{}: [integrations.{channel}]: {error}", file.display())
+            })?;
+            Ok((channel.clone(), spec))
+        })
+        .collect()
+}
+
+/// The integrations `file` declares (none without a file or section).
+pub fn integrations(file: Option<&Path>) -> anyhow::Result<Vec<(String, IntegrationSpec)>> {
+    let Some(file) = file else {
+        return Ok(Vec::new());
+    };
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{}", file.display()))?;
+    match table.get(INTEGRATIONS) {
+        Some(section) => declared(file, section),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// The config file named by `serve --config` (or its variable), if any.
@@ -213,6 +260,14 @@ pub fn check(file: Option<&Path>) -> anyhow::Result<()> {
             },
         };
         println!("  {id:<24} {value:<28} ({})", source.label());
+    }
+    for (channel, spec) in integrations(file)? {
+        println!(
+            "  integration {:<12} plugin {:<16} hosts {} (file; set at start)",
+            channel,
+            spec.plugin,
+            spec.hosts.join(" ")
+        );
     }
     match file {
         Some(file) => println!("{}: ok", file.display()),

@@ -99,6 +99,12 @@ pub struct ServeArgs {
     /// another date. Not kept across restarts.
     #[arg(long, conflicts_with = "simulated_clock", value_name = "MS")]
     pub clock_start: Option<u64>,
+    /// The tokens policy: how long an API token is accepted after it was
+    /// made (`90d`, or `forever`). An expired token gets `401
+    /// token_expired`; when every admin token has expired, a start makes
+    /// a new `admin` token in the data directory.
+    #[arg(long, env = "JOURNEYD_TOKEN_MAX_AGE", default_value = "forever", value_parser = parse_retention)]
+    pub token_max_age: Retention,
     /// Export traces over OTLP/HTTP to this collector (its base URL;
     /// `/v1/traces` is added). Off when neither this nor the other
     /// `OTEL_*` variables name an endpoint; see docs/operations.md.
@@ -170,6 +176,7 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         compiled_cache: Some(args.data.join("compiled")),
         retention: args.retention,
         scratch_dir: Some(args.data.clone()),
+        token_max_age: args.token_max_age,
         ..Settings::default()
     };
     let settings = match args.step_workers {
@@ -205,7 +212,7 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         let path = args.data.join(ADMIN_TOKEN_FILE);
         write_private(&path, &secret)
             .with_context(|| format!("writing the first admin token to {}", path.display()))?;
-        tracing::info!(file = %path.display(), "created the first admin token (`admin`); the CLI on this machine reads it from there, others take JOURNEYD_TOKEN");
+        tracing::info!(file = %path.display(), "created the admin token (`admin`); the CLI on this machine reads it from there, others take JOURNEYD_TOKEN");
     }
     // Health answers from now on; every `/v1` route says `not_ready`
     // until the instances are resumed and the timer loop runs.
@@ -282,6 +289,19 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     }
     if resumed > 0 {
         tracing::info!(resumed, "resumed unfinished instances");
+    }
+    let declared = super::config::integrations(args.config.as_deref())?;
+    if !declared.is_empty() {
+        let count = declared.len();
+        let waiting = runtime
+            .declare_integrations(declared)
+            .await
+            .context("setting the integrations of the config file")?;
+        tracing::info!(
+            count,
+            ?waiting,
+            "integrations of the config file set (those waiting are set when their plugin is pushed)"
+        );
     }
     runtime.start_timers();
     runtime.start_dispatcher();

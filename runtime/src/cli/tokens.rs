@@ -41,15 +41,21 @@ pub async fn token_command(client: &Client, command: TokenCommand) -> anyhow::Re
         }
         TokenCommand::List => {
             let answer = client.get(&["v1", "tokens"]).await?;
+            let time = |value: &serde_json::Value| {
+                value
+                    .as_u64()
+                    .and_then(|ms| jiff::Timestamp::from_millisecond(ms as i64).ok())
+                    .map(|at| at.to_string())
+            };
             for token in answer["tokens"].as_array().into_iter().flatten() {
                 println!(
-                    "{:<20} {:<7} created {}",
+                    "{:<20} {:<7} created {}{}",
                     token["name"].as_str().unwrap_or("?"),
                     token["scope"].as_str().unwrap_or("?"),
-                    token["created_at_ms"]
-                        .as_u64()
-                        .and_then(|ms| jiff::Timestamp::from_millisecond(ms as i64).ok())
-                        .map_or_else(|| "?".to_owned(), |at| at.to_string()),
+                    time(&token["created_at_ms"]).unwrap_or_else(|| "?".to_owned()),
+                    time(&token["expires_at_ms"])
+                        .map(|at| format!(", expires {at}"))
+                        .unwrap_or_default(),
                 );
             }
             Ok(())

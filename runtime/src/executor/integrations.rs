@@ -7,6 +7,56 @@ use crate::delivery::{IntegrationError, IntegrationSpec};
 use crate::host::channel::{ChannelCall, OutgoingMessage};
 
 impl Runtime {
+    /// Set the integrations a config file declares (at start): each as
+    /// [`Runtime::set_integration`] would. One whose plugin is not pushed
+    /// yet waits, and is set when that plugin is pushed; returns those
+    /// channels. Any other fault in a declaration is an error.
+    pub async fn declare_integrations(
+        self: &Arc<Self>,
+        declared: Vec<(String, IntegrationSpec)>,
+    ) -> Result<Vec<String>> {
+        let mut waiting = Vec::new();
+        for (channel, spec) in declared {
+            let pushed = PluginRef::parse(&spec.plugin)
+                .is_some_and(|plugin| self.registry.resolve(&plugin, InstanceId(0)).is_some());
+            if pushed {
+                self.set_integration(&channel, spec).await?;
+            } else {
+                check_name("channel", &channel)?;
+                tracing::warn!(channel, plugin = %spec.plugin, "the config file's integration waits for its plugin to be pushed");
+                waiting.push(channel.clone());
+                self.declared_integrations
+                    .lock()
+                    .expect("the declared integrations lock is never poisoned")
+                    .push((channel, spec));
+            }
+        }
+        Ok(waiting)
+    }
+
+    /// Set the declared integrations that were waiting for `plugin`.
+    pub(super) async fn set_waiting_integrations(self: &Arc<Self>, plugin: &str) {
+        let ready: Vec<(String, IntegrationSpec)> = {
+            let mut declared = self
+                .declared_integrations
+                .lock()
+                .expect("the declared integrations lock is never poisoned");
+            let (ready, waiting) =
+                std::mem::take(&mut *declared)
+                    .into_iter()
+                    .partition(|(_, spec)| {
+                        PluginRef::parse(&spec.plugin).is_some_and(|wanted| wanted.name == plugin)
+                    });
+            *declared = waiting;
+            ready
+        };
+        for (channel, spec) in ready {
+            if let Err(error) = self.set_integration(&channel, spec).await {
+                tracing::error!(channel, error = %crate::error_chain(&error), "the config file's integration could not be set");
+            }
+        }
+    }
+
     /// The integrations in force, by channel.
     pub fn integrations(&self) -> Vec<IntegrationRecord> {
         self.integrations.records()

@@ -162,6 +162,9 @@ pub struct Settings {
     /// Where large temporary files go (a backup on its way out); the
     /// system's temporary directory when `None`.
     pub scratch_dir: Option<std::path::PathBuf>,
+    /// How long an API token is accepted after it was created (the
+    /// tokens policy); `Forever` never expires them.
+    pub token_max_age: crate::journey::Retention,
 }
 
 impl Default for Settings {
@@ -173,6 +176,7 @@ impl Default for Settings {
             compiled_cache: None,
             retention: crate::journey::Retention::Forever,
             scratch_dir: None,
+            token_max_age: crate::journey::Retention::Forever,
         }
     }
 }
@@ -336,6 +340,11 @@ pub struct Runtime {
     in_flight: dispatch::InFlight,
     /// The API tokens in force.
     tokens: tokens::TokenSet,
+    /// How long a token is accepted after it was created.
+    token_max_age: crate::journey::Retention,
+    /// Integrations a config file declared whose plugin is not pushed
+    /// yet, by channel.
+    declared_integrations: std::sync::Mutex<Vec<(String, crate::delivery::IntegrationSpec)>>,
     /// What step plugins were granted beyond the sandbox.
     grants: grants::GrantSet,
 }
@@ -465,6 +474,8 @@ impl Runtime {
                 outbox_changed: tokio::sync::Notify::new(),
                 in_flight: dispatch::InFlight::default(),
                 tokens,
+                token_max_age: settings.token_max_age,
+                declared_integrations: std::sync::Mutex::new(Vec::new()),
                 grants: step_grants,
             }
         });

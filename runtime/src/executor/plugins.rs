@@ -34,6 +34,7 @@ impl Runtime {
         })
         .await??;
         tracing::info!(plugin = name, version = record.version, digest = %record.digest, "plugin pushed");
+        self.set_waiting_integrations(name).await;
         Ok(record)
     }
 

@@ -39,9 +39,31 @@ fn hash_of(secret: &str) -> String {
 }
 
 impl Runtime {
-    /// The token whose secret this is, if any.
+    /// The token whose secret this is, if any (expired or not: see
+    /// [`Runtime::token_expired_at`]).
     pub fn authenticate(&self, secret: &str) -> Option<TokenRecord> {
         self.tokens.get(&hash_of(secret))
+    }
+
+    /// When `token` expired under the tokens policy (`token_max_age`),
+    /// if it has by now.
+    pub fn token_expired_at(&self, token: &TokenRecord) -> Option<u64> {
+        let expires_at = self.token_expires_at(token)?;
+        (self.clock.now_ms() >= expires_at).then_some(expires_at)
+    }
+
+    /// When `token` expires under the tokens policy, if it does.
+    pub fn token_expires_at(&self, token: &TokenRecord) -> Option<u64> {
+        match self.token_max_age {
+            crate::journey::Retention::For(ms) => Some(token.created_at_ms.saturating_add(ms)),
+            crate::journey::Retention::Forever => None,
+        }
+    }
+
+    /// The tokens policy: how long a token is accepted after it was
+    /// created.
+    pub fn token_max_age(&self) -> crate::journey::Retention {
+        self.token_max_age
     }
 
     /// Create a token: returns its record and its secret, which is shown
@@ -89,11 +111,24 @@ impl Runtime {
     }
 
     /// On a store with no tokens, create the admin token `admin` and
-    /// return its secret (for `serve` to hand to its operator); `None`
-    /// when tokens exist.
+    /// return its secret (for `serve` to hand to its operator). When
+    /// every admin token has expired under the tokens policy, `admin` is
+    /// made anew the same way, so the operator of the machine is never
+    /// locked out. `None` when a usable admin token exists.
     pub fn first_admin_token(&self) -> Result<Option<String>> {
-        if !self.store.tokens()?.is_empty() {
+        let tokens = self.store.tokens()?;
+        let usable_admin = tokens
+            .iter()
+            .any(|token| token.scope == Scope::Admin && self.token_expired_at(token).is_none());
+        if !tokens.is_empty() && usable_admin {
             return Ok(None);
+        }
+        if tokens.iter().any(|token| token.name == "admin") {
+            tracing::warn!(
+                max_age = %self.token_max_age,
+                "every admin token has expired (token_max_age); making a new `admin` token"
+            );
+            self.revoke_token("admin")?;
         }
         let (_, secret) = self.create_token("admin", Scope::Admin)?;
         Ok(Some(secret))
