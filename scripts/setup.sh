@@ -4,9 +4,9 @@
 
 # Bold headings for a person at a terminal; plain text in a log file.
 if [ -t 1 ]; then
-    step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+    step() { printf '\n\033[1m==> %s\033[0m (%s s in)\n' "$*" "$SECONDS"; }
 else
-    step() { printf '\n==> %s\n' "$*"; }
+    step() { printf '\n==> %s (%s s in)\n' "$*" "$SECONDS"; }
 fi
 
 step "setup: rust target wasm32-wasip2"

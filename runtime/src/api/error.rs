@@ -379,6 +379,7 @@ mod tests {
                 "unreadable_callback",
                 "unauthenticated",
                 "invalid_token",
+                "token_expired",
                 "missing_scope",
                 "token_exists",
                 "unknown_token",

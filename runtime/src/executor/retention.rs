@@ -3,8 +3,11 @@
 //! history, messages and deliveries, leaving their funnel counts behind.
 //!
 //! A background loop works in small batches and rests between them twice
-//! as long as a batch took, so a large backlog is worked off at no more
-//! than a third of one core and steps keep their latency. Operators can also
+//! as long as a batch took, so a backlog is worked off at no more than a
+//! third of one core and steps keep their latency. A backlog that lasts
+//! (instances finish faster than a third of a core removes them) gets
+//! shorter rests, down to half a batch's time (two thirds of a core), so
+//! retention keeps up with a sustained load (see [`Pace`]). Operators can also
 //! purge by hand ([`Runtime::purge_instances`]), with a dry run. Events
 //! that started nothing still kept, and customers' interactions and
 //! engagement, go after the server's default retention.
@@ -30,6 +33,34 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 const LOOK_EVERY: Duration = Duration::from_secs(1);
 /// The shortest rest between two full batches.
 const MIN_REST: Duration = Duration::from_millis(10);
+/// Full batches in a row after which the rest is halved (again after as
+/// many more, at most [`MAX_HALVINGS`] times).
+const CATCH_UP_BATCHES: u32 = 50;
+/// How often the rest may be halved: at most two thirds of a core go to
+/// a lasting backlog, so steps keep a core and a third.
+const MAX_HALVINGS: u32 = 2;
+
+/// How long the background purge rests after a batch.
+#[derive(Debug, Default)]
+struct Pace {
+    /// Full batches in a row: how long the backlog has lasted.
+    full_batches: u32,
+}
+
+impl Pace {
+    /// The rest after a batch that took `worked`; `None` when it was not
+    /// full (caught up: wait for more to expire).
+    fn rest(&mut self, worked: Duration, full: bool) -> Option<Duration> {
+        if !full {
+            self.full_batches = 0;
+            return None;
+        }
+        self.full_batches = self.full_batches.saturating_add(1);
+        let halvings = (self.full_batches / CATCH_UP_BATCHES).min(MAX_HALVINGS);
+        let factor = f64::from(REST_FACTOR) / f64::from(1_u32 << halvings);
+        Some(worked.mul_f64(factor).max(MIN_REST))
+    }
+}
 
 /// What a purge by hand did (or, on a dry run, would do).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -59,6 +90,7 @@ impl Runtime {
 
     async fn run_retention(self: std::sync::Arc<Self>) {
         let mut last_sweep: Option<Instant> = None;
+        let mut pace = Pace::default();
         loop {
             let started = Instant::now();
             let full = match self.purge_expired().await {
@@ -76,11 +108,12 @@ impl Runtime {
                     tracing::error!(error = %error, "sweeping old records failed");
                 }
             }
-            if full {
+            match pace.rest(worked, full) {
                 // More to do: rest, then go on.
-                tokio::time::sleep((worked * REST_FACTOR).max(MIN_REST)).await;
-            } else {
-                let _ = tokio::time::timeout(LOOK_EVERY, self.retention_due.notified()).await;
+                Some(rest) => tokio::time::sleep(rest).await,
+                None => {
+                    let _ = tokio::time::timeout(LOOK_EVERY, self.retention_due.notified()).await;
+                }
             }
         }
     }
@@ -218,4 +251,36 @@ fn purge_batch(
         looked: due.len(),
         removed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lasting_backlog_gets_shorter_rests_and_catching_up_resets_them() {
+        let mut pace = Pace::default();
+        let batch = Duration::from_millis(40);
+        let rests: Vec<Duration> = (0..4 * CATCH_UP_BATCHES)
+            .map(|_| pace.rest(batch, true).expect("full batches rest"))
+            .collect();
+        // The rest after the n-th full batch in a row is rests[n - 1].
+        let after = |n: u32| rests[n as usize - 1];
+        assert_eq!(after(1), batch * 2, "a third of the time at first");
+        assert_eq!(after(CATCH_UP_BATCHES - 1), batch * 2);
+        assert_eq!(after(CATCH_UP_BATCHES), batch);
+        assert_eq!(after(2 * CATCH_UP_BATCHES), batch / 2);
+        assert_eq!(
+            rests[3 * CATCH_UP_BATCHES as usize],
+            batch / 2,
+            "never below half"
+        );
+        assert_eq!(pace.rest(batch, false), None, "caught up");
+        assert_eq!(
+            pace.rest(batch, true),
+            Some(batch * 2),
+            "a new backlog starts gently"
+        );
+        assert_eq!(pace.rest(Duration::ZERO, true), Some(MIN_REST));
+    }
 }

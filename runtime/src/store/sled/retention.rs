@@ -6,6 +6,10 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{SledStore, keys};
+
+/// Instances removed in one write under the commit gate: commits wait for
+/// that write, so few (about 17 keys each for an enquiry).
+const PURGE_UNDER_GATE: usize = 16;
 use crate::store::{
     Delivery, Engagement, EventRecord, FunnelTally, HistoryEntry, Instance, InstanceId,
     Interaction, OutboxMessage, Purge, PurgedTally, Result, day_of,
@@ -28,6 +32,9 @@ impl SledStore {
             .collect()
     }
 
+    /// Removes up to `purges.len()` finished instances, reading what to
+    /// remove outside the gates and removing [`PURGE_UNDER_GATE`] at a
+    /// time under them.
     pub(super) fn purge_finished(&self, purges: &[Purge]) -> Result<usize> {
         // What to remove, read outside the gates: the instance record as
         // stored (to check at removal that nothing changed it since) and
@@ -66,13 +73,22 @@ impl SledStore {
                 tally,
             });
         }
-        let mut batch = sled::Batch::default();
-        for key in stale {
-            batch.remove(key);
-        }
-        let mut tallies: HashMap<Vec<u8>, FunnelTally> = HashMap::new();
+        // Removed a few instances at a time, each few under the gates in
+        // one write: commits wait only for that much.
         let mut count = 0;
-        {
+        let mut stale = Some(stale);
+        let chunks: Vec<&[Planned]> = if planned.is_empty() {
+            // Only stale entries to remove.
+            vec![&[]]
+        } else {
+            planned.chunks(PURGE_UNDER_GATE).collect()
+        };
+        for chunk in chunks {
+            let mut batch = sled::Batch::default();
+            for key in stale.take().into_iter().flatten() {
+                batch.remove(key);
+            }
+            let mut tallies: HashMap<Vec<u8>, FunnelTally> = HashMap::new();
             // Under both gates: no commit and no delivery mark lands
             // between the check that the instance is as read and the
             // removal.
@@ -81,7 +97,7 @@ impl SledStore {
                 .applying
                 .write()
                 .expect("the commit gate is never poisoned");
-            for plan in &planned {
+            for plan in chunk {
                 let id = plan.instance.id;
                 if self.db.get(keys::instance(id))?.as_ref() != Some(&plan.record) {
                     continue;
