@@ -229,3 +229,27 @@ fn tokens_expire_under_the_servers_policy_and_a_start_renews_the_admin_token() {
         (401, &json!("token_expired"))
     );
 }
+
+#[test]
+fn a_revoked_admin_token_is_not_made_anew_at_the_next_start() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut journeyd = Journeyd::start(data.path());
+    let ops = create_token(&journeyd, "ops", "admin");
+    let (status, body) = journeyd.request_as(Some(&ops), "DELETE", "/v1/tokens/admin", None);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        journeyd
+            .terminate(std::time::Duration::from_secs(60))
+            .success()
+    );
+    let journeyd = Journeyd::start(data.path());
+    let (status, body) = journeyd.request_as(Some(&ops), "GET", "/v1/tokens", None);
+    assert_eq!(status, 200, "{body}");
+    let names: Vec<&str> = body["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .map(|token| token["name"].as_str().expect("a name"))
+        .collect();
+    assert_eq!(names, ["ops"], "{body}");
+}

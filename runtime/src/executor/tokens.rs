@@ -114,13 +114,16 @@ impl Runtime {
     /// return its secret (for `serve` to hand to its operator). When
     /// every admin token has expired under the tokens policy, `admin` is
     /// made anew the same way, so the operator of the machine is never
-    /// locked out. `None` when a usable admin token exists.
+    /// locked out. `None` otherwise (revoked admin tokens are not made
+    /// anew).
     pub fn first_admin_token(&self) -> Result<Option<String>> {
         let tokens = self.store.tokens()?;
-        let usable_admin = tokens
-            .iter()
-            .any(|token| token.scope == Scope::Admin && self.token_expired_at(token).is_none());
-        if !tokens.is_empty() && usable_admin {
+        let mut admins = tokens.iter().filter(|token| token.scope == Scope::Admin);
+        // Admin tokens an operator revoked stay revoked: only a store
+        // with no tokens, or whose admin tokens all expired, gets one.
+        let all_expired = admins.clone().next().is_some()
+            && admins.all(|token| self.token_expired_at(token).is_some());
+        if !tokens.is_empty() && !all_expired {
             return Ok(None);
         }
         if tokens.iter().any(|token| token.name == "admin") {
