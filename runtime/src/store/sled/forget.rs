@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 
+use super::journal::HistoryRecord;
 use super::{SledStore, keys};
 use crate::store::{
     Delivery, DeliveryStatus, EventRecord, ForgottenRecords, HistoryEntry, Instance, InstanceId,
@@ -116,16 +117,28 @@ impl SledStore {
     ) -> Result<()> {
         let id = before.id;
         let mut events: HashSet<String> = HashSet::from([before.trigger_event_id.clone()]);
-        for item in self.db.scan_prefix(keys::history_of(id)) {
-            let (key, bytes) = item?;
-            let entry: HistoryEntry = self.codec.decode(&key, &bytes)?;
-            if let HistoryEntry::EventArrived { event_id, .. }
-            | HistoryEntry::Exited { event_id, .. } = &entry
-            {
-                events.insert(event_id.clone());
+        for (key, record) in self.history_records(id)? {
+            let entries = match &record {
+                HistoryRecord::Entry(entry) => std::slice::from_ref(entry),
+                HistoryRecord::Archive(entries) => entries.as_slice(),
+            };
+            for entry in entries {
+                if let HistoryEntry::EventArrived { event_id, .. }
+                | HistoryEntry::Exited { event_id, .. } = entry
+                {
+                    events.insert(event_id.clone());
+                }
             }
-            let scrubbed = scrub.record(&entry).map_err(crate::store::Error::Encode)?;
-            batch.insert(&*key, self.codec.encode(&scrubbed)?);
+            let encode = crate::store::Error::Encode;
+            let scrubbed = match &record {
+                HistoryRecord::Entry(entry) => {
+                    self.codec.encode(&scrub.record(entry).map_err(encode)?)
+                }
+                HistoryRecord::Archive(entries) => {
+                    self.codec.encode(&scrub.record(entries).map_err(encode)?)
+                }
+            }?;
+            batch.insert(key, scrubbed);
         }
         self.add_outbox_scrub(batch, id, scrub)?;
         for event_id in events {

@@ -13,10 +13,8 @@
 //! are folded onto the record when it is read.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
-use super::codec::Codec;
 use super::{SledStore, keys};
 use crate::store::{
     Applied, Commit, Error, EventCommit, EventRecord, ForgottenRecords, HistoryEntry, Instance,
@@ -30,13 +28,46 @@ struct EncodedChange<'a> {
     /// The instance record, when the change rewrites it.
     record: Option<Vec<u8>>,
     entry: Vec<u8>,
+    /// When the change finishes the instance: its whole history in one
+    /// record, written in place of `entry`.
+    archive: Option<Archive>,
     messages: Vec<Vec<u8>>,
     interactions: Vec<Vec<u8>>,
 }
 
+/// A finished instance's history folded into one record (at
+/// [`keys::history_archive`]): a finished enquiry keeps one history
+/// record instead of four, which is fewer bytes on disk and fewer keys
+/// for retention to remove.
+struct Archive {
+    record: Vec<u8>,
+    /// The records it takes the place of.
+    replaces: Vec<sled::IVec>,
+}
+
+/// One stored record of an instance's history.
+pub(super) enum HistoryRecord {
+    /// One entry, under its own key.
+    Entry(HistoryEntry),
+    /// The first entries of an instance that finished, in order.
+    Archive(Vec<HistoryEntry>),
+}
+
+impl HistoryRecord {
+    pub(super) fn into_entries(self) -> impl Iterator<Item = HistoryEntry> {
+        let entries = match self {
+            HistoryRecord::Entry(entry) => vec![entry],
+            HistoryRecord::Archive(entries) => entries,
+        };
+        entries.into_iter()
+    }
+}
+
 impl<'a> EncodedChange<'a> {
-    fn new(codec: &Arc<Codec>, change: &'a InstanceCommit) -> Result<Self> {
+    fn new(store: &SledStore, change: &'a InstanceCommit) -> Result<Self> {
+        let codec = &store.codec;
         Ok(EncodedChange {
+            archive: store.archive_of(change)?,
             record: match change.only_moves_along() {
                 true => None,
                 false => Some(codec.encode(&change.instance)?),
@@ -70,11 +101,12 @@ struct EncodedEvent<'a> {
 }
 
 impl<'a> EncodedEvent<'a> {
-    fn new(codec: &Arc<Codec>, commit: &'a EventCommit) -> Result<Self> {
+    fn new(store: &SledStore, commit: &'a EventCommit) -> Result<Self> {
+        let codec = &store.codec;
         let changes = |changes: &'a [InstanceCommit]| {
             changes
                 .iter()
-                .map(|change| EncodedChange::new(codec, change))
+                .map(|change| EncodedChange::new(store, change))
                 .collect::<Result<Vec<_>>>()
         };
         Ok(EncodedEvent {
@@ -246,8 +278,7 @@ impl SledStore {
         let change = encoded.change;
         let instance = &change.instance;
         let seq = change.seq();
-        let history_key = keys::history(instance.id, seq);
-        if so_far.history.contains(&(instance.id, seq)) || self.db.contains_key(&history_key)? {
+        if so_far.history.contains(&(instance.id, seq)) || self.slot_taken(instance.id, seq)? {
             return Ok(Applied::StaleStep);
         }
         so_far.history.insert((instance.id, seq));
@@ -257,7 +288,15 @@ impl SledStore {
             // First, so the change's own records below win.
             self.add_scrub(batch, &before, scrub)?;
         }
-        batch.insert(history_key, &*encoded.entry);
+        match &encoded.archive {
+            Some(archive) => {
+                for key in &archive.replaces {
+                    batch.remove(key);
+                }
+                batch.insert(keys::history_archive(instance.id), &*archive.record);
+            }
+            None => batch.insert(keys::history(instance.id, seq), &*encoded.entry),
+        }
         if let Some(record) = &encoded.record {
             batch.insert(keys::instance(instance.id), &**record);
             if instance.status == InstanceStatus::Running {
@@ -338,6 +377,76 @@ impl SledStore {
         Ok(Applied::Done)
     }
 
+    /// Whether history slot `seq` of instance `id` is taken: by its own
+    /// entry, or by the archive of an instance that finished (which holds
+    /// slots `1..=len`; slot 0, the triggering event, is never stored).
+    fn slot_taken(&self, id: InstanceId, seq: u32) -> Result<bool> {
+        if self.db.contains_key(keys::history(id, seq))? {
+            return Ok(true);
+        }
+        if seq > 1 && self.db.contains_key(keys::history(id, seq - 1))? {
+            // The usual case: the slot before is an entry of its own, so
+            // any archive ends below it.
+            return Ok(false);
+        }
+        Ok(match self.db.get(keys::history_archive(id))? {
+            Some(bytes) => {
+                let archived: Vec<HistoryEntry> =
+                    self.codec.decode(&keys::history_archive(id), &bytes)?;
+                archived.len() >= seq as usize
+            }
+            None => false,
+        })
+    }
+
+    /// The stored records of instance `id`'s history, in order, with their
+    /// keys.
+    pub(super) fn history_records(
+        &self,
+        id: InstanceId,
+    ) -> Result<Vec<(sled::IVec, HistoryRecord)>> {
+        let archive_key = keys::history_archive(id);
+        self.db
+            .scan_prefix(keys::history_of(id))
+            .map(|item| {
+                let (key, bytes) = item?;
+                let record = match *key == *archive_key {
+                    true => HistoryRecord::Archive(self.codec.decode(&key, &bytes)?),
+                    false => HistoryRecord::Entry(self.codec.decode(&key, &bytes)?),
+                };
+                Ok((key, record))
+            })
+            .collect()
+    }
+
+    /// The archive `change` writes in place of its entry: when it finishes
+    /// its instance (and does not scrub it, which rewrites the entries
+    /// where they are), the entries before it with it, in one record.
+    /// Read before the commit gate is taken: nothing else writes an
+    /// instance's earlier entries while a change to it is in flight, and
+    /// a change whose slot turns out to be taken is refused whole.
+    fn archive_of(&self, change: &InstanceCommit) -> Result<Option<Archive>> {
+        if !change.instance.status.is_finished() || change.scrub.is_some() {
+            return Ok(None);
+        }
+        let mut entries = Vec::with_capacity(change.instance.history_len as usize);
+        let mut replaces = Vec::new();
+        for (key, record) in self.history_records(change.instance.id)? {
+            entries.extend(record.into_entries());
+            replaces.push(key);
+        }
+        if entries.len() + 1 != change.seq() as usize {
+            // Not the instance's next entry: the slot is taken, and the
+            // change is refused under the gate.
+            return Ok(None);
+        }
+        entries.push(change.entry.clone());
+        Ok(Some(Archive {
+            record: self.codec.encode(&entries)?,
+            replaces,
+        }))
+    }
+
     /// The instance whose record is at `key`, as of the latest commit. The
     /// record and the history folded onto it are read under the commit
     /// gate, so no commit lands between them (one could otherwise rewrite
@@ -414,10 +523,8 @@ impl Journal for SledStore {
         let encoded: Vec<Encoded> = commits
             .iter()
             .map(|commit| match commit {
-                Commit::Event(event) => EncodedEvent::new(&self.codec, event).map(Encoded::Event),
-                Commit::Instance(change) => {
-                    EncodedChange::new(&self.codec, change).map(Encoded::Instance)
-                }
+                Commit::Event(event) => EncodedEvent::new(self, event).map(Encoded::Event),
+                Commit::Instance(change) => EncodedChange::new(self, change).map(Encoded::Instance),
             })
             .collect::<Result<_>>()?;
         let mut batch = sled::Batch::default();
@@ -541,7 +648,9 @@ impl Journal for SledStore {
             },
         };
         let mut history = vec![received];
-        history.extend(self.scan::<HistoryEntry>(&keys::history_of(id))?);
+        for (_, record) in self.history_records(id)? {
+            history.extend(record.into_entries());
+        }
         Ok(history)
     }
 

@@ -8,11 +8,11 @@ use std::collections::{HashMap, HashSet};
 use super::{SledStore, keys};
 
 /// Instances removed in one write under the commit gate: commits wait for
-/// that write, so few (about 17 keys each for an enquiry).
+/// that write, so few (about 14 keys each for an enquiry).
 const PURGE_UNDER_GATE: usize = 16;
 use crate::store::{
-    Delivery, Engagement, EventRecord, FunnelTally, HistoryEntry, Instance, InstanceId,
-    Interaction, OutboxMessage, Purge, PurgedTally, Result, day_of,
+    Delivery, Engagement, EventRecord, FunnelTally, Instance, InstanceId, Interaction,
+    OutboxMessage, Purge, PurgedTally, Result, day_of,
 };
 
 impl SledStore {
@@ -242,9 +242,8 @@ impl SledStore {
             keys::active(&instance.journey, &instance.customer_id, id),
         ];
         let mut history = Vec::with_capacity(instance.history_len as usize);
-        for item in self.db.scan_prefix(keys::history_of(id)) {
-            let (key, bytes) = item?;
-            history.push(self.codec.decode::<HistoryEntry>(&key, &bytes)?);
+        for (key, record) in self.history_records(id)? {
+            history.extend(record.into_entries());
             keys.push(key.to_vec());
         }
         let tally = FunnelTally::of_instance(instance, &history);

@@ -95,6 +95,78 @@ pub(super) fn a_step_commits_once_with_its_effects(store: &dyn Store) {
     );
 }
 
+pub(super) fn a_finished_instance_keeps_its_history_and_its_slots(store: &dyn Store) {
+    let id = InstanceId(41);
+    store.commit(&[ingest(41, "c-41")]).expect("commit");
+    store
+        .commit(&[step(41, "c-41", 1, false, vec![])])
+        .expect("commit");
+    store
+        .commit(&[step(41, "c-41", 2, true, vec![])])
+        .expect("commit");
+    for (seq, last) in [(1, false), (2, true)] {
+        assert_eq!(
+            store
+                .commit(&[step(41, "c-41", seq, last, vec![])])
+                .expect("commit"),
+            [Applied::StaleStep],
+            "slot {seq} of a finished instance stays taken"
+        );
+    }
+    let finished = store.history(id).expect("history");
+    assert_eq!(finished.len(), 3, "{finished:?}");
+
+    // An operator brings it back (slot 3), and it finishes again (slot 4).
+    let mut back = store.instance(id).expect("read").expect("exists");
+    back.status = InstanceStatus::Running;
+    back.current_step = Some("classify".into());
+    back.history_len = 4;
+    let retried = HistoryEntry::Retried {
+        at_ms: 3,
+        step: "classify".into(),
+        plugin: None,
+        reason: "try again".into(),
+    };
+    let applied = store
+        .commit(&[InstanceCommit::new(back.clone(), retried.clone()).into()])
+        .expect("commit");
+    assert_eq!(applied, [Applied::Done], "slot 3 follows the finished ones");
+    let mut done = back.clone();
+    done.status = InstanceStatus::Completed;
+    done.current_step = None;
+    done.history_len = 5;
+    let last = acknowledged(
+        "i-41/4".into(),
+        StateChanges::default(),
+        StepOutcome::Complete,
+        vec![],
+    );
+    store
+        .commit(&[InstanceCommit::new(done.clone(), last.clone()).into()])
+        .expect("commit");
+    assert_eq!(
+        store
+            .commit(&[InstanceCommit::new(back, retried.clone()).into()])
+            .expect("commit"),
+        [Applied::StaleStep],
+        "slot 3 stays taken once it finished again"
+    );
+    let history = store.history(id).expect("history");
+    assert_eq!(history.len(), 5, "{history:?}");
+    let json = |entries: &[HistoryEntry]| serde_json::to_value(entries).expect("JSON");
+    assert_eq!(
+        json(&history[..3]),
+        json(&finished),
+        "the first run's entries stay first"
+    );
+    assert_eq!(json(&history[3..]), json(&[retried, last]));
+    let instance = store.instance(id).expect("read").expect("exists");
+    assert_eq!(
+        (instance.status, instance.history_len),
+        (InstanceStatus::Completed, 5)
+    );
+}
+
 pub(super) fn a_sleeping_instance_has_a_timer_until_it_wakes(store: &dyn Store) {
     store.commit(&[ingest(30, "c-3")]).expect("commit");
     let mut asleep = instance(30, "c-3");

@@ -170,6 +170,7 @@ pub fn run(store: &dyn Store) {
     settled_is_never_seen_between_a_timer_and_its_step(store);
     an_event_is_accepted_once(store);
     a_step_commits_once_with_its_effects(store);
+    a_finished_instance_keeps_its_history_and_its_slots(store);
     customer_views_follow_writes(store);
     plugin_and_journey_versions_count_up(store);
     tags_keep_their_changes_and_run_counts_are_saved(store);

@@ -24,7 +24,9 @@ use crate::store::InstanceId;
 const EVENT: u8 = b'E';
 /// Instances by id: `I id:u64`.
 const INSTANCE: u8 = b'I';
-/// History entries: `H instance:u64 seq:u32`.
+/// History entries: `H instance:u64 seq:u32`; a finished instance's
+/// entries are folded into one record at `H instance:u64` (see
+/// [`history_archive`]), which sorts before the instance's other entries.
 const HISTORY: u8 = b'H';
 /// Outbox messages: `O instance:u64 step-seq:u32 index:u32`. The key is
 /// derived from the message's idempotent id, so a step committed again could
@@ -191,6 +193,14 @@ pub fn history(id: InstanceId, seq: u32) -> Vec<u8> {
 /// The prefix of an instance's history.
 pub fn history_of(id: InstanceId) -> Vec<u8> {
     key(HISTORY, &[&id.0.to_be_bytes()])
+}
+
+/// The key of the record that holds a finished instance's first entries,
+/// in order (the entries it took later, when an operator brought it back,
+/// follow under their own keys). It is the history's prefix itself, so a
+/// scan of the history meets it first.
+pub fn history_archive(id: InstanceId) -> Vec<u8> {
+    history_of(id)
 }
 
 /// The key of message `index` queued by the step that wrote history entry

@@ -85,6 +85,9 @@ fn history_sorts_by_sequence_within_an_instance() {
     assert_eq!(keys, sorted);
     assert!(keys.iter().all(|key| key.starts_with(&history_of(id))));
     assert!(!history(InstanceId(8), 0).starts_with(&history_of(id)));
+    assert!(history_archive(id) < history(id, 0));
+    assert!(history_archive(id).starts_with(&history_of(id)));
+    assert!(history(InstanceId(6), u32::MAX) < history_archive(id));
 }
 
 #[test]
