@@ -9,14 +9,15 @@
 //!
 //! Module map: [`journey`] parses and validates definitions, [`store`]
 //! owns persistence, [`host`] owns wasmtime, [`executor`] owns running
-//! instances, [`api`] owns HTTP, [`cli`] owns the command line and the
-//! benchmark, [`clock`] owns time,
+//! instances, [`api`] owns HTTP, [`console`] owns the web console, [`cli`]
+//! owns the command line and the benchmark, [`clock`] owns time,
 //! [`window`] owns sending windows and time zones.
 
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod clock;
+pub mod console;
 pub mod delivery;
 pub mod executor;
 pub mod faults;

@@ -220,10 +220,11 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let address = listener.local_addr()?;
-    let app = api::router(AppState {
+    let state = AppState {
         runtime: runtime.clone(),
         metrics: Some(metrics),
-    });
+    };
+    let app = journey_runtime::console::router(state.clone()).merge(api::router(state));
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(async move {
         axum::serve(listener, app)

@@ -292,6 +292,7 @@ impl Runtime {
                 updated_at_ms: now,
                 wake_at_ms: None,
                 waiting_for: None,
+                waiting_at: None,
                 last_event_id: None,
                 indexed_by_customer: journey.indexes_by_customer(),
                 attempts: None,

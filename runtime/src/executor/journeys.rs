@@ -123,6 +123,15 @@ impl Runtime {
         Ok(funnel::funnel(&*self.store, journey, &steps)?)
     }
 
+    /// Version `version` of `journey` as deployed (`None`: no such
+    /// version), and how many versions it has.
+    pub fn journey_version(&self, journey: &str, version: u32) -> (Option<Arc<Journey>>, u32) {
+        (
+            self.registry.journey(journey, version),
+            self.registry.journey_versions(journey),
+        )
+    }
+
     /// Every migration of `journey`.
     pub fn migrations_of(&self, journey: &str) -> Result<Vec<Arc<MigrationRecord>>> {
         self.known_journey(journey)?;

@@ -118,6 +118,7 @@ fn sleeping_instance(
         updated_at_ms: now_ms,
         wake_at_ms: None,
         waiting_for: None,
+        waiting_at: None,
         last_event_id: None,
         indexed_by_customer: false,
         attempts: None,

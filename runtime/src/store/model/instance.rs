@@ -104,6 +104,9 @@ pub struct Instance {
     /// While waiting for an event: which, and where each ending leads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<EventWait>,
+    /// While waiting on a sleep or for an event: the step that waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_at: Option<String>,
     /// The event that ended its last wait, which its steps now see (the
     /// trigger event until then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -187,6 +190,7 @@ impl Instance {
         next.updated_at_ms = at_ms;
         next.wake_at_ms = None;
         next.waiting_for = None;
+        next.waiting_at = None;
         next
     }
 
@@ -367,6 +371,7 @@ impl Instance {
                 self.current_step = Some(target.clone());
                 self.status = InstanceStatus::Waiting;
                 self.wake_at_ms = Some(*until_ms);
+                self.waiting_at = Some(step.step.clone());
             }
             StepOutcome::WaitForEvent {
                 event,
@@ -379,6 +384,7 @@ impl Instance {
                 self.current_step = None;
                 self.status = InstanceStatus::Waiting;
                 self.wake_at_ms = Some(*until_ms);
+                self.waiting_at = Some(step.step.clone());
                 self.waiting_for = Some(EventWait {
                     kind: event.clone(),
                     correlation: correlation.clone(),

@@ -74,6 +74,11 @@ fn each_outcome_moves_a_running_instance_where_it_says() {
         ),
         (InstanceStatus::Waiting, Some("remind"), Some(500))
     );
+    assert_eq!(
+        asleep.waiting_at.as_deref(),
+        Some("classify"),
+        "the step that sleeps"
+    );
     let waiting = after(StepOutcome::WaitForEvent {
         event: "enquiry.resolved".into(),
         correlation: "enquiry_id=q-1".into(),
@@ -92,6 +97,11 @@ fn each_outcome_moves_a_running_instance_where_it_says() {
             .waiting_for
             .map(|wait| (wait.on_event, wait.on_timeout)),
         Some(("resolve".to_owned(), "escalate".to_owned()))
+    );
+    assert_eq!(
+        waiting.waiting_at.as_deref(),
+        Some("classify"),
+        "the step that waits"
     );
     assert_eq!(
         after(StepOutcome::Complete).status,
@@ -219,8 +229,12 @@ fn took_the_next_slot(before: &Instance, after: &Instance, at_ms: u64) {
     assert_eq!(after.history_len, before.history_len + 1);
     assert_eq!(after.updated_at_ms, at_ms);
     assert_eq!(
-        (after.wake_at_ms, after.waiting_for.is_none()),
-        (None, true)
+        (
+            after.wake_at_ms,
+            after.waiting_for.is_none(),
+            &after.waiting_at
+        ),
+        (None, true, &None)
     );
 }
 

@@ -52,6 +52,7 @@ pub fn instance(id: u64, customer: &str) -> Instance {
         updated_at_ms: 1,
         wake_at_ms: None,
         waiting_for: None,
+        waiting_at: None,
         last_event_id: None,
         indexed_by_customer: false,
         attempts: None,

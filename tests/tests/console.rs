@@ -1,0 +1,273 @@
+//! The web console against a real journeyd, over HTTP: it shows nothing
+//! but the sign-in page without a valid token, signs a `read` token in
+//! with a cookie it checks on every page, shows the journeys with what
+//! stands at each step (the same numbers the API gives), and shows
+//! hostile text as text.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use journey_tests::{Journeyd, enquiry, workspace};
+use serde_json::json;
+
+/// An HTTP client that follows no redirect, so each answer is seen.
+fn browser() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client")
+}
+
+/// `GET path` with `cookie` (if any): status, `Location`, body.
+fn get(journeyd: &Journeyd, path: &str, cookie: Option<&str>) -> (u16, String, String) {
+    let mut request = browser().get(format!("{}{path}", journeyd.url));
+    if let Some(cookie) = cookie {
+        request = request.header("Cookie", cookie);
+    }
+    answer(request.send().expect("journeyd answers"))
+}
+
+fn answer(response: reqwest::blocking::Response) -> (u16, String, String) {
+    let status = response.status().as_u16();
+    let location = response
+        .headers()
+        .get("location")
+        .map(|value| value.to_str().expect("ASCII").to_owned())
+        .unwrap_or_default();
+    (status, location, response.text().expect("a body"))
+}
+
+/// `POST /signin` with `token`: status, the cookie set (name=value) and
+/// its attributes, and the body.
+fn sign_in(journeyd: &Journeyd, token: &str) -> (u16, Option<(String, String)>, String) {
+    let response = browser()
+        .post(format!("{}/signin", journeyd.url))
+        .form(&[("token", token)])
+        .send()
+        .expect("journeyd answers");
+    let cookie = response
+        .headers()
+        .get("set-cookie")
+        .map(|value| value.to_str().expect("ASCII").to_owned())
+        .map(|set| match set.split_once(';') {
+            Some((pair, attributes)) => (pair.to_owned(), attributes.to_owned()),
+            None => (set, String::new()),
+        });
+    let (status, _, body) = answer(response);
+    (status, cookie, body)
+}
+
+fn create_token(journeyd: &Journeyd, name: &str, scope: &str) -> String {
+    let (status, body) = journeyd.request(
+        "POST",
+        "/v1/tokens",
+        Some(
+            json!({ "name": name, "scope": scope })
+                .to_string()
+                .into_bytes(),
+        ),
+    );
+    assert_eq!(status, 201, "{body}");
+    body["token"].as_str().expect("the token").to_owned()
+}
+
+#[test]
+fn the_console_signs_a_token_in_and_shows_nothing_without_one() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let journeyd = Journeyd::start(data.path());
+    journeyd.setup_enquiry();
+
+    let (status, location, _) = get(&journeyd, "/", None);
+    assert_eq!((status, location.as_str()), (303, "/journeys"));
+    for path in [
+        "/journeys",
+        "/journeys/enquiry",
+        "/journeys/enquiry?version=1",
+    ] {
+        let (status, location, body) = get(&journeyd, path, None);
+        assert_eq!(
+            (status, location.as_str()),
+            (303, "/signin"),
+            "{path}: {body}"
+        );
+        assert!(!body.contains("enquiry"), "{path} shows data: {body}");
+    }
+    let (status, _, page) = get(&journeyd, "/signin", None);
+    assert_eq!(status, 200);
+    assert!(page.contains(r#"<label for="token">"#), "{page}");
+    assert!(
+        !page.contains("enquiry"),
+        "the sign-in page shows data: {page}"
+    );
+    let forged = "journeyd_console=not-a-token";
+    let (status, location, _) = get(&journeyd, "/journeys", Some(forged));
+    assert_eq!(
+        (status, location.as_str()),
+        (303, "/signin"),
+        "a forged cookie"
+    );
+
+    let (status, cookie, page) = sign_in(&journeyd, "not-a-token");
+    assert_eq!(status, 401);
+    assert!(cookie.is_none(), "a refused token sets no cookie");
+    assert!(page.contains("not valid"), "{page}");
+    let ingest = create_token(&journeyd, "sender", "ingest");
+    let (status, cookie, page) = sign_in(&journeyd, &ingest);
+    assert_eq!(status, 401);
+    assert!(cookie.is_none());
+    assert!(page.contains("needs `read` or `admin`"), "{page}");
+
+    let read = create_token(&journeyd, "viewer", "read");
+    let (status, cookie, _) = sign_in(&journeyd, &read);
+    assert_eq!(status, 303);
+    let (cookie, attributes) = cookie.expect("a cookie");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(attributes.contains(attribute), "{attributes}");
+    }
+    let (status, _, page) = get(&journeyd, "/journeys", Some(&cookie));
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains(r#"href="/journeys/enquiry""#), "{page}");
+    assert!(page.contains("viewer <small>(read)</small>"), "{page}");
+
+    // Revoked: the next page is the sign-in page again.
+    let (status, body) = journeyd.request("DELETE", "/v1/tokens/viewer", None);
+    assert_eq!(status, 200, "{body}");
+    let (status, location, _) = get(&journeyd, "/journeys", Some(&cookie));
+    assert_eq!(
+        (status, location.as_str()),
+        (303, "/signin"),
+        "a revoked token"
+    );
+
+    let admin = journeyd.token.clone();
+    let (_, cookie, _) = sign_in(&journeyd, &admin);
+    let (cookie, _) = cookie.expect("a cookie");
+    let response = browser()
+        .post(format!("{}/signout", journeyd.url))
+        .header("Cookie", &cookie)
+        .send()
+        .expect("journeyd answers");
+    let cleared = response
+        .headers()
+        .get("set-cookie")
+        .map(|value| value.to_str().expect("ASCII").to_owned())
+        .unwrap_or_default();
+    assert_eq!(response.status().as_u16(), 303);
+    assert!(
+        cleared.starts_with("journeyd_console=;") && cleared.contains("Max-Age=0"),
+        "signing out clears the cookie: {cleared}"
+    );
+}
+
+#[test]
+fn the_journey_page_shows_each_step_with_what_stands_there_and_text_as_text() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let journeyd = Journeyd::start(data.path());
+    journeyd.setup_enquiry_as_shipped();
+    let customers = ["c-ada", "c-grace", "c-linus"];
+    for n in 0..6 {
+        let event = enquiry(
+            &format!("evt-{n}"),
+            customers[n % 3],
+            &format!("q-{n}"),
+            "<script>alert('enquiry')</script> my order is late",
+        );
+        let (status, body) = journeyd.send_event(&event);
+        assert_eq!(status, 202, "{body}");
+    }
+    // Every enquiry reaches the wait for the team's resolution.
+    let settled = journeyd.eventually(Duration::from_secs(30), |journeyd| {
+        let all = journeyd.get("/v1/instances?journey=enquiry");
+        all["instances"].as_array().is_some_and(|instances| {
+            instances.len() == 6
+                && instances
+                    .iter()
+                    .all(|instance| instance["status"] == "waiting")
+        })
+    });
+    assert!(settled, "the enquiries never all waited");
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for instance in journeyd.get("/v1/instances?journey=enquiry")["instances"]
+        .as_array()
+        .expect("instances")
+    {
+        let step = instance["waiting_at"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a step: {instance}"))
+            .to_owned();
+        *expected.entry(step).or_default() += 1;
+    }
+
+    // Version 2 says something hostile about itself.
+    let source = std::fs::read_to_string(workspace().join("examples/enquiry/journey.toml"))
+        .expect("the shipped journey");
+    let hostile = source.replace(
+        "description = \"Customer enquiry: acknowledge, classify, hand over, resolve within the SLA\"",
+        "description = \"<script>alert('journey')</script> & <b>bold</b>\"",
+    );
+    assert_ne!(hostile, source, "the description line is where it was");
+    let (status, body) = journeyd.deploy("journey.toml", &hostile);
+    assert_eq!(status, 201, "{body}");
+
+    let (_, cookie, _) = sign_in(&journeyd, &journeyd.token);
+    let (cookie, _) = cookie.expect("a cookie");
+    let (status, _, latest) = get(&journeyd, "/journeys/enquiry", Some(&cookie));
+    assert_eq!(status, 200, "{latest}");
+    assert!(
+        latest.contains("version 2"),
+        "the latest version by default"
+    );
+    assert!(!latest.contains("<script>"), "hostile text ran: {latest}");
+    assert!(!latest.contains("<b>bold"), "{latest}");
+    assert!(
+        latest.contains("&#60;script&#62;alert(&#39;journey&#39;)&#60;/script&#62; &#38; &#60;b&#62;bold&#60;/b&#62;")
+            || latest.contains("&lt;script&gt;alert(&#x27;journey&#x27;)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;"),
+        "the description is shown as text: {latest}"
+    );
+
+    let (status, _, first) = get(&journeyd, "/journeys/enquiry?version=1", Some(&cookie));
+    assert_eq!(status, 200, "{first}");
+    let shown = |page: &str, step: &str| -> u64 {
+        let marker = format!(r#"data-step="{step}">"#);
+        let (_, after) = page
+            .split_once(&marker)
+            .unwrap_or_else(|| panic!("step {step}: {page}"));
+        let (count, _) = after.split_once(" here").expect("a count");
+        count.parse().expect("a number")
+    };
+    let steps = [
+        "acknowledge",
+        "classify",
+        "handover",
+        "await_resolution",
+        "escalate",
+        "resolve",
+    ];
+    for step in steps {
+        assert_eq!(
+            shown(&first, step),
+            expected.get(step).copied().unwrap_or(0),
+            "instances at {step}; the API says {expected:?}"
+        );
+        assert_eq!(shown(&latest, step), 0, "version 2 has none at {step}");
+    }
+    assert_eq!(expected.values().sum::<u64>(), 6, "{expected:?}");
+    for step in steps {
+        assert!(
+            first.contains(&format!(r#"id="step-{step}""#)),
+            "{step}: {first}"
+        );
+    }
+    assert!(
+        first.contains(r#"<span class="terminal">resolved</span>"#),
+        "{first}"
+    );
+
+    let (status, _, missing) = get(&journeyd, "/journeys/enquiry?version=9", Some(&cookie));
+    assert_eq!(status, 404);
+    assert!(missing.contains("versions 1 to 2, not 9"), "{missing}");
+    let (status, _, missing) = get(&journeyd, "/journeys/nothing", Some(&cookie));
+    assert_eq!(status, 404);
+    assert!(missing.contains("no journey `nothing`"), "{missing}");
+}
