@@ -292,6 +292,15 @@ impl Journeyd {
         body
     }
 
+    /// Create API token `name` with `scope` over the API; its secret.
+    pub fn create_token(&self, name: &str, scope: &str) -> String {
+        let body = serde_json::json!({ "name": name, "scope": scope });
+        let (status, body) =
+            self.request("POST", "/v1/tokens", Some(body.to_string().into_bytes()));
+        assert_eq!(status, 201, "create token {name}: {body}");
+        body["token"].as_str().expect("the token").to_owned()
+    }
+
     /// Push a component as plugin `name`.
     pub fn push(&self, name: &str, bytes: Vec<u8>) -> (u16, Value) {
         self.request("PUT", &format!("/v1/plugins/{name}"), Some(bytes))

@@ -6,21 +6,6 @@
 use journey_tests::{Journeyd, enquiry, plugin};
 use serde_json::{Value, json};
 
-/// Create token `name` with `scope` over the API; its secret.
-fn create_token(journeyd: &Journeyd, name: &str, scope: &str) -> String {
-    let (status, body) = journeyd.request(
-        "POST",
-        "/v1/tokens",
-        Some(
-            json!({ "name": name, "scope": scope })
-                .to_string()
-                .into_bytes(),
-        ),
-    );
-    assert_eq!(status, 201, "{body}");
-    body["token"].as_str().expect("the token").to_owned()
-}
-
 #[test]
 fn scoped_tokens_do_what_their_scope_allows_and_nothing_else() {
     let data = tempfile::tempdir().expect("temp dir");
@@ -36,7 +21,7 @@ fn scoped_tokens_do_what_their_scope_allows_and_nothing_else() {
     assert!(created.status.success(), "{created:?}");
     let ingest = String::from_utf8_lossy(&created.stdout).trim().to_owned();
     assert!(ingest.starts_with("jdt_ingest_"), "{ingest}");
-    let read = create_token(&journeyd, "grafana", "read");
+    let read = journeyd.create_token("grafana", "read");
 
     let event = enquiry("e-1", "c-ada", "q-1", "Refund please")
         .to_string()
@@ -170,7 +155,7 @@ fn tokens_expire_under_the_servers_policy_and_a_start_renews_the_admin_token() {
         "1d",
     ];
     let mut journeyd = Journeyd::start_with(data.path(), &args);
-    let read = create_token(&journeyd, "grafana", "read");
+    let read = journeyd.create_token("grafana", "read");
     let listed = journeyd.get("/v1/tokens");
     let grafana = listed["tokens"]
         .as_array()
@@ -234,7 +219,7 @@ fn tokens_expire_under_the_servers_policy_and_a_start_renews_the_admin_token() {
 fn a_revoked_admin_token_is_not_made_anew_at_the_next_start() {
     let data = tempfile::tempdir().expect("temp dir");
     let mut journeyd = Journeyd::start(data.path());
-    let ops = create_token(&journeyd, "ops", "admin");
+    let ops = journeyd.create_token("ops", "admin");
     let (status, body) = journeyd.request_as(Some(&ops), "DELETE", "/v1/tokens/admin", None);
     assert_eq!(status, 200, "{body}");
     assert!(

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use journey_tests::{Journeyd, enquiry, workspace};
-use serde_json::json;
 
 /// An HTTP client that follows no redirect, so each answer is seen.
 fn browser() -> reqwest::blocking::Client {
@@ -58,20 +57,6 @@ fn sign_in(journeyd: &Journeyd, token: &str) -> (u16, Option<(String, String)>, 
     (status, cookie, body)
 }
 
-fn create_token(journeyd: &Journeyd, name: &str, scope: &str) -> String {
-    let (status, body) = journeyd.request(
-        "POST",
-        "/v1/tokens",
-        Some(
-            json!({ "name": name, "scope": scope })
-                .to_string()
-                .into_bytes(),
-        ),
-    );
-    assert_eq!(status, 201, "{body}");
-    body["token"].as_str().expect("the token").to_owned()
-}
-
 #[test]
 fn the_console_signs_a_token_in_and_shows_nothing_without_one() {
     let data = tempfile::tempdir().expect("temp dir");
@@ -112,13 +97,13 @@ fn the_console_signs_a_token_in_and_shows_nothing_without_one() {
     assert_eq!(status, 401);
     assert!(cookie.is_none(), "a refused token sets no cookie");
     assert!(page.contains("not valid"), "{page}");
-    let ingest = create_token(&journeyd, "sender", "ingest");
+    let ingest = journeyd.create_token("sender", "ingest");
     let (status, cookie, page) = sign_in(&journeyd, &ingest);
     assert_eq!(status, 401);
     assert!(cookie.is_none());
     assert!(page.contains("needs `read` or `admin`"), "{page}");
 
-    let read = create_token(&journeyd, "viewer", "read");
+    let read = journeyd.create_token("viewer", "read");
     let (status, cookie, _) = sign_in(&journeyd, &read);
     assert_eq!(status, 303);
     let (cookie, attributes) = cookie.expect("a cookie");
