@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use super::journal::HistoryRecord;
+use super::history::HistoryRecord;
 use super::{SledStore, keys};
 use crate::store::{
     Delivery, DeliveryStatus, EventRecord, ForgottenRecords, HistoryEntry, Instance, InstanceId,

@@ -10,7 +10,8 @@
 //! Files: `keys.rs` is the key layout (the only place that knows it);
 //! `journal.rs` the commit path, instances and timers; `catalog.rs` plugins,
 //! journeys and settings; `customers.rs` profiles and the cached views;
-//! `outbox.rs` deliveries; `retention.rs` purging and the sweep of old
+//! `history.rs` histories and their folding at finish; `outbox.rs`
+//! deliveries; `retention.rs` purging and the sweep of old
 //! records; `forget.rs` forgetting a customer; `backup.rs` backup and
 //! restore; `codec.rs` how records are stored.
 //!
@@ -24,6 +25,7 @@ mod catalog;
 mod codec;
 mod customers;
 mod forget;
+mod history;
 mod journal;
 mod keys;
 mod outbox;
