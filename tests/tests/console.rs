@@ -37,6 +37,14 @@ fn answer(response: reqwest::blocking::Response) -> (u16, String, String) {
     (status, location, response.text().expect("a body"))
 }
 
+/// The `Set-Cookie` header of `response`, if any.
+fn set_cookie(response: &reqwest::blocking::Response) -> Option<String> {
+    response
+        .headers()
+        .get("set-cookie")
+        .map(|value| value.to_str().expect("ASCII").to_owned())
+}
+
 /// `POST /signin` with `token`: status, the cookie set (name=value) and
 /// its attributes, and the body.
 fn sign_in(journeyd: &Journeyd, token: &str) -> (u16, Option<(String, String)>, String) {
@@ -45,14 +53,10 @@ fn sign_in(journeyd: &Journeyd, token: &str) -> (u16, Option<(String, String)>, 
         .form(&[("token", token)])
         .send()
         .expect("journeyd answers");
-    let cookie = response
-        .headers()
-        .get("set-cookie")
-        .map(|value| value.to_str().expect("ASCII").to_owned())
-        .map(|set| match set.split_once(';') {
-            Some((pair, attributes)) => (pair.to_owned(), attributes.to_owned()),
-            None => (set, String::new()),
-        });
+    let cookie = set_cookie(&response).map(|set| match set.split_once(';') {
+        Some((pair, attributes)) => (pair.to_owned(), attributes.to_owned()),
+        None => (set, String::new()),
+    });
     let (status, _, body) = answer(response);
     (status, cookie, body)
 }
@@ -133,11 +137,7 @@ fn the_console_signs_a_token_in_and_shows_nothing_without_one() {
         .header("Cookie", &cookie)
         .send()
         .expect("journeyd answers");
-    let cleared = response
-        .headers()
-        .get("set-cookie")
-        .map(|value| value.to_str().expect("ASCII").to_owned())
-        .unwrap_or_default();
+    let cleared = set_cookie(&response).unwrap_or_default();
     assert_eq!(response.status().as_u16(), 303);
     assert!(
         cleared.starts_with("journeyd_console=;") && cleared.contains("Max-Age=0"),
