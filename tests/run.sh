@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
+source scripts/browser.sh
 
 step "lint: cargo fmt --check, cargo clippy -D warnings"
 cargo fmt --all -- --check

@@ -10,6 +10,21 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// A time as an operator writes it: RFC 3339, or a date (midnight UTC).
+pub fn parse_time_ms(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let timestamp = match text.parse::<jiff::Timestamp>() {
+        Ok(timestamp) => timestamp,
+        Err(_) => text
+            .parse::<jiff::civil::Date>()
+            .ok()?
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()?
+            .timestamp(),
+    };
+    u64::try_from(timestamp.as_millisecond()).ok()
+}
+
 /// A source of wall-clock time in milliseconds since the Unix epoch.
 pub trait Clock: Send + Sync + 'static {
     /// Now, in ms since the Unix epoch.

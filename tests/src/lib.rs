@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+pub mod browser;
+
 /// The workspace root.
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -341,7 +343,7 @@ impl Journeyd {
     /// the enquiry journey exactly as shipped: it waits for the team's
     /// `enquiry.resolved` with an SLA timer per priority.
     pub fn setup_enquiry_as_shipped(&self) {
-        self.setup_enquiry_journey(|_| {}, |source| source);
+        self.setup_enquiry_as_shipped_with(|_| {}, |source| source);
     }
 
     /// [`Journeyd::setup_enquiry`], running `after_push` once the plugins
@@ -351,7 +353,7 @@ impl Journeyd {
         after_push: impl FnOnce(&Self),
         edit: impl FnOnce(String) -> String,
     ) {
-        self.setup_enquiry_journey(after_push, |source| {
+        self.setup_enquiry_as_shipped_with(after_push, |source| {
             let automatic =
                 journey_runtime::tooling::skip_steps(&source, &["sla", "escalate"], "resolved")
                     .expect("the enquiry journey's wait can be cut out");
@@ -359,7 +361,10 @@ impl Journeyd {
         });
     }
 
-    fn setup_enquiry_journey(
+    /// [`Journeyd::setup_enquiry_as_shipped`], running `after_push` once
+    /// the plugins are pushed and deploying the journey as `edit` changes
+    /// it.
+    pub fn setup_enquiry_as_shipped_with(
         &self,
         after_push: impl FnOnce(&Self),
         edit: impl FnOnce(String) -> String,

@@ -39,6 +39,7 @@ pub(super) async fn list_instances(
         status: query.status,
         after: query.after.as_deref().map(parse_instance_id).transpose()?,
         limit: query.limit.unwrap_or(100).clamp(1, 1000),
+        ..InstanceFilter::default()
     };
     let store = state.runtime.store().clone();
     let instances = tokio::task::spawn_blocking(move || store.instances(&filter))

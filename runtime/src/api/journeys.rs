@@ -106,21 +106,53 @@ pub(super) async fn migrate_journey(
     Ok((StatusCode::CREATED, Json(record)))
 }
 
-/// Drop-off report per step and variant: instances that reached each step, wait after it, ended there (purged instances included).
+/// Which instances a funnel counts.
+#[derive(Deserialize)]
+pub(super) struct FunnelQuery {
+    version: Option<u32>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+impl FunnelQuery {
+    fn scope(&self) -> ApiResult<executor::FunnelScope> {
+        let time = |field: &str, text: &Option<String>| {
+            text.as_deref()
+                .map(|text| {
+                    crate::clock::parse_time_ms(text).ok_or_else(|| {
+                        ApiError::new(
+                            ErrorCode::BadQuery,
+                            format!("`{field}` is `{text}`: give an RFC 3339 time or a date"),
+                        )
+                    })
+                })
+                .transpose()
+        };
+        Ok(executor::FunnelScope {
+            version: self.version,
+            since_ms: time("since", &self.since)?,
+            until_ms: time("until", &self.until)?,
+        })
+    }
+}
+
+/// Drop-off report per step and variant: instances that reached each step, wait after it, ended there (purged instances included, by the day they started).
 #[utoipa::path(
     get,
     path = "/v1/journeys/{name}/funnel",
     tag = "journeys",
-    params(("name" = String, Path, description = "The journey")),
+    params(("name" = String, Path, description = "The journey"), ("version" = Option<u32>, Query, description = "Only this version (its steps; the latest's without)"), ("since" = Option<String>, Query, description = "Only instances started at or after this (RFC 3339 or a date)"), ("until" = Option<String>, Query, description = "Only instances started before this")),
     responses((status = 200, description = "The funnel", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
 )]
 pub(super) async fn show_funnel(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    Query(query): Query<FunnelQuery>,
 ) -> ApiResult<Json<executor::Funnel>> {
+    let scope = query.scope()?;
     let runtime = state.runtime.clone();
     Ok(Json(
-        tokio::task::spawn_blocking(move || runtime.funnel(&name))
+        tokio::task::spawn_blocking(move || runtime.funnel(&name, &scope))
             .await
             .map_err(executor::Error::from)??,
     ))
@@ -166,21 +198,6 @@ fn default_purge_limit() -> usize {
     10_000
 }
 
-/// A time as an operator writes it: RFC 3339, or a date (midnight UTC).
-pub(super) fn parse_time_ms(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let timestamp = match text.parse::<jiff::Timestamp>() {
-        Ok(timestamp) => timestamp,
-        Err(_) => text
-            .parse::<jiff::civil::Date>()
-            .ok()?
-            .to_zoned(jiff::tz::TimeZone::UTC)
-            .ok()?
-            .timestamp(),
-    };
-    u64::try_from(timestamp.as_millisecond()).ok()
-}
-
 /// Remove finished instances that finished before `before`, with their history and messages, keeping their funnel counts.
 #[utoipa::path(
     post,
@@ -196,7 +213,7 @@ pub(super) async fn purge_journey(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let request: PurgeRequest = json_body(body, "the purge")?;
-    let before_ms = parse_time_ms(&request.before).ok_or_else(|| {
+    let before_ms = crate::clock::parse_time_ms(&request.before).ok_or_else(|| {
         ApiError::new(
             ErrorCode::BadBody,
             format!(

@@ -30,14 +30,11 @@ fn standing(store: &dyn Store, journey: Option<&str>) -> crate::store::Result<St
                 status: Some(status),
                 after,
                 limit: PAGE,
+                ..InstanceFilter::default()
             })?;
             for instance in &page {
                 // A waiting instance stands at the step that waits.
-                let step = instance
-                    .waiting_at
-                    .clone()
-                    .or_else(|| instance.current_step.clone())
-                    .unwrap_or_default();
+                let step = instance.standing_at().unwrap_or_default().to_owned();
                 *standing
                     .at
                     .entry((instance.journey.clone(), instance.journey_version, step))

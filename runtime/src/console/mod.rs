@@ -12,11 +12,19 @@
 //! nothing is fetched from elsewhere, and no JavaScript is needed to read
 //! a page.
 //!
-//! Files: `session.rs` signing in and out and the [`session::Viewer`]
-//! every page takes; `journeys.rs` the journeys pages.
+//! Files: `session.rs` signing in and out, the [`session::Viewer`] every
+//! page takes and the [`session::Operator`] every action takes;
+//! `journeys.rs` the journeys pages; `funnel.rs` the funnel and
+//! experiments; `instances.rs` the instances list, an
+//! instance and the actions on it; `timeline.rs` a history in words;
+//! `plugins.rs` plugin versions, tags and rollouts.
 
+mod funnel;
+mod instances;
 mod journeys;
+mod plugins;
 mod session;
+mod timeline;
 
 use askama::Template;
 use axum::Router;
@@ -31,6 +39,16 @@ const CSS: &str = include_str!("assets/console.css");
 /// Where the stylesheet is served (versioned by the binary, so a browser
 /// may keep it).
 const STYLESHEET: &str = "/console/console.css";
+/// The small script that keeps pages live, served at [`SCRIPT`].
+const JS: &str = include_str!("assets/live.js");
+/// Where the script is served.
+const SCRIPT: &str = "/console/live.js";
+
+/// What a console page may load and where it may be shown: only this
+/// server's own stylesheet and script, in no other site's frame, its forms
+/// posting only here.
+const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'";
 
 /// The console's pages.
 pub fn router(state: AppState) -> Router {
@@ -40,19 +58,46 @@ pub fn router(state: AppState) -> Router {
         .route("/signout", post(session::sign_out))
         .route("/journeys", get(journeys::list))
         .route("/journeys/{name}", get(journeys::show))
-        .route(STYLESHEET, get(stylesheet))
+        .route("/journeys/{name}/funnel", get(funnel::show))
+        .route("/instances", get(instances::list))
+        .route("/instances/{id}", get(instances::show))
+        .route("/instances/{id}/{action}", post(instances::act))
+        .route("/plugins", get(plugins::list))
+        .route("/plugins/{name}/tags/{tag}/{action}", post(plugins::act))
+        .route(STYLESHEET, get(|| asset("text/css; charset=utf-8", CSS)))
+        .route(SCRIPT, get(|| asset("text/javascript; charset=utf-8", JS)))
+        .layer(axum::middleware::map_response(protect))
         .with_state(state)
 }
 
-async fn stylesheet() -> Response {
+async fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
-        CSS,
+        body,
     )
         .into_response()
+}
+
+/// The headers every console answer carries: the content security
+/// policy, no MIME sniffing, referrers only to this server, and pages not
+/// kept by shared caches.
+async fn protect(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    let set = [
+        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "same-origin"),
+    ];
+    for (name, value) in set {
+        headers.insert(name, header::HeaderValue::from_static(value));
+    }
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(header::HeaderValue::from_static("no-store"));
+    response
 }
 
 /// A page rendered, or a plain error page when rendering fails.
@@ -64,6 +109,26 @@ fn page(template: &impl Template) -> Response {
             &format!("the page could not be drawn: {error}"),
         ),
     }
+}
+
+/// The page that asks an operator to confirm an action: it posts the
+/// same form again with `confirm=yes`.
+#[derive(Template)]
+#[template(path = "console/confirm.html")]
+struct Confirm<'a> {
+    viewer: Option<&'a session::Viewer>,
+    /// The action in words, as a question without its mark.
+    what: String,
+    /// Where the form posts.
+    action: String,
+    /// The form's fields, sent again.
+    fields: Vec<(String, String)>,
+    /// The reason given, shown.
+    reason: String,
+    /// The confirming button's text.
+    button: String,
+    /// Where "no" leads.
+    back: String,
 }
 
 /// The page shown for a request that cannot be answered.
@@ -93,4 +158,18 @@ fn timestamp(ms: u64) -> String {
     jiff::Timestamp::from_millisecond(ms as i64)
         .map(|at| at.round(jiff::Unit::Second).unwrap_or(at).to_string())
         .unwrap_or_else(|_| ms.to_string())
+}
+
+/// Run a store read on the blocking pool; a failure becomes its page.
+async fn off_blocking<T: Send + 'static>(
+    read: impl FnOnce() -> crate::store::Result<T> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(read).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(problem(StatusCode::SERVICE_UNAVAILABLE, &error.to_string())),
+        Err(error) => Err(problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &error.to_string(),
+        )),
+    }
 }

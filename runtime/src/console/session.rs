@@ -12,7 +12,7 @@ use axum_extra::extract::CookieJar;
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use serde::Deserialize;
 
-use super::page;
+use super::{page, problem};
 use crate::api::AppState;
 use crate::store::Scope;
 
@@ -64,6 +64,60 @@ impl FromRequestParts<AppState> for Viewer {
             .and_then(|cookie| check(state, cookie.value()).ok());
         signed_in.ok_or_else(|| Redirect::to("/signin").into_response())
     }
+}
+
+/// Who acts: a signed-in viewer with the `admin` scope, on a request the
+/// console's own page sent. Form posts are checked for their origin
+/// (`Origin`, or `Referer` where a browser leaves it out) on top of the
+/// cookie's `SameSite=Strict`, so another site cannot make a signed-in
+/// browser act.
+#[derive(Debug, Clone)]
+pub struct Operator(pub Viewer);
+
+impl FromRequestParts<AppState> for Operator {
+    /// To the sign-in page, or a 403 page saying why.
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let viewer = Viewer::from_request_parts(parts, state).await?;
+        if !viewer.scope.allows(Scope::Admin) {
+            return Err(problem(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "Token `{}` has the `{}` scope: acting needs an `admin` token.",
+                    viewer.name,
+                    viewer.scope.as_str()
+                ),
+            ));
+        }
+        if !same_origin(&parts.headers) {
+            return Err(problem(
+                StatusCode::FORBIDDEN,
+                "This request did not come from a console page (its Origin is another site's, or missing).",
+            ));
+        }
+        Ok(Operator(viewer))
+    }
+}
+
+/// Whether a request names this server as its origin: its `Origin` (else
+/// its `Referer`) has the request's own `Host`.
+fn same_origin(headers: &axum::http::HeaderMap) -> bool {
+    let header = |name| headers.get(name).and_then(|value| value.to_str().ok());
+    let Some(host) = header(axum::http::header::HOST) else {
+        return false;
+    };
+    let Some(origin) = header(axum::http::header::ORIGIN).or(header(axum::http::header::REFERER))
+    else {
+        return false;
+    };
+    let Ok(origin) = origin.parse::<axum::http::Uri>() else {
+        return false;
+    };
+    matches!(origin.scheme_str(), Some("http" | "https"))
+        && origin
+            .authority()
+            .is_some_and(|authority| authority.as_str() == host)
 }
 
 /// The sign-in page.
@@ -128,4 +182,39 @@ pub(super) async fn sign_out(jar: CookieJar) -> Response {
         Redirect::to("/signin"),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    use super::same_origin;
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(name, HeaderValue::from_str(value).expect("a header value"));
+        }
+        headers
+    }
+
+    #[test]
+    fn a_post_is_accepted_only_from_the_consoles_own_origin() {
+        let host = (header::HOST, "127.0.0.1:8080");
+        let from = |name: header::HeaderName, value: &str| headers(&[host.clone(), (name, value)]);
+        assert!(same_origin(&from(header::ORIGIN, "http://127.0.0.1:8080")));
+        assert!(same_origin(&from(
+            header::REFERER,
+            "http://127.0.0.1:8080/instances/i-1"
+        )));
+        assert!(!same_origin(&from(header::ORIGIN, "http://evil.example")));
+        assert!(!same_origin(&from(header::ORIGIN, "http://127.0.0.1:8081")));
+        assert!(!same_origin(&from(header::ORIGIN, "null")));
+        assert!(!same_origin(&from(header::ORIGIN, "file://127.0.0.1:8080")));
+        assert!(!same_origin(&headers(&[host])), "no origin at all");
+        assert!(!same_origin(&headers(&[(
+            header::ORIGIN,
+            "http://127.0.0.1:8080"
+        )])));
+    }
 }

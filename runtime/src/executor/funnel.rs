@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::store::{self, FunnelTally, InstanceFilter, StepTally, Store};
+use crate::store::{self, FunnelTally, Instance, InstanceFilter, StepTally, Store, day_of};
 
 /// Instances read per page while building a report.
 const PAGE: usize = 1_000;
@@ -25,6 +25,40 @@ pub struct StepCounts {
     /// Its counts.
     #[serde(flatten)]
     pub counts: StepTally,
+}
+
+/// Which instances a report counts: those of one version, or started in
+/// a time range (each optional). Instances retention removed are counted
+/// by the day they started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FunnelScope {
+    /// Only this journey version.
+    pub version: Option<u32>,
+    /// Only instances started at or after this, ms since the Unix epoch.
+    pub since_ms: Option<u64>,
+    /// Only instances started before this, ms since the Unix epoch.
+    pub until_ms: Option<u64>,
+}
+
+impl FunnelScope {
+    fn counts(&self, instance: &Instance) -> bool {
+        self.version
+            .is_none_or(|version| instance.journey_version == version)
+            && self
+                .since_ms
+                .is_none_or(|since| instance.created_at_ms >= since)
+            && self
+                .until_ms
+                .is_none_or(|until| instance.created_at_ms < until)
+    }
+
+    /// Whether the purged instances of `version` that started on the day
+    /// beginning `day_ms` are in scope.
+    fn counts_purged(&self, version: u32, day_ms: u64) -> bool {
+        self.version.is_none_or(|wanted| wanted == version)
+            && self.since_ms.is_none_or(|since| day_ms >= day_of(since))
+            && self.until_ms.is_none_or(|until| day_ms < until)
+    }
 }
 
 /// The drop-off report of one journey.
@@ -41,11 +75,19 @@ pub struct Funnel {
     pub variants: BTreeMap<String, Vec<StepCounts>>,
 }
 
-/// Build the report of `journey` whose steps, in order, are `steps`.
-pub fn funnel(store: &dyn Store, journey: &str, steps: &[String]) -> store::Result<Funnel> {
+/// Build the report of the instances of `journey` in `scope`, whose
+/// steps, in order, are `steps`.
+pub fn funnel(
+    store: &dyn Store,
+    journey: &str,
+    steps: &[String],
+    scope: &FunnelScope,
+) -> store::Result<Funnel> {
     let mut total = FunnelTally::default();
     for purged in store.purged_tallies(journey)? {
-        total.add(&purged.tally);
+        if scope.counts_purged(purged.version, purged.day_ms) {
+            total.add(&purged.tally);
+        }
     }
     let purged = total.instances;
     let mut after = None;
@@ -55,12 +97,13 @@ pub fn funnel(store: &dyn Store, journey: &str, steps: &[String]) -> store::Resu
             status: None,
             after,
             limit: PAGE,
+            ..InstanceFilter::default()
         })?;
         let Some(last) = page.last() else {
             break;
         };
         after = Some(last.id);
-        for instance in &page {
+        for instance in page.iter().filter(|instance| scope.counts(instance)) {
             total.add(&FunnelTally::of_instance(
                 instance,
                 &store.history(instance.id)?,

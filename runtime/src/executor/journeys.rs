@@ -107,20 +107,26 @@ impl Runtime {
         Ok(record)
     }
 
-    /// The drop-off report of `journey` over all its instances, by the
-    /// steps of its latest version.
-    pub fn funnel(&self, journey: &str) -> Result<Funnel> {
+    /// The drop-off report of `journey` over its instances in `scope`, by
+    /// the steps of the scope's version (the latest without one).
+    pub fn funnel(&self, journey: &str, scope: &FunnelScope) -> Result<Funnel> {
         check_name("journey", journey)?;
         let latest = self.registry.journey_versions(journey);
-        let definition = self
-            .registry
-            .journey(journey, latest)
-            .ok_or_else(|| Error::UnknownJourney(journey.to_owned()))?;
+        if latest == 0 {
+            return Err(Error::UnknownJourney(journey.to_owned()));
+        }
+        let version = scope.version.unwrap_or(latest);
+        let definition = self.registry.journey(journey, version).ok_or_else(|| {
+            Error::UnknownJourneyVersion {
+                journey: journey.to_owned(),
+                version,
+            }
+        })?;
         let steps: Vec<String> = definition
             .steps()
             .map(|step| step.definition.name.clone())
             .collect();
-        Ok(funnel::funnel(&*self.store, journey, &steps)?)
+        Ok(funnel::funnel(&*self.store, journey, &steps, scope)?)
     }
 
     /// Version `version` of `journey` as deployed (`None`: no such
@@ -130,6 +136,18 @@ impl Runtime {
             self.registry.journey(journey, version),
             self.registry.journey_versions(journey),
         )
+    }
+
+    /// The names of every deployed journey, sorted.
+    pub fn journey_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .registry
+            .latest_journeys()
+            .iter()
+            .map(|journey| journey.definition.name.clone())
+            .collect();
+        names.sort();
+        names
     }
 
     /// Every migration of `journey`.

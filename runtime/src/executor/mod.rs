@@ -77,7 +77,7 @@ pub use self::dispatch::DELIVERY_LEASE;
 pub use self::drain::Drained;
 pub use self::error::{Error, Result};
 pub use self::forget::{ForgetInstances, Forgotten, personal_values};
-pub use self::funnel::Funnel;
+pub use self::funnel::{Funnel, FunnelScope, StepCounts};
 pub use self::grants::PluginGrant;
 pub use self::health::{Health, Readiness};
 pub use self::ingest::{IncomingEvent, Receipt, Skipped};

@@ -156,6 +156,7 @@ impl Runtime {
                 status: None,
                 after,
                 limit: PAGE,
+                ..InstanceFilter::default()
             };
             let page = tokio::task::spawn_blocking(move || {
                 let page = store.instances(&filter)?;

@@ -234,10 +234,34 @@ pub struct InstanceFilter {
     pub journey: Option<String>,
     /// Only this status.
     pub status: Option<InstanceStatus>,
+    /// Only instances about this customer.
+    pub customer: Option<String>,
+    /// Only instances with this value of their journey's correlation key.
+    pub correlation: Option<String>,
+    /// Only instances standing at this step: the step a running instance
+    /// runs next, or the one a waiting instance waits at.
+    pub step: Option<String>,
     /// Only ids greater than this (for paging).
     pub after: Option<InstanceId>,
     /// At most this many.
     pub limit: usize,
+}
+
+impl InstanceFilter {
+    /// Whether `instance` passes every condition but the paging ones.
+    pub fn matches(&self, instance: &Instance) -> bool {
+        let equals = |wanted: &Option<String>, value: &str| {
+            wanted.as_deref().is_none_or(|wanted| wanted == value)
+        };
+        equals(&self.journey, &instance.journey)
+            && self.status.is_none_or(|status| instance.status == status)
+            && equals(&self.customer, &instance.customer_id)
+            && equals(&self.correlation, &instance.correlation)
+            && self
+                .step
+                .as_deref()
+                .is_none_or(|step| instance.standing_at() == Some(step))
+    }
 }
 
 /// Events, instances and their histories.

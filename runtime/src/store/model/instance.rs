@@ -299,6 +299,12 @@ impl Instance {
 }
 
 impl Instance {
+    /// The step it stands at while unfinished: the one a waiting instance
+    /// waits at, else the one it runs next.
+    pub fn standing_at(&self) -> Option<&str> {
+        self.waiting_at.as_deref().or(self.current_step.as_deref())
+    }
+
     /// The idempotency key of its current step execution: the same for
     /// every attempt of that step (the history slot of the first one).
     pub fn idempotency_key(&self) -> String {

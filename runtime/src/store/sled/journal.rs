@@ -496,12 +496,7 @@ impl Journal for SledStore {
             let Some(instance) = self.read_instance(&key)? else {
                 continue;
             };
-            let journey_matches = filter
-                .journey
-                .as_deref()
-                .is_none_or(|journey| instance.journey == journey);
-            let status_matches = filter.status.is_none_or(|status| instance.status == status);
-            if journey_matches && status_matches {
+            if filter.matches(&instance) {
                 found.push(instance);
                 if found.len() >= filter.limit {
                     break;

@@ -280,7 +280,7 @@ fn bad_tag_changes_are_refused_and_change_nothing() {
     assert!(view["tags"][0]["canary"].is_null());
     assert_eq!(view["tag_changes"].as_array().map(Vec::len), Some(1));
 
-    let missing_tag = include_str!("../../examples/enquiry/journey.toml")
+    let missing_tag = include_str!("../../../examples/enquiry/journey.toml")
         .replace(r#"plugin = "classify""#, r#"plugin = "classify:canary""#);
     let (status, answer) = journeyd.deploy("journey.toml", &missing_tag);
     assert_eq!(status, 422, "{answer}");

@@ -46,7 +46,9 @@ fn every_fixture_crate_is_listed_and_used_by_a_test() {
     );
 
     let mut sources = String::new();
-    for entry in std::fs::read_dir(workspace().join("tests/tests")).expect("tests/tests") {
+    for entry in
+        std::fs::read_dir(workspace().join("tests/tests/suite")).expect("tests/tests/suite")
+    {
         let path = entry.expect("dir entry").path();
         if path.file_name().is_some_and(|name| name != "fixtures.rs") {
             sources.push_str(&std::fs::read_to_string(path).expect("test source"));

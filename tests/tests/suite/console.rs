@@ -256,3 +256,150 @@ fn the_journey_page_shows_each_step_with_what_stands_there_and_text_as_text() {
     assert_eq!(status, 404);
     assert!(missing.contains("no journey `nothing`"), "{missing}");
 }
+
+/// `POST path` with `cookie`, an `Origin` (if any) and a form.
+fn post(
+    journeyd: &Journeyd,
+    path: &str,
+    cookie: &str,
+    origin: Option<&str>,
+    form: &[(&str, &str)],
+) -> (u16, String, String) {
+    let mut request = browser()
+        .post(format!("{}{path}", journeyd.url))
+        .header("Cookie", cookie)
+        .form(form);
+    if let Some(origin) = origin {
+        request = request.header("Origin", origin);
+    }
+    answer(request.send().expect("journeyd answers"))
+}
+
+#[test]
+fn acting_needs_an_admin_token_a_page_of_the_console_and_a_confirmation() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let journeyd = Journeyd::start(data.path());
+    journeyd.setup_enquiry_as_shipped();
+    for (n, customer) in ["c-ada", "c-grace"].into_iter().enumerate() {
+        let event = enquiry(&format!("evt-{n}"), customer, &format!("q-{n}"), "late");
+        let (status, body) = journeyd.send_event(&event);
+        assert_eq!(status, 202, "{body}");
+    }
+    let waiting = journeyd.eventually(Duration::from_secs(30), |journeyd| {
+        journeyd.get("/v1/instances?journey=enquiry&status=waiting")["instances"]
+            .as_array()
+            .is_some_and(|instances| instances.len() == 2)
+    });
+    assert!(waiting, "both enquiries wait for their resolution");
+    let status_of = |id: &str| journeyd.get(&format!("/v1/instances/{id}"))["status"].clone();
+    // The two instances, by customer: Ada's enquiry q-0, Grace's q-1.
+    let id_of = |customer: &str| {
+        journeyd.get("/v1/instances?journey=enquiry")["instances"]
+            .as_array()
+            .expect("instances")
+            .iter()
+            .find(|instance| instance["customer_id"] == customer)
+            .map(|instance| format!("i-{}", instance["id"]))
+            .expect("an instance")
+    };
+    let (ada, grace) = (id_of("c-ada"), id_of("c-grace"));
+    let row = |id: &str| format!(r#"data-instance="{id}""#);
+    let origin = journeyd.url.clone();
+
+    let reader = journeyd.create_token("viewer", "read");
+    let (_, cookie, _) = sign_in(&journeyd, &reader);
+    let (reader, _) = cookie.expect("a cookie");
+    let (_, cookie, _) = sign_in(&journeyd, &journeyd.token);
+    let (admin, _) = cookie.expect("a cookie");
+    let confirmed = [("reason", "duplicate"), ("confirm", "yes")];
+
+    // The search: by customer, by correlation value, by step.
+    let (status, _, found) = get(&journeyd, "/instances?customer=c-grace", Some(&reader));
+    assert_eq!(status, 200, "{found}");
+    assert!(
+        found.contains(&row(&grace)) && !found.contains(&row(&ada)),
+        "{found}"
+    );
+    let (_, _, found) = get(
+        &journeyd,
+        "/instances?correlation=q-0&step=await_resolution",
+        Some(&reader),
+    );
+    assert!(
+        found.contains(&row(&ada)) && !found.contains(&row(&grace)),
+        "{found}"
+    );
+    let (status, _, refused) = get(&journeyd, "/instances?status=lost", Some(&reader));
+    assert_eq!(status, 400);
+    assert!(refused.contains("no status `lost`"), "{refused}");
+
+    // A read token is refused, whatever it sends.
+    let (status, _, page) = post(
+        &journeyd,
+        &format!("/instances/{ada}/cancel"),
+        &reader,
+        Some(&origin),
+        &confirmed,
+    );
+    assert_eq!(status, 403, "{page}");
+    assert!(page.contains("acting needs an `admin` token"), "{page}");
+    // An admin's browser made to post by another site, or by no page at all.
+    for foreign in [Some("http://evil.example"), Some("null"), None] {
+        let (status, _, page) = post(
+            &journeyd,
+            &format!("/instances/{ada}/cancel"),
+            &admin,
+            foreign,
+            &confirmed,
+        );
+        assert_eq!(status, 403, "{foreign:?}: {page}");
+    }
+    assert_eq!(status_of(&ada), "waiting", "nothing was changed");
+
+    // From the console's own page: first the confirmation, then the act.
+    let (status, _, page) = post(
+        &journeyd,
+        &format!("/instances/{ada}/cancel"),
+        &admin,
+        Some(&origin),
+        &[("reason", "duplicate")],
+    );
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains(&format!("Cancel {ada}?")) && page.contains(r#"name="confirm" value="yes""#),
+        "{page}"
+    );
+    assert_eq!(status_of(&ada), "waiting", "asking changes nothing");
+    let (status, location, page) = post(
+        &journeyd,
+        &format!("/instances/{ada}/cancel"),
+        &admin,
+        Some(&origin),
+        &confirmed,
+    );
+    assert_eq!(
+        (status, location.as_str()),
+        (303, format!("/instances/{ada}?done=cancel").as_str()),
+        "{page}"
+    );
+    let cancelled = journeyd.get(&format!("/v1/instances/{ada}"));
+    assert_eq!(cancelled["status"], "cancelled");
+    let reason = cancelled["history"]
+        .as_array()
+        .and_then(|history| history.last())
+        .and_then(|entry| entry["reason"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(reason, "duplicate (console, admin)");
+    // An action that does not apply says why and changes nothing.
+    let (status, _, page) = post(
+        &journeyd,
+        &format!("/instances/{ada}/retry"),
+        &admin,
+        Some(&origin),
+        &confirmed,
+    );
+    assert_eq!(status, 409, "{page}");
+    assert_eq!(status_of(&ada), "cancelled");
+    assert_eq!(status_of(&grace), "waiting");
+}
