@@ -159,33 +159,33 @@ impl Browser {
             .to_string()
     }
 
-    /// The text of the first element matching `css`.
+    /// The text of the first element matching `css`. Found and read in one
+    /// script, so a live page swapping its parts in between cannot leave
+    /// a stale element.
     pub fn text(&self, css: &str) -> String {
-        self.run(async {
-            self.client
-                .find(Locator::Css(css))
-                .await
-                .unwrap_or_else(|error| panic!("no `{css}` on {}: {error}", self.url()))
-                .text()
-                .await
-                .expect("the element's text")
-        })
+        self.texts(css)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("no `{css}` on {}", self.url()))
     }
 
-    /// The texts of every element matching `css`.
+    /// The texts of every element matching `css` (as rendered), found and
+    /// read in one script.
     pub fn texts(&self, css: &str) -> Vec<String> {
-        self.run(async {
-            let mut texts = Vec::new();
-            for element in self
-                .client
-                .find_all(Locator::Css(css))
-                .await
-                .expect("a search")
-            {
-                texts.push(element.text().await.expect("the element's text"));
-            }
-            texts
-        })
+        let found = self.run(self.client.execute(
+            "return Array.from(document.querySelectorAll(arguments[0]), (element) => element.innerText.trim());",
+            vec![Value::String(css.to_owned())],
+        ));
+        let found = found.unwrap_or_else(|error| panic!("search `{css}`: {error}"));
+        found
+            .as_array()
+            .map(|texts| {
+                texts
+                    .iter()
+                    .filter_map(|text| text.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Whether an element matches `css`.
@@ -195,16 +195,25 @@ impl Browser {
             .unwrap_or(false)
     }
 
-    /// Click the first element matching `css`.
+    /// Click the first element matching `css`. A live page may swap the
+    /// element out between finding and clicking it: then it is found again.
     pub fn click(&self, css: &str) {
         self.run(async {
-            self.client
-                .find(Locator::Css(css))
-                .await
-                .unwrap_or_else(|error| panic!("no `{css}` on {}: {error}", self.url()))
-                .click()
-                .await
-                .unwrap_or_else(|error| panic!("click `{css}`: {error}"));
+            for _ in 0..3 {
+                let element = self
+                    .client
+                    .find(Locator::Css(css))
+                    .await
+                    .unwrap_or_else(|error| panic!("no `{css}` on {}: {error}", self.url()));
+                match element.click().await {
+                    Err(error) if error.is_stale_element_reference() => continue,
+                    clicked => {
+                        clicked.unwrap_or_else(|error| panic!("click `{css}`: {error}"));
+                        return;
+                    }
+                }
+            }
+            panic!("`{css}` kept being replaced before it could be clicked");
         });
     }
 
@@ -221,16 +230,29 @@ impl Browser {
         assert!(loaded, "clicking `{css}` led to no new page");
     }
 
-    /// Type `text` into the field matching `css`, after clearing it.
+    /// Type `text` into the field matching `css`, after clearing it (found
+    /// again if a live page swapped it out meanwhile).
     pub fn fill(&self, css: &str, text: &str) {
         self.run(async {
-            let field = self
-                .client
-                .find(Locator::Css(css))
-                .await
-                .unwrap_or_else(|error| panic!("no `{css}` on {}: {error}", self.url()));
-            field.clear().await.expect("the field is cleared");
-            field.send_keys(text).await.expect("the text is typed");
+            for _ in 0..3 {
+                let field = self
+                    .client
+                    .find(Locator::Css(css))
+                    .await
+                    .unwrap_or_else(|error| panic!("no `{css}` on {}: {error}", self.url()));
+                let typed = match field.clear().await {
+                    Ok(()) => field.send_keys(text).await,
+                    Err(error) => Err(error),
+                };
+                match typed {
+                    Err(error) if error.is_stale_element_reference() => continue,
+                    typed => {
+                        typed.unwrap_or_else(|error| panic!("type into `{css}`: {error}"));
+                        return;
+                    }
+                }
+            }
+            panic!("`{css}` kept being replaced before it could be filled");
         });
     }
 
