@@ -100,6 +100,16 @@ impl FromRequestParts<AppState> for Operator {
     }
 }
 
+/// Whether a request says it comes from another site: it names an origin
+/// (`Origin`, else `Referer`) that is not this server. A browser names one
+/// on every cross-site form post.
+fn from_another_site(headers: &axum::http::HeaderMap) -> bool {
+    let named = [axum::http::header::ORIGIN, axum::http::header::REFERER]
+        .iter()
+        .any(|name| headers.contains_key(name));
+    named && !same_origin(headers)
+}
+
 /// Whether a request names this server as its origin: its `Origin` (else
 /// its `Referer`) has the request's own `Host`.
 fn same_origin(headers: &axum::http::HeaderMap) -> bool {
@@ -149,12 +159,20 @@ pub(super) struct Credentials {
 }
 
 /// `POST /signin`: keep a valid token in the cookie and go on to the
-/// journeys; say why an invalid one is refused.
+/// journeys; say why an invalid one is refused. A post from another site
+/// is refused, so no site can sign a browser in with a token of its own.
 pub(super) async fn sign_in(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     jar: CookieJar,
     Form(credentials): Form<Credentials>,
 ) -> Response {
+    if from_another_site(&headers) {
+        return problem(
+            StatusCode::FORBIDDEN,
+            "This sign-in came from another site's page.",
+        );
+    }
     match check(&state, &credentials.token) {
         Ok(_) => {
             let cookie = Cookie::build((COOKIE, credentials.token.trim().to_owned()))
@@ -188,7 +206,7 @@ pub(super) async fn sign_out(jar: CookieJar) -> Response {
 mod tests {
     use axum::http::{HeaderMap, HeaderValue, header};
 
-    use super::same_origin;
+    use super::{from_another_site, same_origin};
 
     fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -211,10 +229,23 @@ mod tests {
         assert!(!same_origin(&from(header::ORIGIN, "http://127.0.0.1:8081")));
         assert!(!same_origin(&from(header::ORIGIN, "null")));
         assert!(!same_origin(&from(header::ORIGIN, "file://127.0.0.1:8080")));
-        assert!(!same_origin(&headers(&[host])), "no origin at all");
+        assert!(
+            !same_origin(&headers(std::slice::from_ref(&host))),
+            "no origin at all"
+        );
         assert!(!same_origin(&headers(&[(
             header::ORIGIN,
             "http://127.0.0.1:8080"
         )])));
+        // Signing in: refused only when another site is named.
+        assert!(from_another_site(&from(
+            header::ORIGIN,
+            "http://evil.example"
+        )));
+        assert!(!from_another_site(&from(
+            header::ORIGIN,
+            "http://127.0.0.1:8080"
+        )));
+        assert!(!from_another_site(&headers(std::slice::from_ref(&host))));
     }
 }

@@ -108,6 +108,18 @@ fn the_console_signs_a_token_in_and_shows_nothing_without_one() {
     assert!(page.contains("needs `read` or `admin`"), "{page}");
 
     let read = journeyd.create_token("viewer", "read");
+    // Another site's page cannot sign a browser in, even with a valid token.
+    let response = browser()
+        .post(format!("{}/signin", journeyd.url))
+        .header("Origin", "http://evil.example")
+        .form(&[("token", read.as_str())])
+        .send()
+        .expect("journeyd answers");
+    assert_eq!(response.status().as_u16(), 403);
+    assert!(
+        set_cookie(&response).is_none(),
+        "no cookie for another site's post"
+    );
     let (status, cookie, _) = sign_in(&journeyd, &read);
     assert_eq!(status, 303);
     let (cookie, attributes) = cookie.expect("a cookie");
