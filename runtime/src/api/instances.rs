@@ -63,7 +63,7 @@ pub(super) struct InstanceView {
 }
 
 /// The deliveries of `messages`, by message id.
-pub(super) fn deliveries_of(
+pub(crate) fn deliveries_of(
     store: &dyn crate::store::Store,
     messages: &[OutboxMessage],
 ) -> Result<std::collections::BTreeMap<String, crate::store::Delivery>, crate::store::Error> {

@@ -42,6 +42,7 @@ mod customers;
 pub mod error;
 mod events;
 mod instances;
+pub(crate) use self::instances::deliveries_of;
 mod integrations;
 mod journeys;
 mod openapi;

@@ -252,12 +252,7 @@ pub(super) async fn show(
             }
         }
         let messages = store.outbox(Some(id), 1000)?;
-        let mut deliveries = std::collections::BTreeMap::new();
-        for message in &messages {
-            if let Some(delivery) = store.delivery(&message.id)? {
-                deliveries.insert(message.id.clone(), delivery);
-            }
-        }
+        let deliveries = crate::api::deliveries_of(&*store, &messages)?;
         Ok(Some((
             instance,
             moments(&history, &events),
@@ -299,9 +294,15 @@ pub(super) async fn show(
         })
         .unwrap_or_default();
     let admin = viewer.scope.allows(crate::store::Scope::Admin);
-    let actions = ["retry", "skip", "cancel"]
-        .into_iter()
-        .filter(|action| admin && applies(action, instance.status))
+    let offered = [
+        Action::Retry { plugin: None },
+        Action::Skip { to: String::new() },
+        Action::Cancel,
+    ];
+    let actions = offered
+        .iter()
+        .filter(|action| admin && action.applies_to(instance.status))
+        .map(Action::name)
         .collect();
     let state_text = serde_json::from_str::<serde_json::Value>(instance.state.get())
         .and_then(|state| serde_json::to_string_pretty(&state))
@@ -321,16 +322,6 @@ pub(super) async fn show(
         started: timestamp(instance.created_at_ms),
         failure: instance.failure,
     })
-}
-
-/// Whether `action` applies to an instance with `status` (the runtime
-/// checks again when it acts).
-fn applies(action: &str, status: InstanceStatus) -> bool {
-    match action {
-        "retry" => status == InstanceStatus::Failed,
-        "skip" => matches!(status, InstanceStatus::Failed | InstanceStatus::Waiting),
-        _ => !status.is_finished() || status == InstanceStatus::Failed,
-    }
 }
 
 /// An action's form: the confirmation page sends it again with `confirm`.

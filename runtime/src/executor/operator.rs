@@ -55,7 +55,7 @@ impl Action {
     }
 
     /// Whether it applies to an instance with this status.
-    fn applies_to(&self, status: InstanceStatus) -> bool {
+    pub fn applies_to(&self, status: InstanceStatus) -> bool {
         match self {
             Action::Retry { .. } => status == InstanceStatus::Failed,
             Action::Skip { .. } => {
