@@ -4,7 +4,7 @@
 use super::*;
 use crate::delivery::IntegrationSpec;
 use crate::executor::CallbackError;
-use crate::store::{Delivery, DeliveryStatus};
+use crate::store::{Delivery, DeliveryFilter, DeliveryStatus};
 
 /// Largest callback body accepted.
 pub const MAX_CALLBACK_BYTES: usize = 256 * 1024;
@@ -83,8 +83,17 @@ pub(super) async fn list_deliveries(
         })
         .collect::<ApiResult<Vec<_>>>()?;
     let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
-    let found = state.runtime.deliveries(statuses, limit).await?;
+    let statuses = if statuses.is_empty() {
+        DeliveryStatus::UNDELIVERED.to_vec()
+    } else {
+        statuses
+    };
+    let found = state
+        .runtime
+        .deliveries(DeliveryFilter::with_statuses(&statuses, limit))
+        .await?;
     let deliveries: Vec<MessageDelivery> = found
+        .found
         .into_iter()
         .map(|(message, delivery)| MessageDelivery { message, delivery })
         .collect();

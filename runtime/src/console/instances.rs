@@ -20,6 +20,11 @@ use crate::store::{Instance, InstanceFilter, InstanceId, InstanceStatus};
 /// Instances on one page of the list.
 const PAGE: usize = 50;
 
+/// Instances one page request looks at, at most: a rare condition then
+/// answers quickly with "looked this far, go on" instead of reading every
+/// instance.
+const BUDGET: usize = 20_000;
+
 /// Every status, in the order the filter offers them.
 const STATUSES: [InstanceStatus; 6] = [
     InstanceStatus::Running,
@@ -81,6 +86,7 @@ impl Search {
             step: condition(&self.step),
             after,
             limit: PAGE,
+            budget: BUDGET,
         })
     }
 
@@ -103,21 +109,21 @@ impl Search {
     }
 }
 
-/// One instance in the list.
-struct InstanceRow {
-    id: String,
-    journey: String,
-    version: u32,
-    customer: String,
-    correlation: String,
-    status: &'static str,
+/// One instance in a list.
+pub(super) struct InstanceRow {
+    pub(super) id: String,
+    pub(super) journey: String,
+    pub(super) version: u32,
+    pub(super) customer: String,
+    pub(super) correlation: String,
+    pub(super) status: &'static str,
     /// The terminal state, the failure, or the step it stands at.
-    whereabouts: String,
-    updated: String,
+    pub(super) whereabouts: String,
+    pub(super) updated: String,
 }
 
 impl InstanceRow {
-    fn of(instance: &Instance) -> Self {
+    pub(super) fn of(instance: &Instance) -> Self {
         let whereabouts = match (&instance.terminal, &instance.failure) {
             (Some(terminal), _) => terminal.clone(),
             (None, Some(failure)) => headline(failure),
@@ -148,8 +154,10 @@ struct InstancesPage<'a> {
     statuses: Vec<&'static str>,
     error: Option<String>,
     rows: Vec<InstanceRow>,
-    /// The next page's query string, when this page is full.
+    /// The next page's query string, when there may be more.
     next: Option<String>,
+    /// The page stopped at its budget before it was full.
+    looked_far: bool,
 }
 
 /// `GET /instances?journey=&status=&step=&customer=&correlation=&after=`.
@@ -171,27 +179,26 @@ pub(super) async fn list(
                 error: Some(error),
                 rows: Vec::new(),
                 next: None,
+                looked_far: false,
             });
             *response.status_mut() = StatusCode::BAD_REQUEST;
             return response;
         }
     };
     let store = state.runtime.store().clone();
-    let found = match off_blocking(move || store.instances(&filter)).await {
+    let found = match off_blocking(move || store.search_instances(&filter)).await {
         Ok(found) => found,
         Err(response) => return response,
     };
-    let next = (found.len() == PAGE)
-        .then(|| found.last().map(|last| search.from(last.id)))
-        .flatten();
     page(&InstancesPage {
         viewer: Some(&viewer),
-        rows: found.iter().map(InstanceRow::of).collect(),
+        rows: found.found.iter().map(InstanceRow::of).collect(),
+        looked_far: found.more_after.is_some() && found.found.len() < PAGE,
+        next: found.more_after.map(|after| search.from(after)),
         search,
         journeys,
         statuses,
         error: None,
-        next,
     })
 }
 

@@ -17,8 +17,12 @@
 //! `journeys.rs` the journeys pages; `funnel.rs` the funnel and
 //! experiments; `instances.rs` the instances list, an
 //! instance and the actions on it; `timeline.rs` a history in words;
-//! `plugins.rs` plugin versions, tags and rollouts.
+//! `plugins.rs` plugin versions, tags and rollouts; `deliveries.rs`
+//! messages by delivery status and their replay; `customers.rs` the
+//! single view of one customer.
 
+mod customers;
+mod deliveries;
 mod funnel;
 mod instances;
 mod journeys;
@@ -62,6 +66,10 @@ pub fn router(state: AppState) -> Router {
         .route("/instances", get(instances::list))
         .route("/instances/{id}", get(instances::show))
         .route("/instances/{id}/{action}", post(instances::act))
+        .route("/deliveries", get(deliveries::list))
+        .route("/deliveries/replay", post(deliveries::replay))
+        .route("/customers", get(customers::find))
+        .route("/customers/{id}", get(customers::show))
         .route("/plugins", get(plugins::list))
         .route("/plugins/{name}/tags/{tag}/{action}", post(plugins::act))
         .route(STYLESHEET, get(|| asset("text/css; charset=utf-8", CSS)))

@@ -393,7 +393,8 @@ mod tests {
 
     use super::*;
     use crate::store::{
-        EventRecord, HistoryEntry, Instance, InstanceCommit, InstanceFilter, Result as StoreResult,
+        EventRecord, HistoryEntry, Instance, InstanceCommit, InstanceFilter, InstancePage,
+        Result as StoreResult,
     };
 
     /// A journal that records each group it is given, answers `StaleStep`
@@ -487,7 +488,7 @@ mod tests {
         fn instance(&self, _: InstanceId) -> StoreResult<Option<Instance>> {
             unreachable!("the committer only commits")
         }
-        fn instances(&self, _: &InstanceFilter) -> StoreResult<Vec<Instance>> {
+        fn search_instances(&self, _: &InstanceFilter) -> StoreResult<InstancePage> {
             unreachable!("the committer only commits")
         }
         fn running_instances(&self) -> StoreResult<Vec<Instance>> {

@@ -181,23 +181,9 @@ impl Runtime {
         Ok(())
     }
 
-    /// Messages that were not delivered (bounced, failed, dead), or with
-    /// the given statuses, in queue order.
-    pub async fn deliveries(
-        &self,
-        statuses: Vec<DeliveryStatus>,
-        limit: usize,
-    ) -> Result<Vec<(OutboxMessage, Delivery)>> {
-        let statuses = if statuses.is_empty() {
-            vec![
-                DeliveryStatus::Bounced,
-                DeliveryStatus::Failed,
-                DeliveryStatus::Dead,
-            ]
-        } else {
-            statuses
-        };
-        self.with_store(move |store| store.deliveries(&statuses, limit))
+    /// Messages that pass `filter`, in queue order.
+    pub async fn deliveries(&self, filter: DeliveryFilter) -> Result<DeliveryPage> {
+        self.with_store(move |store| store.deliveries(&filter))
             .await
     }
 

@@ -62,10 +62,10 @@ use crate::host::{self, Host, StepFailure, StepRequest};
 use crate::journey::{self, Journey, PluginRef, Reentry, RetryPolicy, Target};
 use crate::store::{
     self, Applied, Canary, CanaryCounts, CappedMessage, ChannelPreference, Commit, CountedSend,
-    Delivery, DeliveryStatus, Engagement, EventCommit, EventRecord, HistoryEntry, Instance,
-    InstanceCommit, InstanceId, InstanceStatus, IntegrationRecord, Interaction, LogLine,
-    MigrationRecord, OutboxMessage, PluginRecord, StateChanges, StepOutcome, StepRecord, Store,
-    TagRecord, VersionStats,
+    Delivery, DeliveryFilter, DeliveryPage, DeliveryStatus, Engagement, EventCommit, EventRecord,
+    HistoryEntry, Instance, InstanceCommit, InstanceId, InstanceStatus, IntegrationRecord,
+    Interaction, LogLine, MigrationRecord, OutboxMessage, PluginRecord, StateChanges, StepOutcome,
+    StepRecord, Store, TagRecord, VersionStats,
 };
 use crate::telemetry;
 use crate::window::SendingWindow;

@@ -245,6 +245,20 @@ pub struct InstanceFilter {
     pub after: Option<InstanceId>,
     /// At most this many.
     pub limit: usize,
+    /// Look at no more than this many instances, so a rare condition
+    /// cannot make one call read the whole journal (no bound when 0); the
+    /// page says where to go on ([`Journal::search_instances`]).
+    pub budget: usize,
+}
+
+/// What [`Journal::search_instances`] found.
+#[derive(Debug, Clone, Default)]
+pub struct InstancePage {
+    /// The instances, by id.
+    pub found: Vec<Instance>,
+    /// The last instance looked at, when there may be more after it (the
+    /// page is full, or the budget ran out): the next call's `after`.
+    pub more_after: Option<InstanceId>,
 }
 
 impl InstanceFilter {
@@ -294,7 +308,11 @@ pub trait Journal: Send + Sync {
     /// One instance, as of its latest committed change.
     fn instance(&self, id: InstanceId) -> Result<Option<Instance>>;
     /// Instances matching `filter`, by id.
-    fn instances(&self, filter: &InstanceFilter) -> Result<Vec<Instance>>;
+    fn instances(&self, filter: &InstanceFilter) -> Result<Vec<Instance>> {
+        Ok(self.search_instances(filter)?.found)
+    }
+    /// Instances matching `filter`, by id, and where to go on.
+    fn search_instances(&self, filter: &InstanceFilter) -> Result<InstancePage>;
     /// Every instance that still has a step to run.
     fn running_instances(&self) -> Result<Vec<Instance>>;
     /// Whether the journal is at rest at `now_ms`: no instance has a step

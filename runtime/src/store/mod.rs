@@ -28,13 +28,13 @@ pub use self::backup::{
 pub use self::catalog::{CanaryCounts, Catalog};
 pub use self::customers::{Customers, SendReservation};
 pub use self::journal::{
-    Applied, Commit, CountedSend, EventCommit, InstanceCommit, InstanceFilter, Journal, LeftWait,
-    RefusedStart,
+    Applied, Commit, CountedSend, EventCommit, InstanceCommit, InstanceFilter, InstancePage,
+    Journal, LeftWait, RefusedStart,
 };
 pub use self::model::*;
 pub use self::outbox::{
-    AttemptOutcome, ClaimedMessage, DELIVERY_LOG_LINES, Delivery, DeliveryAttempt, DeliveryNote,
-    DeliveryStatus, Mark, Marked, MessageRef, Outbox, StatusReport,
+    AttemptOutcome, ClaimedMessage, DELIVERY_LOG_LINES, Delivery, DeliveryAttempt, DeliveryFilter,
+    DeliveryNote, DeliveryPage, DeliveryStatus, Mark, Marked, MessageRef, Outbox, StatusReport,
 };
 pub use self::sled::{RestoreError, SledStore};
 pub use self::timers::Timers;

@@ -47,6 +47,27 @@ pub enum DeliveryStatus {
 }
 
 impl DeliveryStatus {
+    /// Every status, in the order a delivery moves through them.
+    pub const ALL: [DeliveryStatus; 10] = [
+        DeliveryStatus::Queued,
+        DeliveryStatus::Sending,
+        DeliveryStatus::Retrying,
+        DeliveryStatus::Accepted,
+        DeliveryStatus::Delivered,
+        DeliveryStatus::Opened,
+        DeliveryStatus::Clicked,
+        DeliveryStatus::Bounced,
+        DeliveryStatus::Failed,
+        DeliveryStatus::Dead,
+    ];
+
+    /// The statuses of messages that did not reach their recipient.
+    pub const UNDELIVERED: [DeliveryStatus; 3] = [
+        DeliveryStatus::Bounced,
+        DeliveryStatus::Failed,
+        DeliveryStatus::Dead,
+    ];
+
     /// How far along a delivery is; a status report never moves it back.
     fn rank(self) -> u8 {
         match self {
@@ -71,10 +92,7 @@ impl DeliveryStatus {
     /// Whether it ended without reaching the recipient (an operator may
     /// replay it).
     pub fn is_undelivered(self) -> bool {
-        matches!(
-            self,
-            DeliveryStatus::Bounced | DeliveryStatus::Failed | DeliveryStatus::Dead
-        )
+        Self::UNDELIVERED.contains(&self)
     }
 
     /// The status as the API and the CLI spell it.
@@ -360,6 +378,60 @@ pub enum Marked {
     Unknown,
 }
 
+/// Which messages [`Outbox::deliveries`] lists.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    /// Only deliveries with one of these statuses (any, when empty).
+    pub statuses: Vec<DeliveryStatus>,
+    /// Only messages on this channel.
+    pub channel: Option<String>,
+    /// Only messages attempted through this integration.
+    pub integration: Option<String>,
+    /// Only messages queued after this one (its id): the next page.
+    pub after: Option<String>,
+    /// At most this many.
+    pub limit: usize,
+    /// Look at no more than this many messages, so a rare condition
+    /// cannot make one call read the whole outbox (no bound when 0); the
+    /// page says where to go on.
+    pub budget: usize,
+}
+
+impl DeliveryFilter {
+    /// Every message with one of `statuses`, at most `limit`.
+    pub fn with_statuses(statuses: &[DeliveryStatus], limit: usize) -> Self {
+        DeliveryFilter {
+            statuses: statuses.to_vec(),
+            limit,
+            ..DeliveryFilter::default()
+        }
+    }
+
+    /// Whether `message` and its `delivery` pass every condition but the
+    /// paging ones.
+    pub fn matches(&self, message: &OutboxMessage, delivery: &Delivery) -> bool {
+        (self.statuses.is_empty() || self.statuses.contains(&delivery.status))
+            && self
+                .channel
+                .as_deref()
+                .is_none_or(|channel| channel == message.channel)
+            && self
+                .integration
+                .as_deref()
+                .is_none_or(|wanted| delivery.integration.as_deref() == Some(wanted))
+    }
+}
+
+/// What [`Outbox::deliveries`] found.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryPage {
+    /// The messages, in queue order, with their deliveries.
+    pub found: Vec<(OutboxMessage, Delivery)>,
+    /// The last message looked at, when there may be more after it (the
+    /// page is full, or the budget ran out): the next call's `after`.
+    pub more_after: Option<String>,
+}
+
 /// Queued messages and their deliveries.
 pub trait Outbox: Send + Sync {
     /// Outbox messages in queue order, optionally only one instance's.
@@ -410,13 +482,8 @@ pub trait Outbox: Send + Sync {
     /// A message and its delivery so far (`None`: no such message).
     fn message(&self, id: &str) -> Result<Option<(OutboxMessage, Delivery)>>;
 
-    /// Messages whose delivery has one of `statuses`, in queue order, at
-    /// most `limit`.
-    fn deliveries(
-        &self,
-        statuses: &[DeliveryStatus],
-        limit: usize,
-    ) -> Result<Vec<(OutboxMessage, Delivery)>>;
+    /// Messages and their deliveries that pass `filter`, in queue order.
+    fn deliveries(&self, filter: &DeliveryFilter) -> Result<DeliveryPage>;
 
     /// When the next message falls due for a dispatcher (queued, retrying,
     /// or sending with a lease that ends then), if any.

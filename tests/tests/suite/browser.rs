@@ -266,6 +266,38 @@ fn an_operator_follows_enquiries_and_acts_on_them_in_the_console() {
     );
     look(&browser, "instance-retried");
 
+    // Deliveries: every message the enquiries queued (no integration is
+    // set up here, so none has left).
+    browser.open(&format!("{}/deliveries", journeyd.url));
+    let outbox = journeyd.get("/v1/outbox?limit=1000")["messages"]
+        .as_array()
+        .expect("messages")
+        .len();
+    assert!(outbox > 0);
+    assert_eq!(
+        browser.texts("#deliveries tbody tr").len(),
+        outbox.min(50),
+        "the page lists the outbox"
+    );
+    look(&browser, "deliveries");
+
+    // Ada, whole: every instance of hers, from her instance's page.
+    browser.open(&format!("{}/instances/i-{failed}", journeyd.url));
+    browser.follow("a[href='/customers/c-ada']");
+    let hers = journeyd.get("/v1/instances?limit=1000")["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .filter(|instance| instance["customer_id"] == "c-ada")
+        .map(|instance| format!("i-{}", instance["id"]))
+        .collect::<std::collections::BTreeSet<_>>();
+    let shown = browser
+        .texts("#instances tbody tr td:first-child")
+        .into_iter()
+        .collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(shown, hers, "her instances across journeys");
+    look(&browser, "customer");
+
     // Plugins: move the canary from the page ...
     browser.open(&format!("{}/plugins", journeyd.url));
     let share = "[data-tag='classify:stable'] .share";

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use journey_tests::{Journeyd, enquiry, workspace};
+use serde_json::json;
 
 /// An HTTP client that follows no redirect, so each answer is seen.
 fn browser() -> reqwest::blocking::Client {
@@ -414,4 +415,171 @@ fn acting_needs_an_admin_token_a_page_of_the_console_and_a_confirmation() {
     assert_eq!(status, 409, "{page}");
     assert_eq!(status_of(&ada), "cancelled");
     assert_eq!(status_of(&grace), "waiting");
+}
+
+#[test]
+fn deliveries_are_listed_by_status_a_dead_one_is_replayed_and_a_customer_seen_whole() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (journeyd, sink) = super::delivery::three_dead_messages(dir.path());
+    let (_, cookie, _) = sign_in(&journeyd, &journeyd.token);
+    let (admin, _) = cookie.expect("a cookie");
+    let reader = journeyd.create_token("viewer", "read");
+    let (_, cookie, _) = sign_in(&journeyd, &reader);
+    let (reader, _) = cookie.expect("a cookie");
+    let dead = journeyd.get("/v1/deliveries?status=dead");
+    let dead: Vec<(String, String, String)> = dead["deliveries"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|entry| {
+            (
+                entry["message"]["id"].as_str().expect("an id").to_owned(),
+                entry["message"]["channel"]
+                    .as_str()
+                    .expect("a channel")
+                    .to_owned(),
+                entry["delivery"]["error"]
+                    .as_str()
+                    .expect("an error")
+                    .to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(dead.len(), 3, "{dead:?}");
+
+    // The dead messages, each with its error, as the API lists them.
+    let (status, _, page) = get(&journeyd, "/deliveries?status=dead", Some(&reader));
+    assert_eq!(status, 200, "{page}");
+    for (id, _, _) in &dead {
+        assert!(
+            page.contains(&format!(r#"data-message="{id}""#)),
+            "{id}: {page}"
+        );
+    }
+    for error in ["valid address", "channel_is_archived"] {
+        assert!(dead.iter().any(|(_, _, said)| said.contains(error)));
+        assert!(page.contains(error), "{error}: {page}");
+    }
+    assert!(
+        !page.contains("Replay…"),
+        "a read token is offered no replay"
+    );
+    let (_, _, undelivered) = get(&journeyd, "/deliveries?status=undelivered", Some(&admin));
+    assert_eq!(undelivered.matches("data-message=").count(), 3);
+    assert_eq!(undelivered.matches("Replay…").count(), 3, "{undelivered}");
+    let (_, _, by_integration) = get(
+        &journeyd,
+        "/deliveries?status=dead&integration=team",
+        Some(&admin),
+    );
+    let team: Vec<&String> = dead
+        .iter()
+        .filter(|(_, channel, _)| channel == "team")
+        .map(|(id, _, _)| id)
+        .collect();
+    assert_eq!(by_integration.matches("data-message=").count(), team.len());
+    let (_, _, delivered) = get(&journeyd, "/deliveries?status=delivered", Some(&admin));
+    assert!(delivered.contains("No message matches"), "{delivered}");
+    let (status, _, bad) = get(&journeyd, "/deliveries?status=lost", Some(&admin));
+    assert_eq!(status, 400);
+    assert!(bad.contains("no delivery status `lost`"), "{bad}");
+
+    // Replaying: not with a read token, and only once confirmed.
+    super::delivery::revive_team(&journeyd, &sink);
+    let id = team[0].as_str();
+    let origin = journeyd.url.clone();
+    let (status, _, _) = post(
+        &journeyd,
+        "/deliveries/replay",
+        &reader,
+        Some(&origin),
+        &[("id", id), ("confirm", "yes")],
+    );
+    assert_eq!(status, 403);
+    let (status, _, confirm) = post(
+        &journeyd,
+        "/deliveries/replay",
+        &admin,
+        Some(&origin),
+        &[("id", id)],
+    );
+    assert_eq!(status, 200, "{confirm}");
+    assert!(confirm.contains("Send message"), "{confirm}");
+    let status_of = |id: &str| super::delivery::status_of(&journeyd, id)["status"].clone();
+    assert_eq!(
+        status_of(id),
+        "dead",
+        "nothing changes before the confirmation"
+    );
+    let (status, location, _) = post(
+        &journeyd,
+        "/deliveries/replay",
+        &admin,
+        Some(&origin),
+        &[("id", id), ("confirm", "yes")],
+    );
+    assert_eq!(status, 303);
+    assert!(
+        location.starts_with("/deliveries?status=queued&replayed="),
+        "{location}"
+    );
+    let delivered = journeyd.eventually(Duration::from_secs(30), |journeyd| {
+        journeyd.advance_clock_by(1_000);
+        super::delivery::status_of(journeyd, id)["status"] == "accepted"
+    });
+    assert!(delivered, "the replayed message is sent: {}", status_of(id));
+    let taken = sink
+        .messages()
+        .into_iter()
+        .filter(|message| message["idempotency_key"] == id)
+        .count();
+    assert_eq!(taken, 1, "sent once, under its own id");
+    // Only an undelivered message is replayed.
+    let (status, _, again) = post(
+        &journeyd,
+        "/deliveries/replay",
+        &admin,
+        Some(&origin),
+        &[("id", id), ("confirm", "yes")],
+    );
+    assert_eq!(status, 409, "{again}");
+    let (status, _, _) = post(
+        &journeyd,
+        "/deliveries/replay",
+        &admin,
+        Some(&origin),
+        &[("id", "i-999/1/m0"), ("confirm", "yes")],
+    );
+    assert_eq!(status, 404);
+
+    // Ada, whole: her instance, her profile (hostile text shown as text).
+    let (status, body) = journeyd.put_customer(
+        "c-ada",
+        &json!({ "name": "<script>alert(1)</script>", "email": "invalid@example" }),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, location, _) = get(&journeyd, "/customers?id=c-ada", Some(&reader));
+    assert_eq!((status, location.as_str()), (303, "/customers/c-ada"));
+    let (status, _, ada) = get(&journeyd, "/customers/c-ada", Some(&reader));
+    assert_eq!(status, 200, "{ada}");
+    let instances = journeyd.get("/v1/instances?journey=enquiry")["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .filter(|instance| instance["customer_id"] == "c-ada")
+        .map(|instance| format!(r#"data-instance="i-{}""#, instance["id"]))
+        .collect::<Vec<_>>();
+    assert_eq!(instances.len(), 1);
+    assert!(ada.contains(&instances[0]), "{ada}");
+    assert!(ada.contains("alert(1)"), "the name is shown: {ada}");
+    assert!(
+        !ada.contains("<script>alert"),
+        "as text, never a tag: {ada}"
+    );
+    assert!(ada.contains("invalid@example"));
+    let (status, _, nobody) = get(&journeyd, "/customers/c-nobody", Some(&reader));
+    assert_eq!(status, 404);
+    assert!(nobody.contains("Nothing is known"), "{nobody}");
+    let (status, location, _) = get(&journeyd, "/customers/c-ada", None);
+    assert_eq!((status, location.as_str()), (303, "/signin"));
 }

@@ -91,7 +91,7 @@ fn deliveries(journeyd: &Journeyd) -> Vec<(Value, Value)> {
         .collect()
 }
 
-fn status_of(journeyd: &Journeyd, id: &str) -> Value {
+pub(crate) fn status_of(journeyd: &Journeyd, id: &str) -> Value {
     let mut path = String::from("/v1/deliveries");
     for segment in id.split('/') {
         path.push('/');
@@ -359,13 +359,14 @@ on = { ok = "done" }
     );
 }
 
-#[test]
-fn a_refused_message_is_dead_a_410_disables_the_integration_and_a_replay_sends_it_once() {
-    let dir = tempfile::tempdir().expect("temp dir");
+/// A journeyd on a simulated clock delivering to a fresh sink, where the
+/// team's webhook is gone (410) and Ada's address is refused (400): her
+/// enquiry's three messages (acknowledgement, hand-over, resolution) are
+/// dead.
+pub(crate) fn three_dead_messages(dir: &Path) -> (Journeyd, ProviderSink) {
     let sink = ProviderSink::start(&["--sendgrid-key", SENDGRID_KEY]);
-    let journeyd = Journeyd::start_simulated(&dir.path().join("store"), DEC_1_MS);
-    setup(&journeyd, &sink, dir.path(), json!({}));
-    // The team's webhook is gone (410); Ada's address is refused (400).
+    let journeyd = Journeyd::start_simulated(&dir.join("store"), DEC_1_MS);
+    setup(&journeyd, &sink, dir, json!({}));
     let (status, body) = set_integration(
         &journeyd,
         "team",
@@ -385,13 +386,38 @@ fn a_refused_message_is_dead_a_410_disables_the_integration_and_a_replay_sends_i
     assert_eq!(status, 202, "{body}");
     let settled = journeyd.eventually(Duration::from_secs(30), |journeyd| {
         journeyd.advance_clock_by(1_000);
-        // The acknowledgement, the hand-over and the resolution.
         deliveries(journeyd).len() == 3
             && deliveries(journeyd)
                 .iter()
                 .all(|(_, delivery)| delivery["status"] == "dead")
     });
     assert!(settled, "{:#?}", deliveries(&journeyd));
+    (journeyd, sink)
+}
+
+/// Point the team's integration at a live webhook at `sink`, enabled again.
+pub(crate) fn revive_team(journeyd: &Journeyd, sink: &ProviderSink) {
+    let (status, body) = set_integration(
+        journeyd,
+        "team",
+        &json!({
+            "plugin": "slack",
+            "hosts": [sink.host()],
+            "config": { "url": format!("{}/services/T1/B1/live", sink.url) },
+            "enabled": true,
+        }),
+    );
+    assert_eq!(
+        (status, &body["integration"]["disabled"]),
+        (200, &Value::Null),
+        "{body}"
+    );
+}
+
+#[test]
+fn a_refused_message_is_dead_a_410_disables_the_integration_and_a_replay_sends_it_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (journeyd, sink) = three_dead_messages(dir.path());
     let dead = journeyd.get("/v1/deliveries?status=dead");
     let dead = dead["deliveries"].as_array().expect("a list");
     assert_eq!(dead.len(), 3, "{dead:#?}");
@@ -425,21 +451,7 @@ fn a_refused_message_is_dead_a_410_disables_the_integration_and_a_replay_sends_i
 
     // The operator points the team at a live webhook and replays: sent
     // once, under the same id.
-    let (status, body) = set_integration(
-        &journeyd,
-        "team",
-        &json!({
-            "plugin": "slack",
-            "hosts": [sink.host()],
-            "config": { "url": format!("{}/services/T1/B1/live", sink.url) },
-            "enabled": true,
-        }),
-    );
-    assert_eq!(
-        (status, &body["integration"]["disabled"]),
-        (200, &Value::Null),
-        "{body}"
-    );
+    revive_team(&journeyd, &sink);
     let handover = dead
         .iter()
         .find(|entry| entry["message"]["channel"] == "team")

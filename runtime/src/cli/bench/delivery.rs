@@ -13,7 +13,7 @@ use serde_json::json;
 use super::support::{percentile, read_component, round2};
 use journey_runtime::delivery::IntegrationSpec;
 use journey_runtime::executor::Runtime;
-use journey_runtime::store::{DeliveryStatus, Store};
+use journey_runtime::store::{DeliveryFilter, DeliveryStatus, Store};
 
 /// The channel plugins and the channels they deliver.
 const CHANNELS: [(&str, &str); 4] = [
@@ -143,7 +143,12 @@ pub fn measure(store: &dyn Store, limit: Duration) -> anyhow::Result<Delivered> 
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let accepted = store.deliveries(&[DeliveryStatus::Accepted], usize::MAX)?;
+    let accepted = store
+        .deliveries(&DeliveryFilter::with_statuses(
+            &[DeliveryStatus::Accepted],
+            usize::MAX,
+        ))?
+        .found;
     let all = store.outbox(None, usize::MAX)?.len();
     anyhow::ensure!(
         accepted.len() == all,

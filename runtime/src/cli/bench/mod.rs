@@ -16,6 +16,7 @@ use clap::Args;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
+mod console;
 mod delivery;
 mod languages;
 mod load;
@@ -128,6 +129,12 @@ pub struct BenchArgs {
     /// Seconds of the growth phase of `--scenario retention`.
     #[arg(long, default_value_t = 90)]
     pub growth_s: u64,
+    /// Enquiries in the store for `--scenario console`.
+    #[arg(long, default_value_t = 100_000)]
+    pub instances: usize,
+    /// Requests per page for `--scenario console`.
+    #[arg(long, default_value_t = 20)]
+    pub page_rounds: usize,
 }
 
 /// The enquiry journey with a first step `screen` whose plugin fails the
@@ -177,6 +184,9 @@ pub enum Scenario {
     /// `--rate`: their p99 against the same load without a purge; then the
     /// store's size under retention of `--retention-s`.
     Retention,
+    /// The console's pages with `--instances` enquiries in the store:
+    /// p50, p95 and the slowest of `--page-rounds` requests per page.
+    Console,
     /// The trivial step in Rust, Python and JavaScript: per-step overhead,
     /// component size, compile and cached-load times, memory of ten loaded
     /// interpreter plugins.
@@ -238,6 +248,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Resume => return waiting::resume(&args).await,
         Scenario::Languages => return languages::languages(&args),
         Scenario::Retention => return retention::retention(&args).await,
+        Scenario::Console => return console::console(&args).await,
         Scenario::Enquiry | Scenario::Delivery => {}
     }
     let deliver = args.deliver || args.scenario == Scenario::Delivery;

@@ -19,8 +19,8 @@ use super::history::Archive;
 use super::{SledStore, keys};
 use crate::store::{
     Applied, Commit, Error, EventCommit, EventRecord, ForgottenRecords, HistoryEntry, Instance,
-    InstanceCommit, InstanceFilter, InstanceId, InstanceStatus, Interaction, Journal, Purge,
-    PurgedTally, RefusedStart, Result, Timers,
+    InstanceCommit, InstanceFilter, InstanceId, InstancePage, InstanceStatus, Interaction, Journal,
+    Purge, PurgedTally, RefusedStart, Result, Timers,
 };
 
 /// An instance change with its records encoded.
@@ -482,28 +482,35 @@ impl Journal for SledStore {
         self.read_instance(&keys::instance(id))
     }
 
-    fn instances(&self, filter: &InstanceFilter) -> Result<Vec<Instance>> {
+    fn search_instances(&self, filter: &InstanceFilter) -> Result<InstancePage> {
         let start = match filter.after {
             Some(after) => keys::instance(InstanceId(after.0.saturating_add(1))),
             None => keys::instances(),
         };
-        let mut found = Vec::new();
-        for key in self.db.range(start..).keys() {
+        let (mut found, mut last) = (Vec::new(), None);
+        for (looked_at, key) in self.db.range(start..).keys().enumerate() {
             let key = key?;
-            if keys::instance_id_of(&key).is_none() {
+            let Some(id) = keys::instance_id_of(&key) else {
                 break;
+            };
+            if found.len() >= filter.limit || (filter.budget > 0 && looked_at >= filter.budget) {
+                return Ok(InstancePage {
+                    found,
+                    more_after: last,
+                });
             }
+            last = Some(id);
             let Some(instance) = self.read_instance(&key)? else {
                 continue;
             };
             if filter.matches(&instance) {
                 found.push(instance);
-                if found.len() >= filter.limit {
-                    break;
-                }
             }
         }
-        Ok(found)
+        Ok(InstancePage {
+            found,
+            more_after: None,
+        })
     }
 
     fn running_instances(&self) -> Result<Vec<Instance>> {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::{SledStore, keys};
 use crate::store::{
-    AttemptOutcome, ClaimedMessage, Delivery, DeliveryAttempt, DeliveryStatus, InstanceId, Mark,
-    Marked, MessageRef, Outbox, OutboxMessage, Result, StatusReport,
+    AttemptOutcome, ClaimedMessage, Delivery, DeliveryAttempt, DeliveryFilter, DeliveryPage,
+    InstanceId, Mark, Marked, MessageRef, Outbox, OutboxMessage, Result, StatusReport,
 };
 
 impl SledStore {
@@ -271,25 +271,42 @@ impl Outbox for SledStore {
         self.message_at(&slot)
     }
 
-    fn deliveries(
-        &self,
-        statuses: &[DeliveryStatus],
-        limit: usize,
-    ) -> Result<Vec<(OutboxMessage, Delivery)>> {
-        let mut found = Vec::new();
-        for item in self.db.scan_prefix(keys::outbox_all()) {
-            if found.len() >= limit {
+    fn deliveries(&self, filter: &DeliveryFilter) -> Result<DeliveryPage> {
+        let start = match &filter.after {
+            Some(after) => match self.slot_of(after)? {
+                Some(mut slot) => {
+                    // The first key after the message's own.
+                    slot.push(0);
+                    slot
+                }
+                None => return Ok(DeliveryPage::default()),
+            },
+            None => keys::outbox_all(),
+        };
+        let (prefix, mut found, mut last) = (keys::outbox_all(), Vec::new(), None);
+        for (looked_at, item) in self.db.range(start..).enumerate() {
+            let (slot, bytes) = item?;
+            if !slot.starts_with(&prefix) {
                 break;
             }
-            let (slot, bytes) = item?;
+            if found.len() >= filter.limit || (filter.budget > 0 && looked_at >= filter.budget) {
+                return Ok(DeliveryPage {
+                    found,
+                    more_after: last,
+                });
+            }
             let message: OutboxMessage = self.codec.decode(&slot, &bytes)?;
             let delivery = self
                 .get::<Delivery>(&keys::delivery(&slot))?
                 .unwrap_or_else(|| Delivery::queued(message.queued_at_ms));
-            if statuses.contains(&delivery.status) {
+            last = Some(message.id.clone());
+            if filter.matches(&message, &delivery) {
                 found.push((message, delivery));
             }
         }
-        Ok(found)
+        Ok(DeliveryPage {
+            found,
+            more_after: None,
+        })
     }
 }

@@ -173,6 +173,72 @@ pub(super) fn outbox_messages_are_claimed_with_a_lease_and_marked(store: &dyn St
     assert_eq!(store.replay_message("i-0/0/m9", 16).expect("replay"), None);
 }
 
+pub(super) fn deliveries_are_listed_by_condition_a_page_at_a_time(store: &dyn Store) {
+    // Five messages on a channel of their own, after whatever is queued.
+    let on_channel = |id: u64| {
+        let mut commit = step(id, "c-7", 1, false, vec![]);
+        if let Commit::Instance(change) = &mut commit {
+            change.messages[0].channel = "pager".into();
+        }
+        commit
+    };
+    for id in 520..525 {
+        store.commit(&[ingest(id, "c-7")]).expect("commit");
+        store.commit(&[on_channel(id)]).expect("commit");
+    }
+    let ids = |page: &DeliveryPage| -> Vec<String> {
+        page.found
+            .iter()
+            .map(|(message, _)| message.id.clone())
+            .collect()
+    };
+    let pager = |after: Option<&str>, limit, budget| DeliveryFilter {
+        channel: Some("pager".into()),
+        after: after.map(str::to_owned),
+        limit,
+        budget,
+        ..DeliveryFilter::default()
+    };
+    let first = store.deliveries(&pager(None, 2, 0)).expect("list");
+    assert_eq!(ids(&first), ["i-520/1/m0", "i-521/1/m0"]);
+    assert_eq!(first.more_after.as_deref(), Some("i-521/1/m0"));
+    let rest = store
+        .deliveries(&pager(Some("i-521/1/m0"), 10, 0))
+        .expect("list");
+    assert_eq!(
+        (ids(&rest), rest.more_after),
+        (
+            vec![
+                "i-522/1/m0".into(),
+                "i-523/1/m0".into(),
+                "i-524/1/m0".into()
+            ],
+            None
+        ),
+        "the last page says there is no more"
+    );
+    // A budget stops the walk and says where it stopped.
+    let bounded = store
+        .deliveries(&pager(Some("i-520/1/m0"), 10, 2))
+        .expect("list");
+    assert_eq!(ids(&bounded), ["i-521/1/m0", "i-522/1/m0"]);
+    assert_eq!(bounded.more_after.as_deref(), Some("i-522/1/m0"));
+    let none = store
+        .deliveries(&DeliveryFilter {
+            statuses: vec![DeliveryStatus::Dead],
+            ..pager(None, 10, 0)
+        })
+        .expect("list");
+    assert!(none.found.is_empty() && none.more_after.is_none());
+    let other = store
+        .deliveries(&DeliveryFilter {
+            integration: Some("no-such-integration".into()),
+            ..pager(None, 10, 0)
+        })
+        .expect("list");
+    assert!(other.found.is_empty(), "no message went through it");
+}
+
 pub(super) fn dead_messages_are_listed_and_replayed_under_the_same_id(store: &dyn Store) {
     use std::time::Duration;
     const ID: &str = "i-510/1/m0";
@@ -196,8 +262,12 @@ pub(super) fn dead_messages_are_listed_and_replayed_under_the_same_id(store: &dy
     };
     store.mark_outbox(ID, claim, &dead).expect("mark");
     let listed = store
-        .deliveries(&[DeliveryStatus::Dead], usize::MAX)
-        .expect("list");
+        .deliveries(&DeliveryFilter::with_statuses(
+            &[DeliveryStatus::Dead],
+            usize::MAX,
+        ))
+        .expect("list")
+        .found;
     assert!(listed.iter().any(|(message, delivery)| message.id == ID
         && delivery.error.as_deref() == Some("400: bad address")));
     let replayed = store

@@ -494,3 +494,41 @@ pub(super) fn settled_is_never_seen_between_a_timer_and_its_step(store: &dyn Sto
     store.commit(&[last.into()]).expect("commit");
     assert!(store.settled(NOW).expect("settled"), "nothing left to do");
 }
+
+pub(super) fn instances_are_searched_a_page_at_a_time_within_a_budget(store: &dyn Store) {
+    for id in 530..535 {
+        store.commit(&[ingest(id, "c-searched")]).expect("commit");
+    }
+    let ids =
+        |page: &InstancePage| -> Vec<u64> { page.found.iter().map(|found| found.id.0).collect() };
+    let searched = |after: Option<u64>, limit, budget| InstanceFilter {
+        customer: Some("c-searched".into()),
+        after: after.map(InstanceId),
+        limit,
+        budget,
+        ..InstanceFilter::default()
+    };
+    let first = store
+        .search_instances(&searched(None, 2, 0))
+        .expect("search");
+    assert_eq!(ids(&first), [530, 531]);
+    assert_eq!(first.more_after, Some(InstanceId(531)));
+    let rest = store
+        .search_instances(&searched(Some(531), 10, 0))
+        .expect("search");
+    assert_eq!((ids(&rest), rest.more_after), (vec![532, 533, 534], None));
+    let bounded = store
+        .search_instances(&searched(Some(530), 10, 2))
+        .expect("search");
+    assert_eq!(ids(&bounded), [531, 532]);
+    assert_eq!(
+        bounded.more_after,
+        Some(InstanceId(532)),
+        "where the budget ran out"
+    );
+    assert_eq!(
+        store.instances(&searched(None, 10, 0)).expect("list").len(),
+        5,
+        "instances() is the search without its cursor"
+    );
+}

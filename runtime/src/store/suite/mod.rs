@@ -172,6 +172,7 @@ pub fn run(store: &dyn Store) {
     an_event_is_accepted_once(store);
     a_step_commits_once_with_its_effects(store);
     a_finished_instance_keeps_its_history_and_its_slots(store);
+    instances_are_searched_a_page_at_a_time_within_a_budget(store);
     customer_views_follow_writes(store);
     plugin_and_journey_versions_count_up(store);
     tags_keep_their_changes_and_run_counts_are_saved(store);
@@ -185,6 +186,7 @@ pub fn run(store: &dyn Store) {
     versions_are_numbered_once_under_concurrency(store);
     outbox_messages_are_claimed_with_a_lease_and_marked(store);
     dead_messages_are_listed_and_replayed_under_the_same_id(store);
+    deliveries_are_listed_by_condition_a_page_at_a_time(store);
     single_reentry_starts_one_instance_per_customer_under_concurrency(store);
     send_reservations_never_exceed_a_cap_under_concurrency(store);
     concurrent_claims_hand_each_message_to_one_claimant(store);
