@@ -1,6 +1,7 @@
-//! Helpers for the benchmark (`journeyd bench`) and the black-box tests:
-//! journeys and components shaped for a run, and a send policy without
-//! caps. Nothing on the runtime's own path uses them.
+//! Helpers for the benchmark (`journeyd bench`), the plugin scaffold
+//! (`journeyd plugin new`) and the black-box tests: journeys and
+//! components shaped for a run, a send policy without caps, and what may
+//! name a new plugin. Nothing on the runtime's own path uses them.
 
 use std::collections::HashMap;
 
@@ -81,5 +82,38 @@ pub struct NoCaps;
 impl host::SendPolicy for NoCaps {
     fn admit(&self, _: &str, _: &str, _: &str, _: u64) -> Result<host::Admission, host::HostFault> {
         Ok(host::Admission::Uncapped)
+    }
+}
+
+/// Whether `name` can name a new plugin (and so a Rust crate, a Python
+/// module's folder, a file): lowercase letters, digits and `-`, starting
+/// with a letter and not ending with `-`, at most 64 bytes.
+pub fn is_plugin_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|first| first.is_ascii_lowercase())
+        && name.len() <= 64
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_plugin_name;
+
+    #[test]
+    fn plugin_names_are_lowercase_words() {
+        assert!(is_plugin_name("greet"));
+        assert!(is_plugin_name("next-best-channel2"));
+        for bad in [
+            "",
+            "Greet",
+            "2fa",
+            "a_b",
+            "a/b",
+            "trailing-",
+            &"x".repeat(65),
+        ] {
+            assert!(!is_plugin_name(bad), "{bad:?}");
+        }
     }
 }

@@ -250,15 +250,6 @@ const CUSTOMER_JSON: &str = r#"{
 }
 "#;
 
-/// Whether `name` can name a plugin (and a Rust crate, a file).
-fn valid_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars.next().is_some_and(|first| first.is_ascii_lowercase())
-        && name.len() <= 64
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !name.ends_with('-')
-}
-
 /// The `sdk` folder of the checkout this binary was built in, if any.
 fn checkout_sdk() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?.canonicalize().ok()?;
@@ -269,7 +260,7 @@ fn checkout_sdk() -> Option<PathBuf> {
 
 pub fn new_plugin(args: NewArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        valid_name(&args.name),
+        journey_runtime::tooling::is_plugin_name(&args.name),
         "`{}` cannot name a plugin: use lowercase letters, digits and `-`, starting with a letter (at most 64)",
         args.name
     );
@@ -351,26 +342,4 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plugin_names_are_lowercase_words() {
-        assert!(valid_name("greet"));
-        assert!(valid_name("next-best-channel2"));
-        for bad in [
-            "",
-            "Greet",
-            "2fa",
-            "a_b",
-            "a/b",
-            "trailing-",
-            &"x".repeat(65),
-        ] {
-            assert!(!valid_name(bad), "{bad:?}");
-        }
-    }
 }

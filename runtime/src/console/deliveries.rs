@@ -21,7 +21,7 @@ const PAGE: usize = 50;
 /// Messages one page request looks at, at most: a rare condition then
 /// answers quickly with "looked this far, go on" instead of reading the
 /// whole outbox.
-const BUDGET: usize = 20_000;
+const BUDGET: usize = 10_000;
 
 /// What the status filter's `undelivered` stands for.
 const UNDELIVERED: &str = "undelivered";

@@ -28,7 +28,14 @@ use journey_runtime::executor::{IncomingEvent, Runtime, Settings};
 use journey_runtime::store::sled::{SledOptions, SledStore};
 use journey_runtime::store::{InstanceFilter, InstanceId, InstanceStatus, Scope};
 
-const PLUGINS: [&str; 4] = ["acknowledge", "classify", "handover", "resolve"];
+const PLUGINS: [&str; 6] = [
+    "acknowledge",
+    "classify",
+    "handover",
+    "sla",
+    "escalate",
+    "resolve",
+];
 
 /// The cookie the console keeps a signed-in token in.
 const SESSION_COOKIE: &str = "journeyd_console";
