@@ -20,6 +20,17 @@ stale() {
     [ ! -e "$out" ] || [ -n "$(find "$@" -newer "$out" -type f -not -path '*/__pycache__/*' -print -quit)" ]
 }
 
+# Each build is one process on one core: run as many at once as there are
+# cores, and fail when any of them fails.
+component_builds=()
+in_background() {
+    while [ "$(jobs -rp | wc -l)" -ge "$(nproc)" ]; do
+        wait -n || true
+    done
+    "$@" &
+    component_builds+=($!)
+}
+
 step "build: Python and JavaScript components ($components_out/*_py_*.wasm, *_js_*.wasm)"
 for dir in plugins/*/; do
     [ -f "$dir/app.py" ] || continue
@@ -27,7 +38,7 @@ for dir in plugins/*/; do
     out="$components_out/plugin_$name.wasm"
     if stale "$out" "$dir" wit sdk/python/journey_sdk; then
         echo "componentize-py: $dir → $out"
-        sdk/python/build.sh "$dir" "$out" >/dev/null
+        in_background sdk/python/build.sh "$dir" "$out" >/dev/null
     fi
 done
 for dir in plugins/*/; do
@@ -38,7 +49,7 @@ for dir in plugins/*/; do
     [ -f "$dir/world" ] && world=$(cat "$dir/world")
     if stale "$out" "$dir" wit sdk/js/journey-sdk.js sdk/js/journey-host.js sdk/js/journey-channel.js; then
         echo "componentize-js: $dir → $out"
-        sdk/js/build.sh "$dir" "$out" "$world" >/dev/null
+        in_background sdk/js/build.sh "$dir" "$out" "$world" >/dev/null
     fi
 done
 for dir in tests/fixtures/python/*/; do
@@ -49,7 +60,7 @@ for dir in tests/fixtures/python/*/; do
     [ -f "$dir/world" ] && world=$(cat "$dir/world")
     if stale "$out" "$dir" "$wit" wit sdk/python/journey_sdk; then
         echo "componentize-py: $dir → $out"
-        JOURNEY_WIT="$wit" sdk/python/build.sh "$dir" "$out" "$world" >/dev/null
+        in_background env JOURNEY_WIT="$wit" sdk/python/build.sh "$dir" "$out" "$world" >/dev/null
     fi
 done
 for dir in tests/fixtures/js/*/; do
@@ -57,12 +68,15 @@ for dir in tests/fixtures/js/*/; do
     out="$components_out/fixture_js_$name.wasm"
     if stale "$out" "$dir" wit sdk/js/journey-sdk.js sdk/js/journey-host.js; then
         echo "componentize-js: $dir → $out"
-        sdk/js/build.sh "$dir" "$out" >/dev/null
+        in_background sdk/js/build.sh "$dir" "$out" >/dev/null
     fi
 done
 out="$components_out/fixture_qjs_noop.wasm"
 if stale "$out" tests/fixtures/js/noop wit; then
     echo "componentize-qjs --sync: tests/fixtures/js/noop/ → $out"
-    "$(dirname "$COMPONENTIZE_JS")/componentize-qjs" --sync -w wit -n step-plugin \
+    in_background "$(dirname "$COMPONENTIZE_JS")/componentize-qjs" --sync -w wit -n step-plugin \
         -j tests/fixtures/js/noop/index.js -o "$out" >/dev/null
 fi
+for build in "${component_builds[@]}"; do
+    wait "$build" || { echo "a component build failed (see above)" >&2; false; }
+done
