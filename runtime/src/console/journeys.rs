@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
+use super::graph::{Graph, StepNode, layout};
 use super::session::Viewer;
 use super::{page, problem, timestamp};
 use crate::api::AppState;
@@ -164,6 +165,7 @@ struct JourneyPage<'a> {
     exits: Vec<String>,
     retention: String,
     steps: Vec<StepRow>,
+    graph: Graph,
     active: u64,
 }
 
@@ -199,7 +201,7 @@ pub(super) async fn show(
         Err(error) => return problem(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string()),
     };
     let definition = &journey.definition;
-    let steps = journey
+    let steps: Vec<StepRow> = journey
         .steps()
         .map(|step| {
             let written = &step.definition;
@@ -231,19 +233,40 @@ pub(super) async fn show(
             }
         })
         .collect();
+    let nodes: Vec<StepNode> = steps
+        .iter()
+        .map(|step: &StepRow| StepNode {
+            name: step.name.clone(),
+            runs: step.runs.clone(),
+            standing: step.standing,
+            kind: match (step.split, step.correlate_on.is_some()) {
+                (true, _) => "split",
+                (false, true) => "wait",
+                (false, false) => "step",
+            },
+            on: step
+                .transitions
+                .iter()
+                .map(|transition| (transition.name.clone(), transition.target.clone()))
+                .collect(),
+        })
+        .collect();
+    let exits: Vec<String> = definition
+        .exit
+        .iter()
+        .map(|exit| exit.event.clone())
+        .collect();
+    let graph = layout(&nodes, &journey.start, &definition.terminal, &exits);
     page(&JourneyPage {
         viewer: Some(&viewer),
+        graph,
         active: standing.of_journey(&name),
         versions: (1..=versions).collect(),
         description: definition.description.clone(),
         trigger: definition.trigger.event.clone(),
         correlation_key: definition.trigger.correlation_key.clone(),
         terminal: definition.terminal.clone(),
-        exits: definition
-            .exit
-            .iter()
-            .map(|exit| exit.event.clone())
-            .collect(),
+        exits,
         retention: definition
             .retention
             .clone()

@@ -14,7 +14,7 @@
 //!
 //! Files: `session.rs` signing in and out, the [`session::Viewer`] every
 //! page takes and the [`session::Operator`] every action takes;
-//! `journeys.rs` the journeys pages; `funnel.rs` the funnel and
+//! `journeys.rs` the journeys pages, `graph.rs` a journey's drawing; `funnel.rs` the funnel and
 //! experiments; `instances.rs` the instances list, an
 //! instance and the actions on it; `timeline.rs` a history in words;
 //! `plugins.rs` plugin versions, tags and rollouts; `deliveries.rs`
@@ -24,6 +24,7 @@
 mod customers;
 mod deliveries;
 mod funnel;
+mod graph;
 mod instances;
 mod journeys;
 mod plugins;

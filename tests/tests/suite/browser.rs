@@ -147,7 +147,39 @@ fn an_operator_follows_enquiries_and_acts_on_them_in_the_console() {
         browser.text("#step-await_resolution .standing"),
         format!("{waiting} here")
     );
+    // The drawing: a box per step and terminal state, with the count.
+    let drawn = browser.script(
+        "return Array.from(document.querySelectorAll('#graph g.node')).map(node => node.dataset.node);",
+    );
+    // Every step, in the journey's order, as the funnel report lists them.
+    let mut expected: Vec<String> = journeyd.get("/v1/journeys/enquiry/funnel")["variants"]["-"]
+        .as_array()
+        .expect("a line per step")
+        .iter()
+        .filter_map(|line| line["step"].as_str().map(str::to_owned))
+        .collect();
+    assert!(expected.len() >= 5, "{expected:?}");
+    expected.push("resolved".into());
+    for name in &expected {
+        assert!(
+            drawn
+                .as_array()
+                .is_some_and(|drawn| drawn.iter().any(|node| node == name)),
+            "{name} is drawn: {drawn}"
+        );
+    }
+    let waiting_box = browser.script(
+        "return document.querySelector('#graph g.node[data-node=await_resolution] text.detail').textContent;",
+    );
+    assert!(
+        waiting_box
+            .as_str()
+            .is_some_and(|text| text.ends_with(&format!("{waiting} here"))),
+        "{waiting_box}"
+    );
     look(&browser, "journey");
+    browser.script("document.getElementById('graph').scrollIntoView(); return true;");
+    browser.screenshot("journey-graph-1280x800");
 
     // The funnel: the page's numbers are the API's.
     browser.follow("#funnel-link");
