@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::session::{Operator, Viewer};
 use super::timeline::{MessageRow, message_rows};
-use super::{Confirm, off_blocking, page, problem};
+use super::{Confirm, condition, off_blocking, page, problem};
 use crate::api::AppState;
 use crate::store::{Delivery, DeliveryFilter, DeliveryStatus, OutboxMessage, Scope};
 
@@ -38,11 +38,6 @@ pub(super) struct Search {
     integration: String,
     #[serde(default)]
     after: String,
-}
-
-/// A form field as a condition: trimmed, and none when empty.
-fn condition(field: &str) -> Option<String> {
-    Some(field.trim().to_owned()).filter(|field| !field.is_empty())
 }
 
 impl Search {

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::session::{Operator, Viewer};
 use super::timeline::{MessageRow, Moment, events_named, headline, message_rows, moments};
-use super::{Confirm, off_blocking, page, problem, timestamp};
+use super::{Confirm, condition, off_blocking, page, problem, timestamp};
 use crate::api::AppState;
 use crate::executor::Action;
 use crate::store::{Instance, InstanceFilter, InstanceId, InstanceStatus};
@@ -51,11 +51,6 @@ pub(super) struct Search {
     correlation: String,
     #[serde(default)]
     after: String,
-}
-
-/// A form field as a condition: trimmed, and none when empty.
-fn condition(field: &str) -> Option<String> {
-    Some(field.trim().to_owned()).filter(|field| !field.is_empty())
 }
 
 impl Search {

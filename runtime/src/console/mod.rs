@@ -162,6 +162,11 @@ fn problem(status: StatusCode, message: &str) -> Response {
     (status, Html(html)).into_response()
 }
 
+/// A search form's field as a condition: trimmed, and none when empty.
+fn condition(field: &str) -> Option<String> {
+    Some(field.trim().to_owned()).filter(|field| !field.is_empty())
+}
+
 /// Milliseconds since the Unix epoch as an RFC 3339 time, to the second.
 fn timestamp(ms: u64) -> String {
     jiff::Timestamp::from_millisecond(ms as i64)
