@@ -136,12 +136,12 @@ impl FunnelQuery {
     }
 }
 
-/// Drop-off report per step and variant: instances that reached each step, wait after it, ended there (purged instances included, by the day they started).
+/// Drop-off report per step and variant: instances that reached each step, wait after it, ended there (purged instances included). Counted by the day (UTC) instances started, kept as commits land.
 #[utoipa::path(
     get,
     path = "/v1/journeys/{name}/funnel",
     tag = "journeys",
-    params(("name" = String, Path, description = "The journey"), ("version" = Option<u32>, Query, description = "Only this version (its steps; the latest's without)"), ("since" = Option<String>, Query, description = "Only instances started at or after this (RFC 3339 or a date)"), ("until" = Option<String>, Query, description = "Only instances started before this")),
+    params(("name" = String, Path, description = "The journey"), ("version" = Option<u32>, Query, description = "Only this version (its steps; the latest's without)"), ("since" = Option<String>, Query, description = "Only instances started on this time's day (UTC) or later (RFC 3339 or a date)"), ("until" = Option<String>, Query, description = "Only instances started on a day (UTC) that begins before this")),
     responses((status = 200, description = "The funnel", body = serde_json::Value), (status = "default", description = "A JSON error `{\"error\": {\"code\", \"message\"}}` with a stable code", body = super::openapi::ErrorBody)),
 )]
 pub(super) async fn show_funnel(

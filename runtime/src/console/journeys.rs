@@ -14,37 +14,17 @@ use super::graph::{Graph, StepNode, layout};
 use super::session::Viewer;
 use super::{page, problem, timestamp};
 use crate::api::AppState;
-use crate::store::{InstanceFilter, InstanceStatus, Store};
-
-/// Instances read per store call while counting.
-const PAGE: usize = 1_000;
+use crate::store::Store;
 
 /// Unfinished instances (running or waiting) by journey, version and the
-/// step they stand at.
+/// step they stand at, as the store keeps them.
 fn standing(store: &dyn Store, journey: Option<&str>) -> crate::store::Result<Standing> {
     let mut standing = Standing::default();
-    for status in [InstanceStatus::Running, InstanceStatus::Waiting] {
-        let mut after = None;
-        loop {
-            let page = store.instances(&InstanceFilter {
-                journey: journey.map(str::to_owned),
-                status: Some(status),
-                after,
-                limit: PAGE,
-                ..InstanceFilter::default()
-            })?;
-            for instance in &page {
-                // A waiting instance stands at the step that waits.
-                let step = instance.standing_at().unwrap_or_default().to_owned();
-                *standing
-                    .at
-                    .entry((instance.journey.clone(), instance.journey_version, step))
-                    .or_default() += 1;
-            }
-            match page.last() {
-                Some(last) if page.len() == PAGE => after = Some(last.id),
-                _ => break,
-            }
+    for counts in store.standing(journey)? {
+        for (step, count) in counts.at {
+            standing
+                .at
+                .insert((counts.journey.clone(), counts.version, step), count);
         }
     }
     Ok(standing)

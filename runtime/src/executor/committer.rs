@@ -529,7 +529,13 @@ mod tests {
         fn purge(&self, _: &[crate::store::Purge]) -> StoreResult<usize> {
             unreachable!("the committer only commits")
         }
-        fn purged_tallies(&self, _: &str) -> StoreResult<Vec<crate::store::PurgedTally>> {
+        fn purged_tallies(&self, _: &str) -> StoreResult<Vec<crate::store::DayTally>> {
+            unreachable!("the committer only commits")
+        }
+        fn live_tallies(&self, _: &str) -> StoreResult<Vec<crate::store::DayTally>> {
+            unreachable!("the committer only commits")
+        }
+        fn standing(&self, _: Option<&str>) -> StoreResult<Vec<crate::store::StandingCounts>> {
             unreachable!("the committer only commits")
         }
         fn purge_old_records(&self, _: u64, _: usize) -> StoreResult<usize> {

@@ -2,20 +2,18 @@
 //! reached it, are waiting after it, or ended there (completed, failed, or
 //! left through an exit event), by experiment variant.
 //!
-//! Live instances are counted from their histories on request (an
-//! operator's report, not a step-path cost); instances retention removed
-//! are counted from the tallies they left behind
-//! ([`store::Journal::purged_tallies`]), so the report reads the same
-//! before and after a purge.
+//! The store keeps the counts as commits land, per journey version and
+//! the day instances started: those of instances still kept
+//! ([`store::Journal::live_tallies`]) and those retention removed left
+//! behind ([`store::Journal::purged_tallies`]). A report adds up the days
+//! in scope, so it costs the same at any number of instances and reads
+//! the same before and after a purge.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::store::{self, FunnelTally, Instance, InstanceFilter, StepTally, Store, day_of};
-
-/// Instances read per page while building a report.
-const PAGE: usize = 1_000;
+use crate::store::{self, FunnelTally, StepTally, Store, day_of};
 
 /// One step's line of the report.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -28,33 +26,24 @@ pub struct StepCounts {
 }
 
 /// Which instances a report counts: those of one version, or started in
-/// a time range (each optional). Instances retention removed are counted
-/// by the day they started.
+/// a time range (each optional). Instances are counted by the day (UTC)
+/// they started, so a range counts every day it touches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FunnelScope {
     /// Only this journey version.
     pub version: Option<u32>,
-    /// Only instances started at or after this, ms since the Unix epoch.
+    /// Only instances started on the day of this time or later, ms since
+    /// the Unix epoch.
     pub since_ms: Option<u64>,
-    /// Only instances started before this, ms since the Unix epoch.
+    /// Only instances started on a day that begins before this, ms since
+    /// the Unix epoch.
     pub until_ms: Option<u64>,
 }
 
 impl FunnelScope {
-    fn counts(&self, instance: &Instance) -> bool {
-        self.version
-            .is_none_or(|version| instance.journey_version == version)
-            && self
-                .since_ms
-                .is_none_or(|since| instance.created_at_ms >= since)
-            && self
-                .until_ms
-                .is_none_or(|until| instance.created_at_ms < until)
-    }
-
-    /// Whether the purged instances of `version` that started on the day
+    /// Whether the instances of `version` that started on the day
     /// beginning `day_ms` are in scope.
-    fn counts_purged(&self, version: u32, day_ms: u64) -> bool {
+    fn counts(&self, version: u32, day_ms: u64) -> bool {
         self.version.is_none_or(|wanted| wanted == version)
             && self.since_ms.is_none_or(|since| day_ms >= day_of(since))
             && self.until_ms.is_none_or(|until| day_ms < until)
@@ -85,32 +74,14 @@ pub fn funnel(
 ) -> store::Result<Funnel> {
     let mut total = FunnelTally::default();
     for purged in store.purged_tallies(journey)? {
-        if scope.counts_purged(purged.version, purged.day_ms) {
+        if scope.counts(purged.version, purged.day_ms) {
             total.add(&purged.tally);
         }
     }
     let purged = total.instances;
-    let mut after = None;
-    loop {
-        let page = store.instances(&InstanceFilter {
-            journey: Some(journey.to_owned()),
-            status: None,
-            after,
-            limit: PAGE,
-            ..InstanceFilter::default()
-        })?;
-        let Some(last) = page.last() else {
-            break;
-        };
-        after = Some(last.id);
-        for instance in page.iter().filter(|instance| scope.counts(instance)) {
-            total.add(&FunnelTally::of_instance(
-                instance,
-                &store.history(instance.id)?,
-            ));
-        }
-        if page.len() < PAGE {
-            break;
+    for live in store.live_tallies(journey)? {
+        if scope.counts(live.version, live.day_ms) {
+            total.add(&live.tally);
         }
     }
     let variants = total

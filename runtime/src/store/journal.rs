@@ -7,8 +7,8 @@
 //! (timers, event waits, correlation, the running set) from the facts.
 
 use super::{
-    ChannelPreference, Engagement, EventRecord, ForgottenRecords, HistoryEntry, Instance,
-    InstanceId, InstanceStatus, Interaction, OutboxMessage, Purge, PurgedTally, Result, Scrub,
+    ChannelPreference, DayTally, Engagement, EventRecord, ForgottenRecords, HistoryEntry, Instance,
+    InstanceId, InstanceStatus, Interaction, OutboxMessage, Purge, Result, Scrub, StandingCounts,
 };
 
 /// One instance taking one history entry, and everything that goes with
@@ -348,7 +348,7 @@ pub trait Journal: Send + Sync {
     /// messages and their deliveries, counted sends, index entries, and
     /// the trigger event once no instance it started is left) and add each
     /// one's counts ([`FunnelTally::of_instance`](super::FunnelTally::of_instance))
-    /// to its journey's purged tallies, atomically. Durable with the next
+    /// from its journey's live tallies to its purged tallies, atomically. Durable with the next
     /// commit (not flushed on its own, so it never holds up a commit's
     /// flush): a crash before then brings the instances back whole, with
     /// their counts out of the tallies, and a later purge removes them
@@ -357,7 +357,16 @@ pub trait Journal: Send + Sync {
     /// were removed.
     fn purge(&self, purges: &[Purge]) -> Result<usize>;
     /// The tallies purged instances of `journey` left behind.
-    fn purged_tallies(&self, journey: &str) -> Result<Vec<PurgedTally>>;
+    fn purged_tallies(&self, journey: &str) -> Result<Vec<DayTally>>;
+    /// The funnel counts of `journey`'s instances still kept, per version
+    /// and start day: the sum of each one's
+    /// [`FunnelTally::of_instance`](super::FunnelTally::of_instance),
+    /// kept up to date as commits land (never recomputed on a read).
+    fn live_tallies(&self, journey: &str) -> Result<Vec<DayTally>>;
+    /// Unfinished instances (running or waiting) per journey version and
+    /// the step they stand at ([`Instance::standing_at`]), of one journey
+    /// or all; kept up to date as commits land.
+    fn standing(&self, journey: Option<&str>) -> Result<Vec<StandingCounts>>;
     /// Remove old records no instance holds on to: events received
     /// before `before_ms` that no remaining instance started, and
     /// customers' interactions and engagement from before it. Looks at up

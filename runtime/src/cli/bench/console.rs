@@ -118,6 +118,26 @@ fn one_instance(runtime: &Runtime, status: InstanceStatus) -> anyhow::Result<Ins
         .with_context(|| format!("no {} instance", status.label()))
 }
 
+/// The counts the pages read (kept as commits land) say what the fill
+/// did: every enquiry counted once, the unresolved ones waiting.
+fn counts_are_as_filled(runtime: &Runtime, fill: u64, waiting: u64) -> anyhow::Result<()> {
+    let funnel = runtime.funnel("enquiry", &Default::default())?;
+    let standing: u64 = runtime
+        .store()
+        .standing(Some("enquiry"))?
+        .iter()
+        .filter_map(|counts| counts.at.get("await_resolution"))
+        .sum();
+    if funnel.instances != fill || standing != waiting {
+        bail!(
+            "the counts do not match the fill: the funnel counts {} of {fill} enquiries, \
+             {standing} stand at await_resolution where {waiting} wait",
+            funnel.instances
+        );
+    }
+    Ok(())
+}
+
 /// `--scenario console`.
 pub async fn console(args: &BenchArgs) -> anyhow::Result<()> {
     let fill = args.instances.max(3);
@@ -149,8 +169,10 @@ pub async fn console(args: &BenchArgs) -> anyhow::Result<()> {
     )
     .await?;
     let resolved: Vec<IncomingEvent> = (0..fill).filter(|n| n % 3 != 0).map(resolution).collect();
+    let waiting_count = (fill - resolved.len()) as u64;
     send_all(&runtime, "resolutions", resolved.into_iter()).await?;
     let fill_s = filling.elapsed().as_secs_f64();
+    counts_are_as_filled(&runtime, fill as u64, waiting_count)?;
     let completed = one_instance(&runtime, InstanceStatus::Completed)?;
     let waiting = one_instance(&runtime, InstanceStatus::Waiting)?;
 

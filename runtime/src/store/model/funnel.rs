@@ -1,11 +1,16 @@
-//! Funnel tallies: what instances add to their journey's drop-off report.
+//! Funnel tallies: what instances add to their journey's drop-off report,
+//! and how many stand at each step.
 //!
-//! The report counts live instances from their histories; an instance
-//! removed by retention leaves its counts behind in a tally kept per
-//! journey version and start day, so the report (and its experiment
-//! variants) reads the same before and after the purge.
+//! Each instance has a [`FunnelMark`]: the few facts its counts derive
+//! from (variant, steps reached, last step, status, the step it stands
+//! at). A backend keeps the marks and moves the counts by the difference
+//! as commits land, so the report and the journeys' standing counts are
+//! read, never recomputed from histories. An instance removed by
+//! retention leaves its counts behind in a tally kept per journey version
+//! and start day, so the report (and its experiment variants) reads the
+//! same before and after the purge.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +45,19 @@ impl StepTally {
         self.exited_here += other.exited_here;
         self.cancelled_here += other.cancelled_here;
     }
+
+    fn subtract(&mut self, other: &StepTally) {
+        self.reached = self.reached.saturating_sub(other.reached);
+        self.waiting = self.waiting.saturating_sub(other.waiting);
+        self.completed_here = self.completed_here.saturating_sub(other.completed_here);
+        self.failed_here = self.failed_here.saturating_sub(other.failed_here);
+        self.exited_here = self.exited_here.saturating_sub(other.exited_here);
+        self.cancelled_here = self.cancelled_here.saturating_sub(other.cancelled_here);
+    }
+
+    fn is_zero(&self) -> bool {
+        *self == StepTally::default()
+    }
 }
 
 /// Counts of instances, per variant and step.
@@ -56,45 +74,7 @@ impl FunnelTally {
     /// (each once, also in a loop), under the variant its split chose, and
     /// where it stands or ended.
     pub fn of_instance(instance: &Instance, history: &[HistoryEntry]) -> FunnelTally {
-        let mut variant = NO_VARIANT;
-        let mut reached: Vec<&str> = Vec::new();
-        for entry in history {
-            match entry {
-                HistoryEntry::StepRan(step) | HistoryEntry::StepFailed(step) => {
-                    reached.push(&step.step)
-                }
-                HistoryEntry::Split {
-                    step,
-                    variant: chosen,
-                    ..
-                } => {
-                    reached.push(step);
-                    variant = chosen;
-                }
-                _ => {}
-            }
-        }
-        let last = reached.last().copied();
-        let mut counted = HashSet::new();
-        reached.retain(|step| counted.insert(*step));
-        let mut steps: BTreeMap<String, StepTally> = BTreeMap::new();
-        for step in reached {
-            steps.entry(step.to_owned()).or_default().reached += 1;
-        }
-        if let Some(tally) = last.and_then(|last| steps.get_mut(last)) {
-            match instance.status {
-                InstanceStatus::Waiting => tally.waiting += 1,
-                InstanceStatus::Completed => tally.completed_here += 1,
-                InstanceStatus::Failed => tally.failed_here += 1,
-                InstanceStatus::Exited => tally.exited_here += 1,
-                InstanceStatus::Cancelled => tally.cancelled_here += 1,
-                InstanceStatus::Running => {}
-            }
-        }
-        FunnelTally {
-            instances: 1,
-            variants: BTreeMap::from([(variant.to_owned(), steps)]),
-        }
+        FunnelMark::of_instance(instance, history).tally()
     }
 
     /// Add `other`'s counts to these.
@@ -107,12 +87,244 @@ impl FunnelTally {
             }
         }
     }
+
+    /// Take `other`'s counts away from these (what an instance added
+    /// before it moved on); steps and variants left at nothing are
+    /// dropped.
+    pub fn subtract(&mut self, other: &FunnelTally) {
+        self.instances = self.instances.saturating_sub(other.instances);
+        for (variant, steps) in &other.variants {
+            let Some(mine) = self.variants.get_mut(variant) else {
+                continue;
+            };
+            for (step, tally) in steps {
+                if let Some(counted) = mine.get_mut(step) {
+                    counted.subtract(tally);
+                    if counted.is_zero() {
+                        mine.remove(step);
+                    }
+                }
+            }
+            if mine.is_empty() {
+                self.variants.remove(variant);
+            }
+        }
+    }
+
+    /// Count one instance's `mark` in (`adds`) or out of these counts.
+    pub fn count(&mut self, mark: &FunnelMark, adds: bool) {
+        let by = |count: &mut u64| match adds {
+            true => *count += 1,
+            false => *count = count.saturating_sub(1),
+        };
+        by(&mut self.instances);
+        let steps = variant_mut(&mut self.variants, &mark.variant);
+        for step in &mark.reached {
+            by(&mut step_mut(steps, step).reached);
+        }
+        if let Some(last) = &mark.last
+            && let Some(field) = status_field(mark.status)
+        {
+            by(field(step_mut(steps, last)));
+        }
+        if !adds {
+            *self = std::mem::take(self).pruned();
+        }
+    }
+
+    /// Move one instance's counts from its mark `before` a change to its
+    /// mark `after` it, both of this journey version and day. The usual
+    /// change (a step more, a new status) touches two or three numbers.
+    pub fn recount(&mut self, before: &FunnelMark, after: &FunnelMark) {
+        if before.variant != after.variant || !after.reached.starts_with(&before.reached) {
+            self.count(before, false);
+            self.count(after, true);
+            return;
+        }
+        let steps = variant_mut(&mut self.variants, &after.variant);
+        for step in &after.reached[before.reached.len()..] {
+            step_mut(steps, step).reached += 1;
+        }
+        if let Some(last) = &before.last
+            && let Some(field) = status_field(before.status)
+        {
+            let tally = step_mut(steps, last);
+            let count = field(tally);
+            *count = count.saturating_sub(1);
+            if tally.is_zero() {
+                steps.remove(last);
+            }
+        }
+        if let Some(last) = &after.last
+            && let Some(field) = status_field(after.status)
+        {
+            *field(step_mut(steps, last)) += 1;
+        }
+    }
+
+    /// These counts without steps and variants at nothing, so two
+    /// tallies of the same instances compare equal however they were
+    /// reached.
+    pub fn pruned(mut self) -> FunnelTally {
+        for steps in self.variants.values_mut() {
+            steps.retain(|_, tally| !tally.is_zero());
+        }
+        self.variants.retain(|_, steps| !steps.is_empty());
+        self
+    }
 }
 
-/// The tally of purged instances of one journey version that started on
-/// one day.
+/// The steps of `variant`, added if missing.
+fn variant_mut<'a>(
+    variants: &'a mut BTreeMap<String, BTreeMap<String, StepTally>>,
+    variant: &str,
+) -> &'a mut BTreeMap<String, StepTally> {
+    if !variants.contains_key(variant) {
+        variants.insert(variant.to_owned(), BTreeMap::new());
+    }
+    variants.get_mut(variant).expect("inserted above")
+}
+
+/// The counts of `step`, added if missing.
+fn step_mut<'a>(steps: &'a mut BTreeMap<String, StepTally>, step: &str) -> &'a mut StepTally {
+    if !steps.contains_key(step) {
+        steps.insert(step.to_owned(), StepTally::default());
+    }
+    steps.get_mut(step).expect("inserted above")
+}
+
+/// The count an instance of `status` adds at its last step (none while it
+/// runs).
+fn status_field(status: InstanceStatus) -> Option<fn(&mut StepTally) -> &mut u64> {
+    match status {
+        InstanceStatus::Waiting => Some(|tally| &mut tally.waiting),
+        InstanceStatus::Completed => Some(|tally| &mut tally.completed_here),
+        InstanceStatus::Failed => Some(|tally| &mut tally.failed_here),
+        InstanceStatus::Exited => Some(|tally| &mut tally.exited_here),
+        InstanceStatus::Cancelled => Some(|tally| &mut tally.cancelled_here),
+        InstanceStatus::Running => None,
+    }
+}
+
+/// The facts one instance's counts derive from: its funnel tally
+/// ([`FunnelMark::tally`]) and the step it stands at. A commit moves the
+/// mark on by its entry and the instance after it ([`FunnelMark::took`]),
+/// so a backend moves the counts by the difference without reading the
+/// instance's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PurgedTally {
+pub struct FunnelMark {
+    /// Its journey.
+    pub journey: String,
+    /// Its journey version (a migration moves it).
+    pub version: u32,
+    /// The day it started: midnight UTC, ms since the Unix epoch.
+    pub day_ms: u64,
+    /// The variant its last split chose ([`NO_VARIANT`] before any).
+    pub variant: String,
+    /// The steps it reached, each once, in the order first reached.
+    pub reached: Vec<String>,
+    /// The step it reached last.
+    pub last: Option<String>,
+    /// Its status.
+    pub status: InstanceStatus,
+    /// The step it stands at while unfinished (the one a running
+    /// instance runs next, or the one a waiting instance waits at).
+    pub standing: Option<String>,
+}
+
+impl FunnelMark {
+    /// The mark of `instance` as it starts: no step reached yet.
+    pub fn started(instance: &Instance) -> FunnelMark {
+        let mut mark = FunnelMark {
+            journey: instance.journey.clone(),
+            version: instance.journey_version,
+            day_ms: day_of(instance.created_at_ms),
+            variant: NO_VARIANT.to_owned(),
+            reached: Vec::new(),
+            last: None,
+            status: instance.status,
+            standing: None,
+        };
+        mark.settle(instance);
+        mark
+    }
+
+    /// The mark of `instance` with `history`, from the start.
+    pub fn of_instance(instance: &Instance, history: &[HistoryEntry]) -> FunnelMark {
+        let mut mark = FunnelMark::started(instance);
+        for entry in history {
+            mark.reach(entry);
+        }
+        mark.settle(instance);
+        mark
+    }
+
+    /// The mark after the instance took `entry` and became `instance`.
+    pub fn took(&self, entry: &HistoryEntry, instance: &Instance) -> FunnelMark {
+        let mut mark = self.clone();
+        mark.reach(entry);
+        mark.settle(instance);
+        mark
+    }
+
+    fn reach(&mut self, entry: &HistoryEntry) {
+        let step = match entry {
+            HistoryEntry::StepRan(step) | HistoryEntry::StepFailed(step) => &step.step,
+            HistoryEntry::Split { step, variant, .. } => {
+                self.variant.clone_from(variant);
+                step
+            }
+            _ => return,
+        };
+        if !self.reached.contains(step) {
+            self.reached.push(step.clone());
+        }
+        self.last = Some(step.clone());
+    }
+
+    fn settle(&mut self, instance: &Instance) {
+        self.version = instance.journey_version;
+        self.status = instance.status;
+        self.standing = match instance.status.is_finished() {
+            true => None,
+            false => Some(instance.standing_at().unwrap_or_default().to_owned()),
+        };
+    }
+
+    /// What the instance adds to its journey's report: the steps it
+    /// reached under its variant, and where it stands or ended.
+    pub fn tally(&self) -> FunnelTally {
+        let mut steps: BTreeMap<String, StepTally> = BTreeMap::new();
+        for step in &self.reached {
+            steps.entry(step.clone()).or_default().reached += 1;
+        }
+        if let Some(tally) = self.last.as_ref().and_then(|last| steps.get_mut(last))
+            && let Some(field) = status_field(self.status)
+        {
+            *field(tally) += 1;
+        }
+        FunnelTally {
+            instances: 1,
+            variants: BTreeMap::from([(self.variant.clone(), steps)]),
+        }
+    }
+}
+
+/// Unfinished instances of one journey version by the step they stand at.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StandingCounts {
+    /// The journey.
+    pub journey: String,
+    /// The version.
+    pub version: u32,
+    /// Instances by step (none listed at nothing).
+    pub at: BTreeMap<String, u64>,
+}
+
+/// The tally of the instances of one journey version that started on one
+/// day (those still kept, or those retention removed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayTally {
     /// The journey version.
     pub version: u32,
     /// The day they started: midnight UTC, ms since the Unix epoch.

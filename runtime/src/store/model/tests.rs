@@ -323,3 +323,85 @@ fn operator_actions_retry_skip_and_cancel_whatever_the_instance_was_doing() {
         (InstanceStatus::Cancelled, None)
     );
 }
+
+/// A funnel mark moved on entry by entry is the mark counted from the
+/// whole history, and taking one instance's tally away leaves the others'.
+#[test]
+fn a_funnel_mark_moved_on_by_each_entry_equals_one_counted_from_the_history() {
+    let step = |name: &str| {
+        HistoryEntry::StepRan(Box::new(StepRecord {
+            step: name.into(),
+            ..ran(1, StepOutcome::Complete)
+        }))
+    };
+    let entries = [
+        step("acknowledge"),
+        HistoryEntry::Split {
+            at_ms: 11,
+            step: "offer".into(),
+            variant: "b".into(),
+            target: "classify".into(),
+        },
+        step("classify"),
+        HistoryEntry::Woke {
+            at_ms: 12,
+            due_ms: 12,
+        },
+        step("acknowledge"),
+    ];
+    let mut instance = running(1);
+    let mut mark = FunnelMark::started(&instance);
+    let beside = FunnelMark::started(&running(1)).took(&entries[0], &running(2));
+    // Kept the way a backend keeps it: counted in, then moved change by
+    // change, beside another instance.
+    let mut kept = FunnelTally::default();
+    kept.count(&beside, true);
+    kept.count(&mark, true);
+    let mut history = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        history.push(entry.clone());
+        instance.history_len += 1;
+        instance.status = match index {
+            4 => InstanceStatus::Completed,
+            3 => InstanceStatus::Running,
+            _ => InstanceStatus::Waiting,
+        };
+        let next = mark.took(entry, &instance);
+        assert_eq!(
+            next,
+            FunnelMark::of_instance(&instance, &history),
+            "entry {index}"
+        );
+        kept.recount(&mark, &next);
+        mark = next;
+        let mut expected = beside.tally();
+        expected.add(&mark.tally());
+        assert_eq!(
+            kept.clone().pruned(),
+            expected.pruned(),
+            "counts after entry {index}"
+        );
+    }
+    assert_eq!(mark.variant, "b");
+    assert_eq!(mark.reached, ["acknowledge", "offer", "classify"]);
+    assert_eq!(mark.standing, None, "a finished instance stands nowhere");
+    let tally = mark.tally();
+    let steps = &tally.variants["b"];
+    assert_eq!(
+        steps["acknowledge"].reached, 1,
+        "reached once, also in a loop"
+    );
+    assert_eq!(steps["acknowledge"].completed_here, 1);
+    assert_eq!(steps["classify"].completed_here, 0);
+
+    let other = FunnelMark::started(&running(1)).tally();
+    let mut both = tally.clone();
+    both.add(&other);
+    assert_eq!(both.instances, 2);
+    both.subtract(&tally);
+    assert_eq!(both.pruned(), other.clone().pruned());
+    assert_eq!(
+        FunnelMark::started(&running(1)).standing.as_deref(),
+        Some("classify")
+    );
+}

@@ -132,6 +132,13 @@ impl Codec {
         }
     }
 
+    /// The stored bytes of `value` as plain JSON, never compressed nor
+    /// sampled: for small records rewritten by most commits, where
+    /// compressing costs more than it saves.
+    pub(super) fn encode_plain<T: Serialize>(&self, value: &T) -> Result<Vec<u8>> {
+        serde_json::to_vec(value).map_err(Error::Encode)
+    }
+
     /// The record stored at `key` as `bytes`.
     pub(super) fn decode<T: DeserializeOwned>(&self, key: &[u8], bytes: &[u8]) -> Result<T> {
         let corrupt = |source: Box<dyn std::error::Error + Send + Sync>| Error::Corrupt {

@@ -15,12 +15,13 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use super::counts::CountChanges;
 use super::history::Archive;
 use super::{SledStore, keys};
 use crate::store::{
-    Applied, Commit, Error, EventCommit, EventRecord, ForgottenRecords, HistoryEntry, Instance,
-    InstanceCommit, InstanceFilter, InstanceId, InstancePage, InstanceStatus, Interaction, Journal,
-    Purge, PurgedTally, RefusedStart, Result, Timers,
+    Applied, Commit, DayTally, Error, EventCommit, EventRecord, ForgottenRecords, HistoryEntry,
+    Instance, InstanceCommit, InstanceFilter, InstanceId, InstancePage, InstanceStatus,
+    Interaction, Journal, Purge, RefusedStart, Result, StandingCounts, Timers,
 };
 
 /// An instance change with its records encoded.
@@ -127,6 +128,8 @@ struct BatchSoFar<'a> {
     /// Instances started by customer (journey, customer), for single
     /// re-entry within the batch.
     started_by_customer: HashMap<(&'a str, &'a str), InstanceId>,
+    /// What the batch does to the funnel and standing counts.
+    counts: CountChanges,
 }
 
 impl SledStore {
@@ -190,6 +193,7 @@ impl SledStore {
                     .started_by_customer
                     .insert((&instance.journey, &instance.customer_id), instance.id);
             }
+            self.count_start(&mut so_far.counts, instance)?;
             batch.insert(keys::instance(instance.id), &**record);
             batch.insert(keys::running(instance.id), &[]);
             batch.insert(
@@ -255,6 +259,7 @@ impl SledStore {
             return Ok(Applied::StaleStep);
         }
         so_far.history.insert((instance.id, seq));
+        self.count_change(&mut so_far.counts, change)?;
         if let Some(scrub) = &change.scrub
             && let Some(before) = self.get::<Instance>(&keys::instance(instance.id))?
         {
@@ -368,7 +373,7 @@ impl SledStore {
     /// A stored instance record brought up to date: a running instance's
     /// record is as of its last rewrite, so the entries since (which only
     /// move it along) are folded onto it.
-    fn current(&self, mut instance: Instance) -> Result<Instance> {
+    pub(super) fn current(&self, mut instance: Instance) -> Result<Instance> {
         if instance.status != InstanceStatus::Running {
             return Ok(instance);
         }
@@ -446,6 +451,7 @@ impl Journal for SledStore {
                     }
                 });
             }
+            self.write_counts(&mut batch, std::mem::take(&mut so_far.counts))?;
             self.db.apply_batch(batch)?;
             // Under the gate, so the cache hears of batches in the order
             // they were applied.
@@ -620,8 +626,16 @@ impl Journal for SledStore {
         self.purge_finished(purges)
     }
 
-    fn purged_tallies(&self, journey: &str) -> Result<Vec<PurgedTally>> {
-        self.tallies_of(journey)
+    fn purged_tallies(&self, journey: &str) -> Result<Vec<DayTally>> {
+        self.day_tallies(&keys::tallies_of(journey))
+    }
+
+    fn live_tallies(&self, journey: &str) -> Result<Vec<DayTally>> {
+        self.live_tallies_of(journey)
+    }
+
+    fn standing(&self, journey: Option<&str>) -> Result<Vec<StandingCounts>> {
+        self.standing_counts(journey)
     }
 
     fn purge_old_records(&self, before_ms: u64, limit: usize) -> Result<usize> {

@@ -12,7 +12,8 @@
 //! journeys and settings; `customers.rs` profiles and the cached views;
 //! `history.rs` histories and their folding at finish; `outbox.rs`
 //! deliveries; `retention.rs` purging and the sweep of old
-//! records; `forget.rs` forgetting a customer; `backup.rs` backup and
+//! records; `counts.rs` the funnel and standing counts kept as commits
+//! land; `forget.rs` forgetting a customer; `backup.rs` backup and
 //! restore; `codec.rs` how records are stored.
 //!
 //! Claims (timers, outbox messages), send reservations and canary counts
@@ -23,6 +24,7 @@
 mod backup;
 mod catalog;
 mod codec;
+mod counts;
 mod customers;
 mod forget;
 mod history;
@@ -151,6 +153,7 @@ impl SledStore {
             sweep: std::sync::Mutex::new(None),
         };
         store.index_events_by_customer()?;
+        store.keep_counts()?;
         Ok(store)
     }
 
@@ -195,12 +198,59 @@ impl SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Journal;
 
     #[test]
     fn the_sled_store_passes_the_store_suite() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SledStore::open(dir.path(), &SledOptions::default()).expect("open");
         crate::store::suite::run(&store);
+    }
+
+    /// The live tallies of `journey`, without counts at nothing.
+    fn pruned(store: &SledStore, journey: &str) -> Vec<(u32, u64, crate::store::FunnelTally)> {
+        store
+            .live_tallies(journey)
+            .expect("tallies")
+            .into_iter()
+            .map(|day| (day.version, day.day_ms, day.tally.pruned()))
+            .collect()
+    }
+
+    #[test]
+    fn counts_missing_from_an_older_store_are_rebuilt_when_it_opens() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (journey, expected) = {
+            let store = SledStore::open(dir.path(), &SledOptions::default()).expect("open");
+            crate::store::suite::run(&store);
+            let journey = "enquiry";
+            let expected = (
+                pruned(&store, journey),
+                store.standing(None).expect("standing"),
+            );
+            assert!(!expected.0.is_empty(), "the suite leaves instances counted");
+            // As a store written before the counts were kept: none of them.
+            for prefix in keys::derived_counts() {
+                for key in store.db.scan_prefix(prefix).keys() {
+                    store.db.remove(key.expect("key")).expect("remove");
+                }
+            }
+            store
+                .db
+                .remove(keys::meta(counts::COUNTS_KEPT))
+                .expect("remove");
+            store.db.flush().expect("flush");
+            assert!(store.live_tallies(journey).expect("tallies").is_empty());
+            (journey, expected)
+        };
+        let store = SledStore::open(dir.path(), &SledOptions::default()).expect("reopen");
+        assert_eq!(
+            (
+                pruned(&store, journey),
+                store.standing(None).expect("standing")
+            ),
+            expected
+        );
     }
 
     #[test]

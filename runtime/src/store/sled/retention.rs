@@ -1,18 +1,20 @@
 //! Retention on sled: the finished index, purging an instance with
-//! everything kept for it (and its funnel tally), and the sweep of old
+//! everything kept for it (moving its funnel counts to the purged
+//! tallies), and the sweep of old
 //! events, interactions and engagement. The `Journal` methods of the same
 //! names call these.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
+use super::counts::CountChanges;
 use super::{SledStore, keys};
 
 /// Instances removed in one write under the commit gate: commits wait for
 /// that write, so few (about 14 keys each for an enquiry).
 const PURGE_UNDER_GATE: usize = 16;
 use crate::store::{
-    Delivery, Engagement, EventRecord, FunnelTally, Instance, InstanceId, Interaction,
-    OutboxMessage, Purge, PurgedTally, Result, day_of,
+    DayTally, Delivery, Engagement, EventRecord, Instance, InstanceId, Interaction, Journal,
+    OutboxMessage, Purge, Result,
 };
 
 impl SledStore {
@@ -43,7 +45,6 @@ impl SledStore {
             record: sled::IVec,
             instance: Instance,
             keys: Vec<Vec<u8>>,
-            tally: FunnelTally,
         }
         let mut planned = Vec::with_capacity(purges.len());
         let mut stale = Vec::new();
@@ -63,14 +64,13 @@ impl SledStore {
                 stale.push(finished_key);
                 continue;
             }
-            let (mut keys, tally) = self.purge_keys(&instance, &removed)?;
+            let mut keys = self.purge_keys(&instance, &removed)?;
             keys.push(finished_key);
             removed.insert(instance.id);
             planned.push(Planned {
                 record,
                 instance,
                 keys,
-                tally,
             });
         }
         // Removed a few instances at a time, each few under the gates in
@@ -88,7 +88,7 @@ impl SledStore {
             for key in stale.take().into_iter().flatten() {
                 batch.remove(key);
             }
-            let mut tallies: HashMap<Vec<u8>, FunnelTally> = HashMap::new();
+            let mut counts = CountChanges::default();
             // Under both gates: no commit and no delivery mark lands
             // between the check that the instance is as read and the
             // removal.
@@ -106,24 +106,9 @@ impl SledStore {
                     batch.remove(key.as_slice());
                 }
                 count += 1;
-                let read = &plan.instance;
-                let key = keys::tally(
-                    &read.journey,
-                    read.journey_version,
-                    day_of(read.created_at_ms),
-                );
-                let tally = match tallies.entry(key) {
-                    std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(entry) => {
-                        let stored = self.get::<FunnelTally>(entry.key())?.unwrap_or_default();
-                        entry.insert(stored)
-                    }
-                };
-                tally.add(&plan.tally);
+                self.count_purge(&mut counts, &plan.instance, || self.history(id))?;
             }
-            for (key, tally) in &tallies {
-                batch.insert(key.as_slice(), self.codec.encode(tally)?);
-            }
+            self.write_counts(&mut batch, counts)?;
             self.db.apply_batch(batch)?;
         }
         // Not flushed here: the next commit's flush makes it durable (see
@@ -131,15 +116,15 @@ impl SledStore {
         Ok(count)
     }
 
-    pub(super) fn tallies_of(&self, journey: &str) -> Result<Vec<PurgedTally>> {
-        let prefix = keys::tallies_of(journey);
+    /// The tallies under `prefix` (purged or live ones of a journey).
+    pub(super) fn day_tallies(&self, prefix: &[u8]) -> Result<Vec<DayTally>> {
         let mut tallies = Vec::new();
-        for item in self.db.scan_prefix(&prefix) {
+        for item in self.db.scan_prefix(prefix) {
             let (key, bytes) = item?;
-            let Some((version, day_ms)) = keys::tally_of(&prefix, &key) else {
+            let Some((version, day_ms)) = keys::tally_of(prefix, &key) else {
                 continue;
             };
-            tallies.push(PurgedTally {
+            tallies.push(DayTally {
                 version,
                 day_ms,
                 tally: self.codec.decode(&key, &bytes)?,
@@ -232,7 +217,7 @@ impl SledStore {
         &self,
         instance: &Instance,
         removed: &HashSet<InstanceId>,
-    ) -> Result<(Vec<Vec<u8>>, FunnelTally)> {
+    ) -> Result<Vec<Vec<u8>>> {
         let id = instance.id;
         let mut keys = vec![
             keys::instance(id),
@@ -241,12 +226,9 @@ impl SledStore {
             keys::correlation(&instance.journey, &instance.correlation, id),
             keys::active(&instance.journey, &instance.customer_id, id),
         ];
-        let mut history = Vec::with_capacity(instance.history_len as usize);
-        for (key, record) in self.history_records(id)? {
-            history.extend(record.into_entries());
-            keys.push(key.to_vec());
+        for key in self.db.scan_prefix(keys::history_of(id)).keys() {
+            keys.push(key?.to_vec());
         }
-        let tally = FunnelTally::of_instance(instance, &history);
         for item in self.db.scan_prefix(keys::outbox_of(id)) {
             let (slot, bytes) = item?;
             match self.get::<Delivery>(&keys::delivery(&slot))? {
@@ -292,6 +274,6 @@ impl SledStore {
                 keys.push(event_key);
             }
         }
-        Ok((keys, tally))
+        Ok(keys)
     }
 }

@@ -169,6 +169,7 @@ pub(super) fn channels_engagement_and_counted_sends_are_kept(store: &dyn Store) 
 
     let mut next = instance(60, customer);
     next.history_len = 2;
+    next.current_step = Some("classify".into());
     let entry = acknowledged(
         "i-60/1".into(),
         StateChanges::default(),

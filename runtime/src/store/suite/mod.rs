@@ -8,8 +8,9 @@
 //!
 //! It covers commits (atomic, once, stale and duplicate ones skipped),
 //! indexes derived from domain facts (timers, waits, correlation, the
-//! running and active sets), customers, the catalog, and concurrency
-//! (commits and version numbering from several threads at once).
+//! running and active sets), the funnel and standing counts kept as
+//! commits land, customers, the catalog, and concurrency (commits and
+//! version numbering from several threads at once).
 
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -18,12 +19,14 @@ use super::*;
 
 mod catalog;
 mod concurrency;
+mod counts;
 mod forget;
 mod journal;
 mod retention;
 
 use self::catalog::*;
 use self::concurrency::*;
+use self::counts::*;
 use self::forget::*;
 use self::journal::*;
 use self::retention::*;
@@ -192,9 +195,11 @@ pub fn run(store: &dyn Store) {
     concurrent_claims_hand_each_message_to_one_claimant(store);
     concurrent_commits_take_each_history_slot_once(store);
     the_audit_log_lists_entries_in_order_from_the_first(store);
+    counts_equal_their_recomputation(store, "after commits of every kind");
     // Last: they claim every due message, remove events and add funnel
     // counts of purged instances.
     finished_instances_are_purged_with_everything_kept_for_them(store);
     old_events_interactions_and_engagement_are_swept(store);
     a_customer_is_forgotten_and_an_anonymised_instance_scrubbed(store);
+    counts_equal_their_recomputation(store, "after purges and scrubs");
 }

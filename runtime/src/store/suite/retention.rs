@@ -142,7 +142,7 @@ pub(super) fn finished_instances_are_purged_with_everything_kept_for_them(store:
     );
     assert_eq!(
         store.purged_tallies("enquiry").expect("tallies"),
-        [PurgedTally {
+        [DayTally {
             version: 1,
             day_ms: 0,
             tally,

@@ -95,6 +95,14 @@ const DICTIONARY: u8 = b'd';
 const FINISHED: u8 = b'L';
 /// Funnel counts of purged instances: `g journey 0 version:u32 day-ms:u64`.
 const TALLY: u8 = b'g';
+/// Funnel counts of instances still kept, laid out as [`TALLY`]:
+/// `f journey 0 version:u32 day-ms:u64`.
+const LIVE_TALLY: u8 = b'f';
+/// Each instance's funnel mark (what its counts derive from): `m id:u64`.
+const MARK: u8 = b'm';
+/// Unfinished instances by the step they stand at, per journey version:
+/// `s journey 0 version:u32`.
+const STANDING: u8 = b's';
 /// Events by customer (what forgetting a customer finds their events and
 /// instances by): `c customer 0 event-id`.
 const CUSTOMER_EVENT: u8 = b'c';
@@ -102,7 +110,7 @@ const CUSTOMER_EVENT: u8 = b'c';
 const AUDIT: u8 = b'a';
 
 /// Each record kind's name, by prefix (what a backup counts).
-const KINDS: [(u8, &str); 34] = [
+const KINDS: [(u8, &str); 37] = [
     (EVENT, "event"),
     (INSTANCE, "instance"),
     (HISTORY, "history"),
@@ -135,6 +143,9 @@ const KINDS: [(u8, &str); 34] = [
     (DICTIONARY, "codec_dictionary"),
     (FINISHED, "finished_index"),
     (TALLY, "funnel_tally"),
+    (LIVE_TALLY, "live_funnel_tally"),
+    (MARK, "funnel_mark"),
+    (STANDING, "standing_count"),
     (CUSTOMER_EVENT, "event_by_customer"),
     (AUDIT, "audit"),
 ];
@@ -432,6 +443,58 @@ pub fn tally_of(prefix: &[u8], key: &[u8]) -> Option<(u32, u64)> {
     let version: [u8; 4] = rest.get(..4)?.try_into().ok()?;
     let day: [u8; 8] = rest.get(4..12)?.try_into().ok()?;
     Some((u32::from_be_bytes(version), u64::from_be_bytes(day)))
+}
+
+/// The key of the funnel tally of `journey`'s kept instances of
+/// `version` that started on the day beginning at `day_ms`.
+pub fn live_tally(journey: &str, version: u32, day_ms: u64) -> Vec<u8> {
+    let mut key = tally(journey, version, day_ms);
+    key[0] = LIVE_TALLY;
+    key
+}
+
+/// The prefix of `journey`'s live tallies (read with [`tally_of`]).
+pub fn live_tallies_of(journey: &str) -> Vec<u8> {
+    key(LIVE_TALLY, &[journey.as_bytes(), &[0]])
+}
+
+/// The key of an instance's funnel mark.
+pub fn mark(id: InstanceId) -> Vec<u8> {
+    key(MARK, &[&id.0.to_be_bytes()])
+}
+
+/// The key of the standing counts of `journey`'s `version`.
+pub fn standing(journey: &str, version: u32) -> Vec<u8> {
+    key(
+        STANDING,
+        &[journey.as_bytes(), &[0], &version.to_be_bytes()],
+    )
+}
+
+/// The prefix of the standing counts of `journey`, or of every journey.
+pub fn standing_of(journey: Option<&str>) -> Vec<u8> {
+    match journey {
+        Some(journey) => key(STANDING, &[journey.as_bytes(), &[0]]),
+        None => vec![STANDING],
+    }
+}
+
+/// The journey and version of standing counts, from their key.
+pub fn standing_key_of(key: &[u8]) -> Option<(&str, u32)> {
+    let rest = key.strip_prefix(&[STANDING])?;
+    let split = rest.len().checked_sub(5)?;
+    let (journey, tail) = rest.split_at(split);
+    let version: [u8; 4] = tail.strip_prefix(&[0])?.try_into().ok()?;
+    Some((
+        std::str::from_utf8(journey).ok()?,
+        u32::from_be_bytes(version),
+    ))
+}
+
+/// The prefixes of the counts derived from instances (marks, live
+/// tallies, standing counts), which a rebuild starts over.
+pub fn derived_counts() -> [Vec<u8>; 3] {
+    [vec![LIVE_TALLY], vec![MARK], vec![STANDING]]
 }
 
 /// Kinds of records swept by age (see `Journal::purge_old_records`).

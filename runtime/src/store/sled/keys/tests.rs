@@ -164,3 +164,18 @@ fn display_escapes_binary() {
         "I\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x01"
     );
 }
+
+#[test]
+fn derived_count_keys_round_trip_and_keep_journeys_apart() {
+    let prefix = live_tallies_of("enquiry");
+    let key = live_tally("enquiry", 2, 86_400_000);
+    assert_eq!(tally_of(&prefix, &key), Some((2, 86_400_000)));
+    assert!(!live_tally("enquiry2", 2, 1).starts_with(&prefix));
+    assert!(!tally("enquiry", 2, 86_400_000).starts_with(&prefix));
+    let key = standing("enquiry", 7);
+    assert_eq!(standing_key_of(&key), Some(("enquiry", 7)));
+    assert!(key.starts_with(&standing_of(Some("enquiry"))));
+    assert!(!standing("enquiry2", 7).starts_with(&standing_of(Some("enquiry"))));
+    assert!(key.starts_with(&standing_of(None)));
+    assert_eq!(kind_of(&mark(InstanceId(3))), "funnel_mark");
+}
