@@ -22,6 +22,18 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
+/// A `journeyd` command that keeps compiled plugin code in one cache
+/// shared by the whole suite (`JOURNEYD_COMPILED_CACHE`), so each
+/// component is compiled once per build rather than once per test (a
+/// Python component takes seconds). The suite's only test of the
+/// data directory's own cache removes the variable.
+pub fn journeyd_command() -> Command {
+    let mut command = Command::new(journeyd_binary());
+    let cache = journeyd_binary().with_file_name("test-compiled-cache");
+    command.env("JOURNEYD_COMPILED_CACHE", cache);
+    command
+}
+
 /// The journeyd binary built in the same profile as this test.
 pub fn journeyd_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows its own path");
@@ -143,7 +155,19 @@ impl Journeyd {
 
     /// Start with extra `serve` arguments.
     pub fn start_with(data: &Path, args: &[&str]) -> Journeyd {
-        let mut child = Command::new(journeyd_binary())
+        Self::spawn(journeyd_command(), data, args)
+    }
+
+    /// Start keeping compiled plugin code where `serve` keeps it by
+    /// default (in the data directory), not in the suite's shared cache.
+    pub fn start_with_own_cache(data: &Path) -> Journeyd {
+        let mut command = journeyd_command();
+        command.env_remove("JOURNEYD_COMPILED_CACHE");
+        Self::spawn(command, data, &[])
+    }
+
+    fn spawn(mut command: Command, data: &Path, args: &[&str]) -> Journeyd {
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .args(args)
@@ -193,7 +217,7 @@ impl Journeyd {
 
     /// A `journeyd` client command against this server, with its token.
     pub fn cli(&self) -> Command {
-        let mut command = Command::new(journeyd_binary());
+        let mut command = journeyd_command();
         command
             .args(["--server", &self.url])
             .env("JOURNEYD_TOKEN", &self.token)

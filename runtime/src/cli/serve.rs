@@ -32,6 +32,12 @@ pub struct ServeArgs {
     /// The data directory (created if missing).
     #[arg(long, env = "JOURNEYD_DATA", default_value = "journeyd-data")]
     pub data: PathBuf,
+    /// Where compiled plugin code is kept, so a restart compiles nothing
+    /// (default: `compiled` in the data directory). Runtimes may share
+    /// one: entries are keyed by the component's bytes and the engine's
+    /// settings.
+    #[arg(long, env = "JOURNEYD_COMPILED_CACHE")]
+    pub compiled_cache: Option<PathBuf>,
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, env = "JOURNEYD_LISTEN", default_value = "127.0.0.1:7700")]
     pub listen: SocketAddr,
@@ -173,7 +179,11 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
             },
             ..Limits::default()
         },
-        compiled_cache: Some(args.data.join("compiled")),
+        compiled_cache: Some(
+            args.compiled_cache
+                .clone()
+                .unwrap_or_else(|| args.data.join("compiled")),
+        ),
         retention: args.retention,
         scratch_dir: Some(args.data.clone()),
         token_max_age: args.token_max_age,

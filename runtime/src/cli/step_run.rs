@@ -41,6 +41,20 @@ pub struct StepRunArgs {
     /// How long the step may run, ms.
     #[arg(long, default_value_t = 2000)]
     pub deadline_ms: u64,
+    /// Where compiled plugin code is kept between runs, so running the
+    /// same component again starts at once (default: `journeyd/compiled`
+    /// in the user's cache directory, `$XDG_CACHE_HOME` or `~/.cache`).
+    #[arg(long, env = "JOURNEYD_COMPILED_CACHE")]
+    pub compiled_cache: Option<PathBuf>,
+}
+
+/// The user's cache of compiled plugin code, when there is a home.
+fn default_compiled_cache() -> Option<PathBuf> {
+    let home = |var: &str| std::env::var_os(var).filter(|value| !value.is_empty());
+    let base = home("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| home("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+    Some(base.join("journeyd").join("compiled"))
 }
 
 /// The input file; every field may be left out.
@@ -168,8 +182,10 @@ pub async fn step_run(args: StepRunArgs) -> anyhow::Result<()> {
         ..Limits::default()
     };
     let json_output = args.json;
+    let cache = args.compiled_cache.clone().or_else(default_compiled_cache);
     let result = tokio::task::spawn_blocking(move || -> anyhow::Result<Value> {
-        let host = Host::new(limits, None).map_err(|error| anyhow::anyhow!("{error:#}"))?;
+        let host =
+            Host::new(limits, cache.as_deref()).map_err(|error| anyhow::anyhow!("{error:#}"))?;
         let plugin = host
             .check(&bytes)
             .map_err(|error| anyhow::anyhow!("{} is refused: {error}", args.plugin.display()))?;

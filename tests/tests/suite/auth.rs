@@ -116,7 +116,7 @@ fn a_client_without_a_token_is_told_where_to_put_one() {
     let data = tempfile::tempdir().expect("temp dir");
     let journeyd = Journeyd::start(data.path());
     let elsewhere = tempfile::tempdir().expect("temp dir");
-    let output = std::process::Command::new(journey_tests::journeyd_binary())
+    let output = journey_tests::journeyd_command()
         .args(["--server", &journeyd.url, "clock", "show"])
         .env("JOURNEYD_DATA", elsewhere.path())
         .env("JOURNEYD_CONFIG", elsewhere.path().join("none.toml"))
@@ -132,7 +132,7 @@ fn a_client_without_a_token_is_told_where_to_put_one() {
     // A config file names the token.
     let config = elsewhere.path().join("config.toml");
     std::fs::write(&config, format!("token = \"{}\"\n", journeyd.token)).expect("write config");
-    let output = std::process::Command::new(journey_tests::journeyd_binary())
+    let output = journey_tests::journeyd_command()
         .args(["--server", &journeyd.url, "clock", "show"])
         .env("JOURNEYD_DATA", elsewhere.path())
         .env("JOURNEYD_CONFIG", &config)

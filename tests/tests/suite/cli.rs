@@ -4,14 +4,14 @@
 //! ways to point at one, and a log that is not a terminal has no colour
 //! codes.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use journey_tests::{Journeyd, journeyd_binary};
+use journey_tests::{Journeyd, journeyd_command};
 
 /// Run `journeyd ARGS` with `JOURNEYD_DATA` set to `data`, no
 /// `JOURNEYD_URL`, and backtraces asked for.
 fn journeyd(data: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(journeyd_binary())
+    journeyd_command()
         .args(args)
         .env("JOURNEYD_DATA", data)
         .env_remove("JOURNEYD_URL")
@@ -46,7 +46,7 @@ fn a_mistake_is_one_line_without_a_backtrace_and_an_unreachable_server_says_how_
     );
 
     let nowhere = tempfile::tempdir().expect("temp dir");
-    let output = Command::new(journeyd_binary())
+    let output = journeyd_command()
         .args(["--server", "http://127.0.0.1:9", "clock", "show"])
         .env("JOURNEYD_DATA", nowhere.path())
         .env("RUST_BACKTRACE", "1")
@@ -67,7 +67,7 @@ fn a_mistake_is_one_line_without_a_backtrace_and_an_unreachable_server_says_how_
 fn a_log_that_is_not_a_terminal_has_no_colour_codes() {
     let data = tempfile::tempdir().expect("temp dir");
     let log = data.path().join("journeyd.log");
-    let mut child = Command::new(journeyd_binary())
+    let mut child = journeyd_command()
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data.path().join("store"))
         .env("RUST_LOG", "info")

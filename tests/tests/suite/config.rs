@@ -2,12 +2,12 @@
 //! environment variable over the file over the default, checked by
 //! `journeyd config check`, a bad file refused naming what is wrong.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use journey_tests::{Journeyd, journeyd_binary, plugin};
+use journey_tests::{Journeyd, journeyd_command, plugin};
 
 fn journeyd(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(journeyd_binary());
+    let mut command = journeyd_command();
     command
         .args(args)
         .env_remove("JOURNEYD_RETENTION")

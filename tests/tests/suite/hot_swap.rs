@@ -299,7 +299,7 @@ fn gauge(metrics: &str, name: &str) -> Option<u64> {
 #[test]
 fn a_restart_loads_every_plugin_version_from_the_compiled_code_cache() {
     let data = tempfile::tempdir().expect("temp dir");
-    let mut journeyd = Journeyd::start(data.path());
+    let mut journeyd = Journeyd::start_with_own_cache(data.path());
     for name in ["acknowledge", "classify"] {
         let (status, body) = journeyd.push(name, plugin(name));
         assert_eq!(status, 201, "{body}");
@@ -310,7 +310,7 @@ fn a_restart_loads_every_plugin_version_from_the_compiled_code_cache() {
     );
     journeyd.kill();
 
-    let journeyd = Journeyd::start(data.path());
+    let journeyd = Journeyd::start_with_own_cache(data.path());
     let (status, metrics) = journeyd.request("GET", "/metrics", None);
     assert_eq!(status, 200);
     let metrics = metrics.as_str().expect("Prometheus text");

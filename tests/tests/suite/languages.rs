@@ -300,9 +300,8 @@ fn journeyd_step_run_runs_one_step_in_the_sandbox_without_a_server() {
         r#"{ "id": "c-ada", "profile": { "name": "Ada" } }"#,
     )
     .expect("write customer");
-    let binary = journey_tests::journeyd_binary();
     for fixture in ["py_sdk-greet", "js_sdk-greet"] {
-        let output = std::process::Command::new(&binary)
+        let output = journey_tests::journeyd_command()
             .args(["step", "run", "--json", "--input"])
             .arg(&input)
             .arg("--customer")
@@ -330,7 +329,7 @@ fn journeyd_step_run_runs_one_step_in_the_sandbox_without_a_server() {
     // A step that fails exits 1 and names why, with nothing kept.
     let hostile_input = scratch.path().join("hostile.json");
     std::fs::write(&hostile_input, r#"{ "config": { "try": "file" } }"#).expect("write input");
-    let output = std::process::Command::new(&binary)
+    let output = journey_tests::journeyd_command()
         .args(["step", "run", "--input"])
         .arg(&hostile_input)
         .arg(plugin("py_hostile"))

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use journey_tests::{Journeyd, journeyd_binary, workspace};
+use journey_tests::{Journeyd, journeyd_command, workspace};
 use serde_json::Value;
 
 /// Run `command` in `dir`, failing the test with its output if it fails.
@@ -30,9 +30,7 @@ fn run(dir: &Path, command: &mut Command) -> String {
 fn new_plugin(scratch: &Path, name: &str, args: &[&str]) -> PathBuf {
     run(
         scratch,
-        Command::new(journeyd_binary())
-            .args(["plugin", "new", name])
-            .args(args),
+        journeyd_command().args(["plugin", "new", name]).args(args),
     );
     scratch.join(name)
 }
@@ -41,7 +39,7 @@ fn new_plugin(scratch: &Path, name: &str, args: &[&str]) -> PathBuf {
 fn step_runs(project: &Path, component: &Path) {
     let output = run(
         project,
-        Command::new(journeyd_binary())
+        journeyd_command()
             .args([
                 "step",
                 "run",
@@ -186,14 +184,14 @@ fn scaffolded_projects_pass_their_tests_build_run_and_push() {
     }
 
     // Names that cannot name a plugin, and a folder in use, are refused.
-    let output = Command::new(journeyd_binary())
+    let output = journeyd_command()
         .args(["plugin", "new", "Not_A_Name"])
         .current_dir(scratch.path())
         .output()
         .expect("journeyd plugin new");
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot name a plugin"));
-    let output = Command::new(journeyd_binary())
+    let output = journeyd_command()
         .args(["plugin", "new", "greet-py", "--lang", "python"])
         .current_dir(scratch.path())
         .output()
