@@ -46,15 +46,6 @@ impl StepTally {
         self.cancelled_here += other.cancelled_here;
     }
 
-    fn subtract(&mut self, other: &StepTally) {
-        self.reached = self.reached.saturating_sub(other.reached);
-        self.waiting = self.waiting.saturating_sub(other.waiting);
-        self.completed_here = self.completed_here.saturating_sub(other.completed_here);
-        self.failed_here = self.failed_here.saturating_sub(other.failed_here);
-        self.exited_here = self.exited_here.saturating_sub(other.exited_here);
-        self.cancelled_here = self.cancelled_here.saturating_sub(other.cancelled_here);
-    }
-
     fn is_zero(&self) -> bool {
         *self == StepTally::default()
     }
@@ -84,29 +75,6 @@ impl FunnelTally {
             let mine = self.variants.entry(variant.clone()).or_default();
             for (step, tally) in steps {
                 mine.entry(step.clone()).or_default().add(tally);
-            }
-        }
-    }
-
-    /// Take `other`'s counts away from these (what an instance added
-    /// before it moved on); steps and variants left at nothing are
-    /// dropped.
-    pub fn subtract(&mut self, other: &FunnelTally) {
-        self.instances = self.instances.saturating_sub(other.instances);
-        for (variant, steps) in &other.variants {
-            let Some(mine) = self.variants.get_mut(variant) else {
-                continue;
-            };
-            for (step, tally) in steps {
-                if let Some(counted) = mine.get_mut(step) {
-                    counted.subtract(tally);
-                    if counted.is_zero() {
-                        mine.remove(step);
-                    }
-                }
-            }
-            if mine.is_empty() {
-                self.variants.remove(variant);
             }
         }
     }

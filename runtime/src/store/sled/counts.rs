@@ -20,8 +20,8 @@ use serde::de::DeserializeOwned;
 
 use super::{SledStore, keys};
 use crate::store::{
-    DayTally, FunnelMark, FunnelTally, HistoryEntry, Instance, InstanceCommit, InstanceId, Journal,
-    Result, StandingCounts,
+    FunnelMark, FunnelTally, HistoryEntry, Instance, InstanceCommit, InstanceId, Journal, Result,
+    StandingCounts,
 };
 
 /// The setting that says the derived counts are complete; its value is
@@ -223,10 +223,6 @@ impl SledStore {
                 entry.insert(stored.unwrap_or_default())
             }
         })
-    }
-
-    pub(super) fn live_tallies_of(&self, journey: &str) -> Result<Vec<DayTally>> {
-        self.day_tallies(&keys::live_tallies_of(journey))
     }
 
     pub(super) fn standing_counts(&self, journey: Option<&str>) -> Result<Vec<StandingCounts>> {

@@ -1,10 +1,13 @@
 //! Histories on sled: an instance's entries, each under its own key while
 //! it runs, folded into one record (at [`keys::history_archive`]) by the
-//! change that finishes it; reading them back in order, and which history
-//! slots are taken.
+//! change that finishes it; reading them back in order, which history
+//! slots are taken, and folding a running instance's entries onto its
+//! record when it is read.
 
 use super::{SledStore, keys};
-use crate::store::{HistoryEntry, InstanceCommit, InstanceId, Result};
+use crate::store::{
+    Error, HistoryEntry, Instance, InstanceCommit, InstanceId, InstanceStatus, Result,
+};
 
 /// A finished instance's history folded into one record (at
 /// [`keys::history_archive`]): a finished enquiry keeps one history
@@ -103,5 +106,71 @@ impl SledStore {
             record: self.codec.encode(&entries)?,
             replaces,
         }))
+    }
+}
+
+impl SledStore {
+    /// The instance whose record is at `key`, as of the latest commit. The
+    /// record and the history folded onto it are read under the commit
+    /// gate, so no commit lands between them (one could otherwise rewrite
+    /// the record after it was read and leave an entry to be folded onto
+    /// the old one).
+    pub(super) fn read_instance(&self, key: &[u8]) -> Result<Option<Instance>> {
+        let _no_commit = self
+            .applying
+            .read()
+            .expect("the commit gate is never poisoned");
+        self.get::<Instance>(key)?
+            .map(|record| self.current(record))
+            .transpose()
+    }
+
+    /// A stored instance record brought up to date: a running instance's
+    /// record is as of its last rewrite, so the entries since (which only
+    /// move it along) are folded onto it.
+    pub(super) fn current(&self, mut instance: Instance) -> Result<Instance> {
+        if instance.status != InstanceStatus::Running {
+            return Ok(instance);
+        }
+        let record_key = keys::instance(instance.id);
+        let mut state: Option<serde_json::Map<String, serde_json::Value>> = None;
+        let prefix = keys::history_of(instance.id);
+        for item in self
+            .db
+            .range(keys::history(instance.id, instance.history_len)..)
+            .take_while(|item| {
+                item.as_ref()
+                    .map_or(true, |(key, _)| key.starts_with(&prefix))
+            })
+        {
+            let (key, bytes) = item?;
+            let step = match self.codec.decode::<HistoryEntry>(&key, &bytes)? {
+                HistoryEntry::StepRan(step) => step,
+                HistoryEntry::Split { target, at_ms, .. } => {
+                    instance.follow_split(&target, true, at_ms);
+                    continue;
+                }
+                HistoryEntry::Restarted { attempt, at_ms, .. } => {
+                    instance.restarted(attempt, at_ms);
+                    continue;
+                }
+                _ => continue,
+            };
+            instance.advance(&step, |_| true);
+            if !step.state.is_empty() {
+                let state = match &mut state {
+                    Some(state) => state,
+                    None => state.insert(
+                        self.codec
+                            .decode(&record_key, instance.state.get().as_bytes())?,
+                    ),
+                };
+                step.state.apply_to(state);
+            }
+        }
+        if let Some(state) = state {
+            instance.state = serde_json::value::to_raw_value(&state).map_err(Error::Encode)?;
+        }
+        Ok(instance)
     }
 }

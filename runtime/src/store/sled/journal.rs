@@ -354,70 +354,6 @@ impl SledStore {
         }
         Ok(Applied::Done)
     }
-
-    /// The instance whose record is at `key`, as of the latest commit. The
-    /// record and the history folded onto it are read under the commit
-    /// gate, so no commit lands between them (one could otherwise rewrite
-    /// the record after it was read and leave an entry to be folded onto
-    /// the old one).
-    fn read_instance(&self, key: &[u8]) -> Result<Option<Instance>> {
-        let _no_commit = self
-            .applying
-            .read()
-            .expect("the commit gate is never poisoned");
-        self.get::<Instance>(key)?
-            .map(|record| self.current(record))
-            .transpose()
-    }
-
-    /// A stored instance record brought up to date: a running instance's
-    /// record is as of its last rewrite, so the entries since (which only
-    /// move it along) are folded onto it.
-    pub(super) fn current(&self, mut instance: Instance) -> Result<Instance> {
-        if instance.status != InstanceStatus::Running {
-            return Ok(instance);
-        }
-        let record_key = keys::instance(instance.id);
-        let mut state: Option<serde_json::Map<String, serde_json::Value>> = None;
-        let prefix = keys::history_of(instance.id);
-        for item in self
-            .db
-            .range(keys::history(instance.id, instance.history_len)..)
-            .take_while(|item| {
-                item.as_ref()
-                    .map_or(true, |(key, _)| key.starts_with(&prefix))
-            })
-        {
-            let (key, bytes) = item?;
-            let step = match self.codec.decode::<HistoryEntry>(&key, &bytes)? {
-                HistoryEntry::StepRan(step) => step,
-                HistoryEntry::Split { target, at_ms, .. } => {
-                    instance.follow_split(&target, true, at_ms);
-                    continue;
-                }
-                HistoryEntry::Restarted { attempt, at_ms, .. } => {
-                    instance.restarted(attempt, at_ms);
-                    continue;
-                }
-                _ => continue,
-            };
-            instance.advance(&step, |_| true);
-            if !step.state.is_empty() {
-                let state = match &mut state {
-                    Some(state) => state,
-                    None => state.insert(
-                        self.codec
-                            .decode(&record_key, instance.state.get().as_bytes())?,
-                    ),
-                };
-                step.state.apply_to(state);
-            }
-        }
-        if let Some(state) = state {
-            instance.state = serde_json::value::to_raw_value(&state).map_err(Error::Encode)?;
-        }
-        Ok(instance)
-    }
 }
 
 impl Journal for SledStore {
@@ -631,7 +567,7 @@ impl Journal for SledStore {
     }
 
     fn live_tallies(&self, journey: &str) -> Result<Vec<DayTally>> {
-        self.live_tallies_of(journey)
+        self.day_tallies(&keys::live_tallies_of(journey))
     }
 
     fn standing(&self, journey: Option<&str>) -> Result<Vec<StandingCounts>> {

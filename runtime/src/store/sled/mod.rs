@@ -10,7 +10,7 @@
 //! Files: `keys.rs` is the key layout (the only place that knows it);
 //! `journal.rs` the commit path, instances and timers; `catalog.rs` plugins,
 //! journeys and settings; `customers.rs` profiles and the cached views;
-//! `history.rs` histories and their folding at finish; `outbox.rs`
+//! `history.rs` histories, their folding at finish and onto a record when read; `outbox.rs`
 //! deliveries; `retention.rs` purging and the sweep of old
 //! records; `counts.rs` the funnel and standing counts kept as commits
 //! land; `forget.rs` forgetting a customer; `backup.rs` backup and
