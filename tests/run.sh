@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 source scripts/browser.sh
+source scripts/postgres.sh
 
 step "lint: cargo fmt --check"
 cargo fmt --all -- --check

@@ -5,7 +5,8 @@
 //! [`Timers`], [`Outbox`]); [`Store`] is all of them, which is what a
 //! backend implements. Writes are domain facts ([`Commit`]): each backend
 //! decides how to lay out and index them, and nothing outside its module
-//! knows its keys. `sled/` is the embedded default.
+//! knows its keys. `sled/` is the embedded default; `postgres/` keeps
+//! everything in a PostgreSQL database that several nodes share.
 //!
 //! Files: `model/` holds the records and the instance state machine; one
 //! file per trait (`backup.rs` also holds the backup file's layout); `suite/` the behaviour every backend must show (each
@@ -18,6 +19,7 @@ mod customers;
 mod journal;
 mod model;
 mod outbox;
+pub mod postgres;
 pub mod sled;
 mod timers;
 
@@ -36,6 +38,7 @@ pub use self::outbox::{
     AttemptOutcome, ClaimedMessage, DELIVERY_LOG_LINES, Delivery, DeliveryAttempt, DeliveryFilter,
     DeliveryNote, DeliveryPage, DeliveryStatus, Mark, Marked, MessageRef, Outbox, StatusReport,
 };
+pub use self::postgres::{PostgresOptions, PostgresStore};
 pub use self::sled::{RestoreError, SledStore};
 pub use self::timers::Timers;
 

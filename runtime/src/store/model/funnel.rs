@@ -10,7 +10,7 @@
 //! and start day, so the report (and its experiment variants) reads the
 //! same before and after the purge.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -259,6 +259,11 @@ impl FunnelMark {
         };
     }
 
+    /// Where the live tally that counts it is kept.
+    pub fn tally_key(&self) -> TallyKey {
+        (self.journey.clone(), self.version, self.day_ms)
+    }
+
     /// What the instance adds to its journey's report: the steps it
     /// reached under its variant, and where it stands or ended.
     pub fn tally(&self) -> FunnelTally {
@@ -299,6 +304,92 @@ pub struct DayTally {
     pub day_ms: u64,
     /// Their counts.
     pub tally: FunnelTally,
+}
+
+/// Where a live tally is kept: (journey, version, start day).
+pub type TallyKey = (String, u32, u64);
+/// Where standing counts are kept: (journey, version).
+pub type StandingKey = (String, u32);
+
+/// The count records one batch of commits moves, for a backend that
+/// loads each record once (locking it), moves it by every mark the batch
+/// changed, and writes it once: first [`CountBook::touched`] by each move,
+/// then the records loaded, then [`CountBook::moved`] by each move in order.
+#[derive(Debug, Clone, Default)]
+pub struct CountBook {
+    /// Live tallies.
+    pub tallies: HashMap<TallyKey, FunnelTally>,
+    /// Standing counts.
+    pub standing: HashMap<StandingKey, BTreeMap<String, u64>>,
+}
+
+impl CountBook {
+    /// Add the records a move from `before` to `after` touches to `tallies`
+    /// and `standing` (sorted: a backend locks them in this order).
+    pub fn touched(
+        before: Option<&FunnelMark>,
+        after: Option<&FunnelMark>,
+        tallies: &mut BTreeSet<TallyKey>,
+        standing: &mut BTreeSet<StandingKey>,
+    ) {
+        for mark in before.into_iter().chain(after) {
+            tallies.insert(mark.tally_key());
+            if mark.standing.is_some() {
+                standing.insert((mark.journey.clone(), mark.version));
+            }
+        }
+    }
+
+    /// Take what `before` counted away and add what `after` counts (an
+    /// instance started, changed, or removed).
+    pub fn moved(&mut self, before: Option<&FunnelMark>, after: Option<&FunnelMark>) {
+        match (before, after) {
+            (Some(before), Some(after)) if before.tally_key() == after.tally_key() => {
+                self.tallies
+                    .entry(after.tally_key())
+                    .or_default()
+                    .recount(before, after);
+            }
+            _ => {
+                for (mark, adds) in before
+                    .map(|m| (m, false))
+                    .into_iter()
+                    .chain(after.map(|m| (m, true)))
+                {
+                    self.tallies
+                        .entry(mark.tally_key())
+                        .or_default()
+                        .count(mark, adds);
+                }
+            }
+        }
+        let standing_of = |mark: Option<&FunnelMark>| {
+            mark.and_then(|mark| {
+                Some(((mark.journey.clone(), mark.version), mark.standing.clone()?))
+            })
+        };
+        let (was, is) = (standing_of(before), standing_of(after));
+        if was == is {
+            return;
+        }
+        if let Some((key, step)) = was {
+            let at = self.standing.entry(key).or_default();
+            if let Some(count) = at.get_mut(&step) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    at.remove(&step);
+                }
+            }
+        }
+        if let Some((key, step)) = is {
+            *self
+                .standing
+                .entry(key)
+                .or_default()
+                .entry(step)
+                .or_default() += 1;
+        }
+    }
 }
 
 /// A day's start (midnight UTC) for a time, ms since the Unix epoch.

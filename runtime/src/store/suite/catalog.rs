@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::*;
 
-pub(super) fn plugin_and_journey_versions_count_up(store: &dyn Store) {
+pub(super) fn plugin_and_journey_versions_count_up(store: &dyn Catalog) {
     let first = store.put_plugin("ack", "aa", b"one", 1).expect("push");
     let same = store.put_plugin("ack", "aa", b"one", 2).expect("push");
     let second = store.put_plugin("ack", "bb", b"two", 3).expect("push");
@@ -19,7 +19,7 @@ pub(super) fn plugin_and_journey_versions_count_up(store: &dyn Store) {
     assert_eq!((v1.version, v2.version), (1, 2));
 }
 
-pub(super) fn tags_keep_their_changes_and_run_counts_are_saved(store: &dyn Store) {
+pub(super) fn tags_keep_their_changes_and_run_counts_are_saved(store: &dyn Catalog) {
     let stable = TagRecord {
         plugin: "classify".into(),
         tag: "stable".into(),
@@ -72,7 +72,7 @@ pub(super) fn tags_keep_their_changes_and_run_counts_are_saved(store: &dyn Store
     assert_eq!(store.version_stats().expect("read"), [counts]);
 }
 
-pub(super) fn a_migration_replaces_the_one_from_the_same_version(store: &dyn Store) {
+pub(super) fn a_migration_replaces_the_one_from_the_same_version(store: &dyn Catalog) {
     let first = MigrationRecord {
         journey: "enquiry".into(),
         from_version: 1,
@@ -203,7 +203,7 @@ pub(super) fn channels_engagement_and_counted_sends_are_kept(store: &dyn Store) 
     );
 }
 
-pub(super) fn every_catalog_change_moves_the_catalog_version(store: &dyn Store) {
+pub(super) fn every_catalog_change_moves_the_catalog_version(store: &dyn Catalog) {
     let mut seen = store.catalog_version().expect("version");
     let mut moved = |what: &str| {
         let now = store.catalog_version().expect("version");
@@ -249,7 +249,7 @@ pub(super) fn every_catalog_change_moves_the_catalog_version(store: &dyn Store) 
     );
 }
 
-pub(super) fn canary_runs_add_up_per_rollout(store: &dyn Store) {
+pub(super) fn canary_runs_add_up_per_rollout(store: &dyn Catalog) {
     let rollout = TagRecord {
         plugin: "classify".into(),
         tag: "stable".into(),

@@ -458,7 +458,7 @@ pub(super) fn send_reservations_never_exceed_a_cap_under_concurrency(store: &dyn
     );
 }
 
-pub(super) fn versions_are_numbered_once_under_concurrency(store: &dyn Store) {
+pub(super) fn versions_are_numbered_once_under_concurrency(store: &dyn Catalog) {
     const THREADS: u32 = 4;
     const EACH: u32 = 10;
     let mut versions: Vec<u32> = std::thread::scope(|scope| {

@@ -109,7 +109,7 @@ pub(super) fn a_customer_is_forgotten_and_an_anonymised_instance_scrubbed(store:
     assert!(store.customer_events("c-950").expect("events").is_empty());
 }
 
-pub(super) fn the_audit_log_lists_entries_in_order_from_the_first(store: &dyn Store) {
+pub(super) fn the_audit_log_lists_entries_in_order_from_the_first(store: &dyn Catalog) {
     let entry = |request: &str| AuditEntry {
         seq: 0,
         at_ms: 9,

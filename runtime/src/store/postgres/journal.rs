@@ -1,0 +1,1010 @@
+//! The journal on PostgreSQL: the commit path, instances, histories,
+//! waits and timers.
+//!
+//! A group of commits is one transaction. A history slot is taken by
+//! inserting its row (the primary key refuses a second), an event by
+//! inserting its record, so a stale change or a duplicate event is found
+//! by the insert itself, also against another node's transaction. Single
+//! re-entry takes an advisory lock per (journey, customer) first, in
+//! sorted order. The counts are moved in the same transaction: the marks
+//! of the instances changed are read with a row lock, then each count
+//! record touched is locked, moved and written once.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+
+use deadpool_postgres::Transaction;
+
+use super::catalog::int4;
+use super::customers::DB_NOW_MS;
+use super::{PostgresStore, int8, record, records, stored, uint8};
+use crate::store::{
+    Applied, Commit, CountBook, DayTally, Delivery, Error, EventCommit, EventRecord,
+    ForgottenRecords, FunnelMark, FunnelTally, HistoryEntry, Instance, InstanceCommit,
+    InstanceFilter, InstanceId, InstancePage, InstanceStatus, Journal, Purge, RefusedStart, Result,
+    StandingCounts, StandingKey, TallyKey, Timers,
+};
+
+/// Instances read per query while a search walks the journal.
+const SEARCH_CHUNK: usize = 500;
+
+/// What one transaction has done so far (its own writes are visible to
+/// its reads, but these are cheaper to keep than to query).
+#[derive(Default)]
+struct SoFar {
+    /// Events accepted in it, with the instances they started.
+    events: HashMap<String, Vec<InstanceId>>,
+    /// History slots taken in it.
+    history: HashSet<(InstanceId, u32)>,
+    /// Instances started in it by (journey, customer), for single re-entry.
+    started_by_customer: HashMap<(String, String), InstanceId>,
+    /// The newest mark of each instance it changed.
+    marks: HashMap<InstanceId, Option<FunnelMark>>,
+    /// Marks moved, in order: (before, after).
+    moves: Vec<(Option<FunnelMark>, Option<FunnelMark>)>,
+}
+
+/// The id as PostgreSQL's `bigint`.
+fn id8(id: InstanceId) -> i64 {
+    int8(id.0)
+}
+
+/// An instance id read back.
+fn instance_id(row: &tokio_postgres::Row, column: usize) -> InstanceId {
+    InstanceId(uint8(row.get(column)))
+}
+
+/// Write `instance`'s record and the columns it is looked up by.
+async fn put_instance(transaction: &Transaction<'_>, instance: &Instance) -> Result<()> {
+    let finished = instance.status.is_finished();
+    transaction
+        .execute(
+            "INSERT INTO instances (id, journey, version, customer, correlation, status,
+                 active_by_customer, finished_at_ms, record)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (id) DO UPDATE SET journey = excluded.journey,
+                 version = excluded.version, customer = excluded.customer,
+                 correlation = excluded.correlation, status = excluded.status,
+                 active_by_customer = excluded.active_by_customer,
+                 finished_at_ms = excluded.finished_at_ms, record = excluded.record",
+            &[
+                &id8(instance.id),
+                &instance.journey,
+                &int4(instance.journey_version),
+                &instance.customer_id,
+                &instance.correlation,
+                &instance.status.label(),
+                &(instance.indexed_by_customer && !finished),
+                &finished.then(|| int8(instance.updated_at_ms)),
+                &stored(instance),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+impl PostgresStore {
+    /// Apply an event and what it causes, unless it was accepted before.
+    async fn add_event(
+        &self,
+        transaction: &Transaction<'_>,
+        commit: &EventCommit,
+        so_far: &mut SoFar,
+    ) -> Result<Applied> {
+        let event = &commit.event;
+        if let Some(started) = so_far.events.get(&event.id) {
+            return Ok(Applied::DuplicateEvent {
+                started: started.clone(),
+            });
+        }
+        if let Some(earlier) = event_record(transaction, &event.id).await? {
+            return Ok(Applied::DuplicateEvent {
+                started: earlier.started,
+            });
+        }
+        let mut refused = Vec::new();
+        for instance in &commit.started {
+            if !commit.exclusive.contains(&instance.id) {
+                continue;
+            }
+            let pair = (instance.journey.clone(), instance.customer_id.clone());
+            let active = match so_far.started_by_customer.get(&pair) {
+                Some(active) => Some(*active),
+                None => transaction
+                    .query_opt(
+                        "SELECT id FROM instances
+                         WHERE active_by_customer AND journey = $1 AND customer = $2
+                         ORDER BY id LIMIT 1",
+                        &[&instance.journey, &instance.customer_id],
+                    )
+                    .await?
+                    .map(|row| instance_id(&row, 0)),
+            };
+            if let Some(active) = active {
+                refused.push(RefusedStart {
+                    instance: instance.id,
+                    active,
+                });
+            }
+        }
+        let is_refused = |id: InstanceId| refused.iter().any(|refused| refused.instance == id);
+        let mut accepted = event.clone();
+        accepted.started.retain(|id| !is_refused(*id));
+        let inserted = transaction
+            .execute(
+                "INSERT INTO events (id, customer, received_at_ms, record) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING",
+                &[
+                    &event.id,
+                    &event.customer_id,
+                    &int8(event.received_at_ms),
+                    &stored(&accepted),
+                ],
+            )
+            .await?;
+        if inserted == 0 {
+            // Another node's transaction accepted it a moment ago.
+            let earlier = event_record(transaction, &event.id).await?;
+            return Ok(Applied::DuplicateEvent {
+                started: earlier.map(|earlier| earlier.started).unwrap_or_default(),
+            });
+        }
+        so_far
+            .events
+            .insert(event.id.clone(), accepted.started.clone());
+        for instance in &commit.started {
+            if is_refused(instance.id) {
+                continue;
+            }
+            if instance.indexed_by_customer {
+                so_far.started_by_customer.insert(
+                    (instance.journey.clone(), instance.customer_id.clone()),
+                    instance.id,
+                );
+            }
+            let mark = FunnelMark::started(instance);
+            so_far.moves.push((None, Some(mark.clone())));
+            so_far.marks.insert(instance.id, Some(mark));
+            put_instance(transaction, instance).await?;
+        }
+        add_interaction(transaction, &event.customer_id, &commit.interaction).await?;
+        for exit in &commit.exits {
+            transaction
+                .execute(
+                    "INSERT INTO pending_exits (instance, event) VALUES ($1, $2)
+                     ON CONFLICT (instance) DO UPDATE SET event = excluded.event",
+                    &[&id8(exit.instance.id), &event.id],
+                )
+                .await?;
+        }
+        // An exit or wake-up whose slot is taken (a step or timer came
+        // first) is not applied; exits are tried again.
+        for change in commit.exits.iter().chain(&commit.wakes) {
+            Box::pin(self.add_change(transaction, change, so_far)).await?;
+        }
+        if let Some(preference) = &commit.preference {
+            transaction
+                .execute(
+                    "INSERT INTO channel_choices (customer, channel, record) VALUES ($1, $2, $3)
+                     ON CONFLICT (customer, channel) DO UPDATE SET record = excluded.record",
+                    &[&event.customer_id, &preference.channel, &stored(preference)],
+                )
+                .await?;
+        }
+        if let Some(engagement) = &commit.engagement {
+            transaction
+                .execute(
+                    "INSERT INTO engagement (customer, at_ms, record) VALUES ($1, $2, $3)",
+                    &[
+                        &event.customer_id,
+                        &int8(engagement.at_ms),
+                        &stored(engagement),
+                    ],
+                )
+                .await?;
+        }
+        Ok(match refused.is_empty() {
+            true => Applied::Done,
+            false => Applied::PartlyStarted { refused },
+        })
+    }
+
+    /// Apply an instance change, unless its history slot is taken.
+    async fn add_change(
+        &self,
+        transaction: &Transaction<'_>,
+        change: &InstanceCommit,
+        so_far: &mut SoFar,
+    ) -> Result<Applied> {
+        let instance = &change.instance;
+        let seq = change.seq();
+        if so_far.history.contains(&(instance.id, seq)) {
+            return Ok(Applied::StaleStep);
+        }
+        if change.scrub.is_some() {
+            return Err(Error::Backend(
+                "anonymising an instance is not yet supported on PostgreSQL".into(),
+            ));
+        }
+        // The slot's row is the change's first write: if it is taken,
+        // nothing of the change is written.
+        let taken = transaction
+            .execute(
+                "INSERT INTO history (instance, seq, entry) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+                &[&id8(instance.id), &int4(seq), &stored(&change.entry)],
+            )
+            .await?
+            == 0;
+        if taken {
+            return Ok(Applied::StaleStep);
+        }
+        so_far.history.insert((instance.id, seq));
+        let before = match so_far.marks.get(&instance.id) {
+            Some(mark) => mark.clone(),
+            None => stored_mark(transaction, instance.id).await?,
+        };
+        let after = match &before {
+            Some(before) => before.took(&change.entry, instance),
+            // No mark (its record was lost): counted from the history,
+            // which holds this change's entry already.
+            None => FunnelMark::of_instance(instance, &history_of(transaction, instance).await?),
+        };
+        if before.as_ref() != Some(&after) {
+            so_far.moves.push((before, Some(after.clone())));
+            so_far.marks.insert(instance.id, Some(after));
+        }
+        put_instance(transaction, instance).await?;
+        if matches!(
+            instance.status,
+            InstanceStatus::Exited | InstanceStatus::Cancelled
+        ) {
+            transaction
+                .execute(
+                    "DELETE FROM pending_exits WHERE instance = $1",
+                    &[&id8(instance.id)],
+                )
+                .await?;
+        }
+        for (index, counted) in change.counted.iter().enumerate() {
+            transaction
+                .execute(
+                    "INSERT INTO counted_sends (customer, channel, at_ms, message, instance)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    &[
+                        &instance.customer_id,
+                        &counted.channel,
+                        &int8(counted.at_ms),
+                        &format!("{}/{seq}/{index}", instance.id.0),
+                        &id8(instance.id),
+                    ],
+                )
+                .await?;
+        }
+        // Cleared before set: an instance may leave a wait for the same one.
+        if let Some(left) = &change.leaves {
+            if let Some(due) = left.wake_at_ms {
+                transaction
+                    .execute(
+                        "DELETE FROM timers WHERE due_ms = $1 AND instance = $2",
+                        &[&int8(due), &id8(instance.id)],
+                    )
+                    .await?;
+            }
+            if let Some((kind, correlation)) = &left.event {
+                transaction
+                    .execute(
+                        "DELETE FROM waits WHERE kind = $1 AND correlation = $2 AND instance = $3",
+                        &[kind, correlation, &id8(instance.id)],
+                    )
+                    .await?;
+            }
+        }
+        if instance.status == InstanceStatus::Waiting {
+            if let Some(due) = instance.wake_at_ms {
+                transaction
+                    .execute(
+                        "INSERT INTO timers (due_ms, instance) VALUES ($1, $2)
+                         ON CONFLICT (due_ms, instance) DO UPDATE SET claimed_until_ms = NULL",
+                        &[&int8(due), &id8(instance.id)],
+                    )
+                    .await?;
+            }
+            if let Some(wait) = &instance.waiting_for {
+                transaction
+                    .execute(
+                        "INSERT INTO waits (kind, correlation, instance) VALUES ($1, $2, $3)
+                         ON CONFLICT DO NOTHING",
+                        &[&wait.kind, &wait.correlation, &id8(instance.id)],
+                    )
+                    .await?;
+            }
+        }
+        for (index, message) in change.messages.iter().enumerate() {
+            let queued = Delivery::queued(message.queued_at_ms);
+            transaction
+                .execute(
+                    "INSERT INTO outbox (id, instance, seq, idx, channel, record, status, due_ms,
+                         integration, delivery)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9)
+                     ON CONFLICT DO NOTHING",
+                    &[
+                        &message.id,
+                        &id8(instance.id),
+                        &int4(seq),
+                        &int4(index as u32),
+                        &message.channel,
+                        &stored(message),
+                        &queued.status.as_str(),
+                        &int8(message.queued_at_ms),
+                        &stored(&queued),
+                    ],
+                )
+                .await?;
+        }
+        for interaction in &change.interactions {
+            add_interaction(transaction, &instance.customer_id, interaction).await?;
+        }
+        Ok(Applied::Done)
+    }
+
+    /// Move the counts by every mark the transaction moved: each count
+    /// record touched is locked (in sorted order, so two transactions
+    /// never wait on each other), moved and written once.
+    async fn write_counts(&self, transaction: &Transaction<'_>, so_far: SoFar) -> Result<()> {
+        if so_far.moves.is_empty() {
+            return Ok(());
+        }
+        let (mut tally_keys, mut standing_keys) = (BTreeSet::new(), BTreeSet::new());
+        for (before, after) in &so_far.moves {
+            CountBook::touched(
+                before.as_ref(),
+                after.as_ref(),
+                &mut tally_keys,
+                &mut standing_keys,
+            );
+        }
+        let mut book = CountBook::default();
+        for key in tally_keys {
+            let tally = locked_tally(transaction, &key).await?;
+            book.tallies.insert(key, tally);
+        }
+        for key in standing_keys {
+            let row = transaction
+                .query_opt(
+                    "SELECT counts FROM standing WHERE journey = $1 AND version = $2 FOR UPDATE",
+                    &[&key.0, &int4(key.1)],
+                )
+                .await?;
+            let at = row.map(|row| record(&row, "counts")).transpose()?;
+            book.standing.insert(key, at.unwrap_or_default());
+        }
+        for (before, after) in &so_far.moves {
+            book.moved(before.as_ref(), after.as_ref());
+        }
+        for (id, mark) in so_far.marks {
+            match mark {
+                Some(mark) => {
+                    transaction
+                        .execute(
+                            "INSERT INTO funnel_marks (instance, mark) VALUES ($1, $2)
+                             ON CONFLICT (instance) DO UPDATE SET mark = excluded.mark",
+                            &[&id8(id), &stored(&mark)],
+                        )
+                        .await?
+                }
+                None => {
+                    transaction
+                        .execute("DELETE FROM funnel_marks WHERE instance = $1", &[&id8(id)])
+                        .await?
+                }
+            };
+        }
+        for (key, tally) in book.tallies {
+            write_tally(transaction, "live_tallies", &key, &tally).await?;
+        }
+        for ((journey, version), at) in book.standing {
+            write_standing(transaction, &(journey, version), &at).await?;
+        }
+        Ok(())
+    }
+
+    /// The tallies of `journey` in `table`.
+    fn day_tallies(&self, table: &str, journey: &str) -> Result<Vec<DayTally>> {
+        self.block(async {
+            let client = self.pool.get().await?;
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT version, day_ms, tally FROM {table} WHERE journey = $1
+                         ORDER BY version, day_ms"
+                    ),
+                    &[&journey],
+                )
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(DayTally {
+                        version: row.get::<_, i32>(0) as u32,
+                        day_ms: uint8(row.get(1)),
+                        tally: record(row, "tally")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// The ids one query returns (its first column).
+    fn ids(
+        &self,
+        query: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<InstanceId>> {
+        self.block(async {
+            let client = self.pool.get().await?;
+            let rows = client.query(query, params).await?;
+            Ok(rows.iter().map(|row| instance_id(row, 0)).collect())
+        })
+    }
+}
+
+/// An accepted event, read in `transaction`.
+async fn event_record(transaction: &Transaction<'_>, id: &str) -> Result<Option<EventRecord>> {
+    transaction
+        .query_opt("SELECT record FROM events WHERE id = $1", &[&id])
+        .await?
+        .map(|row| record(&row, "record"))
+        .transpose()
+}
+
+/// An instance's stored mark, locked until the transaction ends.
+async fn stored_mark(transaction: &Transaction<'_>, id: InstanceId) -> Result<Option<FunnelMark>> {
+    transaction
+        .query_opt(
+            "SELECT mark FROM funnel_marks WHERE instance = $1 FOR UPDATE",
+            &[&id8(id)],
+        )
+        .await?
+        .map(|row| record(&row, "mark"))
+        .transpose()
+}
+
+/// The live tally at `key`, locked until the transaction ends (empty when
+/// none is kept).
+async fn locked_tally(transaction: &Transaction<'_>, key: &TallyKey) -> Result<FunnelTally> {
+    let row = transaction
+        .query_opt(
+            "SELECT tally FROM live_tallies
+             WHERE journey = $1 AND version = $2 AND day_ms = $3 FOR UPDATE",
+            &[&key.0, &int4(key.1), &int8(key.2)],
+        )
+        .await?;
+    Ok(row
+        .map(|row| record(&row, "tally"))
+        .transpose()?
+        .unwrap_or_default())
+}
+
+/// Write a tally into `table`, or remove it at nothing.
+async fn write_tally(
+    transaction: &Transaction<'_>,
+    table: &str,
+    key: &TallyKey,
+    tally: &FunnelTally,
+) -> Result<()> {
+    let (journey, version, day) = (&key.0, int4(key.1), int8(key.2));
+    if tally.instances == 0 {
+        transaction
+            .execute(
+                &format!("DELETE FROM {table} WHERE journey = $1 AND version = $2 AND day_ms = $3"),
+                &[journey, &version, &day],
+            )
+            .await?;
+    } else {
+        transaction
+            .execute(
+                &format!(
+                    "INSERT INTO {table} (journey, version, day_ms, tally) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (journey, version, day_ms) DO UPDATE SET tally = excluded.tally"
+                ),
+                &[journey, &version, &day, &stored(tally)],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Write standing counts, or remove them at nothing.
+async fn write_standing(
+    transaction: &Transaction<'_>,
+    key: &StandingKey,
+    at: &std::collections::BTreeMap<String, u64>,
+) -> Result<()> {
+    if at.is_empty() {
+        transaction
+            .execute(
+                "DELETE FROM standing WHERE journey = $1 AND version = $2",
+                &[&key.0, &int4(key.1)],
+            )
+            .await?;
+    } else {
+        transaction
+            .execute(
+                "INSERT INTO standing (journey, version, counts) VALUES ($1, $2, $3)
+                 ON CONFLICT (journey, version) DO UPDATE SET counts = excluded.counts",
+                &[&key.0, &int4(key.1), &stored(at)],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Add an interaction to a customer's history.
+async fn add_interaction(
+    transaction: &Transaction<'_>,
+    customer: &str,
+    interaction: &crate::store::Interaction,
+) -> Result<()> {
+    transaction
+        .execute(
+            "INSERT INTO interactions (customer, at_ms, kind, record) VALUES ($1, $2, $3, $4)",
+            &[
+                &customer,
+                &int8(interaction.at_ms),
+                &interaction.kind,
+                &stored(interaction),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// `instance`'s history: the entry of the event that started it, then
+/// every stored entry in order.
+async fn history_of(
+    client: &tokio_postgres::Transaction<'_>,
+    instance: &Instance,
+) -> Result<Vec<HistoryEntry>> {
+    let received = match client
+        .query_opt(
+            "SELECT record FROM events WHERE id = $1",
+            &[&instance.trigger_event_id],
+        )
+        .await?
+    {
+        Some(row) => {
+            let event: EventRecord = record(&row, "record")?;
+            HistoryEntry::EventReceived {
+                at_ms: event.received_at_ms,
+                event_id: event.id,
+                kind: event.kind,
+            }
+        }
+        None => HistoryEntry::EventReceived {
+            at_ms: instance.created_at_ms,
+            event_id: instance.trigger_event_id.clone(),
+            kind: String::new(),
+        },
+    };
+    let rows = client
+        .query(
+            "SELECT entry FROM history WHERE instance = $1 ORDER BY seq",
+            &[&id8(instance.id)],
+        )
+        .await?;
+    let mut history = vec![received];
+    history.extend(records::<HistoryEntry>(&rows, "entry")?);
+    Ok(history)
+}
+
+impl Journal for PostgresStore {
+    fn next_id(&self) -> Result<u64> {
+        self.block(async {
+            let client = self.pool.get().await?;
+            let row = client.query_one("SELECT nextval('ids')", &[]).await?;
+            Ok(uint8(row.get(0)))
+        })
+    }
+
+    fn commit(&self, commits: &[Commit]) -> Result<Vec<Applied>> {
+        self.block(async {
+            let mut client = self.pool.get().await?;
+            let transaction = client.transaction().await?;
+            // Single re-entry: one transaction at a time per (journey,
+            // customer), taken in sorted order.
+            let exclusive: BTreeSet<(&str, &str)> = commits
+                .iter()
+                .filter_map(|commit| match commit {
+                    Commit::Event(event) => Some(event),
+                    Commit::Instance(_) => None,
+                })
+                .flat_map(|event| {
+                    event
+                        .started
+                        .iter()
+                        .filter(|instance| event.exclusive.contains(&instance.id))
+                        .map(|instance| (instance.journey.as_str(), instance.customer_id.as_str()))
+                })
+                .collect();
+            for (journey, customer) in exclusive {
+                transaction
+                    .execute(
+                        "SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))",
+                        &[&journey, &customer],
+                    )
+                    .await?;
+            }
+            let mut so_far = SoFar::default();
+            let mut applied = Vec::with_capacity(commits.len());
+            for commit in commits {
+                applied.push(match commit {
+                    Commit::Event(event) => {
+                        self.add_event(&transaction, event, &mut so_far).await?
+                    }
+                    Commit::Instance(change) => {
+                        self.add_change(&transaction, change, &mut so_far).await?
+                    }
+                });
+            }
+            self.write_counts(&transaction, so_far).await?;
+            // A failed COMMIT leaves it unknown whether the unit landed;
+            // it is reported as not applied, and a retry is safe (a
+            // duplicate event or a taken slot is skipped).
+            transaction.commit().await?;
+            Ok(applied)
+        })
+    }
+
+    fn event(&self, id: &str) -> Result<Option<EventRecord>> {
+        self.block(async {
+            let client = self.pool.get().await?;
+            client
+                .query_opt("SELECT record FROM events WHERE id = $1", &[&id])
+                .await?
+                .map(|row| record(&row, "record"))
+                .transpose()
+        })
+    }
+
+    fn instance(&self, id: InstanceId) -> Result<Option<Instance>> {
+        self.block(async {
+            let client = self.pool.get().await?;
+            client
+                .query_opt("SELECT record FROM instances WHERE id = $1", &[&id8(id)])
+                .await?
+                .map(|row| record(&row, "record"))
+                .transpose()
+        })
+    }
+
+    fn search_instances(&self, filter: &InstanceFilter) -> Result<InstancePage> {
+        self.block(async {
+            let client = self.pool.get().await?;
+            let mut after = filter.after.map_or(0, id8);
+            let (mut found, mut last, mut looked_at) = (Vec::new(), None, 0usize);
+            loop {
+                let rows = client
+                    .query(
+                        "SELECT id, record FROM instances WHERE id > $1 ORDER BY id LIMIT $2",
+                        &[&after, &int8(SEARCH_CHUNK as u64)],
+                    )
+                    .await?;
+                for row in &rows {
+                    if found.len() >= filter.limit
+                        || (filter.budget > 0 && looked_at >= filter.budget)
+                    {
+                        return Ok(InstancePage {
+                            found,
+                            more_after: last,
+                        });
+                    }
+                    looked_at += 1;
+                    let id = instance_id(row, 0);
+                    last = Some(id);
+                    after = id8(id);
+                    let instance: Instance = record(row, "record")?;
+                    if filter.matches(&instance) {
+                        found.push(instance);
+                    }
+                }
+                if rows.len() < SEARCH_CHUNK {
+                    return Ok(InstancePage {
+                        found,
+                        more_after: None,
+                    });
+                }
+            }
+        })
+    }
+
+    fn running_instances(&self) -> Result<Vec<Instance>> {
+        self.block(async {
+            let client = self.pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT record FROM instances WHERE status = 'running' ORDER BY id",
+                    &[],
+                )
+                .await?;
+            records(&rows, "record")
+        })
+    }
+
+    fn settled(&self, now_ms: u64) -> Result<bool> {
+        self.block(async {
+            let client = self.pool.get().await?;
+            // One statement: one snapshot.
+            let row = client
+                .query_one(
+                    "SELECT NOT EXISTS (SELECT 1 FROM instances WHERE status = 'running')
+                        AND NOT EXISTS (SELECT 1 FROM timers WHERE due_ms <= $1)",
+                    &[&int8(now_ms)],
+                )
+                .await?;
+            Ok(row.get(0))
+        })
+    }
+
+    fn history(&self, id: InstanceId) -> Result<Vec<HistoryEntry>> {
+        self.block(async {
+            let mut client = self.pool.get().await?;
+            // One snapshot for the instance, its event and its entries.
+            let transaction = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?;
+            let Some(row) = transaction
+                .query_opt("SELECT record FROM instances WHERE id = $1", &[&id8(id)])
+                .await?
+            else {
+                return Ok(Vec::new());
+            };
+            let instance: Instance = record(&row, "record")?;
+            history_of(&transaction, &instance).await
+        })
+    }
+
+    fn correlated(&self, journey: &str, correlation: &str) -> Result<Vec<InstanceId>> {
+        self.ids(
+            "SELECT id FROM instances WHERE journey = $1 AND correlation = $2 ORDER BY id",
+            &[&journey, &correlation],
+        )
+    }
+
+    fn active_of(&self, journey: &str, customer: &str) -> Result<Vec<InstanceId>> {
+        self.ids(
+            "SELECT id FROM instances WHERE active_by_customer AND journey = $1 AND customer = $2
+             ORDER BY id",
+            &[&journey, &customer],
+        )
+    }
+
+    fn any_waiting_for(&self, kind: &str) -> Result<bool> {
+        self.block(async {
+            let client = self.pool.get().await?;
+            let row = client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM waits WHERE kind = $1)",
+                    &[&kind],
+                )
+                .await?;
+            Ok(row.get(0))
+        })
+    }
+
+    fn waiting_for(&self, kind: &str, correlation: &str) -> Result<Vec<InstanceId>> {
+        self.ids(
+            "SELECT instance FROM waits WHERE kind = $1 AND correlation = $2 ORDER BY instance",
+            &[&kind, &correlation],
+        )
+    }
+
+    fn pending_exits(&self) -> Result<Vec<(InstanceId, String)>> {
+        self.block(async {
+            let client = self.pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT instance, event FROM pending_exits ORDER BY instance",
+                    &[],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|row| (instance_id(row, 0), row.get(1)))
+                .collect())
+        })
+    }
+
+    fn forget_exit(&self, instance: InstanceId) -> Result<()> {
+        self.block(async {
+            let client = self.pool.get().await?;
+            client
+                .execute(
+                    "DELETE FROM pending_exits WHERE instance = $1",
+                    &[&id8(instance)],
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn finished_before(
+        &self,
+        journey: &str,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(InstanceId, u64)>> {
+        self.block(async {
+            let client = self.pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT id, finished_at_ms FROM instances
+                     WHERE journey = $1 AND finished_at_ms < $2
+                     ORDER BY finished_at_ms, id LIMIT $3",
+                    &[&journey, &int8(before_ms), &int8(limit as u64)],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|row| (instance_id(row, 0), uint8(row.get(1))))
+                .collect())
+        })
+    }
+
+    fn purge(&self, _purges: &[Purge]) -> Result<usize> {
+        Err(Error::Backend(
+            "retention is not yet supported on PostgreSQL".into(),
+        ))
+    }
+
+    fn purged_tallies(&self, journey: &str) -> Result<Vec<DayTally>> {
+        self.day_tallies("purged_tallies", journey)
+    }
+
+    fn live_tallies(&self, journey: &str) -> Result<Vec<DayTally>> {
+        self.day_tallies("live_tallies", journey)
+    }
+
+    fn standing(&self, journey: Option<&str>) -> Result<Vec<StandingCounts>> {
+        self.block(async {
+            let client = self.pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT journey, version, counts FROM standing
+                     WHERE $1::text IS NULL OR journey = $1 ORDER BY journey, version",
+                    &[&journey],
+                )
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(StandingCounts {
+                        journey: row.get(0),
+                        version: row.get::<_, i32>(1) as u32,
+                        at: record(row, "counts")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn purge_old_records(&self, _before_ms: u64, _limit: usize) -> Result<usize> {
+        Err(Error::Backend(
+            "retention is not yet supported on PostgreSQL".into(),
+        ))
+    }
+
+    fn customer_events(&self, customer: &str) -> Result<Vec<EventRecord>> {
+        self.block(async {
+            let client = self.pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT record FROM events WHERE customer = $1 ORDER BY id",
+                    &[&customer],
+                )
+                .await?;
+            records(&rows, "record")
+        })
+    }
+
+    fn forget_customer(&self, _customer: &str) -> Result<ForgottenRecords> {
+        Err(Error::Backend(
+            "forgetting a customer is not yet supported on PostgreSQL".into(),
+        ))
+    }
+}
+
+impl Timers for PostgresStore {
+    fn due_timers(&self, now_ms: u64, limit: usize) -> Result<Vec<(u64, InstanceId)>> {
+        self.block(async {
+            let client = self.pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT due_ms, instance FROM timers WHERE due_ms <= $1
+                     ORDER BY due_ms, instance LIMIT $2",
+                    &[&int8(now_ms), &int8(limit as u64)],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|row| (uint8(row.get(0)), instance_id(row, 1)))
+                .collect())
+        })
+    }
+
+    fn claim_due_timers(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<(u64, InstanceId)>> {
+        self.block(async {
+            let client = self.pool.get().await?;
+            // Leases run on the database's clock, which every node shares;
+            // `now_ms` (the runtime's clock, maybe simulated) says what is due.
+            let rows = client
+                .query(
+                    &format!(
+                        "UPDATE timers SET claimed_until_ms = {DB_NOW_MS} + $3
+                         WHERE (due_ms, instance) IN (
+                             SELECT due_ms, instance FROM timers
+                             WHERE due_ms <= $1
+                               AND (claimed_until_ms IS NULL OR claimed_until_ms <= {DB_NOW_MS})
+                             ORDER BY due_ms, instance LIMIT $2
+                             FOR UPDATE SKIP LOCKED
+                         )
+                         RETURNING due_ms, instance"
+                    ),
+                    &[
+                        &int8(now_ms),
+                        &int8(limit as u64),
+                        &int8(lease.as_millis() as u64),
+                    ],
+                )
+                .await?;
+            let mut claimed: Vec<_> = rows
+                .iter()
+                .map(|row| (uint8(row.get(0)), instance_id(row, 1)))
+                .collect();
+            claimed.sort_unstable();
+            Ok(claimed)
+        })
+    }
+
+    fn release_timer(&self, due_ms: u64, instance: InstanceId) -> Result<()> {
+        self.block(async {
+            let client = self.pool.get().await?;
+            client
+                .execute(
+                    "UPDATE timers SET claimed_until_ms = NULL WHERE due_ms = $1 AND instance = $2",
+                    &[&int8(due_ms), &id8(instance)],
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn next_timer(&self) -> Result<Option<u64>> {
+        self.block(async {
+            let client = self.pool.get().await?;
+            let row = client
+                .query_one("SELECT min(due_ms) FROM timers", &[])
+                .await?;
+            Ok(row.get::<_, Option<i64>>(0).map(uint8))
+        })
+    }
+
+    fn forget_timer(&self, due_ms: u64, instance: InstanceId) -> Result<()> {
+        self.block(async {
+            let client = self.pool.get().await?;
+            client
+                .execute(
+                    "DELETE FROM timers WHERE due_ms = $1 AND instance = $2",
+                    &[&int8(due_ms), &id8(instance)],
+                )
+                .await?;
+            Ok(())
+        })
+    }
+}
