@@ -26,6 +26,7 @@ mod retention;
 mod scaffold;
 mod serve;
 mod step_run;
+pub(crate) mod store;
 mod timeline;
 mod tokens;
 

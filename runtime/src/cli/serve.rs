@@ -17,8 +17,7 @@ use journey_runtime::clock::{Clock, ShiftedClock, SimulatedClock, SystemClock};
 use journey_runtime::executor::{ADMIN_TOKEN_FILE, Runtime, SIMULATED_CLOCK_META, Settings};
 use journey_runtime::host::{ComponentLimits, Limits, OutputLimits};
 use journey_runtime::journey::Retention;
-use journey_runtime::store::Store;
-use journey_runtime::store::sled::{SledOptions, SledStore};
+use journey_runtime::store::sled::SledOptions;
 use journey_runtime::telemetry;
 
 /// Arguments of `journeyd serve`.
@@ -32,6 +31,13 @@ pub struct ServeArgs {
     /// The data directory (created if missing).
     #[arg(long, env = "JOURNEYD_DATA", default_value = "journeyd-data")]
     pub data: PathBuf,
+    /// Keep instances in this PostgreSQL database (`postgres://user@host/db`;
+    /// a Unix socket's directory as the host, percent-encoded) instead of
+    /// the embedded store in the data directory. The schema is created or
+    /// brought up to date at start. The data directory still holds the
+    /// admin token, the address file and compiled code.
+    #[arg(long, env = "JOURNEYD_STORE", value_name = "URL")]
+    pub store: Option<String>,
     /// Where compiled plugin code is kept, so a restart compiles nothing
     /// (default: `compiled` in the data directory). Runtimes may share
     /// one: entries are keyed by the component's bytes and the engine's
@@ -149,14 +155,16 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         tokio::runtime::Handle::current(),
     )
     .context("setting up trace export")?;
-    let store = SledStore::open(
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("creating the data directory {}", args.data.display()))?;
+    let store = super::store::open_store(
+        args.store.as_deref(),
         &args.data,
         &SledOptions {
             cache_bytes: args.cache_mib * 1024 * 1024,
             ..SledOptions::default()
         },
-    )
-    .with_context(|| format!("opening the store in {}", args.data.display()))?;
+    )?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
@@ -196,7 +204,6 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         },
         None => settings,
     };
-    let store: Arc<dyn Store> = Arc::new(store);
     let clock: Arc<dyn Clock> = if args.simulated_clock {
         let kept = store
             .meta(SIMULATED_CLOCK_META)?

@@ -38,7 +38,7 @@ pub use self::outbox::{
     AttemptOutcome, ClaimedMessage, DELIVERY_LOG_LINES, Delivery, DeliveryAttempt, DeliveryFilter,
     DeliveryNote, DeliveryPage, DeliveryStatus, Mark, Marked, MessageRef, Outbox, StatusReport,
 };
-pub use self::postgres::{PostgresOptions, PostgresStore};
+pub use self::postgres::{PostgresOptions, PostgresStore, PostgresUsage};
 pub use self::sled::{RestoreError, SledStore};
 pub use self::timers::Timers;
 

@@ -30,8 +30,9 @@ use self::support::{
 };
 use journey_runtime::clock::SystemClock;
 use journey_runtime::executor::{Runtime, Settings};
-use journey_runtime::store::sled::{SledOptions, SledStore};
-use journey_runtime::store::{InstanceId, InstanceStatus, Journal, Outbox, Store};
+use journey_runtime::store::sled::SledOptions;
+use journey_runtime::store::{InstanceId, InstanceStatus, Store};
+use journey_runtime::store::{PostgresOptions, PostgresStore};
 use journey_runtime::tooling::{skip_steps, with_custom_section};
 
 /// Arguments of `journeyd bench`.
@@ -52,6 +53,11 @@ pub struct BenchArgs {
     /// Steps running in the sandbox at once (default: the number of cores).
     #[arg(long)]
     pub parallel_steps: Option<usize>,
+    /// Run the enquiry scenario on this PostgreSQL database
+    /// (`postgres://…`) instead of sled; its tables must be empty or
+    /// missing.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
     /// Keep the store in this (new or empty) directory instead of a
     /// temporary one, e.g. to start `journeyd serve` on it afterwards.
     #[arg(long)]
@@ -271,7 +277,18 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", args.journey.display()))?;
     let temporary = tempfile::tempdir()?;
     let data = args.data.as_deref().unwrap_or(temporary.path());
-    let store = Arc::new(SledStore::open(data, &SledOptions::default())?);
+    // On PostgreSQL the store's costs are read from the server.
+    let postgres = match args.store.as_deref() {
+        Some(url) => Some(Arc::new(
+            PostgresStore::open(url, &PostgresOptions::default())
+                .with_context(|| format!("opening {}", crate::cli::store::redacted(url)))?,
+        )),
+        None => None,
+    };
+    let store: Arc<dyn Store> = match &postgres {
+        Some(postgres) => postgres.clone(),
+        None => crate::cli::store::open_store(None, data, &SledOptions::default())?,
+    };
     let mut settings = Settings::default();
     if let Some(parallel_steps) = args.parallel_steps {
         settings.parallel_steps = parallel_steps;
@@ -360,6 +377,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let in_flight = Arc::new(Semaphore::new(args.concurrency.max(1)));
     // The store before the first event: plugins, the journey, customers.
     let store_before = dir_size(data);
+    let postgres_before = postgres.as_ref().map(|store| store.usage()).transpose()?;
     let started = Instant::now();
     // The swapper starts with the second half of the journeys.
     let swap_from = args.swap_every.map(|_| args.journeys / 2);
@@ -466,8 +484,26 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             .join(", ")
     );
     println!("  outbox: {outbox} messages; failed journeys: {failed}; peak RSS {rss:.0} MiB");
-    let store_bytes = dir_size(data);
-    let bytes_per_journey = store_bytes.saturating_sub(store_before) / args.journeys.max(1) as u64;
+    let (store_bytes, bytes_per_journey) = match (&postgres, postgres_before) {
+        (Some(postgres), Some(before)) => {
+            let after = postgres.usage()?;
+            let per_step = |total: u64| total as f64 / writes.max(1) as f64;
+            let statements = per_step(after.statements - before.statements);
+            let wal = per_step(after.wal_bytes.saturating_sub(before.wal_bytes));
+            println!(
+                "  PostgreSQL: {statements:.1} statements per step commit ({:.1} per group), {wal:.0} WAL bytes per step commit, database {:.0} MiB",
+                statements * steps_per_group,
+                after.database_bytes as f64 / (1024.0 * 1024.0)
+            );
+            let grown = after.database_bytes.saturating_sub(before.database_bytes);
+            (after.database_bytes, grown / args.journeys.max(1) as u64)
+        }
+        _ => {
+            let store_bytes = dir_size(data);
+            let grown = store_bytes.saturating_sub(store_before);
+            (store_bytes, grown / args.journeys.max(1) as u64)
+        }
+    };
     println!(
         "  store on disk: {:.0} MiB, {bytes_per_journey} bytes per finished journey",
         store_bytes as f64 / (1024.0 * 1024.0)

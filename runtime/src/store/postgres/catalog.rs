@@ -5,7 +5,7 @@
 
 use deadpool_postgres::Transaction;
 
-use super::{PostgresStore, int8, record, records, stored, uint8};
+use super::{Cached, PostgresStore, int8, record, records, stored, uint8};
 use crate::store::{
     AuditEntry, CanaryCounts, Catalog, IntegrationRecord, JourneyRecord, MigrationRecord,
     PluginRecord, Result, TagRecord, TokenRecord, VersionStats,
@@ -29,7 +29,7 @@ async fn catalog_changed(transaction: &Transaction<'_>) -> Result<()> {
 /// until the transaction ends, so two nodes never number one version twice.
 async fn numbering(transaction: &Transaction<'_>, kind: &str, name: &str) -> Result<()> {
     transaction
-        .execute(
+        .exec(
             "SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))",
             &[&kind, &name],
         )
@@ -47,7 +47,7 @@ impl PostgresStore {
     fn all<T: serde::de::DeserializeOwned>(&self, query: &str) -> Result<Vec<T>> {
         self.block(async {
             let client = self.pool.get().await?;
-            let rows = client.query(query, &[]).await?;
+            let rows = client.rows(query, &[]).await?;
             records(&rows, "record")
         })
     }
@@ -62,7 +62,7 @@ impl PostgresStore {
         self.block(async {
             let mut client = self.pool.get().await?;
             let transaction = client.transaction().await?;
-            let changed = transaction.execute(statement, params).await?;
+            let changed = transaction.exec(statement, params).await?;
             catalog_changed(&transaction).await?;
             transaction.commit().await?;
             Ok(changed)
@@ -83,7 +83,7 @@ impl Catalog for PostgresStore {
             let transaction = client.transaction().await?;
             numbering(&transaction, "plugin", name).await?;
             let latest = transaction
-                .query_opt(
+                .opt(
                     "SELECT record FROM plugins WHERE name = $1 ORDER BY version DESC LIMIT 1",
                     &[&name],
                 )
@@ -101,13 +101,13 @@ impl Catalog for PostgresStore {
                 pushed_at_ms: at_ms,
             };
             transaction
-                .execute(
+                .exec(
                     "INSERT INTO blobs (digest, bytes) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                     &[&digest, &bytes],
                 )
                 .await?;
             transaction
-                .execute(
+                .exec(
                     "INSERT INTO plugins (name, version, record) VALUES ($1, $2, $3)",
                     &[&name, &int4(plugin.version), &stored(&plugin)],
                 )
@@ -122,7 +122,7 @@ impl Catalog for PostgresStore {
         self.block(async {
             let client = self.pool.get().await?;
             let row = client
-                .query_opt("SELECT bytes FROM blobs WHERE digest = $1", &[&digest])
+                .opt("SELECT bytes FROM blobs WHERE digest = $1", &[&digest])
                 .await?;
             Ok(row.map(|row| row.get(0)))
         })
@@ -137,14 +137,14 @@ impl Catalog for PostgresStore {
             let mut client = self.pool.get().await?;
             let transaction = client.transaction().await?;
             transaction
-                .execute(
+                .exec(
                     "INSERT INTO tags (plugin, tag, record) VALUES ($1, $2, $3)
                      ON CONFLICT (plugin, tag) DO UPDATE SET record = excluded.record",
                     &[&tag.plugin, &tag.tag, &stored(tag)],
                 )
                 .await?;
             transaction
-                .execute(
+                .exec(
                     "INSERT INTO tag_changes (plugin, record) VALUES ($1, $2)",
                     &[&tag.plugin, &stored(tag)],
                 )
@@ -163,7 +163,7 @@ impl Catalog for PostgresStore {
         self.block(async {
             let client = self.pool.get().await?;
             let rows = client
-                .query(
+                .rows(
                     "SELECT record FROM tag_changes WHERE plugin = $1 ORDER BY seq",
                     &[&plugin],
                 )
@@ -181,7 +181,7 @@ impl Catalog for PostgresStore {
         self.block(async {
             let client = self.pool.get().await?;
             let row = client
-                .query_one(
+                .one(
                     "INSERT INTO canary_runs (plugin, tag, set_at_ms, runs, failures)
                      VALUES ($1, $2, $3, $4, $5)
                      ON CONFLICT (plugin, tag, set_at_ms) DO UPDATE
@@ -213,7 +213,7 @@ impl Catalog for PostgresStore {
                 // The row lock holds off another node's addition until
                 // this transaction ends, so neither adds to an old count.
                 transaction
-                    .execute(
+                    .exec(
                         "INSERT INTO version_stats (plugin, version, record) VALUES ($1, $2, $3)
                          ON CONFLICT DO NOTHING",
                         &[
@@ -228,7 +228,7 @@ impl Catalog for PostgresStore {
                     )
                     .await?;
                 let row = transaction
-                    .query_one(
+                    .one(
                         "SELECT record FROM version_stats WHERE plugin = $1 AND version = $2
                          FOR UPDATE",
                         &[&version.plugin, &number],
@@ -237,7 +237,7 @@ impl Catalog for PostgresStore {
                 let mut total: VersionStats = record(&row, "record")?;
                 total.add(version);
                 transaction
-                    .execute(
+                    .exec(
                         "UPDATE version_stats SET record = $3 WHERE plugin = $1 AND version = $2",
                         &[&version.plugin, &number, &stored(&total)],
                     )
@@ -258,7 +258,7 @@ impl Catalog for PostgresStore {
             let transaction = client.transaction().await?;
             numbering(&transaction, "journey", name).await?;
             let latest: Option<i32> = transaction
-                .query_one(
+                .one(
                     "SELECT max(version) FROM journeys WHERE name = $1",
                     &[&name],
                 )
@@ -271,7 +271,7 @@ impl Catalog for PostgresStore {
                 deployed_at_ms: at_ms,
             };
             transaction
-                .execute(
+                .exec(
                     "INSERT INTO journeys (name, version, record) VALUES ($1, $2, $3)",
                     &[&name, &int4(journey.version), &stored(&journey)],
                 )
@@ -337,7 +337,7 @@ impl Catalog for PostgresStore {
         self.block(async {
             let client = self.pool.get().await?;
             let row = client
-                .query_one("SELECT version FROM catalog_version", &[])
+                .one("SELECT version FROM catalog_version", &[])
                 .await?;
             Ok(uint8(row.get(0)))
         })
@@ -356,7 +356,7 @@ impl Catalog for PostgresStore {
         self.block(async {
             let client = self.pool.get().await?;
             client
-                .query_opt("SELECT value FROM meta WHERE name = $1", &[&name])
+                .opt("SELECT value FROM meta WHERE name = $1", &[&name])
                 .await?
                 .map(|row| record(&row, "value"))
                 .transpose()
@@ -368,12 +368,12 @@ impl Catalog for PostgresStore {
             let mut client = self.pool.get().await?;
             let transaction = client.transaction().await?;
             let seq: i64 = transaction
-                .query_one("SELECT nextval('audit_seq_seq')", &[])
+                .one("SELECT nextval('audit_seq_seq')", &[])
                 .await?
                 .get(0);
             entry.seq = uint8(seq);
             transaction
-                .execute(
+                .exec(
                     "INSERT INTO audit (seq, record) VALUES ($1, $2)",
                     &[&seq, &stored(&entry)],
                 )
@@ -387,7 +387,7 @@ impl Catalog for PostgresStore {
         self.block(async {
             let client = self.pool.get().await?;
             let rows = client
-                .query(
+                .rows(
                     "SELECT record FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
                     &[&int8(after), &int8(limit as u64)],
                 )

@@ -8,7 +8,7 @@
 
 use serde_json::value::RawValue;
 
-use super::{PostgresStore, int8, record, records, stored, uint8};
+use super::{Cached, PostgresStore, int8, record, records, stored, uint8};
 use crate::store::{
     CustomerView, Customers, Error, Result, SendReservation, VIEW_ENGAGEMENT, VIEW_INTERACTIONS,
 };
@@ -26,7 +26,7 @@ impl Customers for PostgresStore {
         self.block(async {
             let client = self.pool.get().await?;
             client
-                .execute(
+                .exec(
                     "INSERT INTO customers (id, profile) VALUES ($1, $2)
                      ON CONFLICT (id) DO UPDATE SET profile = excluded.profile",
                     &[&id, &stored(profile)],
@@ -39,48 +39,60 @@ impl Customers for PostgresStore {
     fn customer_view(&self, id: &str, limit: usize, kinds: &[String]) -> Result<CustomerView> {
         self.block(async {
             let client = self.pool.get().await?;
-            let profile = match client
-                .query_opt("SELECT profile FROM customers WHERE id = $1", &[&id])
-                .await?
-            {
+            let (limit, recent, engaged) = (
+                int8(limit as u64),
+                int8(VIEW_INTERACTIONS as u64),
+                int8(VIEW_ENGAGEMENT as u64),
+            );
+            // Four reads sent together: one round trip (every step reads
+            // its customer's view).
+            let (profile, interactions, channels, engagement) = futures_util::try_join!(
+                async {
+                    client
+                        .opt("SELECT profile FROM customers WHERE id = $1", &[&id])
+                        .await
+                },
+                // Of the most recent VIEW_INTERACTIONS, the most recent
+                // `limit` of the kinds asked for.
+                async {
+                    client
+                        .rows(
+                            "SELECT record FROM (
+                                 SELECT seq, kind, record FROM interactions WHERE customer = $1
+                                 ORDER BY seq DESC LIMIT $2
+                             ) recent
+                             WHERE cardinality($3::text[]) = 0 OR kind = ANY($3)
+                             ORDER BY seq DESC LIMIT $4",
+                            &[&id, &recent, &kinds, &limit],
+                        )
+                        .await
+                },
+                async {
+                    client
+                        .rows(
+                            "SELECT record FROM channel_choices WHERE customer = $1 ORDER BY channel",
+                            &[&id],
+                        )
+                        .await
+                },
+                async {
+                    client
+                        .rows(
+                            "SELECT record FROM (
+                                 SELECT seq, record FROM engagement WHERE customer = $1
+                                 ORDER BY seq DESC LIMIT $2
+                             ) recent ORDER BY seq",
+                            &[&id, &engaged],
+                        )
+                        .await
+                },
+            )?;
+            let profile = match profile {
                 Some(row) => record::<Box<RawValue>>(&row, "profile")?,
                 None => RawValue::from_string("{}".to_owned()).map_err(Error::Encode)?,
             };
-            // Of the most recent VIEW_INTERACTIONS, the most recent
-            // `limit` of the kinds asked for; oldest first.
-            let interactions = client
-                .query(
-                    "SELECT record FROM (
-                         SELECT seq, kind, record FROM interactions WHERE customer = $1
-                         ORDER BY seq DESC LIMIT $2
-                     ) recent
-                     WHERE cardinality($3::text[]) = 0 OR kind = ANY($3)
-                     ORDER BY seq DESC LIMIT $4",
-                    &[
-                        &id,
-                        &int8(VIEW_INTERACTIONS as u64),
-                        &kinds,
-                        &int8(limit as u64),
-                    ],
-                )
-                .await?;
             let mut interactions = records(&interactions, "record")?;
             interactions.reverse();
-            let channels = client
-                .query(
-                    "SELECT record FROM channel_choices WHERE customer = $1 ORDER BY channel",
-                    &[&id],
-                )
-                .await?;
-            let engagement = client
-                .query(
-                    "SELECT record FROM (
-                         SELECT seq, record FROM engagement WHERE customer = $1
-                         ORDER BY seq DESC LIMIT $2
-                     ) recent ORDER BY seq",
-                    &[&id, &int8(VIEW_ENGAGEMENT as u64)],
-                )
-                .await?;
             Ok(CustomerView {
                 id: id.to_owned(),
                 profile,
@@ -95,7 +107,7 @@ impl Customers for PostgresStore {
         self.block(async {
             let client = self.pool.get().await?;
             let rows = client
-                .query(
+                .rows(
                     "SELECT at_ms FROM counted_sends
                      WHERE customer = $1 AND channel = $2 AND at_ms >= $3 ORDER BY at_ms",
                     &[&customer, &channel, &int8(since_ms)],
@@ -117,14 +129,14 @@ impl Customers for PostgresStore {
             let mut client = self.pool.get().await?;
             let transaction = client.transaction().await?;
             transaction
-                .execute(
+                .exec(
                     "INSERT INTO send_slots (customer, channel) VALUES ($1, $2)
                      ON CONFLICT DO NOTHING",
                     &[&customer, &channel],
                 )
                 .await?;
             transaction
-                .execute(
+                .exec(
                     "SELECT 1 FROM send_slots WHERE customer = $1 AND channel = $2 FOR UPDATE",
                     &[&customer, &channel],
                 )
@@ -132,7 +144,7 @@ impl Customers for PostgresStore {
             // Committed sends and live reservations. A step committed but
             // not yet released counts twice for a moment: never under the cap.
             let rows = transaction
-                .query(
+                .rows(
                     &format!(
                         "SELECT at_ms FROM counted_sends
                          WHERE customer = $1 AND channel = $2 AND at_ms >= $3
@@ -151,7 +163,7 @@ impl Customers for PostgresStore {
                 });
             }
             transaction
-                .execute(
+                .exec(
                     &format!(
                         "INSERT INTO send_reservations (customer, channel, at_ms, expires_at_ms)
                          VALUES ($1, $2, $3, {DB_NOW_MS} + $4)"
@@ -168,7 +180,7 @@ impl Customers for PostgresStore {
         self.block(async {
             let client = self.pool.get().await?;
             client
-                .execute(
+                .exec(
                     "DELETE FROM send_reservations WHERE id = (
                          SELECT id FROM send_reservations
                          WHERE customer = $1 AND channel = $2 AND at_ms = $3

@@ -8,21 +8,24 @@
 //! re-entry takes an advisory lock per (journey, customer) first, in
 //! sorted order. The counts are moved in the same transaction: the marks
 //! of the instances changed are read with a row lock, then each count
-//! record touched is locked, moved and written once.
+//! record touched is locked, moved and written once. A change that
+//! anonymises an instance scrubs its records in the same transaction
+//! (`forget.rs`); retention has its own file (`retention.rs`).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::time::Duration;
 
 use deadpool_postgres::Transaction;
+use futures_util::FutureExt as _;
+use futures_util::future::{LocalBoxFuture, try_join_all};
 
 use super::catalog::int4;
-use super::customers::DB_NOW_MS;
-use super::{PostgresStore, int8, record, records, stored, uint8};
+use super::counts::stored_mark;
+use super::forget::scrub_instance;
+use super::{Cached, PostgresStore, int8, record, records, stored, uint8};
 use crate::store::{
-    Applied, Commit, CountBook, DayTally, Delivery, Error, EventCommit, EventRecord,
-    ForgottenRecords, FunnelMark, FunnelTally, HistoryEntry, Instance, InstanceCommit,
-    InstanceFilter, InstanceId, InstancePage, InstanceStatus, Journal, Purge, RefusedStart, Result,
-    StandingCounts, StandingKey, TallyKey, Timers,
+    Applied, Commit, DayTally, Delivery, EventCommit, EventRecord, ForgottenRecords, FunnelMark,
+    HistoryEntry, Instance, InstanceCommit, InstanceFilter, InstanceId, InstancePage,
+    InstanceStatus, Journal, Purge, RefusedStart, Result, StandingCounts,
 };
 
 /// Instances read per query while a search walks the journal.
@@ -31,7 +34,7 @@ const SEARCH_CHUNK: usize = 500;
 /// What one transaction has done so far (its own writes are visible to
 /// its reads, but these are cheaper to keep than to query).
 #[derive(Default)]
-struct SoFar {
+pub(super) struct SoFar {
     /// Events accepted in it, with the instances they started.
     events: HashMap<String, Vec<InstanceId>>,
     /// History slots taken in it.
@@ -39,18 +42,21 @@ struct SoFar {
     /// Instances started in it by (journey, customer), for single re-entry.
     started_by_customer: HashMap<(String, String), InstanceId>,
     /// The newest mark of each instance it changed.
-    marks: HashMap<InstanceId, Option<FunnelMark>>,
+    pub(super) marks: HashMap<InstanceId, Option<FunnelMark>>,
     /// Marks moved, in order: (before, after).
-    moves: Vec<(Option<FunnelMark>, Option<FunnelMark>)>,
+    pub(super) moves: Vec<(Option<FunnelMark>, Option<FunnelMark>)>,
+    /// The stored marks of the instances the transaction's instance
+    /// commits change, read (and locked) at its start in one query.
+    pub(super) stored_marks: HashMap<InstanceId, FunnelMark>,
 }
 
 /// The id as PostgreSQL's `bigint`.
-fn id8(id: InstanceId) -> i64 {
+pub(super) fn id8(id: InstanceId) -> i64 {
     int8(id.0)
 }
 
 /// An instance id read back.
-fn instance_id(row: &tokio_postgres::Row, column: usize) -> InstanceId {
+pub(super) fn instance_id(row: &tokio_postgres::Row, column: usize) -> InstanceId {
     InstanceId(uint8(row.get(column)))
 }
 
@@ -58,7 +64,7 @@ fn instance_id(row: &tokio_postgres::Row, column: usize) -> InstanceId {
 async fn put_instance(transaction: &Transaction<'_>, instance: &Instance) -> Result<()> {
     let finished = instance.status.is_finished();
     transaction
-        .execute(
+        .exec(
             "INSERT INTO instances (id, journey, version, customer, correlation, status,
                  active_by_customer, finished_at_ms, record)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
@@ -111,7 +117,7 @@ impl PostgresStore {
             let active = match so_far.started_by_customer.get(&pair) {
                 Some(active) => Some(*active),
                 None => transaction
-                    .query_opt(
+                    .opt(
                         "SELECT id FROM instances
                          WHERE active_by_customer AND journey = $1 AND customer = $2
                          ORDER BY id LIMIT 1",
@@ -131,7 +137,7 @@ impl PostgresStore {
         let mut accepted = event.clone();
         accepted.started.retain(|id| !is_refused(*id));
         let inserted = transaction
-            .execute(
+            .exec(
                 "INSERT INTO events (id, customer, received_at_ms, record) VALUES ($1, $2, $3, $4)
                  ON CONFLICT DO NOTHING",
                 &[
@@ -170,7 +176,7 @@ impl PostgresStore {
         add_interaction(transaction, &event.customer_id, &commit.interaction).await?;
         for exit in &commit.exits {
             transaction
-                .execute(
+                .exec(
                     "INSERT INTO pending_exits (instance, event) VALUES ($1, $2)
                      ON CONFLICT (instance) DO UPDATE SET event = excluded.event",
                     &[&id8(exit.instance.id), &event.id],
@@ -184,7 +190,7 @@ impl PostgresStore {
         }
         if let Some(preference) = &commit.preference {
             transaction
-                .execute(
+                .exec(
                     "INSERT INTO channel_choices (customer, channel, record) VALUES ($1, $2, $3)
                      ON CONFLICT (customer, channel) DO UPDATE SET record = excluded.record",
                     &[&event.customer_id, &preference.channel, &stored(preference)],
@@ -193,7 +199,7 @@ impl PostgresStore {
         }
         if let Some(engagement) = &commit.engagement {
             transaction
-                .execute(
+                .exec(
                     "INSERT INTO engagement (customer, at_ms, record) VALUES ($1, $2, $3)",
                     &[
                         &event.customer_id,
@@ -221,15 +227,10 @@ impl PostgresStore {
         if so_far.history.contains(&(instance.id, seq)) {
             return Ok(Applied::StaleStep);
         }
-        if change.scrub.is_some() {
-            return Err(Error::Backend(
-                "anonymising an instance is not yet supported on PostgreSQL".into(),
-            ));
-        }
         // The slot's row is the change's first write: if it is taken,
         // nothing of the change is written.
         let taken = transaction
-            .execute(
+            .exec(
                 "INSERT INTO history (instance, seq, entry) VALUES ($1, $2, $3)
                  ON CONFLICT DO NOTHING",
                 &[&id8(instance.id), &int4(seq), &stored(&change.entry)],
@@ -242,7 +243,10 @@ impl PostgresStore {
         so_far.history.insert((instance.id, seq));
         let before = match so_far.marks.get(&instance.id) {
             Some(mark) => mark.clone(),
-            None => stored_mark(transaction, instance.id).await?,
+            None => match so_far.stored_marks.get(&instance.id).cloned() {
+                Some(mark) => Some(mark),
+                None => stored_mark(transaction, instance.id).await?,
+            },
         };
         let after = match &before {
             Some(before) => before.took(&change.entry, instance),
@@ -254,184 +258,161 @@ impl PostgresStore {
             so_far.moves.push((before, Some(after.clone())));
             so_far.marks.insert(instance.id, Some(after));
         }
-        put_instance(transaction, instance).await?;
+        if let Some(scrub) = &change.scrub
+            && let Some(row) = transaction
+                .opt(
+                    "SELECT record FROM instances WHERE id = $1",
+                    &[&id8(instance.id)],
+                )
+                .await?
+        {
+            // Before the change's own records (its entry, written above,
+            // is left alone), so they win; after its mark is locked, as a
+            // purge takes the mark first.
+            scrub_instance(transaction, &record(&row, "record")?, scrub).await?;
+        }
+        // The rest of the change's writes are independent of each other's
+        // results: sent together, in this order, in one round trip.
+        let id = id8(instance.id);
+        let mut writes: Vec<LocalBoxFuture<'_, Result<u64>>> = vec![
+            async move {
+                put_instance(transaction, instance).await?;
+                Ok(1)
+            }
+            .boxed_local(),
+        ];
         if matches!(
             instance.status,
             InstanceStatus::Exited | InstanceStatus::Cancelled
         ) {
-            transaction
-                .execute(
-                    "DELETE FROM pending_exits WHERE instance = $1",
-                    &[&id8(instance.id)],
-                )
-                .await?;
+            writes.push(
+                async move {
+                    transaction
+                        .exec("DELETE FROM pending_exits WHERE instance = $1", &[&id])
+                        .await
+                }
+                .boxed_local(),
+            );
         }
         for (index, counted) in change.counted.iter().enumerate() {
-            transaction
-                .execute(
-                    "INSERT INTO counted_sends (customer, channel, at_ms, message, instance)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                    &[
-                        &instance.customer_id,
-                        &counted.channel,
-                        &int8(counted.at_ms),
-                        &format!("{}/{seq}/{index}", instance.id.0),
-                        &id8(instance.id),
-                    ],
-                )
-                .await?;
+            let message = format!("{}/{seq}/{index}", instance.id.0);
+            writes.push(
+                async move {
+                    transaction
+                        .exec(
+                            "INSERT INTO counted_sends (customer, channel, at_ms, message, instance)
+                             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                            &[
+                                &instance.customer_id,
+                                &counted.channel,
+                                &int8(counted.at_ms),
+                                &message,
+                                &id,
+                            ],
+                        )
+                        .await
+                }
+                .boxed_local(),
+            );
         }
         // Cleared before set: an instance may leave a wait for the same one.
         if let Some(left) = &change.leaves {
             if let Some(due) = left.wake_at_ms {
-                transaction
-                    .execute(
-                        "DELETE FROM timers WHERE due_ms = $1 AND instance = $2",
-                        &[&int8(due), &id8(instance.id)],
-                    )
-                    .await?;
+                writes.push(
+                    async move {
+                        transaction
+                            .exec(
+                                "DELETE FROM timers WHERE due_ms = $1 AND instance = $2",
+                                &[&int8(due), &id],
+                            )
+                            .await
+                    }
+                    .boxed_local(),
+                );
             }
             if let Some((kind, correlation)) = &left.event {
-                transaction
-                    .execute(
-                        "DELETE FROM waits WHERE kind = $1 AND correlation = $2 AND instance = $3",
-                        &[kind, correlation, &id8(instance.id)],
-                    )
-                    .await?;
+                writes.push(
+                    async move {
+                        transaction
+                            .exec(
+                                "DELETE FROM waits
+                                 WHERE kind = $1 AND correlation = $2 AND instance = $3",
+                                &[kind, correlation, &id],
+                            )
+                            .await
+                    }
+                    .boxed_local(),
+                );
             }
         }
         if instance.status == InstanceStatus::Waiting {
             if let Some(due) = instance.wake_at_ms {
-                transaction
-                    .execute(
-                        "INSERT INTO timers (due_ms, instance) VALUES ($1, $2)
-                         ON CONFLICT (due_ms, instance) DO UPDATE SET claimed_until_ms = NULL",
-                        &[&int8(due), &id8(instance.id)],
-                    )
-                    .await?;
+                writes.push(
+                    async move {
+                        transaction
+                            .exec(
+                                "INSERT INTO timers (due_ms, instance) VALUES ($1, $2)
+                                 ON CONFLICT (due_ms, instance) DO UPDATE SET claimed_until_ms = NULL",
+                                &[&int8(due), &id],
+                            )
+                            .await
+                    }
+                    .boxed_local(),
+                );
             }
             if let Some(wait) = &instance.waiting_for {
-                transaction
-                    .execute(
-                        "INSERT INTO waits (kind, correlation, instance) VALUES ($1, $2, $3)
-                         ON CONFLICT DO NOTHING",
-                        &[&wait.kind, &wait.correlation, &id8(instance.id)],
-                    )
-                    .await?;
+                writes.push(
+                    async move {
+                        transaction
+                            .exec(
+                                "INSERT INTO waits (kind, correlation, instance) VALUES ($1, $2, $3)
+                                 ON CONFLICT DO NOTHING",
+                                &[&wait.kind, &wait.correlation, &id],
+                            )
+                            .await
+                    }
+                    .boxed_local(),
+                );
             }
         }
         for (index, message) in change.messages.iter().enumerate() {
-            let queued = Delivery::queued(message.queued_at_ms);
-            transaction
-                .execute(
-                    "INSERT INTO outbox (id, instance, seq, idx, channel, record, status, due_ms,
-                         integration, delivery)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9)
-                     ON CONFLICT DO NOTHING",
-                    &[
-                        &message.id,
-                        &id8(instance.id),
-                        &int4(seq),
-                        &int4(index as u32),
-                        &message.channel,
-                        &stored(message),
-                        &queued.status.as_str(),
-                        &int8(message.queued_at_ms),
-                        &stored(&queued),
-                    ],
-                )
-                .await?;
-        }
-        for interaction in &change.interactions {
-            add_interaction(transaction, &instance.customer_id, interaction).await?;
-        }
-        Ok(Applied::Done)
-    }
-
-    /// Move the counts by every mark the transaction moved: each count
-    /// record touched is locked (in sorted order, so two transactions
-    /// never wait on each other), moved and written once.
-    async fn write_counts(&self, transaction: &Transaction<'_>, so_far: SoFar) -> Result<()> {
-        if so_far.moves.is_empty() {
-            return Ok(());
-        }
-        let (mut tally_keys, mut standing_keys) = (BTreeSet::new(), BTreeSet::new());
-        for (before, after) in &so_far.moves {
-            CountBook::touched(
-                before.as_ref(),
-                after.as_ref(),
-                &mut tally_keys,
-                &mut standing_keys,
+            writes.push(
+                async move {
+                    let queued = Delivery::queued(message.queued_at_ms);
+                    transaction
+                        .exec(
+                            "INSERT INTO outbox (id, instance, seq, idx, channel, record, status,
+                                 due_ms, integration, delivery)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9)
+                             ON CONFLICT DO NOTHING",
+                            &[
+                                &message.id,
+                                &id,
+                                &int4(seq),
+                                &int4(index as u32),
+                                &message.channel,
+                                &stored(message),
+                                &queued.status.as_str(),
+                                &int8(message.queued_at_ms),
+                                &stored(&queued),
+                            ],
+                        )
+                        .await
+                }
+                .boxed_local(),
             );
         }
-        let mut book = CountBook::default();
-        for key in tally_keys {
-            let tally = locked_tally(transaction, &key).await?;
-            book.tallies.insert(key, tally);
-        }
-        for key in standing_keys {
-            let row = transaction
-                .query_opt(
-                    "SELECT counts FROM standing WHERE journey = $1 AND version = $2 FOR UPDATE",
-                    &[&key.0, &int4(key.1)],
-                )
-                .await?;
-            let at = row.map(|row| record(&row, "counts")).transpose()?;
-            book.standing.insert(key, at.unwrap_or_default());
-        }
-        for (before, after) in &so_far.moves {
-            book.moved(before.as_ref(), after.as_ref());
-        }
-        for (id, mark) in so_far.marks {
-            match mark {
-                Some(mark) => {
-                    transaction
-                        .execute(
-                            "INSERT INTO funnel_marks (instance, mark) VALUES ($1, $2)
-                             ON CONFLICT (instance) DO UPDATE SET mark = excluded.mark",
-                            &[&id8(id), &stored(&mark)],
-                        )
-                        .await?
+        for interaction in &change.interactions {
+            writes.push(
+                async move {
+                    add_interaction(transaction, &instance.customer_id, interaction).await?;
+                    Ok(1)
                 }
-                None => {
-                    transaction
-                        .execute("DELETE FROM funnel_marks WHERE instance = $1", &[&id8(id)])
-                        .await?
-                }
-            };
+                .boxed_local(),
+            );
         }
-        for (key, tally) in book.tallies {
-            write_tally(transaction, "live_tallies", &key, &tally).await?;
-        }
-        for ((journey, version), at) in book.standing {
-            write_standing(transaction, &(journey, version), &at).await?;
-        }
-        Ok(())
-    }
-
-    /// The tallies of `journey` in `table`.
-    fn day_tallies(&self, table: &str, journey: &str) -> Result<Vec<DayTally>> {
-        self.block(async {
-            let client = self.pool.get().await?;
-            let rows = client
-                .query(
-                    &format!(
-                        "SELECT version, day_ms, tally FROM {table} WHERE journey = $1
-                         ORDER BY version, day_ms"
-                    ),
-                    &[&journey],
-                )
-                .await?;
-            rows.iter()
-                .map(|row| {
-                    Ok(DayTally {
-                        version: row.get::<_, i32>(0) as u32,
-                        day_ms: uint8(row.get(1)),
-                        tally: record(row, "tally")?,
-                    })
-                })
-                .collect()
-        })
+        try_join_all(writes).await?;
+        Ok(Applied::Done)
     }
 
     /// The ids one query returns (its first column).
@@ -442,101 +423,46 @@ impl PostgresStore {
     ) -> Result<Vec<InstanceId>> {
         self.block(async {
             let client = self.pool.get().await?;
-            let rows = client.query(query, params).await?;
+            let rows = client.rows(query, params).await?;
             Ok(rows.iter().map(|row| instance_id(row, 0)).collect())
         })
     }
 }
 
+/// The stored marks of the instances `commits` change one by one, locked
+/// until the transaction ends (in id order, as a purge locks them).
+async fn stored_marks(
+    transaction: &Transaction<'_>,
+    commits: &[Commit],
+) -> Result<HashMap<InstanceId, FunnelMark>> {
+    let mut ids: Vec<i64> = commits
+        .iter()
+        .filter_map(Commit::instance)
+        .map(id8)
+        .collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    ids.sort_unstable();
+    let rows = transaction
+        .rows(
+            "SELECT instance, mark FROM funnel_marks WHERE instance = ANY($1)
+             ORDER BY instance FOR UPDATE",
+            &[&ids],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| Ok((instance_id(row, 0), record(row, "mark")?)))
+        .collect()
+}
+
 /// An accepted event, read in `transaction`.
 async fn event_record(transaction: &Transaction<'_>, id: &str) -> Result<Option<EventRecord>> {
     transaction
-        .query_opt("SELECT record FROM events WHERE id = $1", &[&id])
+        .opt("SELECT record FROM events WHERE id = $1", &[&id])
         .await?
         .map(|row| record(&row, "record"))
         .transpose()
-}
-
-/// An instance's stored mark, locked until the transaction ends.
-async fn stored_mark(transaction: &Transaction<'_>, id: InstanceId) -> Result<Option<FunnelMark>> {
-    transaction
-        .query_opt(
-            "SELECT mark FROM funnel_marks WHERE instance = $1 FOR UPDATE",
-            &[&id8(id)],
-        )
-        .await?
-        .map(|row| record(&row, "mark"))
-        .transpose()
-}
-
-/// The live tally at `key`, locked until the transaction ends (empty when
-/// none is kept).
-async fn locked_tally(transaction: &Transaction<'_>, key: &TallyKey) -> Result<FunnelTally> {
-    let row = transaction
-        .query_opt(
-            "SELECT tally FROM live_tallies
-             WHERE journey = $1 AND version = $2 AND day_ms = $3 FOR UPDATE",
-            &[&key.0, &int4(key.1), &int8(key.2)],
-        )
-        .await?;
-    Ok(row
-        .map(|row| record(&row, "tally"))
-        .transpose()?
-        .unwrap_or_default())
-}
-
-/// Write a tally into `table`, or remove it at nothing.
-async fn write_tally(
-    transaction: &Transaction<'_>,
-    table: &str,
-    key: &TallyKey,
-    tally: &FunnelTally,
-) -> Result<()> {
-    let (journey, version, day) = (&key.0, int4(key.1), int8(key.2));
-    if tally.instances == 0 {
-        transaction
-            .execute(
-                &format!("DELETE FROM {table} WHERE journey = $1 AND version = $2 AND day_ms = $3"),
-                &[journey, &version, &day],
-            )
-            .await?;
-    } else {
-        transaction
-            .execute(
-                &format!(
-                    "INSERT INTO {table} (journey, version, day_ms, tally) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (journey, version, day_ms) DO UPDATE SET tally = excluded.tally"
-                ),
-                &[journey, &version, &day, &stored(tally)],
-            )
-            .await?;
-    }
-    Ok(())
-}
-
-/// Write standing counts, or remove them at nothing.
-async fn write_standing(
-    transaction: &Transaction<'_>,
-    key: &StandingKey,
-    at: &std::collections::BTreeMap<String, u64>,
-) -> Result<()> {
-    if at.is_empty() {
-        transaction
-            .execute(
-                "DELETE FROM standing WHERE journey = $1 AND version = $2",
-                &[&key.0, &int4(key.1)],
-            )
-            .await?;
-    } else {
-        transaction
-            .execute(
-                "INSERT INTO standing (journey, version, counts) VALUES ($1, $2, $3)
-                 ON CONFLICT (journey, version) DO UPDATE SET counts = excluded.counts",
-                &[&key.0, &int4(key.1), &stored(at)],
-            )
-            .await?;
-    }
-    Ok(())
 }
 
 /// Add an interaction to a customer's history.
@@ -546,7 +472,7 @@ async fn add_interaction(
     interaction: &crate::store::Interaction,
 ) -> Result<()> {
     transaction
-        .execute(
+        .exec(
             "INSERT INTO interactions (customer, at_ms, kind, record) VALUES ($1, $2, $3, $4)",
             &[
                 &customer,
@@ -561,12 +487,12 @@ async fn add_interaction(
 
 /// `instance`'s history: the entry of the event that started it, then
 /// every stored entry in order.
-async fn history_of(
-    client: &tokio_postgres::Transaction<'_>,
+pub(super) async fn history_of(
+    client: &Transaction<'_>,
     instance: &Instance,
 ) -> Result<Vec<HistoryEntry>> {
     let received = match client
-        .query_opt(
+        .opt(
             "SELECT record FROM events WHERE id = $1",
             &[&instance.trigger_event_id],
         )
@@ -587,7 +513,7 @@ async fn history_of(
         },
     };
     let rows = client
-        .query(
+        .rows(
             "SELECT entry FROM history WHERE instance = $1 ORDER BY seq",
             &[&id8(instance.id)],
         )
@@ -601,7 +527,7 @@ impl Journal for PostgresStore {
     fn next_id(&self) -> Result<u64> {
         self.block(async {
             let client = self.pool.get().await?;
-            let row = client.query_one("SELECT nextval('ids')", &[]).await?;
+            let row = client.one("SELECT nextval('ids')", &[]).await?;
             Ok(uint8(row.get(0)))
         })
     }
@@ -628,13 +554,16 @@ impl Journal for PostgresStore {
                 .collect();
             for (journey, customer) in exclusive {
                 transaction
-                    .execute(
+                    .exec(
                         "SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))",
                         &[&journey, &customer],
                     )
                     .await?;
             }
-            let mut so_far = SoFar::default();
+            let mut so_far = SoFar {
+                stored_marks: stored_marks(&transaction, commits).await?,
+                ..SoFar::default()
+            };
             let mut applied = Vec::with_capacity(commits.len());
             for commit in commits {
                 applied.push(match commit {
@@ -659,7 +588,7 @@ impl Journal for PostgresStore {
         self.block(async {
             let client = self.pool.get().await?;
             client
-                .query_opt("SELECT record FROM events WHERE id = $1", &[&id])
+                .opt("SELECT record FROM events WHERE id = $1", &[&id])
                 .await?
                 .map(|row| record(&row, "record"))
                 .transpose()
@@ -670,7 +599,7 @@ impl Journal for PostgresStore {
         self.block(async {
             let client = self.pool.get().await?;
             client
-                .query_opt("SELECT record FROM instances WHERE id = $1", &[&id8(id)])
+                .opt("SELECT record FROM instances WHERE id = $1", &[&id8(id)])
                 .await?
                 .map(|row| record(&row, "record"))
                 .transpose()
@@ -684,7 +613,7 @@ impl Journal for PostgresStore {
             let (mut found, mut last, mut looked_at) = (Vec::new(), None, 0usize);
             loop {
                 let rows = client
-                    .query(
+                    .rows(
                         "SELECT id, record FROM instances WHERE id > $1 ORDER BY id LIMIT $2",
                         &[&after, &int8(SEARCH_CHUNK as u64)],
                     )
@@ -721,7 +650,7 @@ impl Journal for PostgresStore {
         self.block(async {
             let client = self.pool.get().await?;
             let rows = client
-                .query(
+                .rows(
                     "SELECT record FROM instances WHERE status = 'running' ORDER BY id",
                     &[],
                 )
@@ -735,7 +664,7 @@ impl Journal for PostgresStore {
             let client = self.pool.get().await?;
             // One statement: one snapshot.
             let row = client
-                .query_one(
+                .one(
                     "SELECT NOT EXISTS (SELECT 1 FROM instances WHERE status = 'running')
                         AND NOT EXISTS (SELECT 1 FROM timers WHERE due_ms <= $1)",
                     &[&int8(now_ms)],
@@ -756,7 +685,7 @@ impl Journal for PostgresStore {
                 .start()
                 .await?;
             let Some(row) = transaction
-                .query_opt("SELECT record FROM instances WHERE id = $1", &[&id8(id)])
+                .opt("SELECT record FROM instances WHERE id = $1", &[&id8(id)])
                 .await?
             else {
                 return Ok(Vec::new());
@@ -785,7 +714,7 @@ impl Journal for PostgresStore {
         self.block(async {
             let client = self.pool.get().await?;
             let row = client
-                .query_one(
+                .one(
                     "SELECT EXISTS (SELECT 1 FROM waits WHERE kind = $1)",
                     &[&kind],
                 )
@@ -805,7 +734,7 @@ impl Journal for PostgresStore {
         self.block(async {
             let client = self.pool.get().await?;
             let rows = client
-                .query(
+                .rows(
                     "SELECT instance, event FROM pending_exits ORDER BY instance",
                     &[],
                 )
@@ -821,7 +750,7 @@ impl Journal for PostgresStore {
         self.block(async {
             let client = self.pool.get().await?;
             client
-                .execute(
+                .exec(
                     "DELETE FROM pending_exits WHERE instance = $1",
                     &[&id8(instance)],
                 )
@@ -839,7 +768,7 @@ impl Journal for PostgresStore {
         self.block(async {
             let client = self.pool.get().await?;
             let rows = client
-                .query(
+                .rows(
                     "SELECT id, finished_at_ms FROM instances
                      WHERE journey = $1 AND finished_at_ms < $2
                      ORDER BY finished_at_ms, id LIMIT $3",
@@ -853,10 +782,8 @@ impl Journal for PostgresStore {
         })
     }
 
-    fn purge(&self, _purges: &[Purge]) -> Result<usize> {
-        Err(Error::Backend(
-            "retention is not yet supported on PostgreSQL".into(),
-        ))
+    fn purge(&self, purges: &[Purge]) -> Result<usize> {
+        self.purge_finished(purges)
     }
 
     fn purged_tallies(&self, journey: &str) -> Result<Vec<DayTally>> {
@@ -871,7 +798,7 @@ impl Journal for PostgresStore {
         self.block(async {
             let client = self.pool.get().await?;
             let rows = client
-                .query(
+                .rows(
                     "SELECT journey, version, counts FROM standing
                      WHERE $1::text IS NULL OR journey = $1 ORDER BY journey, version",
                     &[&journey],
@@ -889,17 +816,15 @@ impl Journal for PostgresStore {
         })
     }
 
-    fn purge_old_records(&self, _before_ms: u64, _limit: usize) -> Result<usize> {
-        Err(Error::Backend(
-            "retention is not yet supported on PostgreSQL".into(),
-        ))
+    fn purge_old_records(&self, before_ms: u64, limit: usize) -> Result<usize> {
+        self.sweep_aged(before_ms, limit)
     }
 
     fn customer_events(&self, customer: &str) -> Result<Vec<EventRecord>> {
         self.block(async {
             let client = self.pool.get().await?;
             let rows = client
-                .query(
+                .rows(
                     "SELECT record FROM events WHERE customer = $1 ORDER BY id",
                     &[&customer],
                 )
@@ -908,103 +833,7 @@ impl Journal for PostgresStore {
         })
     }
 
-    fn forget_customer(&self, _customer: &str) -> Result<ForgottenRecords> {
-        Err(Error::Backend(
-            "forgetting a customer is not yet supported on PostgreSQL".into(),
-        ))
-    }
-}
-
-impl Timers for PostgresStore {
-    fn due_timers(&self, now_ms: u64, limit: usize) -> Result<Vec<(u64, InstanceId)>> {
-        self.block(async {
-            let client = self.pool.get().await?;
-            let rows = client
-                .query(
-                    "SELECT due_ms, instance FROM timers WHERE due_ms <= $1
-                     ORDER BY due_ms, instance LIMIT $2",
-                    &[&int8(now_ms), &int8(limit as u64)],
-                )
-                .await?;
-            Ok(rows
-                .iter()
-                .map(|row| (uint8(row.get(0)), instance_id(row, 1)))
-                .collect())
-        })
-    }
-
-    fn claim_due_timers(
-        &self,
-        now_ms: u64,
-        limit: usize,
-        lease: Duration,
-    ) -> Result<Vec<(u64, InstanceId)>> {
-        self.block(async {
-            let client = self.pool.get().await?;
-            // Leases run on the database's clock, which every node shares;
-            // `now_ms` (the runtime's clock, maybe simulated) says what is due.
-            let rows = client
-                .query(
-                    &format!(
-                        "UPDATE timers SET claimed_until_ms = {DB_NOW_MS} + $3
-                         WHERE (due_ms, instance) IN (
-                             SELECT due_ms, instance FROM timers
-                             WHERE due_ms <= $1
-                               AND (claimed_until_ms IS NULL OR claimed_until_ms <= {DB_NOW_MS})
-                             ORDER BY due_ms, instance LIMIT $2
-                             FOR UPDATE SKIP LOCKED
-                         )
-                         RETURNING due_ms, instance"
-                    ),
-                    &[
-                        &int8(now_ms),
-                        &int8(limit as u64),
-                        &int8(lease.as_millis() as u64),
-                    ],
-                )
-                .await?;
-            let mut claimed: Vec<_> = rows
-                .iter()
-                .map(|row| (uint8(row.get(0)), instance_id(row, 1)))
-                .collect();
-            claimed.sort_unstable();
-            Ok(claimed)
-        })
-    }
-
-    fn release_timer(&self, due_ms: u64, instance: InstanceId) -> Result<()> {
-        self.block(async {
-            let client = self.pool.get().await?;
-            client
-                .execute(
-                    "UPDATE timers SET claimed_until_ms = NULL WHERE due_ms = $1 AND instance = $2",
-                    &[&int8(due_ms), &id8(instance)],
-                )
-                .await?;
-            Ok(())
-        })
-    }
-
-    fn next_timer(&self) -> Result<Option<u64>> {
-        self.block(async {
-            let client = self.pool.get().await?;
-            let row = client
-                .query_one("SELECT min(due_ms) FROM timers", &[])
-                .await?;
-            Ok(row.get::<_, Option<i64>>(0).map(uint8))
-        })
-    }
-
-    fn forget_timer(&self, due_ms: u64, instance: InstanceId) -> Result<()> {
-        self.block(async {
-            let client = self.pool.get().await?;
-            client
-                .execute(
-                    "DELETE FROM timers WHERE due_ms = $1 AND instance = $2",
-                    &[&int8(due_ms), &id8(instance)],
-                )
-                .await?;
-            Ok(())
-        })
+    fn forget_customer(&self, customer: &str) -> Result<ForgottenRecords> {
+        self.forget(customer)
     }
 }

@@ -16,23 +16,31 @@
 //!
 //! Files: `schema.sql` is the schema (applied by `migrate.rs`, which
 //! keeps the version table); `catalog.rs` the catalog; `journal.rs` the
-//! commit path, instances and timers; `customers.rs` profiles, views and
+//! commit path and instances; `counts.rs` the funnel and standing counts
+//! commits move; `timers.rs` timers; `customers.rs` profiles, views and
 //! frequency caps; `backup.rs` backups; `outbox.rs` the outbox and its
-//! deliveries.
+//! deliveries; `retention.rs` purging finished instances and sweeping old
+//! records; `forget.rs` forgetting a customer and scrubbing an anonymised
+//! instance.
 
 mod backup;
 mod catalog;
+mod counts;
 mod customers;
+mod forget;
 mod journal;
 mod migrate;
 mod outbox;
+mod retention;
+mod timers;
 
 use std::future::Future;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio_postgres::types::Json;
+use tokio_postgres::Row;
+use tokio_postgres::types::{Json, ToSql};
 
 use crate::store::{Error, Result};
 
@@ -119,6 +127,25 @@ impl PostgresStore {
         Ok(store)
     }
 
+    /// Statements sent so far, WAL written and the database's size.
+    pub fn usage(&self) -> Result<PostgresUsage> {
+        self.block(async {
+            let client = self.pool.get().await?;
+            let row = client
+                .one(
+                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint,
+                            pg_database_size(current_database())",
+                    &[],
+                )
+                .await?;
+            Ok(PostgresUsage {
+                statements: STATEMENTS.load(std::sync::atomic::Ordering::Relaxed),
+                wal_bytes: uint8(row.get(0)),
+                database_bytes: uint8(row.get(1)),
+            })
+        })
+    }
+
     /// Wait on this thread for `work`, whose connections' I/O runs on the
     /// store's runtime. Safe from any thread, inside a runtime or not: it
     /// enters the store's runtime only to reach its reactor and timers.
@@ -128,9 +155,77 @@ impl PostgresStore {
             .as_ref()
             .expect("the runtime lives as long as the store")
             .enter();
-        futures_executor::block_on(work)
+        // Unconstrained: called from a tokio task, the queries would
+        // otherwise spend that task's cooperative budget, and once it ran
+        // out they would yield forever (the task cannot yield while this
+        // thread waits on them).
+        futures_executor::block_on(tokio::task::unconstrained(work))
     }
 }
+
+/// Statements run through the connection's statement cache: each is
+/// parsed once per connection, and every call after that is one round
+/// trip. Futures of several calls on one connection that are awaited
+/// together (`try_join!`) are pipelined: one round trip for all of them.
+pub(super) trait Cached {
+    /// Run a statement; how many rows it changed.
+    async fn exec(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64>;
+    /// The rows a query returns.
+    async fn rows(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>>;
+    /// The one row a query returns.
+    async fn one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row>;
+    /// The row a query returns, if any.
+    async fn opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>>;
+}
+
+/// Statements sent by every PostgreSQL store of this process (several
+/// sent together share one round trip).
+static STATEMENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// What a PostgreSQL store has cost so far, for benchmarks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PostgresUsage {
+    /// Statements this process sent.
+    pub statements: u64,
+    /// WAL the server has written, bytes (its whole history: compare two
+    /// readings).
+    pub wal_bytes: u64,
+    /// The database's size on disk, bytes.
+    pub database_bytes: u64,
+}
+
+/// [`Cached`] for a pooled connection and for a transaction on one.
+macro_rules! cached {
+    ($($client:ty),*) => {$(
+        impl Cached for $client {
+            async fn exec(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+                STATEMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let statement = self.prepare_cached(sql).await?;
+                Ok(self.execute(&statement, params).await?)
+            }
+            async fn rows(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+                STATEMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let statement = self.prepare_cached(sql).await?;
+                Ok(self.query(&statement, params).await?)
+            }
+            async fn one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row> {
+                STATEMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let statement = self.prepare_cached(sql).await?;
+                Ok(self.query_one(&statement, params).await?)
+            }
+            async fn opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>> {
+                STATEMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let statement = self.prepare_cached(sql).await?;
+                Ok(self.query_opt(&statement, params).await?)
+            }
+        }
+    )*};
+}
+
+cached!(
+    deadpool_postgres::Object,
+    deadpool_postgres::Transaction<'_>
+);
 
 /// A backend error from anything that can say what went wrong.
 fn backend(error: impl std::error::Error + Send + Sync + 'static) -> Error {
@@ -237,7 +332,34 @@ pub(crate) mod tests {
     #[test]
     fn the_postgres_store_passes_the_store_suite() {
         let (store, _database) = fresh_store();
-        crate::store::suite::run_journal(&store);
+        crate::store::suite::run(&store);
+    }
+
+    #[test]
+    fn calls_from_one_tokio_task_never_run_out_of_its_budget() {
+        use crate::store::Catalog as _;
+        let (store, _database) = fresh_store();
+        let store = std::sync::Arc::new(store);
+        let (done, finished) = std::sync::mpsc::channel();
+        let caller = store.clone();
+        // One task that never yields: tokio's cooperative budget (128
+        // operations) would run out long before the loop ends.
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let calls = runtime.block_on(async {
+                (0..1_000)
+                    .map(|_| caller.catalog_version())
+                    .collect::<Result<Vec<_>>>()
+            });
+            let _ = done.send(calls.map(|calls| calls.len()));
+        });
+        let calls = finished
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("1,000 store calls from one task return");
+        assert_eq!(calls.expect("calls"), 1_000);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use deadpool_postgres::{Client, Transaction};
 use tokio_postgres::Row;
 use tokio_postgres::types::{Json, ToSql};
 
-use super::{PostgresStore, int8, record, records, stored, uint8};
+use super::{Cached, PostgresStore, int8, record, records, stored, uint8};
 use crate::store::{
     AttemptOutcome, ClaimedMessage, Delivery, DeliveryAttempt, DeliveryFilter, DeliveryPage,
     InstanceId, Mark, Marked, MessageRef, Outbox, OutboxMessage, Result, StatusReport,
@@ -151,7 +151,7 @@ fn named_place(row: &Row) -> Result<(String, Place)> {
 /// The place in queue order of message `id`, if there is one.
 async fn place_of(client: &Client, id: &str) -> Result<Option<Place>> {
     client
-        .query_opt(
+        .opt(
             "SELECT instance, seq, idx FROM outbox WHERE id = $1",
             &[&id],
         )
@@ -163,7 +163,7 @@ async fn place_of(client: &Client, id: &str) -> Result<Option<Place>> {
 /// Whether any message comes after `place` in queue order.
 async fn any_after(client: &Client, place: Place) -> Result<bool> {
     let row = client
-        .query_one(
+        .one(
             "SELECT EXISTS (SELECT 1 FROM outbox WHERE (instance, seq, idx) > ($1, $2, $3))",
             &[&place.instance, &place.seq, &place.idx],
         )
@@ -179,7 +179,7 @@ impl Outbox for PostgresStore {
             let rows = match instance {
                 Some(instance) => {
                     client
-                        .query(
+                        .rows(
                             "SELECT record FROM outbox WHERE instance = $1
                              ORDER BY seq, idx LIMIT $2",
                             &[&int8(instance.0), &limit],
@@ -188,7 +188,7 @@ impl Outbox for PostgresStore {
                 }
                 None => {
                     client
-                        .query(
+                        .rows(
                             "SELECT record FROM outbox ORDER BY instance, seq, idx LIMIT $1",
                             &[&limit],
                         )
@@ -337,13 +337,13 @@ impl Outbox for PostgresStore {
             let mut client = self.pool.get().await?;
             let transaction = client.transaction().await?;
             let row = match message {
-                MessageRef::Id(id) => transaction.query_opt(LOCK_BY_ID, &[&id]).await?,
+                MessageRef::Id(id) => transaction.opt(LOCK_BY_ID, &[&id]).await?,
                 MessageRef::Provider {
                     integration,
                     provider_id,
                 } => {
                     transaction
-                        .query_opt(LOCK_BY_PROVIDER_ID, &[&integration, &provider_id])
+                        .opt(LOCK_BY_PROVIDER_ID, &[&integration, &provider_id])
                         .await?
                 }
             };
@@ -369,7 +369,7 @@ impl Outbox for PostgresStore {
         self.block(async {
             let mut client = self.pool.get().await?;
             let transaction = client.transaction().await?;
-            let Some(row) = transaction.query_opt(LOCK_BY_ID, &[&id]).await? else {
+            let Some(row) = transaction.opt(LOCK_BY_ID, &[&id]).await? else {
                 transaction.commit().await?;
                 return Ok(None);
             };
@@ -390,7 +390,7 @@ impl Outbox for PostgresStore {
         self.block(async {
             let client = self.pool.get().await?;
             client
-                .query_opt("SELECT record, delivery FROM outbox WHERE id = $1", &[&id])
+                .opt("SELECT record, delivery FROM outbox WHERE id = $1", &[&id])
                 .await?
                 .map(|row| message_of(&row))
                 .transpose()
@@ -445,7 +445,7 @@ impl Outbox for PostgresStore {
                 conditions.push(format!("integration = ${}", params.len()));
             }
             let rows = client
-                .query(
+                .rows(
                     &format!(
                         "SELECT id, instance, seq, idx, record, delivery FROM {looked_at}
                          WHERE {}
@@ -461,7 +461,7 @@ impl Outbox for PostgresStore {
             let stopped_at = match rows.last() {
                 Some(last) if found.len() >= filter.limit => Some(named_place(last)?),
                 _ if filter.budget > 0 => client
-                    .query_opt(
+                    .opt(
                         "SELECT id, instance, seq, idx FROM outbox
                          WHERE (instance, seq, idx) > ($1, $2, $3)
                          ORDER BY instance, seq, idx OFFSET $4 LIMIT 1",
@@ -484,9 +484,7 @@ impl Outbox for PostgresStore {
     fn next_delivery_due(&self) -> Result<Option<u64>> {
         self.block(async {
             let client = self.pool.get().await?;
-            let row = client
-                .query_one("SELECT min(due_ms) FROM outbox", &[])
-                .await?;
+            let row = client.one("SELECT min(due_ms) FROM outbox", &[]).await?;
             Ok(row.try_get::<_, Option<i64>>(0)?.map(uint8))
         })
     }

@@ -126,11 +126,13 @@ CREATE TABLE timers (
     due_ms bigint NOT NULL, instance bigint NOT NULL, claimed_until_ms bigint,
     PRIMARY KEY (due_ms, instance)
 );
+CREATE INDEX timers_by_instance ON timers (instance);
 -- Instances waiting for an event.
 CREATE TABLE waits (
     kind text NOT NULL, correlation text NOT NULL, instance bigint NOT NULL,
     PRIMARY KEY (kind, correlation, instance)
 );
+CREATE INDEX waits_by_instance ON waits (instance);
 CREATE TABLE history (
     instance bigint NOT NULL, seq integer NOT NULL, entry json NOT NULL,
     PRIMARY KEY (instance, seq)
