@@ -121,6 +121,65 @@ pub fn fixture(name: &str) -> Vec<u8> {
     component(&format!("fixture_{}.wasm", name.replace('-', "_")))
 }
 
+/// A fresh database on the test PostgreSQL server
+/// (`JOURNEYD_TEST_POSTGRES`, set by `scripts/postgres.sh`), dropped
+/// with the value.
+pub struct PostgresDatabase {
+    /// Its URL, for `serve --store`.
+    pub url: String,
+    server: String,
+    name: String,
+}
+
+impl PostgresDatabase {
+    /// Make one (`psql` runs the statements).
+    pub fn create() -> PostgresDatabase {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let server = std::env::var("JOURNEYD_TEST_POSTGRES").expect(
+            "JOURNEYD_TEST_POSTGRES names a PostgreSQL server for the tests on PostgreSQL: \
+             run tests/run.sh, or `source scripts/postgres.sh` first",
+        );
+        let name = format!(
+            "suite_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        psql(&server, &format!("CREATE DATABASE {name}"));
+        let (base, _) = server.rsplit_once('/').expect("a URL with a database");
+        PostgresDatabase {
+            url: format!("{base}/{name}"),
+            server,
+            name,
+        }
+    }
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        psql(
+            &self.server,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+/// Run one SQL statement on `server` with `psql`.
+fn psql(server: &str, statement: &str) {
+    let status = Command::new("psql")
+        .args([
+            "--quiet",
+            "--no-psqlrc",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            statement,
+            server,
+        ])
+        .status()
+        .expect("psql runs (Debian package postgresql-client)");
+    assert!(status.success(), "psql failed: {statement}");
+}
+
 /// A running `journeyd serve`.
 pub struct Journeyd {
     child: Child,

@@ -1,12 +1,13 @@
 //! Crash safety: acknowledged events survive SIGKILL, every journey they
-//! started completes, and no step or outbox message is committed twice.
+//! started completes, and no step or outbox message is committed twice;
+//! on the embedded store and on PostgreSQL.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use journey_tests::{Journeyd, enquiry, steps_of};
+use journey_tests::{Journeyd, PostgresDatabase, enquiry, steps_of};
 use serde_json::Value;
 
 const ROUNDS: usize = 4;
@@ -45,8 +46,20 @@ fn send_until_stopped(
 
 #[test]
 fn acknowledged_events_survive_sigkill_and_nothing_is_committed_twice() {
+    survive_sigkill(&[]);
+}
+
+#[test]
+fn on_postgres_acknowledged_events_survive_sigkill_and_nothing_is_committed_twice() {
+    let database = PostgresDatabase::create();
+    survive_sigkill(&["--store", &database.url]);
+}
+
+/// Kill journeyd (started with `args`) under load several times, then
+/// check every acknowledged event's journey completed exactly once.
+fn survive_sigkill(args: &[&str]) {
     let data = tempfile::tempdir().expect("temp dir");
-    let mut journeyd = Journeyd::start(data.path());
+    let mut journeyd = Journeyd::start_with(data.path(), args);
     journeyd.setup_enquiry();
 
     let next = Arc::new(AtomicUsize::new(0));
@@ -75,7 +88,7 @@ fn acknowledged_events_survive_sigkill_and_nothing_is_committed_twice() {
         for sender in senders {
             sender.join().expect("sender thread");
         }
-        journeyd = Journeyd::start(data.path());
+        journeyd = Journeyd::start_with(data.path(), args);
     }
 
     let acknowledged = acknowledged.lock().expect("lock").clone();
@@ -151,7 +164,7 @@ fn acknowledged_events_survive_sigkill_and_nothing_is_committed_twice() {
         "exactly three messages per instance"
     );
     eprintln!(
-        "crash test: {ROUNDS} SIGKILLs, {} acknowledged events, {} instances, {} outbox messages",
+        "crash test {args:?}: {ROUNDS} SIGKILLs, {} acknowledged events, {} instances, {} outbox messages",
         acknowledged.len(),
         all.len(),
         ids.len()
