@@ -484,6 +484,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             .join(", ")
     );
     println!("  outbox: {outbox} messages; failed journeys: {failed}; peak RSS {rss:.0} MiB");
+    let mut postgres_figures = None;
     let (store_bytes, bytes_per_journey) = match (&postgres, postgres_before) {
         (Some(postgres), Some(before)) => {
             let after = postgres.usage()?;
@@ -495,6 +496,10 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 statements * steps_per_group,
                 after.database_bytes as f64 / (1024.0 * 1024.0)
             );
+            postgres_figures = Some(json!({
+                "statements_per_step": (statements * 10.0).round() / 10.0,
+                "wal_bytes_per_step": wal.round(),
+            }));
             let grown = after.database_bytes.saturating_sub(before.database_bytes);
             (after.database_bytes, grown / args.journeys.max(1) as u64)
         }
@@ -566,6 +571,10 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             "store_bytes_per_journey": bytes_per_journey,
             "traces": exporting.is_some(),
     });
+    if let Some(postgres) = postgres_figures {
+        figures["store"] = json!("postgres");
+        figures["postgres"] = postgres;
+    }
     if let Some(delivered) = delivered {
         figures["scenario"] = json!("delivery");
         figures["provider_fail_percent"] = json!(provider_fail_percent);
