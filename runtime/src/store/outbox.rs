@@ -453,16 +453,22 @@ pub trait Outbox: Send + Sync {
     /// Record how the attempt under `claim` on message `id` ended, and end
     /// the claim. Durable on return. An accepted message is never claimed
     /// again; its provider id finds it for [`Outbox::report_delivery`].
-    fn mark_outbox(&self, id: &str, claim: u64, attempt: &DeliveryAttempt) -> Result<Marked>;
-
-    /// [`Outbox::mark_outbox`] for many attempts at once, durable together
-    /// on return (one flush): what a busy dispatcher calls.
-    fn mark_outbox_many(&self, marks: &[Mark]) -> Result<Vec<Marked>> {
-        marks
-            .iter()
-            .map(|mark| self.mark_outbox(&mark.id, mark.claim, &mark.attempt))
-            .collect()
+    fn mark_outbox(&self, id: &str, claim: u64, attempt: &DeliveryAttempt) -> Result<Marked> {
+        let mark = Mark {
+            id: id.to_owned(),
+            claim,
+            attempt: attempt.clone(),
+        };
+        Ok(self
+            .mark_outbox_many(std::slice::from_ref(&mark))?
+            .pop()
+            .unwrap_or(Marked::Unknown))
     }
+
+    /// [`Outbox::mark_outbox`] for many attempts at once, in order (a later
+    /// mark sees what an earlier one recorded), durable together on return
+    /// (one flush): what a busy dispatcher calls.
+    fn mark_outbox_many(&self, marks: &[Mark]) -> Result<Vec<Marked>>;
 
     /// Apply a provider's status report to the message it names, if it
     /// moves its delivery forward. Returns the message and its delivery

@@ -11,7 +11,8 @@ use futures_util::FutureExt as _;
 use futures_util::future::{LocalBoxFuture, try_join_all};
 
 use super::catalog::int4;
-use super::journal::{SoFar, id8};
+use super::commit::SoFar;
+use super::journal::id8;
 use super::{Cached, PostgresStore, int8, record, stored, uint8};
 use crate::store::{
     CountBook, DayTally, FunnelMark, FunnelTally, InstanceId, Result, StandingKey, TallyKey,

@@ -15,16 +15,17 @@
 //! clock, canary counts are added in one statement.
 //!
 //! Files: `schema.sql` is the schema (applied by `migrate.rs`, which
-//! keeps the version table); `catalog.rs` the catalog; `journal.rs` the
-//! commit path and instances; `counts.rs` the funnel and standing counts
-//! commits move; `timers.rs` timers; `customers.rs` profiles, views and
-//! frequency caps; `backup.rs` backups; `outbox.rs` the outbox and its
-//! deliveries; `retention.rs` purging finished instances and sweeping old
-//! records; `forget.rs` forgetting a customer and scrubbing an anonymised
-//! instance.
+//! keeps the version table); `catalog.rs` the catalog; `commit.rs` the
+//! commit path; `journal.rs` instances and histories as read back;
+//! `counts.rs` the funnel and standing counts commits move; `timers.rs`
+//! timers; `customers.rs` profiles, views and frequency caps; `backup.rs`
+//! backups; `outbox.rs` the outbox and its deliveries; `retention.rs`
+//! purging finished instances and sweeping old records; `forget.rs`
+//! forgetting a customer and scrubbing an anonymised instance.
 
 mod backup;
 mod catalog;
+mod commit;
 mod counts;
 mod customers;
 mod forget;

@@ -20,8 +20,8 @@ use tokio_postgres::types::{Json, ToSql};
 
 use super::{Cached, PostgresStore, int8, record, records, stored, uint8};
 use crate::store::{
-    AttemptOutcome, ClaimedMessage, Delivery, DeliveryAttempt, DeliveryFilter, DeliveryPage,
-    InstanceId, Mark, Marked, MessageRef, Outbox, OutboxMessage, Result, StatusReport,
+    AttemptOutcome, ClaimedMessage, Delivery, DeliveryFilter, DeliveryPage, InstanceId, Mark,
+    Marked, MessageRef, Outbox, OutboxMessage, Result, StatusReport,
 };
 
 /// Claim the due messages, earliest due first, passing over those another
@@ -239,18 +239,6 @@ impl Outbox for PostgresStore {
             transaction.commit().await?;
             Ok(claimed)
         })
-    }
-
-    fn mark_outbox(&self, id: &str, claim: u64, attempt: &DeliveryAttempt) -> Result<Marked> {
-        let mark = Mark {
-            id: id.to_owned(),
-            claim,
-            attempt: attempt.clone(),
-        };
-        Ok(self
-            .mark_outbox_many(std::slice::from_ref(&mark))?
-            .pop()
-            .unwrap_or(Marked::Unknown))
     }
 
     fn mark_outbox_many(&self, marks: &[Mark]) -> Result<Vec<Marked>> {

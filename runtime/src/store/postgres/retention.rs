@@ -20,8 +20,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use deadpool_postgres::Transaction;
 use serde::{Deserialize, Serialize};
 
+use super::commit::SoFar;
 use super::counts::{locked_tally, write_tally};
-use super::journal::{SoFar, history_of, id8, instance_id};
+use super::journal::{history_of, id8, instance_id};
 use super::{Cached, PostgresStore, int8, record, records, stored};
 use crate::store::{EventRecord, FunnelMark, Instance, InstanceId, Purge, Result};
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::{SledStore, keys};
 use crate::store::{
-    AttemptOutcome, ClaimedMessage, Delivery, DeliveryAttempt, DeliveryFilter, DeliveryPage,
-    InstanceId, Mark, Marked, MessageRef, Outbox, OutboxMessage, Result, StatusReport,
+    AttemptOutcome, ClaimedMessage, Delivery, DeliveryFilter, DeliveryPage, InstanceId, Mark,
+    Marked, MessageRef, Outbox, OutboxMessage, Result, StatusReport,
 };
 
 impl SledStore {
@@ -132,18 +132,6 @@ impl Outbox for SledStore {
             self.db.flush()?;
         }
         Ok(claimed)
-    }
-
-    fn mark_outbox(&self, id: &str, claim: u64, attempt: &DeliveryAttempt) -> Result<Marked> {
-        let mark = Mark {
-            id: id.to_owned(),
-            claim,
-            attempt: attempt.clone(),
-        };
-        Ok(self
-            .mark_outbox_many(std::slice::from_ref(&mark))?
-            .pop()
-            .unwrap_or(Marked::Unknown))
     }
 
     fn mark_outbox_many(&self, marks: &[Mark]) -> Result<Vec<Marked>> {
