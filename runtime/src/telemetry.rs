@@ -254,6 +254,21 @@ pub const METRICS: &[(&str, MetricKind, &str)] = &[
         "Delivery attempts by `integration` and `outcome`: accepted, retry, dead.",
     ),
     (
+        "journeyd_fenced_commits_total",
+        MetricKind::Counter,
+        "Steps whose commit was refused because this node no longer held the instance's shard (PostgreSQL, several nodes); the shard's holder runs them.",
+    ),
+    (
+        "journeyd_shards_taken_total",
+        MetricKind::Counter,
+        "Shards this node took after it started (PostgreSQL, several nodes): another node stopped, left, or gave up part of its share.",
+    ),
+    (
+        "journeyd_shards_lost_total",
+        MetricKind::Counter,
+        "Shards this node lost: given back to a joining node, or taken after its lease ended.",
+    ),
+    (
         "journeyd_host_faults_total",
         MetricKind::Counter,
         "Faults of the host (not a plugin) by `kind`: step, commit, panic; the step runs again.",

@@ -103,6 +103,9 @@ error_codes! {
     NotReady = "not_ready", SERVICE_UNAVAILABLE;
     /// The runtime is stopping.
     ShuttingDown = "shutting_down", SERVICE_UNAVAILABLE;
+    /// This node holds no shard to start instances in (it is joining, or
+    /// lost its leases): another node takes the work.
+    ShardUnavailable = "shard_unavailable", SERVICE_UNAVAILABLE;
     /// An event was not committed in time; it may still be.
     CommitPending = "commit_pending", SERVICE_UNAVAILABLE;
     /// What a read shows was not made durable in time.
@@ -256,6 +259,9 @@ impl From<executor::Error> for ApiError {
             E::UnknownToken(_) => ErrorCode::UnknownToken,
             E::InvalidGrant { .. } => ErrorCode::InvalidGrant,
             E::Commit(executor::CommitError::Stopped) | E::Draining => ErrorCode::ShuttingDown,
+            E::Fenced { .. } | E::Store(crate::store::Error::NoShard) => {
+                ErrorCode::ShardUnavailable
+            }
             E::Store(_)
             | E::Task(_)
             | E::Engine(_)
@@ -351,6 +357,7 @@ mod tests {
                 "clock_not_simulated",
                 "not_ready",
                 "shutting_down",
+                "shard_unavailable",
                 "commit_pending",
                 "not_durable",
                 "internal",

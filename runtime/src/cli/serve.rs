@@ -18,6 +18,7 @@ use journey_runtime::executor::{ADMIN_TOKEN_FILE, Runtime, SIMULATED_CLOCK_META,
 use journey_runtime::host::{ComponentLimits, Limits, OutputLimits};
 use journey_runtime::journey::Retention;
 use journey_runtime::store::sled::SledOptions;
+use journey_runtime::store::{NodeOptions, PostgresOptions};
 use journey_runtime::telemetry;
 
 /// Arguments of `journeyd serve`.
@@ -38,6 +39,15 @@ pub struct ServeArgs {
     /// admin token, the address file and compiled code.
     #[arg(long, env = "JOURNEYD_STORE", value_name = "URL")]
     pub store: Option<String>,
+    /// This node's name among the nodes sharing a PostgreSQL store, as
+    /// `journeyd cluster status` shows it (default: the host name).
+    #[arg(long, env = "JOURNEYD_NODE", requires = "store")]
+    pub node: Option<String>,
+    /// How long a node's shard leases last unrenewed (PostgreSQL store):
+    /// the shards of a node that stops move to the others after at most
+    /// this long. Renewed every third of it.
+    #[arg(long, env = "JOURNEYD_SHARD_LEASE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shard_lease: Duration,
     /// Where compiled plugin code is kept, so a restart compiles nothing
     /// (default: `compiled` in the data directory). Runtimes may share
     /// one: entries are keyed by the component's bytes and the engine's
@@ -157,12 +167,29 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     .context("setting up trace export")?;
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("creating the data directory {}", args.data.display()))?;
+    // Bound first, so a node sharing a store says where it serves.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let address = listener.local_addr()?;
+    let mut node = NodeOptions {
+        lease: args.shard_lease,
+        address: Some(format!("http://{address}")),
+        ..NodeOptions::default()
+    };
+    if let Some(name) = &args.node {
+        node.name = name.clone();
+    }
     let store = super::store::open_store(
         args.store.as_deref(),
         &args.data,
         &SledOptions {
             cache_bytes: args.cache_mib * 1024 * 1024,
             ..SledOptions::default()
+        },
+        &PostgresOptions {
+            node: Some(node),
+            ..PostgresOptions::default()
         },
     )?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -233,10 +260,6 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     }
     // Health answers from now on; every `/v1` route says `not_ready`
     // until the instances are resumed and the timer loop runs.
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let address = listener.local_addr()?;
     let state = AppState {
         runtime: runtime.clone(),
         metrics: Some(metrics),
@@ -321,6 +344,7 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
             "integrations of the config file set (those waiting are set when their plugin is pushed)"
         );
     }
+    runtime.start_cluster();
     runtime.start_timers();
     runtime.start_dispatcher();
     runtime.start_retention();
@@ -348,6 +372,9 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     drain(&runtime, args.drain_timeout).await;
     let _ = stop_http.send(());
     server.await??;
+    // Other nodes take this one's shards now, not when the leases end.
+    let leaving = runtime.clone();
+    tokio::task::spawn_blocking(move || leaving.store().leave()).await?;
     if let Err(error) = runtime.save_version_stats() {
         tracing::warn!(error = %error, "saving plugin run counts failed");
     }

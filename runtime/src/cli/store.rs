@@ -9,18 +9,20 @@ use anyhow::Context as _;
 use journey_runtime::store::sled::{SledOptions, SledStore};
 use journey_runtime::store::{PostgresOptions, PostgresStore, Store};
 
-/// Open the store `store` names (`postgres://…`), or sled in `data`.
+/// Open the store `store` names (`postgres://…`, with `postgres`), or
+/// sled in `data`.
 pub fn open_store(
     store: Option<&str>,
     data: &Path,
     sled: &SledOptions,
+    postgres: &PostgresOptions,
 ) -> anyhow::Result<Arc<dyn Store>> {
     match store {
         None => Ok(Arc::new(SledStore::open(data, sled).with_context(
             || format!("opening the store in {}", data.display()),
         )?)),
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            let store = PostgresStore::open(url, &PostgresOptions::default())
+            let store = PostgresStore::open(url, postgres)
                 .with_context(|| format!("opening the PostgreSQL store at {}", redacted(url)))?;
             Ok(Arc::new(store))
         }
@@ -70,6 +72,7 @@ mod tests {
             Some("mysql://root:pw@x/y"),
             dir.path(),
             &SledOptions::default(),
+            &PostgresOptions::default(),
         )
         .err()
         .expect("refused");

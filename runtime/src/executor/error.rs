@@ -48,6 +48,15 @@ pub enum Error {
         "journeyd is shutting down and takes no new events; send it again (to this runtime once it is back, or another)"
     )]
     Draining,
+    /// This node lost the shard an event's instances were to start in
+    /// (another node took it) before the event committed.
+    #[error(
+        "this node lost shard {shard} to another node while accepting the event; nothing was accepted: send it again (to any node)"
+    )]
+    Fenced {
+        /// The shard.
+        shard: u32,
+    },
     #[error(
         "event `{event}`: no deployed journey is triggered by event type `{kind}` or declares it in `[events]`, and no instance waits for one"
     )]

@@ -246,7 +246,7 @@ impl Health {
     }
 
     /// A report for `/readyz`.
-    pub fn report(&self, committer: Option<String>) -> Readiness {
+    pub fn report(&self, committer: Option<String>, shards: Option<String>) -> Readiness {
         let workers_alive = self.workers_alive.load(Ordering::Acquire);
         let seen_ms = self.timer_loop_seen_ms.load(Ordering::Acquire);
         let now_ms = self.started.elapsed().as_millis() as u64;
@@ -280,6 +280,9 @@ impl Health {
         }
         if let Some(error) = &committer {
             problems.push(format!("the committer is retrying: {error}"));
+        }
+        if let Some(problem) = shards {
+            problems.push(problem);
         }
         let faulting = self.host_fault_count.load(Ordering::Acquire);
         if let Some(first) = host_faults.first() {
@@ -358,17 +361,18 @@ mod tests {
         let _worker = health.worker_alive();
         health.set_ready();
         health.timer_loop_seen();
-        assert!(health.report(None).ready);
+        assert!(health.report(None, None).ready);
         health.host_fault(InstanceId(7), "the pool is full".into());
-        let report = health.report(None);
+        let report = health.report(None, None);
         assert!(!report.ready);
         assert!(
             report.problems[0].contains("i-7: the pool is full"),
             "{report:?}"
         );
         health.host_fault_over(InstanceId(7));
-        assert!(health.report(None).ready);
-        assert!(!health.report(Some("syncing failed".into())).ready);
+        assert!(health.report(None, None).ready);
+        assert!(!health.report(Some("syncing failed".into()), None).ready);
+        assert!(!health.report(None, Some("holds no shard yet".into())).ready);
     }
 
     #[test]

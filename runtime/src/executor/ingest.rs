@@ -168,6 +168,7 @@ impl Runtime {
         let wit_event = Arc::new(wit_event(&record));
         match applied {
             Applied::DuplicateEvent { started } => Ok(Receipt::new(event_id, true, started)),
+            Applied::Fenced { shard } => Err(Error::Fenced { shard }),
             Applied::Done | Applied::StaleStep | Applied::PartlyStarted { .. } => {
                 if let Applied::PartlyStarted { refused } = applied {
                     for refused in refused {

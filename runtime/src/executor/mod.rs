@@ -18,6 +18,7 @@
 //! workers; `error` its errors; `ingest`, `step`, `timers`, `recovery`
 //! (resume, host faults, readiness), `retention`, `plugins`, `grants`, `journeys`,
 //! `customers`, `operator`, `integrations`, `dispatch` (delivery), `drain`,
+//! `cluster` (work shared with other nodes),
 //! `callbacks` and `tokens` add its operations by concern; `committer`,
 //! `caps`, `health`, `registry` and `funnel` are the parts it is built
 //! from.
@@ -26,6 +27,7 @@ mod backup;
 mod callbacks;
 pub mod caps;
 mod catalog;
+mod cluster;
 pub mod committer;
 mod customers;
 mod dispatch;
@@ -521,8 +523,14 @@ impl Runtime {
         self.finished.subscribe()
     }
 
-    /// Queue an instance's current step for a step worker.
+    /// Queue an instance's current step for a step worker, if this node
+    /// runs the instance (on a store several nodes share, the holder of
+    /// its shard runs it, told by the store).
     fn schedule(&self, job: StepJob) {
+        if !self.store.owns(job.instance.id) {
+            tracing::debug!(instance = %job.instance.id, "its shard is another node's: that node runs the step");
+            return;
+        }
         if self.jobs.send(job).is_err() {
             tracing::error!("step workers have stopped; instance left for the next start");
         }

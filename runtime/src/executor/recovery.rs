@@ -13,6 +13,16 @@ impl Runtime {
     pub async fn resume(self: &Arc<Self>) -> Result<usize> {
         let store = self.store.clone();
         let running = tokio::task::spawn_blocking(move || store.running_instances()).await??;
+        self.resume_instances(running).await
+    }
+
+    /// Restart `running` (instances that had a step to run when their
+    /// runner stopped): each interrupted step runs again as the next
+    /// attempt, with the same idempotency key.
+    pub(super) async fn resume_instances(
+        self: &Arc<Self>,
+        running: Vec<Instance>,
+    ) -> Result<usize> {
         let count = running.len();
         let now = self.clock.now_ms();
         // Each interrupted attempt is recorded (all in one group commit),
@@ -81,7 +91,8 @@ impl Runtime {
     /// What `/readyz` answers: whether the runtime can take events and
     /// run steps now, and what stands in the way.
     pub fn readiness(&self) -> Readiness {
-        self.health.report(self.committer.health().failing())
+        self.health
+            .report(self.committer.health().failing(), self.store.not_serving())
     }
 
     /// A host fault met `instance`'s step (it did not run, or its

@@ -218,6 +218,10 @@ impl Runtime {
                     }
                 }
             }
+            Ok(Applied::Fenced { shard }) => {
+                metrics::counter!("journeyd_fenced_commits_total").increment(1);
+                tracing::warn!(instance = %next.id, step = %step_name, shard, "step discarded: this node no longer holds the instance's shard; its holder runs the step again");
+            }
             Ok(_) => {
                 tracing::info!(instance = %next.id, step = %step_name, "step discarded: the instance moved on first (another attempt, or an exit event)");
             }
@@ -678,6 +682,7 @@ fn record_step(span: &mut telemetry::Span, entry: &HistoryEntry) {
 fn record_commit(mut span: telemetry::Span, result: &Result<Applied, CommitError>) {
     let applied = match result {
         Ok(Applied::Done) => "done",
+        Ok(Applied::Fenced { .. }) => "fenced",
         Ok(_) => "stale",
         Err(CommitError::Stopped) => {
             span.fail(|| "the runtime stopped before the commit".to_owned());

@@ -100,6 +100,22 @@ impl InstanceCommit {
         self.instance.history_len.saturating_sub(1)
     }
 
+    /// Whether the change is work only the holder of the instance's shard
+    /// may commit (see [`Shards`](super::Shards)): a step's outcome, a
+    /// restart, a split or a timer's wake-up. Events, exits and
+    /// operators' actions may change an instance from any node; the
+    /// history slot keeps them in order with the holder's work.
+    pub fn is_shard_work(&self) -> bool {
+        matches!(
+            self.entry,
+            HistoryEntry::StepRan(_)
+                | HistoryEntry::StepFailed(_)
+                | HistoryEntry::Restarted { .. }
+                | HistoryEntry::Split { .. }
+                | HistoryEntry::Woke { .. }
+        )
+    }
+
     /// Whether a backend may leave the stored instance record as it is
     /// and derive the instance from it and its history instead: the
     /// instance goes on running and the entry only moves it along (a step
@@ -215,6 +231,14 @@ pub enum Applied {
     PartlyStarted {
         /// Each instance not started, with the unfinished one in its way.
         refused: Vec<RefusedStart>,
+    },
+    /// The change is work of a shard this node does not hold now (its
+    /// lease ended, or another node took the shard; see
+    /// [`Shards`](super::Shards)): nothing was written. The shard's holder
+    /// does the work.
+    Fenced {
+        /// The shard.
+        shard: u32,
     },
 }
 

@@ -2,7 +2,7 @@
 //! records they keep.
 //!
 //! The traits follow the domain ([`Catalog`], [`Journal`], [`Customers`],
-//! [`Timers`], [`Outbox`]); [`Store`] is all of them, which is what a
+//! [`Timers`], [`Outbox`], [`Shards`]); [`Store`] is all of them, which is what a
 //! backend implements. Writes are domain facts ([`Commit`]): each backend
 //! decides how to lay out and index them, and nothing outside its module
 //! knows its keys. `sled/` is the embedded default; `postgres/` keeps
@@ -20,6 +20,7 @@ mod journal;
 mod model;
 mod outbox;
 pub mod postgres;
+mod shards;
 pub mod sled;
 mod timers;
 
@@ -38,7 +39,8 @@ pub use self::outbox::{
     AttemptOutcome, ClaimedMessage, DELIVERY_LOG_LINES, Delivery, DeliveryAttempt, DeliveryFilter,
     DeliveryNote, DeliveryPage, DeliveryStatus, Mark, Marked, MessageRef, Outbox, StatusReport,
 };
-pub use self::postgres::{PostgresOptions, PostgresStore, PostgresUsage};
+pub use self::postgres::{NodeOptions, PostgresOptions, PostgresStore, PostgresUsage};
+pub use self::shards::{ShardNews, Shards};
 pub use self::sled::{RestoreError, SledStore};
 pub use self::timers::Timers;
 
@@ -72,6 +74,13 @@ pub enum Error {
     /// A record could not be encoded (a bug, not bad input).
     #[error("record could not be encoded")]
     Encode(#[source] serde_json::Error),
+    /// This node holds no shard to start an instance in: it is joining
+    /// the nodes that share the store, or lost its leases (see
+    /// [`Shards`]). Another node can take the work.
+    #[error(
+        "this node holds no shard yet (joining, or its leases ended): another node takes the work, or try again in a moment"
+    )]
+    NoShard,
     /// A fault a test build injected (see [`crate::faults`]).
     #[error("injected fault: {0}")]
     Injected(&'static str),
@@ -88,9 +97,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything the runtime keeps: a backend implements each trait, and is
 /// then a `Store`. Implementations are safe to share across threads.
-pub trait Store: Catalog + Journal + Customers + Timers + Outbox + Backup + 'static {}
+pub trait Store:
+    Catalog + Journal + Customers + Timers + Outbox + Backup + Shards + 'static
+{
+}
 
-impl<T: Catalog + Journal + Customers + Timers + Outbox + Backup + 'static> Store for T {}
+impl<T: Catalog + Journal + Customers + Timers + Outbox + Backup + Shards + 'static> Store for T {}
 
 #[cfg(any(test, feature = "testing"))]
 pub mod suite;

@@ -287,7 +287,12 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     };
     let store: Arc<dyn Store> = match &postgres {
         Some(postgres) => postgres.clone(),
-        None => crate::cli::store::open_store(None, data, &SledOptions::default())?,
+        None => crate::cli::store::open_store(
+            None,
+            data,
+            &SledOptions::default(),
+            &PostgresOptions::default(),
+        )?,
     };
     let mut settings = Settings::default();
     if let Some(parallel_steps) = args.parallel_steps {

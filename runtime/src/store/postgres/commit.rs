@@ -17,13 +17,14 @@ use futures_util::FutureExt as _;
 use futures_util::future::{LocalBoxFuture, try_join_all};
 
 use super::catalog::int4;
+use super::cluster::{RUN_CHANNEL, shard_of};
 use super::counts::stored_mark;
 use super::forget::scrub_instance;
 use super::journal::{history_of, id8, instance_id};
 use super::{Cached, PostgresStore, int8, record, stored};
 use crate::store::{
     Applied, Commit, Delivery, EventCommit, EventRecord, FunnelMark, Instance, InstanceCommit,
-    InstanceId, InstanceStatus, RefusedStart, Result,
+    InstanceId, InstanceStatus, RefusedStart, Result, Shards as _,
 };
 
 /// What one transaction has done so far (its own writes are visible to
@@ -43,6 +44,32 @@ pub(super) struct SoFar {
     /// The stored marks of the instances the transaction's instance
     /// commits change, read (and locked) at its start in one query.
     pub(super) stored_marks: HashMap<InstanceId, FunnelMark>,
+    /// Instances of shards other nodes hold that it moves to a step:
+    /// their holders are told to run it.
+    run_elsewhere: Vec<InstanceId>,
+}
+
+/// The shards whose work `commit` is, which only their holder commits:
+/// those of the instances an event starts, and an instance's change that
+/// is [shard work](InstanceCommit::is_shard_work).
+fn commit_shards(commit: &Commit) -> impl Iterator<Item = u32> + '_ {
+    let (started, change) = match commit {
+        Commit::Event(event) => (&event.started[..], None),
+        Commit::Instance(change) => (&[][..], Some(change)),
+    };
+    let work = change
+        .filter(|change| change.is_shard_work())
+        .map(|change| change.instance.id);
+    started
+        .iter()
+        .map(|instance| instance.id)
+        .chain(work)
+        .map(shard_of)
+}
+
+/// Every shard whose work `commits` hold.
+fn shard_work(commits: &[Commit]) -> BTreeSet<u32> {
+    commits.iter().flat_map(commit_shards).collect()
 }
 
 /// Write `instance`'s record and the columns it is looked up by.
@@ -79,6 +106,13 @@ impl PostgresStore {
     pub(super) async fn commit_group(&self, commits: &[Commit]) -> Result<Vec<Applied>> {
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
+        // The fence first, holding nothing else: the shards whose work
+        // this group commits must still be this node's.
+        let needed = shard_work(commits);
+        let held = match (&self.membership, needed.is_empty()) {
+            (Some(membership), false) => membership.fence(&transaction, &needed).await?,
+            _ => HashSet::new(),
+        };
         // Single re-entry: one transaction at a time per (journey,
         // customer), taken in sorted order.
         let exclusive: BTreeSet<(&str, &str)> = commits
@@ -109,12 +143,27 @@ impl PostgresStore {
         };
         let mut applied = Vec::with_capacity(commits.len());
         for commit in commits {
+            if let Some(shard) = commit_shards(commit).find(|shard| !held.contains(shard)) {
+                applied.push(Applied::Fenced { shard });
+                continue;
+            }
             applied.push(match commit {
                 Commit::Event(event) => self.add_event(&transaction, event, &mut so_far).await?,
                 Commit::Instance(change) => {
                     self.add_change(&transaction, change, &mut so_far).await?
                 }
             });
+        }
+        if !so_far.run_elsewhere.is_empty() {
+            // Delivered to the holders when (and only if) this commits.
+            let ids: Vec<String> = so_far
+                .run_elsewhere
+                .iter()
+                .map(|id| id.0.to_string())
+                .collect();
+            transaction
+                .exec("SELECT pg_notify($1, $2)", &[&RUN_CHANNEL, &ids.join(",")])
+                .await?;
         }
         self.write_counts(&transaction, so_far).await?;
         // A failed COMMIT leaves it unknown whether the unit landed;
@@ -275,6 +324,9 @@ impl PostgresStore {
             return Ok(Applied::StaleStep);
         }
         so_far.history.insert((instance.id, seq));
+        if instance.status == InstanceStatus::Running && !self.owns(instance.id) {
+            so_far.run_elsewhere.push(instance.id);
+        }
         let before = match so_far.marks.get(&instance.id) {
             Some(mark) => mark.clone(),
             None => match so_far.stored_marks.get(&instance.id).cloned() {

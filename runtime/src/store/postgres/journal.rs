@@ -3,6 +3,7 @@
 
 use deadpool_postgres::Transaction;
 
+use super::cluster::{SHARDS, running_in};
 use super::{Cached, PostgresStore, int8, record, records, uint8};
 use crate::store::{
     Applied, Commit, DayTally, EventRecord, ForgottenRecords, HistoryEntry, Instance,
@@ -75,11 +76,18 @@ pub(super) async fn history_of(
     Ok(history)
 }
 impl Journal for PostgresStore {
+    /// An id in one of the shards this node holds, so this node runs the
+    /// instance it names.
     fn next_id(&self) -> Result<u64> {
+        let shard = self
+            .membership
+            .as_ref()
+            .and_then(|membership| membership.shard_for_new())
+            .ok_or(crate::store::Error::NoShard)?;
         self.block(async {
             let client = self.pool.get().await?;
             let row = client.one("SELECT nextval('ids')", &[]).await?;
-            Ok(uint8(row.get(0)))
+            Ok(uint8(row.get(0)) * u64::from(SHARDS) + u64::from(shard))
         })
     }
 
@@ -149,16 +157,13 @@ impl Journal for PostgresStore {
         })
     }
 
+    /// Those of the shards this node holds: the others are their
+    /// holders' to run.
     fn running_instances(&self) -> Result<Vec<Instance>> {
+        let shards = self.held_shards();
         self.block(async {
             let client = self.pool.get().await?;
-            let rows = client
-                .rows(
-                    "SELECT record FROM instances WHERE status = 'running' ORDER BY id",
-                    &[],
-                )
-                .await?;
-            records(&rows, "record")
+            running_in(&client, &shards).await
         })
     }
 

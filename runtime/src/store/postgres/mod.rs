@@ -25,6 +25,7 @@
 
 mod backup;
 mod catalog;
+mod cluster;
 mod commit;
 mod counts;
 mod customers;
@@ -45,6 +46,7 @@ use tokio_postgres::types::{Json, ToSql};
 
 use crate::store::{Error, Result};
 
+pub use self::cluster::{NodeOptions, SHARDS, shard_of};
 pub use self::migrate::SCHEMA_VERSION;
 
 impl From<tokio_postgres::Error> for Error {
@@ -64,11 +66,18 @@ impl From<deadpool_postgres::PoolError> for Error {
 pub struct PostgresOptions {
     /// Connections kept open at most.
     pub pool_size: usize,
+    /// How this process takes part in the work, as one of the nodes
+    /// sharing the database; `None` for a tool that only looks (it takes
+    /// no shard, so it runs no instance).
+    pub node: Option<NodeOptions>,
 }
 
 impl Default for PostgresOptions {
     fn default() -> Self {
-        PostgresOptions { pool_size: 16 }
+        PostgresOptions {
+            pool_size: 16,
+            node: Some(NodeOptions::default()),
+        }
     }
 }
 
@@ -78,6 +87,8 @@ pub struct PostgresStore {
     /// so dropping the store never blocks (nor panics inside a runtime).
     runtime: Option<tokio::runtime::Runtime>,
     pool: Pool,
+    /// This process as a node: the shards it holds (`None`: it holds none).
+    membership: Option<std::sync::Arc<cluster::Membership>>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -91,6 +102,9 @@ impl std::fmt::Debug for PostgresStore {
 
 impl Drop for PostgresStore {
     fn drop(&mut self) {
+        if let Some(membership) = &self.membership {
+            membership.stop();
+        }
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
@@ -109,7 +123,7 @@ impl PostgresStore {
             .enable_all()
             .build()?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             tokio_postgres::NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -120,11 +134,28 @@ impl PostgresStore {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(backend)?;
-        let store = PostgresStore {
+        let mut store = PostgresStore {
             runtime: Some(runtime),
             pool,
+            membership: None,
         };
         store.block(migrate::migrate(&store.pool))?;
+        if let Some(node) = &options.node {
+            let membership = std::sync::Arc::new(cluster::Membership::new(node.clone()));
+            // The first shards are taken before the store is handed out, so
+            // the runtime resumes their instances as it starts.
+            store.block(membership.renew(&store.pool, true))?;
+            let handle = store.runtime.as_ref().expect("just built").handle();
+            let (renewing, pool, on) = (membership.clone(), store.pool.clone(), handle.clone());
+            std::thread::Builder::new()
+                .name("journeyd-leases".into())
+                .spawn(move || renewing.keep_leases(pool, on))?;
+            let (listening, pool, on) = (membership.clone(), store.pool.clone(), handle.clone());
+            std::thread::Builder::new()
+                .name("journeyd-listen".into())
+                .spawn(move || listening.listen(config, pool, on))?;
+            store.membership = Some(membership);
+        }
         Ok(store)
     }
 
@@ -156,12 +187,16 @@ impl PostgresStore {
             .as_ref()
             .expect("the runtime lives as long as the store")
             .enter();
-        // Unconstrained: called from a tokio task, the queries would
-        // otherwise spend that task's cooperative budget, and once it ran
-        // out they would yield forever (the task cannot yield while this
-        // thread waits on them).
-        futures_executor::block_on(tokio::task::unconstrained(work))
+        wait_for(work)
     }
+}
+
+/// Wait on this thread for `work`, in a tokio runtime's context.
+/// Unconstrained: called from a tokio task, the queries would otherwise
+/// spend that task's cooperative budget, and once it ran out they would
+/// yield forever (the task cannot yield while this thread waits on them).
+fn wait_for<T>(work: impl Future<Output = T>) -> T {
+    futures_executor::block_on(tokio::task::unconstrained(work))
 }
 
 /// Statements run through the connection's statement cache: each is
@@ -272,12 +307,17 @@ pub(crate) mod tests {
     /// (`JOURNEYD_TEST_POSTGRES`, set by `scripts/postgres.sh`), dropped
     /// with the guard.
     pub(crate) fn fresh_store() -> (PostgresStore, TestDatabase) {
+        fresh_store_with(&PostgresOptions::default())
+    }
+
+    /// [`fresh_store`] opened with `options`.
+    pub(crate) fn fresh_store_with(options: &PostgresOptions) -> (PostgresStore, TestDatabase) {
         let server = std::env::var("JOURNEYD_TEST_POSTGRES").expect(
             "JOURNEYD_TEST_POSTGRES names a PostgreSQL server for the PostgreSQL backend's \
              tests: run tests/run.sh, or `source scripts/postgres.sh` first",
         );
         let database = TestDatabase::create(&server);
-        let store = PostgresStore::open(&database.url, &PostgresOptions::default()).expect("open");
+        let store = PostgresStore::open(&database.url, options).expect("open");
         (store, database)
     }
 
@@ -285,7 +325,8 @@ pub(crate) mod tests {
     pub(crate) struct TestDatabase {
         server: String,
         name: String,
-        url: String,
+        /// Where it is.
+        pub(crate) url: String,
     }
 
     impl TestDatabase {
@@ -303,6 +344,13 @@ pub(crate) mod tests {
                 server: server.to_owned(),
                 name,
             }
+        }
+    }
+
+    impl TestDatabase {
+        /// Run `statement` on it, as another client would.
+        pub(crate) fn run(&self, statement: &str) {
+            admin(&self.url, statement);
         }
     }
 

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::cluster::SHARDS;
 use super::customers::DB_NOW_MS;
 use super::journal::{id8, instance_id};
 use super::{Cached, PostgresStore, int8, uint8};
@@ -33,6 +34,8 @@ impl Timers for PostgresStore {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<(u64, InstanceId)>> {
+        // Only the holder of a timer's shard fires it.
+        let shards = self.held_shard_keys();
         self.block(async {
             let client = self.pool.get().await?;
             // Leases run on the database's clock, which every node shares;
@@ -43,7 +46,7 @@ impl Timers for PostgresStore {
                         "UPDATE timers SET claimed_until_ms = {DB_NOW_MS} + $3
                          WHERE (due_ms, instance) IN (
                              SELECT due_ms, instance FROM timers
-                             WHERE due_ms <= $1
+                             WHERE due_ms <= $1 AND instance % {SHARDS} = ANY($4)
                                AND (claimed_until_ms IS NULL OR claimed_until_ms <= {DB_NOW_MS})
                              ORDER BY due_ms, instance LIMIT $2
                              FOR UPDATE SKIP LOCKED
@@ -54,6 +57,7 @@ impl Timers for PostgresStore {
                         &int8(now_ms),
                         &int8(limit as u64),
                         &int8(lease.as_millis() as u64),
+                        &shards,
                     ],
                 )
                 .await?;
@@ -79,10 +83,17 @@ impl Timers for PostgresStore {
         })
     }
 
+    /// The earliest of the timers this node fires.
     fn next_timer(&self) -> Result<Option<u64>> {
+        let shards = self.held_shard_keys();
         self.block(async {
             let client = self.pool.get().await?;
-            let row = client.one("SELECT min(due_ms) FROM timers", &[]).await?;
+            let row = client
+                .one(
+                    &format!("SELECT min(due_ms) FROM timers WHERE instance % {SHARDS} = ANY($1)"),
+                    &[&shards],
+                )
+                .await?;
             Ok(row.get::<_, Option<i64>>(0).map(uint8))
         })
     }

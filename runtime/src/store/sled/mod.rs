@@ -128,6 +128,9 @@ fn claim<K: Hash + Eq>(claims: &mut HashMap<K, Instant>, key: K, lease: Duration
     }
 }
 
+/// One node has a sled store to itself: it runs every instance.
+impl crate::store::Shards for SledStore {}
+
 impl SledStore {
     /// Open (or create) the store in `dir`.
     pub fn open(dir: &Path, options: &SledOptions) -> Result<Self> {

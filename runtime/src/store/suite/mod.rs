@@ -72,7 +72,7 @@ fn interaction(kind: &str, text: &str) -> Interaction {
     }
 }
 
-fn ingest(id: u64, customer: &str) -> Commit {
+pub(crate) fn ingest(id: u64, customer: &str) -> Commit {
     ingest_commit(id, customer).into()
 }
 
@@ -120,7 +120,13 @@ fn acknowledged(
 
 /// The step that writes history slot `seq` of instance `id`: it goes
 /// on to `classify`, or completes the instance when `last`.
-fn step(id: u64, customer: &str, seq: u32, last: bool, notes: Vec<Interaction>) -> Commit {
+pub(crate) fn step(
+    id: u64,
+    customer: &str,
+    seq: u32,
+    last: bool,
+    notes: Vec<Interaction>,
+) -> Commit {
     let mut next = instance(id, customer);
     next.history_len = seq;
     let key = next.idempotency_key();
