@@ -19,6 +19,7 @@
 mod backup;
 pub mod bench;
 mod client;
+mod cluster;
 mod config;
 mod customers;
 mod delivery;
@@ -134,6 +135,10 @@ pub enum Command {
     /// Run enquiry journeys through the executor on a temporary store and
     /// print throughput, latency and overhead (last line: JSON).
     Bench(BenchArgs),
+    /// The nodes sharing a PostgreSQL store: which holds which shards,
+    /// lease ages and lag.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Run plugins locally, without a server or a store.
     #[command(subcommand)]
     Step(StepCommand),
@@ -557,13 +562,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Restore(args) = cli.command {
         return backup::restore(args);
     }
+    if let Command::Cluster(command) = cli.command {
+        return cluster::run(command);
+    }
     let config = config_file()?;
     let client = client::Client::new(
         &server_url(cli.server, &config),
         api_token(cli.token, &config).as_deref(),
     );
     match cli.command {
-        Command::Serve(_) | Command::Step(_) | Command::Config(_) | Command::Restore(_) => {
+        Command::Serve(_)
+        | Command::Step(_)
+        | Command::Config(_)
+        | Command::Restore(_)
+        | Command::Cluster(_) => {
             unreachable!("run above")
         }
         Command::Backup(args) => backup::backup(&client, args).await,

@@ -39,7 +39,10 @@ pub use self::outbox::{
     AttemptOutcome, ClaimedMessage, DELIVERY_LOG_LINES, Delivery, DeliveryAttempt, DeliveryFilter,
     DeliveryNote, DeliveryPage, DeliveryStatus, Mark, Marked, MessageRef, Outbox, StatusReport,
 };
-pub use self::postgres::{NodeOptions, PostgresOptions, PostgresStore, PostgresUsage};
+pub use self::postgres::{
+    ClusterStatus, NodeOptions, NodeStatus, PostgresOptions, PostgresStore, PostgresUsage,
+    ShardStatus,
+};
 pub use self::shards::{ShardNews, Shards};
 pub use self::sled::{RestoreError, SledStore};
 pub use self::timers::Timers;

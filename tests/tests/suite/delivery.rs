@@ -10,8 +10,8 @@ use journey_tests::{Journeyd, ProviderSink, enquiry, fixture, plugin};
 use serde_json::{Value, json};
 
 const DEC_1_MS: u64 = 1_796_112_000_000;
-const SENDGRID_KEY: &str = "SG.test-key-1234";
-const SLACK_PATH: &str = "T000/B000/team";
+pub(crate) const SENDGRID_KEY: &str = "SG.test-key-1234";
+pub(crate) const SLACK_PATH: &str = "T000/B000/team";
 const CALLBACK_SECRET: &str = "whsec_c2VjcmV0LWZvci1jYWxsYmFja3MtMTIz";
 const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -42,6 +42,18 @@ fn set_integration(journeyd: &Journeyd, channel: &str, spec: &Value) -> (u16, Va
 /// (SendGrid-shaped) and team (Slack-shaped) integrations at `sink`.
 fn setup(journeyd: &Journeyd, sink: &ProviderSink, dir: &Path, limits: Value) {
     journeyd.setup_enquiry();
+    setup_integrations(journeyd, sink, dir, limits);
+}
+
+/// The channel plugins, and email (SendGrid-shaped) and team
+/// (Slack-shaped) integrations at `sink` (a sink started with
+/// [`SENDGRID_KEY`] and [`SLACK_PATH`]).
+pub(crate) fn setup_integrations(
+    journeyd: &Journeyd,
+    sink: &ProviderSink,
+    dir: &Path,
+    limits: Value,
+) {
     for name in ["sendgrid", "slack", "webhook", "twilio"] {
         let (status, body) = journeyd.push(name, plugin(name));
         assert_eq!(status, 201, "{body}");
@@ -78,7 +90,7 @@ fn setup(journeyd: &Journeyd, sink: &ProviderSink, dir: &Path, limits: Value) {
 }
 
 /// Every message in the outbox with its delivery.
-fn deliveries(journeyd: &Journeyd) -> Vec<(Value, Value)> {
+pub(crate) fn deliveries(journeyd: &Journeyd) -> Vec<(Value, Value)> {
     let outbox = journeyd.get("/v1/outbox?limit=10000");
     outbox["messages"]
         .as_array()

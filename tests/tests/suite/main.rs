@@ -7,6 +7,7 @@ mod backup;
 mod bad_input;
 mod browser;
 mod cli;
+mod cluster;
 mod config;
 mod console;
 mod contract;

@@ -46,7 +46,7 @@ use tokio_postgres::types::{Json, ToSql};
 
 use crate::store::{Error, Result};
 
-pub use self::cluster::{NodeOptions, SHARDS, shard_of};
+pub use self::cluster::{ClusterStatus, NodeOptions, NodeStatus, SHARDS, ShardStatus, shard_of};
 pub use self::migrate::SCHEMA_VERSION;
 
 impl From<tokio_postgres::Error> for Error {

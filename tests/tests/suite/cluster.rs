@@ -1,0 +1,255 @@
+//! Several nodes on one PostgreSQL database: three `journeyd` share the
+//! shards while one of them is SIGKILLed and restarted, and every journey
+//! still runs exactly once, its timers fire once and on time (simulated
+//! clock), and every message takes effect once at a local provider.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use journey_tests::{Journeyd, PostgresDatabase, ProviderSink, enquiry, steps_of};
+use serde_json::{Value, json};
+
+use super::delivery::{SENDGRID_KEY, SLACK_PATH, deliveries, setup_integrations};
+
+const DEC_1_MS: u64 = 1_796_112_000_000;
+const NODES: [&str; 3] = ["a", "b", "c"];
+const ENQUIRIES: usize = 36;
+
+/// Start node `name` on `database`, sharing `data` (its admin token and
+/// compiled plugins) with the others.
+fn node(data: &Path, database: &PostgresDatabase, name: &str) -> Journeyd {
+    Journeyd::start_with(
+        data,
+        &[
+            "--store",
+            &database.url,
+            "--node",
+            name,
+            "--shard-lease",
+            "2s",
+            "--simulated-clock",
+            "--simulated-clock-start",
+            &DEC_1_MS.to_string(),
+        ],
+    )
+}
+
+/// Wait until every node holds shards (a node that joins gets its share
+/// as the others renew their leases).
+fn wait_until_all_serve(nodes: &[Journeyd]) {
+    for node in nodes {
+        let ready = node.eventually(Duration::from_secs(30), |node| {
+            node.request("GET", "/readyz", None).0 == 200
+        });
+        assert!(ready, "{}: {}", node.url, node.get("/readyz"));
+    }
+}
+
+/// Send `event` to the nodes in turn from `first` until one takes it;
+/// a node that is down or between shards leaves it in doubt, and the
+/// next one is asked (the id makes a repeat harmless).
+fn deliver(nodes: &[Journeyd], first: usize, event: &Value) -> Value {
+    for attempt in 0..60 {
+        let node = &nodes[(first + attempt) % nodes.len()];
+        let answer = journey_tests::client_with_token(&node.token, Duration::from_secs(10))
+            .post(format!("{}/v1/events", node.url))
+            .json(event)
+            .send();
+        match answer {
+            Ok(response) if matches!(response.status().as_u16(), 200 | 202) => {
+                return response.json().expect("a receipt");
+            }
+            Ok(response) if response.status().as_u16() == 503 => {}
+            Ok(response) => panic!("{event} refused: {:?}", response.text()),
+            Err(_) => {}
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no node took {event}");
+}
+
+/// Move every node's simulated clock by `ms` at once (each fires the
+/// timers of its own shards) and wait for them to settle.
+fn advance_all(nodes: &[Journeyd], ms: u64) {
+    std::thread::scope(|scope| {
+        for node in nodes {
+            scope.spawn(move || node.advance_clock_by(ms));
+        }
+    });
+}
+
+/// The names of the nodes holding shards, per `journeyd cluster status`,
+/// once every shard is held.
+fn holders(database: &PostgresDatabase) -> BTreeSet<String> {
+    let output = journey_tests::journeyd_command()
+        .args(["cluster", "status", "--json", "--store", &database.url])
+        .output()
+        .expect("journeyd runs");
+    assert!(output.status.success(), "{output:?}");
+    let status: Value = serde_json::from_slice(&output.stdout).expect("status is JSON");
+    let owners: Vec<&str> = status["shards"]
+        .as_array()
+        .expect("shards")
+        .iter()
+        .filter_map(|shard| shard["owner"].as_str())
+        .collect();
+    if owners.len() < 16 {
+        return BTreeSet::new();
+    }
+    owners
+        .iter()
+        .map(|owner| owner.split('#').next().unwrap_or(owner).to_owned())
+        .collect()
+}
+
+#[test]
+fn three_nodes_share_the_work_through_sigkills_and_each_effect_happens_once() {
+    let database = PostgresDatabase::create();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let sink = ProviderSink::start(&["--sendgrid-key", SENDGRID_KEY, "--slack-path", SLACK_PATH]);
+    let first = node(&data, &database, NODES[0]);
+    first.setup_enquiry_as_shipped();
+    setup_integrations(&first, &sink, dir.path(), json!({}));
+    let mut nodes = vec![first];
+    for name in &NODES[1..] {
+        nodes.push(node(&data, &database, name));
+    }
+    wait_until_all_serve(&nodes);
+    assert_eq!(
+        holders(&database),
+        NODES.iter().map(|name| name.to_string()).collect(),
+        "every node holds shards"
+    );
+
+    // Enquiries round-robin, node c killed and restarted three times.
+    let customers = ["c-ada", "c-grace", "c-linus"];
+    let mut instances = BTreeMap::new();
+    for n in 0..ENQUIRIES {
+        if n % 12 == 5 {
+            nodes[2].kill();
+        }
+        if n % 12 == 6 {
+            // Its shards move to the others once its leases end.
+            let moved = nodes[0].eventually(Duration::from_secs(30), |_| {
+                holders(&database) == BTreeSet::from(["a".to_owned(), "b".to_owned()])
+            });
+            assert!(
+                moved,
+                "c's shards moved to a and b: {:?}",
+                holders(&database)
+            );
+        }
+        if n % 12 == 9 {
+            nodes[2] = node(&data, &database, NODES[2]);
+        }
+        let receipt = deliver(
+            &nodes,
+            n,
+            &enquiry(
+                &format!("e-{n}"),
+                customers[n % 3],
+                &format!("q-{n}"),
+                if n % 2 == 0 {
+                    "This is unacceptable, I was charged twice, refund now"
+                } else {
+                    "My parcel has not arrived"
+                },
+            ),
+        );
+        instances.insert(n, receipt["instances"][0].as_u64().expect("an instance"));
+    }
+    wait_until_all_serve(&nodes);
+    let waiting = nodes[0].eventually(Duration::from_secs(60), |node| {
+        instances
+            .values()
+            .all(|id| node.get(&format!("/v1/instances/i-{id}"))["status"] == "waiting")
+    });
+    assert!(waiting, "every enquiry reached its wait for a resolution");
+
+    // Past every first SLA (high 1 h, normal 4 h): each breach escalates
+    // once, on its own shard's node, and the enquiry waits again.
+    advance_all(&nodes, 4 * 3_600_000 + 60_000);
+    // Resolutions, round-robin: mostly to a node that does not hold the
+    // instance, which wakes it and tells its holder to run it.
+    for n in 0..ENQUIRIES {
+        let event = json!({
+            "id": format!("r-{n}"),
+            "type": "enquiry.resolved",
+            "customer": customers[n % 3],
+            "data": { "enquiry_id": format!("q-{n}"), "resolution": "Refunded.", "agent": "Sam" },
+        });
+        deliver(&nodes, n + 1, &event);
+    }
+    let delivered = nodes[0].eventually(Duration::from_secs(120), |node| {
+        advance_all(&nodes, 60_000);
+        let all = deliveries(node);
+        instances
+            .values()
+            .all(|id| node.get(&format!("/v1/instances/i-{id}"))["status"] == "completed")
+            && all.iter().all(|(_, delivery)| {
+                matches!(
+                    delivery["status"].as_str(),
+                    Some("accepted" | "delivered" | "opened" | "clicked")
+                )
+            })
+    });
+    assert!(
+        delivered,
+        "every enquiry completed and every message was accepted"
+    );
+
+    let mut escalations = 0;
+    for id in instances.values() {
+        let view = nodes[1].get(&format!("/v1/instances/i-{id}"));
+        let steps = steps_of(&view);
+        let woke: Vec<&Value> = view["history"]
+            .as_array()
+            .expect("history")
+            .iter()
+            .filter(|entry| entry["type"] == "woke")
+            .collect();
+        // Each breach fired once, at the moment it was due.
+        for entry in &woke {
+            assert_eq!(
+                entry["at_ms"], entry["due_ms"],
+                "i-{id} woke late: {view:#}"
+            );
+        }
+        escalations += woke.len();
+        let mut expected = vec!["acknowledge", "classify", "handover"];
+        for _ in &woke {
+            expected.extend(["await_resolution", "escalate"]);
+        }
+        expected.extend(["await_resolution", "resolve"]);
+        assert_eq!(
+            steps, expected,
+            "i-{id} ran a step twice or skipped one: {view:#}"
+        );
+    }
+    assert!(escalations > 0, "some SLA timers fired");
+
+    // Every message took effect once at the provider, none was lost.
+    let ours: BTreeSet<String> = deliveries(&nodes[0])
+        .iter()
+        .map(|(message, _)| message["id"].as_str().expect("id").to_owned())
+        .collect();
+    let keys: Vec<String> = sink
+        .messages()
+        .iter()
+        .map(|message| {
+            message["idempotency_key"]
+                .as_str()
+                .expect("an Idempotency-Key")
+                .to_owned()
+        })
+        .collect();
+    let unique: BTreeSet<String> = keys.iter().cloned().collect();
+    assert_eq!(keys.len(), unique.len(), "a message took effect twice");
+    assert_eq!(unique, ours, "every message took effect");
+    eprintln!(
+        "three nodes: {ENQUIRIES} enquiries, 3 SIGKILLs, {escalations} SLA escalations, {} messages",
+        ours.len()
+    );
+}
