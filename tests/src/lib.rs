@@ -329,6 +329,26 @@ impl Journeyd {
         )
     }
 
+    /// Send a signal by name (`STOP` pauses the process, `CONT` resumes it).
+    pub fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -{name} failed");
+    }
+
+    /// The value of a counter or gauge on `/metrics` (0 when not recorded).
+    pub fn metric(&self, name: &str) -> f64 {
+        let (_, metrics) = self.request("GET", "/metrics", None);
+        metrics
+            .as_str()
+            .unwrap_or("")
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// SIGKILL: no shutdown, no flush.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -253,3 +253,81 @@ fn three_nodes_share_the_work_through_sigkills_and_each_effect_happens_once() {
         ours.len()
     );
 }
+
+#[test]
+fn a_node_paused_past_its_lease_is_fenced_out_and_takes_a_share_back_cleanly() {
+    let database = PostgresDatabase::create();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let a = node(&data, &database, "a");
+    a.setup_enquiry();
+    let nodes = vec![a, node(&data, &database, "b")];
+    wait_until_all_serve(&nodes);
+    let customers = ["c-ada", "c-grace", "c-linus"];
+    let event = |n: usize| {
+        enquiry(
+            &format!("e-{n}"),
+            customers[n % 3],
+            &format!("q-{n}"),
+            "I was charged twice, please refund",
+        )
+    };
+    let mut instances = BTreeSet::new();
+    for n in 0..12 {
+        instances.insert(
+            deliver(&nodes, 0, &event(n))["instances"][0]
+                .as_u64()
+                .expect("id"),
+        );
+    }
+    // Paused with steps in flight: its leases end, b takes every shard.
+    nodes[0].signal("STOP");
+    let taken = nodes[1].eventually(Duration::from_secs(30), |_| {
+        holders(&database) == BTreeSet::from(["b".to_owned()])
+    });
+    assert!(taken, "b took a's shards: {:?}", holders(&database));
+    // An event sent to the paused node waits in its listen queue.
+    let paused = std::thread::spawn({
+        let (url, token, event) = (nodes[0].url.clone(), nodes[0].token.clone(), event(12));
+        move || {
+            journey_tests::client_with_token(&token, Duration::from_secs(60))
+                .post(format!("{url}/v1/events"))
+                .json(&event)
+                .send()
+                .expect("a answers once resumed")
+                .status()
+                .as_u16()
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    nodes[0].signal("CONT");
+    let answer = paused.join().expect("sender");
+    // Resumed, a finds its shards gone: its work there is refused, and it
+    // answers with a retryable 503 until it holds a share again.
+    assert!(matches!(answer, 202 | 503), "answered {answer}");
+    let receipt = deliver(&nodes, 1, &event(12));
+    instances.insert(receipt["instances"][0].as_u64().expect("id"));
+    let noticed = nodes[0].eventually(Duration::from_secs(30), |a| {
+        a.metric("journeyd_shards_lost_total") >= 1.0
+    });
+    assert!(noticed, "a noticed it lost its shards");
+    wait_until_all_serve(&nodes);
+    assert_eq!(
+        holders(&database),
+        BTreeSet::from(["a".to_owned(), "b".to_owned()]),
+        "a took a share back"
+    );
+    for id in &instances {
+        let view = nodes[1].wait_instance(*id, Duration::from_secs(30));
+        assert_eq!(view["status"], "completed", "i-{id}: {view:#}");
+        assert_eq!(
+            steps_of(&view),
+            ["acknowledge", "classify", "handover", "resolve"],
+            "i-{id} committed a step twice or skipped one: {view:#}"
+        );
+    }
+    eprintln!(
+        "paused node: answered {answer} on resume, fenced commits {}",
+        nodes[0].metric("journeyd_fenced_commits_total")
+    );
+}

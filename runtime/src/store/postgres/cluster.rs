@@ -31,7 +31,7 @@ use tokio_postgres::AsyncMessage;
 use super::PostgresStore;
 use super::catalog::CATALOG_CHANNEL;
 use super::customers::DB_NOW_MS;
-use super::{Cached, int8, records, uint8, wait_for};
+use super::{Cached, int8, records, snapshot, uint8, wait_for};
 use crate::store::{Instance, InstanceId, Result, ShardNews, Shards};
 
 /// How many shards instances are spread over (fixed by the schema).
@@ -557,12 +557,7 @@ impl PostgresStore {
     pub fn cluster_status(&self) -> Result<ClusterStatus> {
         self.block(async {
             let mut client = self.pool.get().await?;
-            let transaction = client
-                .build_transaction()
-                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .await?;
+            let transaction = snapshot(&mut client).await?;
             let now: i64 = transaction
                 .one(&format!("SELECT {DB_NOW_MS}"), &[])
                 .await?

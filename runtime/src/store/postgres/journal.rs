@@ -4,7 +4,7 @@
 use deadpool_postgres::Transaction;
 
 use super::cluster::{SHARDS, running_in};
-use super::{Cached, PostgresStore, int8, record, records, uint8};
+use super::{Cached, PostgresStore, int8, record, records, snapshot, uint8};
 use crate::store::{
     Applied, Commit, DayTally, EventRecord, ForgottenRecords, HistoryEntry, Instance,
     InstanceFilter, InstanceId, InstancePage, Journal, Purge, Result, StandingCounts,
@@ -186,12 +186,7 @@ impl Journal for PostgresStore {
         self.block(async {
             let mut client = self.pool.get().await?;
             // One snapshot for the instance, its event and its entries.
-            let transaction = client
-                .build_transaction()
-                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .await?;
+            let transaction = snapshot(&mut client).await?;
             let Some(row) = transaction
                 .opt("SELECT record FROM instances WHERE id = $1", &[&id8(id)])
                 .await?

@@ -116,7 +116,18 @@ impl PostgresStore {
     /// Unix socket's directory as the host, percent-encoded) and bring its
     /// schema up to date.
     pub fn open(url: &str, options: &PostgresOptions) -> Result<Self> {
-        let config: tokio_postgres::Config = url.parse()?;
+        let mut config: tokio_postgres::Config = url.parse()?;
+        if let Some(node) = &options.node {
+            // A node paused inside a transaction (a frozen VM, SIGSTOP)
+            // would keep its shards' rows locked, and no other node could
+            // take them: the server ends such a session after a lease.
+            let timeout_ms = node.lease.as_millis().max(1_000);
+            let mut settings = config.get_options().unwrap_or_default().to_owned();
+            settings.push_str(&format!(
+                " -c idle_in_transaction_session_timeout={timeout_ms}"
+            ));
+            config.options(settings.trim());
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("journeyd-postgres")
@@ -189,6 +200,18 @@ impl PostgresStore {
             .enter();
         wait_for(work)
     }
+}
+
+/// A read-only transaction on `client` whose reads all see one moment.
+async fn snapshot(
+    client: &mut deadpool_postgres::Object,
+) -> Result<deadpool_postgres::Transaction<'_>> {
+    Ok(client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?)
 }
 
 /// Wait on this thread for `work`, in a tokio runtime's context.
