@@ -134,11 +134,16 @@ pub struct PostgresDatabase {
 impl PostgresDatabase {
     /// Make one (`psql` runs the statements).
     pub fn create() -> PostgresDatabase {
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let server = std::env::var("JOURNEYD_TEST_POSTGRES").expect(
             "JOURNEYD_TEST_POSTGRES names a PostgreSQL server for the tests on PostgreSQL: \
              run tests/run.sh, or `source scripts/postgres.sh` first",
         );
+        Self::create_on(server)
+    }
+
+    /// Make one on the server at `server` (a URL naming any database).
+    pub fn create_on(server: String) -> PostgresDatabase {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let name = format!(
             "suite_{}_{}",
             std::process::id(),
@@ -160,6 +165,74 @@ impl Drop for PostgresDatabase {
             &self.server,
             &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
         );
+    }
+}
+
+/// A PostgreSQL server of the test's own (`scripts/postgres.sh`), for a
+/// test that stops and starts it; every other test shares the one named
+/// by `JOURNEYD_TEST_POSTGRES`. Stopped and removed with the value.
+pub struct PostgresServer {
+    script: Child,
+    /// Its URL (the `postgres` database).
+    pub url: String,
+    dir: String,
+}
+
+impl PostgresServer {
+    /// Start one (initdb and pg_ctl, as `scripts/postgres.sh` does).
+    pub fn start() -> PostgresServer {
+        let mut script = Command::new("bash")
+            .arg(workspace().join("scripts/postgres.sh"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("bash runs scripts/postgres.sh");
+        let mut lines = BufReader::new(script.stdout.take().expect("piped stdout")).lines();
+        let mut line_after = |prefix: &str| loop {
+            let line = lines
+                .next()
+                .and_then(Result::ok)
+                .expect("scripts/postgres.sh starts a server");
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.trim().to_owned();
+            }
+        };
+        let url = line_after("PostgreSQL is up:");
+        let dir = line_after("data and socket in:");
+        PostgresServer { script, url, dir }
+    }
+
+    /// A fresh database on it.
+    pub fn database(&self) -> PostgresDatabase {
+        PostgresDatabase::create_on(self.url.clone())
+    }
+
+    /// Stop the server (`pg_ctl stop -m fast`: sessions are cut off).
+    pub fn stop(&self) {
+        self.pg_ctl("stop");
+    }
+
+    /// Start it again on the same data.
+    pub fn start_again(&self) {
+        self.pg_ctl("start");
+    }
+
+    fn pg_ctl(&self, action: &str) {
+        let status = Command::new("bash")
+            .arg(workspace().join("scripts/postgres.sh"))
+            .args([action, &self.dir])
+            .status()
+            .expect("bash runs scripts/postgres.sh");
+        assert!(status.success(), "pg_ctl {action} failed");
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        // SIGTERM: the script stops the server and removes its directory.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.script.id().to_string()])
+            .status();
+        let _ = self.script.wait();
     }
 }
 

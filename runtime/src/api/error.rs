@@ -106,6 +106,9 @@ error_codes! {
     /// This node holds no shard to start instances in (it is joining, or
     /// lost its leases): another node takes the work.
     ShardUnavailable = "shard_unavailable", SERVICE_UNAVAILABLE;
+    /// The store (a database server) cannot be reached now; nothing was
+    /// changed.
+    StoreUnavailable = "store_unavailable", SERVICE_UNAVAILABLE;
     /// An event was not committed in time; it may still be.
     CommitPending = "commit_pending", SERVICE_UNAVAILABLE;
     /// What a read shows was not made durable in time.
@@ -229,6 +232,10 @@ impl IntoResponse for ApiError {
 impl From<executor::Error> for ApiError {
     fn from(error: executor::Error) -> Self {
         use executor::Error as E;
+        let error = match error {
+            E::Store(store @ crate::store::Error::Unavailable(_)) => return store.into(),
+            error => error,
+        };
         let code = match &error {
             E::Journey(journey) => journey_code(journey),
             E::Plugin { .. } => ErrorCode::InvalidPlugin,
@@ -275,7 +282,13 @@ impl From<executor::Error> for ApiError {
 
 impl From<crate::store::Error> for ApiError {
     fn from(error: crate::store::Error) -> Self {
-        ApiError::internal(&error)
+        match error {
+            crate::store::Error::Unavailable(_) => {
+                tracing::warn!(error = %crate::error_chain(&error), "the store cannot be reached");
+                ApiError::new(ErrorCode::StoreUnavailable, error.to_string())
+            }
+            error => ApiError::internal(&error),
+        }
     }
 }
 
@@ -358,6 +371,7 @@ mod tests {
                 "not_ready",
                 "shutting_down",
                 "shard_unavailable",
+                "store_unavailable",
                 "commit_pending",
                 "not_durable",
                 "internal",

@@ -51,9 +51,14 @@ pub use self::timers::Timers;
 /// kept as the source, never flattened.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The backend failed (I/O, corruption, a lost connection).
+    /// The backend failed (I/O, corruption).
     #[error("storage backend error")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The backend cannot be reached now (a database server that is
+    /// down, restarting or unreachable): nothing was changed by the call
+    /// that failed, and the same call can be made again in a moment.
+    #[error("the store cannot be reached now; try again in a moment")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A commit was applied but could not be made durable: reads may show
     /// it, and the next commit that succeeds (an empty one will do) makes
     /// it durable (see [`Journal::commit`]).

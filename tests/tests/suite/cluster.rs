@@ -1,13 +1,18 @@
 //! Several nodes on one PostgreSQL database: three `journeyd` share the
 //! shards while one of them is SIGKILLed and restarted, and every journey
 //! still runs exactly once, its timers fire once and on time (simulated
-//! clock), and every message takes effect once at a local provider.
+//! clock), and every message takes effect once at a local provider. A node
+//! paused past its lease is fenced out; a database restarted under load
+//! makes the nodes say they are not ready, and nothing acknowledged is
+//! lost.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use journey_tests::{Journeyd, PostgresDatabase, ProviderSink, enquiry, steps_of};
+use journey_tests::{Journeyd, PostgresDatabase, PostgresServer, ProviderSink, enquiry, steps_of};
 use serde_json::{Value, json};
 
 use super::delivery::{SENDGRID_KEY, SLACK_PATH, deliveries, setup_integrations};
@@ -329,5 +334,131 @@ fn a_node_paused_past_its_lease_is_fenced_out_and_takes_a_share_back_cleanly() {
     eprintln!(
         "paused node: answered {answer} on resume, fenced commits {}",
         nodes[0].metric("journeyd_fenced_commits_total")
+    );
+}
+
+/// What the senders of [`postgresql_restarted_under_load_loses_no_acknowledged_event`]
+/// saw: the instances of acknowledged events, and how the others ended.
+#[derive(Default)]
+struct LoadSeen {
+    acknowledged: Vec<u64>,
+    /// Refused with a retryable 503, by error code.
+    refused: BTreeMap<String, usize>,
+    /// No answer within the client's timeout: in doubt, not acknowledged.
+    in_doubt: usize,
+}
+
+/// Sets its flag when dropped.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+#[test]
+fn postgresql_restarted_under_load_loses_no_acknowledged_event() {
+    // A server of the test's own: the shared one must not go down under
+    // the other tests.
+    let server = PostgresServer::start();
+    let database = server.database();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let a = node(&data, &database, "a");
+    a.setup_enquiry();
+    let nodes = vec![a, node(&data, &database, "b")];
+    wait_until_all_serve(&nodes);
+
+    let seen = Mutex::new(LoadSeen::default());
+    let acknowledged = || seen.lock().expect("not poisoned").acknowledged.len();
+    let stop = AtomicBool::new(false);
+    let mut not_ready = Vec::new();
+    std::thread::scope(|scope| {
+        // The senders stop however this scope ends, a failed assertion too.
+        let _stop_senders = StopOnDrop(&stop);
+        for (sender, node) in nodes.iter().enumerate() {
+            let (seen, stop) = (&seen, &stop);
+            scope.spawn(move || {
+                let client = journey_tests::client_with_token(&node.token, Duration::from_secs(20));
+                let mut n = sender;
+                while !stop.load(Ordering::Acquire) {
+                    let event = enquiry(
+                        &format!("e-{n}"),
+                        &format!("c-{n}"),
+                        &format!("q-{n}"),
+                        "I was charged twice, please refund",
+                    );
+                    n += 2;
+                    let answer = client
+                        .post(format!("{}/v1/events", node.url))
+                        .json(&event)
+                        .send();
+                    let mut seen = seen.lock().expect("not poisoned");
+                    match answer {
+                        Ok(response) if matches!(response.status().as_u16(), 200 | 202) => {
+                            let receipt: Value = response.json().expect("a receipt");
+                            seen.acknowledged
+                                .push(receipt["instances"][0].as_u64().expect("an instance"));
+                        }
+                        Ok(response) if response.status().as_u16() == 503 => {
+                            let body: Value = response.json().expect("a JSON error");
+                            let code = body["error"]["code"].as_str().unwrap_or("?").to_owned();
+                            *seen.refused.entry(code).or_default() += 1;
+                            drop(seen);
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        Ok(response) => panic!(
+                            "{event} answered {}: {:?}",
+                            response.status(),
+                            response.text()
+                        ),
+                        Err(_) => seen.in_doubt += 1,
+                    }
+                }
+            });
+        }
+        let under_load = nodes[0].eventually(Duration::from_secs(30), |_| acknowledged() >= 20);
+        assert!(under_load, "events are acknowledged before the restart");
+
+        server.stop();
+        // Down for longer than a lease: each node stops serving its
+        // shards (nobody may take them meanwhile) and says so.
+        for node in &nodes {
+            let noticed = node.eventually(Duration::from_secs(30), |node| {
+                let (status, body) = node.request("GET", "/readyz", None);
+                status == 503 && body["problems"].to_string().contains("renewing them fails")
+            });
+            assert!(
+                noticed,
+                "{} says it is not ready while the database is down: {}",
+                node.url,
+                node.request("GET", "/readyz", None).1
+            );
+            not_ready.push(node.request("GET", "/readyz", None).1["problems"].clone());
+        }
+        let before = acknowledged();
+        server.start_again();
+        wait_until_all_serve(&nodes);
+        let recovered =
+            nodes[0].eventually(Duration::from_secs(30), |_| acknowledged() >= before + 20);
+        assert!(recovered, "events are acknowledged again after the restart");
+    });
+
+    let seen = seen.into_inner().expect("not poisoned");
+    for id in &seen.acknowledged {
+        let view = nodes[1].wait_instance(*id, Duration::from_secs(60));
+        assert_eq!(view["status"], "completed", "i-{id}: {view:#}");
+        assert_eq!(
+            steps_of(&view),
+            ["acknowledge", "classify", "handover", "resolve"],
+            "i-{id} committed a step twice or skipped one: {view:#}"
+        );
+    }
+    eprintln!(
+        "database restart under load: {} acknowledged and completed, refused {:?}, {} in doubt; not ready said {not_ready:?}",
+        seen.acknowledged.len(),
+        seen.refused,
+        seen.in_doubt
     );
 }

@@ -20,6 +20,7 @@ mod console;
 mod delivery;
 mod languages;
 mod load;
+mod nodes;
 mod restart;
 mod retention;
 mod support;
@@ -141,6 +142,17 @@ pub struct BenchArgs {
     /// Requests per page for `--scenario console`.
     #[arg(long, default_value_t = 20)]
     pub page_rounds: usize,
+    /// With `--store`: run the enquiry journeys on this many nodes sharing
+    /// the database, each a `journeyd bench` process of its own (this one
+    /// and the N-1 it starts) sending `--journeys` of its own once every
+    /// node holds its share of the shards. Adds the figures of every node,
+    /// their total, and CPU per journey of the nodes and of the database.
+    #[arg(long, default_value_t = 1, requires = "store")]
+    pub nodes: usize,
+    /// Set by node 1 on the nodes it starts for `--nodes`: this process is
+    /// node K, and finds the journey node 1 deployed.
+    #[arg(long, hide = true, requires = "store")]
+    pub node_index: Option<usize>,
 }
 
 /// The enquiry journey with a first step `screen` whose plugin fails the
@@ -257,6 +269,9 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Console => return console::console(&args).await,
         Scenario::Enquiry | Scenario::Delivery => {}
     }
+    nodes::check(&args)?;
+    // Nodes 2..N of `--nodes` use the catalog node 1 set up.
+    let joining = args.node_index.is_some();
     let deliver = args.deliver || args.scenario == Scenario::Delivery;
     let provider_fail_percent =
         args.provider_fail_percent
@@ -280,7 +295,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     // On PostgreSQL the store's costs are read from the server.
     let postgres = match args.store.as_deref() {
         Some(url) => Some(Arc::new(
-            PostgresStore::open(url, &PostgresOptions::default())
+            PostgresStore::open(url, &nodes::options(&args))
                 .with_context(|| format!("opening {}", crate::cli::store::redacted(url)))?,
         )),
         None => None,
@@ -301,57 +316,69 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let runtime = Runtime::new(store.clone(), Arc::new(SystemClock), settings.clone())?;
 
     let mut swap_digests = Vec::new();
-    for name in ENQUIRY_PLUGINS {
-        let bytes = read_component(&dir, &format!("plugin_{name}.wasm"))?;
-        if name == SWAPPED_PLUGIN && args.swap_every.is_some() {
-            // Two versions of the same code under different digests.
-            let second = with_custom_section(bytes.clone(), "bench-build", b"2");
-            swap_digests.push(runtime.push_plugin(name, bytes).await?.digest);
-            swap_digests.push(runtime.push_plugin(name, second).await?.digest);
-            runtime.set_tag(name, "stable", 1, None, "bench")?;
-        } else {
-            runtime.push_plugin(name, bytes).await?;
-        }
-    }
-    let journey_source = if args.swap_every.is_some() {
-        let plain = format!(r#"plugin = "{SWAPPED_PLUGIN}""#);
-        if !journey_source.contains(&plain) {
-            bail!(
-                "--swap-every needs a journey whose step uses {plain}; {} has none",
-                args.journey.display()
-            );
-        }
-        journey_source.replace(&plain, &format!(r#"plugin = "{SWAPPED_PLUGIN}:stable""#))
+    let (version, journey) = if joining {
+        // As `serve` starts: every plugin compiled before the first step.
+        runtime.load_plugins().await?;
+        deployed_journey(&runtime)?
     } else {
-        journey_source
-    };
-    // The shipped journey waits for a person to resolve each enquiry; the
-    // benchmark measures the automatic path, from hand-over straight on.
-    let journey_source = skip_steps(&journey_source, &["sla", "escalate"], "resolved")
-        .map_err(|reason| anyhow::anyhow!("{}: {reason}", args.journey.display()))?;
-    let journey_source = match args.fail_first_percent {
-        Some(percent) => {
-            runtime
-                .push_plugin("screen", read_component(&dir, "fixture_flaky.wasm")?)
-                .await?;
-            // Retries wait on durable timers: the timer loop runs.
-            runtime.start_timers();
-            with_failing_first_step(&journey_source, percent, args.retry_after_ms)?
+        for name in ENQUIRY_PLUGINS {
+            let bytes = read_component(&dir, &format!("plugin_{name}.wasm"))?;
+            if name == SWAPPED_PLUGIN && args.swap_every.is_some() {
+                // Two versions of the same code under different digests.
+                let second = with_custom_section(bytes.clone(), "bench-build", b"2");
+                swap_digests.push(runtime.push_plugin(name, bytes).await?.digest);
+                swap_digests.push(runtime.push_plugin(name, second).await?.digest);
+                runtime.set_tag(name, "stable", 1, None, "bench")?;
+            } else {
+                runtime.push_plugin(name, bytes).await?;
+            }
         }
-        None => journey_source,
+        let journey_source = if args.swap_every.is_some() {
+            let plain = format!(r#"plugin = "{SWAPPED_PLUGIN}""#);
+            if !journey_source.contains(&plain) {
+                bail!(
+                    "--swap-every needs a journey whose step uses {plain}; {} has none",
+                    args.journey.display()
+                );
+            }
+            journey_source.replace(&plain, &format!(r#"plugin = "{SWAPPED_PLUGIN}:stable""#))
+        } else {
+            journey_source
+        };
+        // The shipped journey waits for a person to resolve each enquiry; the
+        // benchmark measures the automatic path, from hand-over straight on.
+        let journey_source = skip_steps(&journey_source, &["sla", "escalate"], "resolved")
+            .map_err(|reason| anyhow::anyhow!("{}: {reason}", args.journey.display()))?;
+        let journey_source = match args.fail_first_percent {
+            Some(percent) => {
+                runtime
+                    .push_plugin("screen", read_component(&dir, "fixture_flaky.wasm")?)
+                    .await?;
+                // Retries wait on durable timers: the timer loop runs.
+                runtime.start_timers();
+                with_failing_first_step(&journey_source, percent, args.retry_after_ms)?
+            }
+            None => journey_source,
+        };
+        let file = args.journey.display().to_string();
+        let (version, journey) = runtime.deploy_journey(&file, &journey_source)?;
+        load::seed_customers(&runtime)?;
+
+        (version, journey)
     };
-    let file = args.journey.display().to_string();
-    let (version, journey) = runtime.deploy_journey(&file, &journey_source)?;
     let steps_per_journey = journey.steps().count();
-    load::seed_customers(&runtime)?;
 
     let provider = if deliver {
         Some(delivery::switch_on(&runtime, &dir, temporary.path(), provider_fail_percent).await?)
     } else {
         None
     };
-    let noop = read_component(&dir, "fixture_noop.wasm")?;
-    let overhead = step_overhead_us(&runtime, &noop, args.overhead_rounds)?;
+    let overhead = if joining {
+        0.0
+    } else {
+        let noop = read_component(&dir, "fixture_noop.wasm")?;
+        step_overhead_us(&runtime, &noop, args.overhead_rounds)?
+    };
     println!(
         "bench: {} journeys of `{}` v{version} ({} steps each), {} in flight, {} sandbox slots",
         args.journeys,
@@ -360,9 +387,28 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         args.concurrency,
         settings.parallel_steps
     );
-    println!(
-        "  step overhead (fresh store + instantiate + call, trivial plugin): median {overhead:.1} µs"
-    );
+    if !joining {
+        println!(
+            "  step overhead (fresh store + instantiate + call, trivial plugin): median {overhead:.1} µs"
+        );
+    }
+    // Several nodes start together once each holds its share of shards.
+    let mut others = None;
+    if let (Some(postgres), Some(url)) = (&postgres, &args.store) {
+        runtime.start_cluster();
+        if args.nodes > 1 {
+            if !joining {
+                others = Some(nodes::Others::start(&args, url)?);
+            }
+            let (postgres, nodes) = (postgres.clone(), args.nodes);
+            tokio::task::spawn_blocking(move || nodes::wait_for_shares(&postgres, nodes)).await??;
+        }
+    }
+    let machine_cpu_before = nodes::machine_cpu_seconds();
+    let prefix: Arc<str> = match args.node_index {
+        Some(index) => format!("bench-{index}").into(),
+        None => "bench".into(),
+    };
 
     let finishes = load::Finishes::start(&runtime);
 
@@ -406,11 +452,12 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         let permit = in_flight.clone().acquire_owned().await?;
         let runtime = runtime.clone();
         let finishes = finishes.clone();
+        let prefix = prefix.clone();
         tasks.spawn(async move {
             let _permit = permit;
-            load::run_enquiry(&runtime, &finishes, "bench", n).await
+            load::run_enquiry(&runtime, &finishes, &prefix, n).await
         });
-        if (n + 1) % progress_every == 0 {
+        if !joining && (n + 1) % progress_every == 0 {
             eprintln!(
                 "  … {} / {} sent ({:.1} s)",
                 n + 1,
@@ -496,14 +543,23 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             let per_step = |total: u64| total as f64 / writes.max(1) as f64;
             let statements = per_step(after.statements - before.statements);
             let wal = per_step(after.wal_bytes.saturating_sub(before.wal_bytes));
-            println!(
-                "  PostgreSQL: {statements:.1} statements per step commit ({:.1} per group), {wal:.0} WAL bytes per step commit, database {:.0} MiB",
-                statements * steps_per_group,
-                after.database_bytes as f64 / (1024.0 * 1024.0)
-            );
+            if args.nodes > 1 {
+                // The database's WAL and size are every node's.
+                println!(
+                    "  PostgreSQL: {statements:.1} statements per step commit ({:.1} per group)",
+                    statements * steps_per_group,
+                );
+            } else {
+                println!(
+                    "  PostgreSQL: {statements:.1} statements per step commit ({:.1} per group), {wal:.0} WAL bytes per step commit, database {:.0} MiB",
+                    statements * steps_per_group,
+                    after.database_bytes as f64 / (1024.0 * 1024.0)
+                );
+            }
             postgres_figures = Some(json!({
                 "statements_per_step": (statements * 10.0).round() / 10.0,
                 "wal_bytes_per_step": wal.round(),
+                "statements": after.statements - before.statements,
             }));
             let grown = after.database_bytes.saturating_sub(before.database_bytes);
             (after.database_bytes, grown / args.journeys.max(1) as u64)
@@ -514,10 +570,12 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             (store_bytes, grown / args.journeys.max(1) as u64)
         }
     };
-    println!(
-        "  store on disk: {:.0} MiB, {bytes_per_journey} bytes per finished journey",
-        store_bytes as f64 / (1024.0 * 1024.0)
-    );
+    if args.nodes == 1 {
+        println!(
+            "  store on disk: {:.0} MiB, {bytes_per_journey} bytes per finished journey",
+            store_bytes as f64 / (1024.0 * 1024.0)
+        );
+    }
     let retries = match args.fail_first_percent {
         Some(percent) => {
             let mut retries = 0;
@@ -575,10 +633,32 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             "peak_rss_mib": rss.round(),
             "store_bytes_per_journey": bytes_per_journey,
             "traces": exporting.is_some(),
+            "elapsed_s": (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+            "cpu_s": (cpu * 100.0).round() / 100.0,
+            "cpu_ms_per_journey": (cpu * 1e6 / args.journeys.max(1) as f64).round() / 1000.0,
+            "step_commits": writes,
     });
     if let Some(postgres) = postgres_figures {
         figures["store"] = json!("postgres");
+        figures["node"] = json!(format!("bench-{}", nodes::index(&args)));
+        figures["statements"] = postgres["statements"].clone();
         figures["postgres"] = postgres;
+    }
+    // Node 1 on PostgreSQL: every node's figures together, and the
+    // database's CPU.
+    if let (Some(postgres), Some(before), false) = (&postgres, postgres_before, joining) {
+        let mut all = vec![figures.clone()];
+        if let Some(others) = others.take() {
+            all.extend(tokio::task::spawn_blocking(move || others.figures()).await??);
+        }
+        let after = postgres.usage()?;
+        let together = nodes::Together {
+            nodes: all,
+            machine_cpu_s: nodes::machine_cpu_seconds() - machine_cpu_before,
+            wal_bytes: after.wal_bytes.saturating_sub(before.wal_bytes),
+            database_bytes: after.database_bytes.saturating_sub(before.database_bytes),
+        };
+        figures["cluster"] = together.report();
     }
     if let Some(delivered) = delivered {
         figures["scenario"] = json!("delivery");
@@ -620,6 +700,21 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     println!("{figures}");
     Ok(())
+}
+
+/// The journey node 1 deployed, as nodes 2..N of `--nodes` find it.
+fn deployed_journey(
+    runtime: &Runtime,
+) -> anyhow::Result<(u32, Arc<journey_runtime::journey::Journey>)> {
+    let names = runtime.journey_names();
+    let [name] = names.as_slice() else {
+        bail!("expected the one journey node 1 deployed, found {names:?}");
+    };
+    let (_, version) = runtime.journey_version(name, 0);
+    match runtime.journey_version(name, version) {
+        (Some(journey), _) => Ok((version, journey)),
+        (None, _) => bail!("journey {name} has no version {version}"),
+    }
 }
 
 /// Move `classify:stable` between the two versions every `every` until

@@ -3,9 +3,10 @@
 //! Instances are spread over [`SHARDS`] shards (`id % SHARDS`). Each node
 //! ([`Membership`]) renews its leases every third of the lease time on
 //! the database's clock, and takes its fair share (`SHARDS / live nodes`,
-//! rounded up) of the shards nobody holds or whose lease ended, each with
-//! a new epoch; a node holding more than its share gives the rest back,
-//! so a node that joins gets work at the next renewals. A commit of a
+//! rounded up, or down while another node holds less than that: see
+//! [`fair_share`]) of the shards nobody holds or whose lease ended, each
+//! with a new epoch; a node holding more than its share gives the rest
+//! back, so a node that joins gets work at the next renewals. A commit of a
 //! shard's work (a step's outcome, a timer's wake-up, a start) reads the
 //! shard's row with `FOR KEY SHARE` as its transaction's first statement
 //! and goes ahead only if this node holds it at the epoch it took it with
@@ -96,6 +97,8 @@ pub(super) struct Membership {
     receiver: Mutex<Option<mpsc::UnboundedReceiver<ShardNews>>>,
     /// Set when the store is dropped: its threads stop.
     stopped: AtomicBool,
+    /// Why the last renewal failed, until one succeeds.
+    renewal_failing: Mutex<Option<String>>,
 }
 
 impl Membership {
@@ -113,12 +116,31 @@ impl Membership {
             news,
             receiver: Mutex::new(Some(receiver)),
             stopped: AtomicBool::new(false),
+            renewal_failing: Mutex::new(None),
         }
     }
 
-    /// This node's key in the database.
-    pub(super) fn node(&self) -> &str {
-        &self.node
+    /// Why it holds no shard, when it holds none.
+    pub(super) fn not_serving(&self) -> Option<String> {
+        if !self.holding().is_empty() {
+            return None;
+        }
+        let failing = self
+            .renewal_failing
+            .lock()
+            .ok()
+            .and_then(|last| last.clone());
+        Some(match failing {
+            Some(error) => format!(
+                "node `{}` holds no shard: its leases ran out and renewing them fails ({error})",
+                self.node
+            ),
+            None => format!(
+                "node `{}` holds no shard yet: it is joining (the others give up part of their \
+                 share at their next renewal)",
+                self.node
+            ),
+        })
     }
 
     fn held(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u32, Held>> {
@@ -244,18 +266,23 @@ impl Membership {
                 .await?;
         }
         // Nodes whose heartbeat is older than a lease are gone; their rows
-        // are kept a day for `cluster status`.
-        let live: i64 = client
-            .one(
+        // are kept a day for `cluster status`. The live ones, with the
+        // shards each holds.
+        let live: Vec<(String, i64)> = client
+            .rows(
                 &format!(
                     "WITH gone AS (DELETE FROM nodes WHERE heartbeat_ms < {DB_NOW_MS} - 86400000)
-                     SELECT count(*) FROM nodes WHERE heartbeat_ms > {DB_NOW_MS} - $1"
+                     SELECT node, (SELECT count(*) FROM shards
+                                   WHERE owner = node AND lease_until_ms > {DB_NOW_MS})
+                     FROM nodes WHERE heartbeat_ms > {DB_NOW_MS} - $1"
                 ),
                 &[&lease_ms],
             )
             .await?
-            .get(0);
-        let share = SHARDS.div_ceil(live.max(1) as u32) as usize;
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        let share = fair_share(&self.node, &live);
         let renewed = client
             .rows(
                 &format!(
@@ -314,11 +341,23 @@ impl Membership {
             }
         }
         let until = sent + self.options.lease;
-        let lost: Vec<u32> = {
+        let (lost, lapsed): (Vec<u32>, Vec<u32>) = {
             let mut held = self
                 .held
                 .write()
                 .expect("the held shards are never poisoned");
+            // Renewed in time by the database's clock but not by ours (a
+            // renewal held up, the database away): this node turned their
+            // work away meanwhile, so it is looked at again as if taken.
+            let now = Instant::now();
+            let lapsed = holding
+                .iter()
+                .filter(|(shard, epoch)| {
+                    held.get(shard)
+                        .is_some_and(|was| was.epoch == **epoch && was.until <= now)
+                })
+                .map(|(shard, _)| *shard)
+                .collect();
             let lost = held
                 .iter()
                 .filter(|(shard, was)| holding.get(shard) != Some(&was.epoch))
@@ -337,11 +376,15 @@ impl Membership {
                     )
                 })
                 .collect();
-            lost
+            (lost, lapsed)
         };
         if !lost.is_empty() {
             tracing::warn!(node = %self.node, ?lost, "this node no longer holds these shards");
             self.tell(ShardNews::Lost(lost));
+        }
+        if !lapsed.is_empty() {
+            tracing::warn!(node = %self.node, ?lapsed, "renewed leases that had run out by this node's clock");
+            gained.extend(lapsed);
         }
         if !gained.is_empty() && !starting {
             tracing::info!(node = %self.node, ?gained, holding = holding.len(), "took shards");
@@ -364,8 +407,16 @@ impl Membership {
             if self.stopped.load(Ordering::Acquire) {
                 return;
             }
-            if let Err(error) = wait_for(self.renew(&pool, false)) {
-                tracing::warn!(node = %self.node, error = %crate::error_chain(&error), "renewing shard leases failed; retrying");
+            let failing = match wait_for(self.renew(&pool, false)) {
+                Ok(()) => None,
+                Err(error) => {
+                    let error = crate::error_chain(&error);
+                    tracing::warn!(node = %self.node, %error, "renewing shard leases failed; retrying");
+                    Some(error)
+                }
+            };
+            if let Ok(mut last) = self.renewal_failing.lock() {
+                *last = failing;
             }
         }
     }
@@ -512,6 +563,21 @@ pub struct ClusterStatus {
     pub shards: Vec<ShardStatus>,
     /// Outbox messages due and not sent yet (any node sends them).
     pub outbox_due: u64,
+}
+
+/// How many shards node `me` should hold, given the live nodes and what
+/// each holds: the shards divided evenly, rounded up (16 over 3 nodes: 6),
+/// but rounded down while another node holds fewer than that, so the
+/// rounding never leaves a node short (6, 6, 4 becomes 5, 5, 6).
+fn fair_share(me: &str, live: &[(String, i64)]) -> usize {
+    let nodes = live.len().max(1) as u32;
+    let (floor, ceiling) = (SHARDS / nodes, SHARDS.div_ceil(nodes));
+    let someone_short = live
+        .iter()
+        .any(|(node, holds)| node != me && *holds < i64::from(floor));
+    if someone_short { floor } else { ceiling }
+        .try_into()
+        .unwrap_or(usize::MAX)
 }
 
 /// One node.
@@ -676,12 +742,7 @@ impl Shards for PostgresStore {
     fn not_serving(&self) -> Option<String> {
         match &self.membership {
             None => Some("this process takes no part in the work (no node options)".into()),
-            Some(membership) if membership.holding().is_empty() => Some(format!(
-                "node `{}` holds no shard yet: it is joining (the others give up part of their \
-                 share at their next renewal), or it could not renew its leases",
-                membership.node()
-            )),
-            Some(_) => None,
+            Some(membership) => membership.not_serving(),
         }
     }
 
@@ -814,6 +875,63 @@ mod tests {
             b.commit(&[step(5, "c", 1, false, vec![])]).expect("store"),
             [Applied::Done]
         );
+    }
+
+    #[test]
+    fn the_fair_share_rounds_down_while_another_node_is_short() {
+        let live = |holds: &[i64]| -> Vec<(String, i64)> {
+            holds
+                .iter()
+                .enumerate()
+                .map(|(n, holds)| (format!("n{n}"), *holds))
+                .collect()
+        };
+        assert_eq!(fair_share("n0", &live(&[16])), 16);
+        assert_eq!(fair_share("n0", &live(&[16, 0])), 8, "a joining node");
+        assert_eq!(fair_share("n0", &live(&[6, 6, 4])), 5, "n2 is short");
+        assert_eq!(fair_share("n2", &live(&[6, 6, 4])), 6, "the short one");
+        assert_eq!(fair_share("n0", &live(&[5, 5, 6])), 6, "settled");
+        assert_eq!(
+            fair_share("n0", &live(&[])),
+            16,
+            "before its first heartbeat"
+        );
+    }
+
+    #[test]
+    fn a_lease_renewed_after_it_ran_out_by_the_nodes_clock_brings_its_work_back() {
+        let (store, _database) = fresh_store_with(&node("a", Duration::from_secs(120)));
+        let mut news = store.take_news().expect("a node hears news");
+        assert_eq!(
+            store.commit(&[ingest(3, "c")]).expect("store"),
+            [Applied::Done]
+        );
+        let membership = store.membership.as_ref().expect("a node");
+        // A renewal held up past the lease by this node's clock, not yet
+        // by the database's: meanwhile the node turned instance 3 away.
+        let past = Instant::now() - Duration::from_millis(1);
+        for held in membership.held.write().expect("lock").values_mut() {
+            held.until = past;
+        }
+        assert!(!store.owns(InstanceId(3)));
+        store
+            .block(membership.renew(&store.pool, false))
+            .expect("renewed");
+        assert!(store.owns(InstanceId(3)));
+        match news.try_recv() {
+            Ok(ShardNews::Resume { shards, running }) => {
+                assert_eq!(shards.len(), SHARDS as usize);
+                assert_eq!(
+                    running
+                        .iter()
+                        .map(|instance| instance.id)
+                        .collect::<Vec<_>>(),
+                    [InstanceId(3)],
+                    "its step is run again"
+                );
+            }
+            other => panic!("expected the shards' work back, got {other:?}"),
+        }
     }
 
     #[test]

@@ -51,13 +51,48 @@ pub use self::migrate::SCHEMA_VERSION;
 
 impl From<tokio_postgres::Error> for Error {
     fn from(error: tokio_postgres::Error) -> Self {
-        Error::Backend(Box::new(error))
+        if unreachable(&error) {
+            Error::Unavailable(Box::new(error))
+        } else {
+            Error::Backend(Box::new(error))
+        }
     }
 }
 
 impl From<deadpool_postgres::PoolError> for Error {
     fn from(error: deadpool_postgres::PoolError) -> Self {
-        Error::Backend(Box::new(error))
+        use deadpool_postgres::PoolError as P;
+        match error {
+            P::Backend(error) => error.into(),
+            // No connection to be had in time: the server is down or
+            // every connection is stuck waiting for it.
+            P::Timeout(_) | P::Closed => Error::Unavailable(Box::new(error)),
+            _ => Error::Backend(Box::new(error)),
+        }
+    }
+}
+
+/// Whether `error` says the server could not be reached or went away (a
+/// refused or lost connection, a server shutting down or starting), as
+/// against a statement the server refused.
+fn unreachable(error: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    if error.is_closed() {
+        return true;
+    }
+    match error.code() {
+        Some(code) => {
+            code.code().starts_with("08")
+                || [
+                    SqlState::ADMIN_SHUTDOWN,
+                    SqlState::CRASH_SHUTDOWN,
+                    SqlState::CANNOT_CONNECT_NOW,
+                ]
+                .contains(code)
+        }
+        None => {
+            std::error::Error::source(error).is_some_and(|source| source.is::<std::io::Error>())
+        }
     }
 }
 
