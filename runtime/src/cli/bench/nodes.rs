@@ -227,7 +227,7 @@ impl Together {
             })).collect::<Vec<_>>(),
         });
         println!(
-            "  {} together: {:.0} journeys/s; worst node's p99 {:.2} ms; {} statements and {} WAL bytes per step commit",
+            "  {} in all: {:.0} journeys/s; worst node's p99 {:.2} ms; {} statements and {} WAL bytes per step commit",
             match self.nodes.len() {
                 1 => "1 node".to_owned(),
                 nodes => format!("{nodes} nodes"),

@@ -11,6 +11,9 @@ use crate::store::{
     PluginRecord, Result, TagRecord, TokenRecord, VersionStats,
 };
 
+/// The advisory lock that orders audit appends (any number unique to it).
+const AUDIT_LOCK: i64 = 0x6a6f_7572_6e65_7901;
+
 /// The channel a catalog change is announced on.
 pub const CATALOG_CHANNEL: &str = "journeyd_catalog";
 
@@ -367,6 +370,12 @@ impl Catalog for PostgresStore {
         self.block(async {
             let mut client = self.pool.get().await?;
             let transaction = client.transaction().await?;
+            // One append at a time across nodes, so entries commit in the
+            // order of their numbers and a reader following `after` never
+            // passes one that commits later with a smaller number.
+            transaction
+                .exec("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
+                .await?;
             let seq: i64 = transaction
                 .one("SELECT nextval('audit_seq_seq')", &[])
                 .await?
