@@ -108,6 +108,20 @@ fn holders(database: &PostgresDatabase) -> BTreeSet<String> {
         .collect()
 }
 
+/// Every one of `instances` (of the enquiry journey without its wait for a
+/// person) completes, each step committed once.
+fn assert_each_completed_once<'a>(node: &Journeyd, instances: impl IntoIterator<Item = &'a u64>) {
+    for id in instances {
+        let view = node.wait_instance(*id, Duration::from_secs(60));
+        assert_eq!(view["status"], "completed", "i-{id}: {view:#}");
+        assert_eq!(
+            steps_of(&view),
+            ["acknowledge", "classify", "handover", "resolve"],
+            "i-{id} committed a step twice or skipped one: {view:#}"
+        );
+    }
+}
+
 #[test]
 fn three_nodes_share_the_work_through_sigkills_and_each_effect_happens_once() {
     let database = PostgresDatabase::create();
@@ -322,15 +336,7 @@ fn a_node_paused_past_its_lease_is_fenced_out_and_takes_a_share_back_cleanly() {
         BTreeSet::from(["a".to_owned(), "b".to_owned()]),
         "a took a share back"
     );
-    for id in &instances {
-        let view = nodes[1].wait_instance(*id, Duration::from_secs(30));
-        assert_eq!(view["status"], "completed", "i-{id}: {view:#}");
-        assert_eq!(
-            steps_of(&view),
-            ["acknowledge", "classify", "handover", "resolve"],
-            "i-{id} committed a step twice or skipped one: {view:#}"
-        );
-    }
+    assert_each_completed_once(&nodes[1], &instances);
     eprintln!(
         "paused node: answered {answer} on resume, fenced commits {}",
         nodes[0].metric("journeyd_fenced_commits_total")
@@ -446,15 +452,7 @@ fn postgresql_restarted_under_load_loses_no_acknowledged_event() {
     });
 
     let seen = seen.into_inner().expect("not poisoned");
-    for id in &seen.acknowledged {
-        let view = nodes[1].wait_instance(*id, Duration::from_secs(60));
-        assert_eq!(view["status"], "completed", "i-{id}: {view:#}");
-        assert_eq!(
-            steps_of(&view),
-            ["acknowledge", "classify", "handover", "resolve"],
-            "i-{id} committed a step twice or skipped one: {view:#}"
-        );
-    }
+    assert_each_completed_once(&nodes[1], &seen.acknowledged);
     eprintln!(
         "database restart under load: {} acknowledged and completed, refused {:?}, {} in doubt; not ready said {not_ready:?}",
         seen.acknowledged.len(),
