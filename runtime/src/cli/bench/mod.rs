@@ -315,56 +315,13 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     let runtime = Runtime::new(store.clone(), Arc::new(SystemClock), settings.clone())?;
 
-    let mut swap_digests = Vec::new();
-    let (version, journey) = if joining {
+    let (swap_digests, version, journey) = if joining {
         // As `serve` starts: every plugin compiled before the first step.
         runtime.load_plugins().await?;
-        deployed_journey(&runtime)?
+        let (version, journey) = deployed_journey(&runtime)?;
+        (Vec::new(), version, journey)
     } else {
-        for name in ENQUIRY_PLUGINS {
-            let bytes = read_component(&dir, &format!("plugin_{name}.wasm"))?;
-            if name == SWAPPED_PLUGIN && args.swap_every.is_some() {
-                // Two versions of the same code under different digests.
-                let second = with_custom_section(bytes.clone(), "bench-build", b"2");
-                swap_digests.push(runtime.push_plugin(name, bytes).await?.digest);
-                swap_digests.push(runtime.push_plugin(name, second).await?.digest);
-                runtime.set_tag(name, "stable", 1, None, "bench")?;
-            } else {
-                runtime.push_plugin(name, bytes).await?;
-            }
-        }
-        let journey_source = if args.swap_every.is_some() {
-            let plain = format!(r#"plugin = "{SWAPPED_PLUGIN}""#);
-            if !journey_source.contains(&plain) {
-                bail!(
-                    "--swap-every needs a journey whose step uses {plain}; {} has none",
-                    args.journey.display()
-                );
-            }
-            journey_source.replace(&plain, &format!(r#"plugin = "{SWAPPED_PLUGIN}:stable""#))
-        } else {
-            journey_source
-        };
-        // The shipped journey waits for a person to resolve each enquiry; the
-        // benchmark measures the automatic path, from hand-over straight on.
-        let journey_source = skip_steps(&journey_source, &["sla", "escalate"], "resolved")
-            .map_err(|reason| anyhow::anyhow!("{}: {reason}", args.journey.display()))?;
-        let journey_source = match args.fail_first_percent {
-            Some(percent) => {
-                runtime
-                    .push_plugin("screen", read_component(&dir, "fixture_flaky.wasm")?)
-                    .await?;
-                // Retries wait on durable timers: the timer loop runs.
-                runtime.start_timers();
-                with_failing_first_step(&journey_source, percent, args.retry_after_ms)?
-            }
-            None => journey_source,
-        };
-        let file = args.journey.display().to_string();
-        let (version, journey) = runtime.deploy_journey(&file, &journey_source)?;
-        load::seed_customers(&runtime)?;
-
-        (version, journey)
+        set_up_catalog(&runtime, &args, &dir, journey_source).await?
     };
     let steps_per_journey = journey.steps().count();
 
@@ -700,6 +657,61 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     println!("{figures}");
     Ok(())
+}
+
+/// Push the plugins, deploy the journey (as `--swap-every` and
+/// `--fail-first-percent` want it) and seed the customers; returns the
+/// swapped plugin's two digests (with `--swap-every`) and the journey.
+async fn set_up_catalog(
+    runtime: &Arc<Runtime>,
+    args: &BenchArgs,
+    dir: &std::path::Path,
+    journey_source: String,
+) -> anyhow::Result<(Vec<String>, u32, Arc<journey_runtime::journey::Journey>)> {
+    let mut swap_digests = Vec::new();
+    for name in ENQUIRY_PLUGINS {
+        let bytes = read_component(dir, &format!("plugin_{name}.wasm"))?;
+        if name == SWAPPED_PLUGIN && args.swap_every.is_some() {
+            // Two versions of the same code under different digests.
+            let second = with_custom_section(bytes.clone(), "bench-build", b"2");
+            swap_digests.push(runtime.push_plugin(name, bytes).await?.digest);
+            swap_digests.push(runtime.push_plugin(name, second).await?.digest);
+            runtime.set_tag(name, "stable", 1, None, "bench")?;
+        } else {
+            runtime.push_plugin(name, bytes).await?;
+        }
+    }
+    let journey_source = if args.swap_every.is_some() {
+        let plain = format!(r#"plugin = "{SWAPPED_PLUGIN}""#);
+        if !journey_source.contains(&plain) {
+            bail!(
+                "--swap-every needs a journey whose step uses {plain}; {} has none",
+                args.journey.display()
+            );
+        }
+        journey_source.replace(&plain, &format!(r#"plugin = "{SWAPPED_PLUGIN}:stable""#))
+    } else {
+        journey_source
+    };
+    // The shipped journey waits for a person to resolve each enquiry; the
+    // benchmark measures the automatic path, from hand-over straight on.
+    let journey_source = skip_steps(&journey_source, &["sla", "escalate"], "resolved")
+        .map_err(|reason| anyhow::anyhow!("{}: {reason}", args.journey.display()))?;
+    let journey_source = match args.fail_first_percent {
+        Some(percent) => {
+            runtime
+                .push_plugin("screen", read_component(dir, "fixture_flaky.wasm")?)
+                .await?;
+            // Retries wait on durable timers: the timer loop runs.
+            runtime.start_timers();
+            with_failing_first_step(&journey_source, percent, args.retry_after_ms)?
+        }
+        None => journey_source,
+    };
+    let file = args.journey.display().to_string();
+    let (version, journey) = runtime.deploy_journey(&file, &journey_source)?;
+    load::seed_customers(runtime)?;
+    Ok((swap_digests, version, journey))
 }
 
 /// The journey node 1 deployed, as nodes 2..N of `--nodes` find it.
