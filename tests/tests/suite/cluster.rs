@@ -51,6 +51,16 @@ fn wait_until_all_serve(nodes: &[Journeyd]) {
     }
 }
 
+/// Nodes a and b on `database`, the enquiry journey (without its wait for
+/// a person) set up, each holding its share.
+fn two_nodes_with_the_enquiry(data: &Path, database: &PostgresDatabase) -> Vec<Journeyd> {
+    let a = node(data, database, "a");
+    a.setup_enquiry();
+    let nodes = vec![a, node(data, database, "b")];
+    wait_until_all_serve(&nodes);
+    nodes
+}
+
 /// Send `event` to the nodes in turn from `first` until one takes it;
 /// a node that is down or between shards leaves it in doubt, and the
 /// next one is asked (the id makes a repeat harmless).
@@ -277,11 +287,7 @@ fn three_nodes_share_the_work_through_sigkills_and_each_effect_happens_once() {
 fn a_node_paused_past_its_lease_is_fenced_out_and_takes_a_share_back_cleanly() {
     let database = PostgresDatabase::create();
     let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("data");
-    let a = node(&data, &database, "a");
-    a.setup_enquiry();
-    let nodes = vec![a, node(&data, &database, "b")];
-    wait_until_all_serve(&nodes);
+    let nodes = two_nodes_with_the_enquiry(&dir.path().join("data"), &database);
     let customers = ["c-ada", "c-grace", "c-linus"];
     let event = |n: usize| {
         enquiry(
@@ -370,11 +376,7 @@ fn postgresql_restarted_under_load_loses_no_acknowledged_event() {
     let server = PostgresServer::start();
     let database = server.database();
     let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("data");
-    let a = node(&data, &database, "a");
-    a.setup_enquiry();
-    let nodes = vec![a, node(&data, &database, "b")];
-    wait_until_all_serve(&nodes);
+    let nodes = two_nodes_with_the_enquiry(&dir.path().join("data"), &database);
 
     let seen = Mutex::new(LoadSeen::default());
     let acknowledged = || seen.lock().expect("not poisoned").acknowledged.len();
