@@ -106,8 +106,8 @@ error_codes! {
     /// This node holds no shard to start instances in (it is joining, or
     /// lost its leases): another node takes the work.
     ShardUnavailable = "shard_unavailable", SERVICE_UNAVAILABLE;
-    /// The store (a database server) cannot be reached now; nothing was
-    /// changed.
+    /// The store (a database server) cannot be reached now: ask again in
+    /// a moment (an event's id makes a repeat harmless).
     StoreUnavailable = "store_unavailable", SERVICE_UNAVAILABLE;
     /// An event was not committed in time; it may still be.
     CommitPending = "commit_pending", SERVICE_UNAVAILABLE;

@@ -55,8 +55,10 @@ pub enum Error {
     #[error("storage backend error")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The backend cannot be reached now (a database server that is
-    /// down, restarting or unreachable): nothing was changed by the call
-    /// that failed, and the same call can be made again in a moment.
+    /// down, restarting or unreachable, or a connection lost during the
+    /// call): the same call can be made again in a moment. A write whose
+    /// connection went at its commit may have taken effect; the journal's
+    /// commits are safe to repeat (see [`Journal::commit`]).
     #[error("the store cannot be reached now; try again in a moment")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A commit was applied but could not be made durable: reads may show

@@ -16,6 +16,7 @@ use clap::Args;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
+mod catalog;
 mod console;
 mod delivery;
 mod languages;
@@ -34,7 +35,6 @@ use journey_runtime::executor::{Runtime, Settings};
 use journey_runtime::store::sled::SledOptions;
 use journey_runtime::store::{InstanceId, InstanceStatus, Store};
 use journey_runtime::store::{PostgresOptions, PostgresStore};
-use journey_runtime::tooling::{skip_steps, with_custom_section};
 
 /// Arguments of `journeyd bench`.
 #[derive(Debug, Args)]
@@ -153,33 +153,6 @@ pub struct BenchArgs {
     /// node K, and finds the journey node 1 deployed.
     #[arg(long, hide = true, requires = "store")]
     pub node_index: Option<usize>,
-}
-
-/// The enquiry journey with a first step `screen` whose plugin fails the
-/// first attempt of `percent`% of instances, retried after `retry_ms`.
-fn with_failing_first_step(source: &str, percent: u8, retry_ms: u64) -> anyhow::Result<String> {
-    let mut journey: toml::Table = toml::from_str(source)?;
-    let steps = journey
-        .get_mut("steps")
-        .and_then(toml::Value::as_array_mut)
-        .context("the journey has no steps")?;
-    let start = steps
-        .first()
-        .and_then(|step| step.get("name"))
-        .and_then(toml::Value::as_str)
-        .context("the first step has no name")?
-        .to_owned();
-    let screen: toml::Table = toml::from_str(&format!(
-        r#"
-name = "screen"
-plugin = "screen"
-config = {{ fail_first_percent = {percent}, next = "ok" }}
-on = {{ ok = "{start}" }}
-retry = {{ attempts = 3, backoff = "fixed", initial = "{retry_ms}ms" }}
-"#
-    ))?;
-    steps.insert(0, toml::Value::Table(screen));
-    Ok(toml::to_string(&journey)?)
 }
 
 /// What `journeyd bench` measures.
@@ -318,10 +291,10 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let (swap_digests, version, journey) = if joining {
         // As `serve` starts: every plugin compiled before the first step.
         runtime.load_plugins().await?;
-        let (version, journey) = deployed_journey(&runtime)?;
+        let (version, journey) = catalog::deployed_journey(&runtime)?;
         (Vec::new(), version, journey)
     } else {
-        set_up_catalog(&runtime, &args, &dir, journey_source).await?
+        catalog::set_up(&runtime, &args, &dir, journey_source).await?
     };
     let steps_per_journey = journey.steps().count();
 
@@ -361,7 +334,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || nodes::wait_for_shares(&postgres, nodes)).await??;
         }
     }
-    let machine_cpu_before = nodes::machine_cpu_seconds();
+    let machine_cpu_before = support::machine_cpu_seconds();
     let prefix: Arc<str> = match args.node_index {
         Some(index) => format!("bench-{index}").into(),
         None => "bench".into(),
@@ -611,7 +584,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         let after = postgres.usage()?;
         let together = nodes::Together {
             nodes: all,
-            machine_cpu_s: nodes::machine_cpu_seconds() - machine_cpu_before,
+            machine_cpu_s: support::machine_cpu_seconds() - machine_cpu_before,
             wal_bytes: after.wal_bytes.saturating_sub(before.wal_bytes),
             database_bytes: after.database_bytes.saturating_sub(before.database_bytes),
         };
@@ -657,76 +630,6 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     println!("{figures}");
     Ok(())
-}
-
-/// Push the plugins, deploy the journey (as `--swap-every` and
-/// `--fail-first-percent` want it) and seed the customers; returns the
-/// swapped plugin's two digests (with `--swap-every`) and the journey.
-async fn set_up_catalog(
-    runtime: &Arc<Runtime>,
-    args: &BenchArgs,
-    dir: &std::path::Path,
-    journey_source: String,
-) -> anyhow::Result<(Vec<String>, u32, Arc<journey_runtime::journey::Journey>)> {
-    let mut swap_digests = Vec::new();
-    for name in ENQUIRY_PLUGINS {
-        let bytes = read_component(dir, &format!("plugin_{name}.wasm"))?;
-        if name == SWAPPED_PLUGIN && args.swap_every.is_some() {
-            // Two versions of the same code under different digests.
-            let second = with_custom_section(bytes.clone(), "bench-build", b"2");
-            swap_digests.push(runtime.push_plugin(name, bytes).await?.digest);
-            swap_digests.push(runtime.push_plugin(name, second).await?.digest);
-            runtime.set_tag(name, "stable", 1, None, "bench")?;
-        } else {
-            runtime.push_plugin(name, bytes).await?;
-        }
-    }
-    let journey_source = if args.swap_every.is_some() {
-        let plain = format!(r#"plugin = "{SWAPPED_PLUGIN}""#);
-        if !journey_source.contains(&plain) {
-            bail!(
-                "--swap-every needs a journey whose step uses {plain}; {} has none",
-                args.journey.display()
-            );
-        }
-        journey_source.replace(&plain, &format!(r#"plugin = "{SWAPPED_PLUGIN}:stable""#))
-    } else {
-        journey_source
-    };
-    // The shipped journey waits for a person to resolve each enquiry; the
-    // benchmark measures the automatic path, from hand-over straight on.
-    let journey_source = skip_steps(&journey_source, &["sla", "escalate"], "resolved")
-        .map_err(|reason| anyhow::anyhow!("{}: {reason}", args.journey.display()))?;
-    let journey_source = match args.fail_first_percent {
-        Some(percent) => {
-            runtime
-                .push_plugin("screen", read_component(dir, "fixture_flaky.wasm")?)
-                .await?;
-            // Retries wait on durable timers: the timer loop runs.
-            runtime.start_timers();
-            with_failing_first_step(&journey_source, percent, args.retry_after_ms)?
-        }
-        None => journey_source,
-    };
-    let file = args.journey.display().to_string();
-    let (version, journey) = runtime.deploy_journey(&file, &journey_source)?;
-    load::seed_customers(runtime)?;
-    Ok((swap_digests, version, journey))
-}
-
-/// The journey node 1 deployed, as nodes 2..N of `--nodes` find it.
-fn deployed_journey(
-    runtime: &Runtime,
-) -> anyhow::Result<(u32, Arc<journey_runtime::journey::Journey>)> {
-    let names = runtime.journey_names();
-    let [name] = names.as_slice() else {
-        bail!("expected the one journey node 1 deployed, found {names:?}");
-    };
-    let (_, version) = runtime.journey_version(name, 0);
-    match runtime.journey_version(name, version) {
-        (Some(journey), _) => Ok((version, journey)),
-        (None, _) => bail!("journey {name} has no version {version}"),
-    }
 }
 
 /// Move `classify:stable` between the two versions every `every` until

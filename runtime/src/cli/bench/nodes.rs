@@ -153,27 +153,6 @@ pub fn wait_for_shares(store: &PostgresStore, nodes: usize) -> anyhow::Result<()
     }
 }
 
-/// CPU seconds the whole machine spent busy so far (every process).
-pub fn machine_cpu_seconds() -> f64 {
-    let ticks_per_second = 100.0; // USER_HZ on Linux
-    std::fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|stat| {
-            let line = stat.lines().next()?.strip_prefix("cpu ")?.to_owned();
-            let ticks: Vec<f64> = line
-                .split_whitespace()
-                .filter_map(|field| field.parse().ok())
-                .collect();
-            // user nice system idle iowait irq softirq steal: busy is all
-            // but idle and iowait.
-            let busy: f64 = ticks.iter().take(8).sum::<f64>()
-                - ticks.get(3).copied().unwrap_or(0.0)
-                - ticks.get(4).copied().unwrap_or(0.0);
-            Some(busy / ticks_per_second)
-        })
-        .unwrap_or(0.0)
-}
-
 /// What node 1 reports for all the nodes together.
 pub struct Together {
     /// Every node's JSON line, node 1 first.

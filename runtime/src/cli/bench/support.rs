@@ -44,9 +44,11 @@ pub fn peak_rss_mib() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Clock ticks per second in `/proc`'s CPU times (USER_HZ on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
 /// User + system CPU time of this process so far, seconds.
 pub fn process_cpu_seconds() -> f64 {
-    let ticks_per_second = 100.0; // USER_HZ on Linux
     std::fs::read_to_string("/proc/self/stat")
         .ok()
         .and_then(|stat| {
@@ -56,7 +58,27 @@ pub fn process_cpu_seconds() -> f64 {
             let fields: Vec<&str> = rest.split_whitespace().collect();
             let user: f64 = fields.get(11)?.parse().ok()?;
             let system: f64 = fields.get(12)?.parse().ok()?;
-            Some((user + system) / ticks_per_second)
+            Some((user + system) / TICKS_PER_SECOND)
+        })
+        .unwrap_or(0.0)
+}
+
+/// CPU seconds the whole machine spent busy so far (every process).
+pub fn machine_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|stat| {
+            let line = stat.lines().next()?.strip_prefix("cpu ")?.to_owned();
+            let ticks: Vec<f64> = line
+                .split_whitespace()
+                .filter_map(|field| field.parse().ok())
+                .collect();
+            // user nice system idle iowait irq softirq steal: busy is all
+            // but idle and iowait.
+            let busy: f64 = ticks.iter().take(8).sum::<f64>()
+                - ticks.get(3).copied().unwrap_or(0.0)
+                - ticks.get(4).copied().unwrap_or(0.0);
+            Some(busy / TICKS_PER_SECOND)
         })
         .unwrap_or(0.0)
 }

@@ -26,6 +26,7 @@
 mod backup;
 mod catalog;
 mod cluster;
+mod cluster_status;
 mod commit;
 mod counts;
 mod customers;
@@ -46,7 +47,8 @@ use tokio_postgres::types::{Json, ToSql};
 
 use crate::store::{Error, Result};
 
-pub use self::cluster::{ClusterStatus, NodeOptions, NodeStatus, SHARDS, ShardStatus, shard_of};
+pub use self::cluster::{NodeOptions, SHARDS, shard_of};
+pub use self::cluster_status::{ClusterStatus, NodeStatus, ShardStatus};
 pub use self::migrate::SCHEMA_VERSION;
 
 impl From<tokio_postgres::Error> for Error {
