@@ -146,11 +146,11 @@ fn three_nodes_share_the_work_through_sigkills_and_each_effect_happens_once() {
         nodes.push(node(&data, &database, name));
     }
     wait_until_all_serve(&nodes);
-    assert_eq!(
-        holders(&database),
-        NODES.iter().map(|name| name.to_string()).collect(),
-        "every node holds shards"
-    );
+    // The shares settle over a few renewals (a node gives some back
+    // before the short one takes them).
+    let everyone: BTreeSet<String> = NODES.iter().map(|name| name.to_string()).collect();
+    let shared = nodes[0].eventually(Duration::from_secs(30), |_| holders(&database) == everyone);
+    assert!(shared, "every node holds shards: {:?}", holders(&database));
 
     // Enquiries round-robin, node c killed and restarted three times.
     let customers = ["c-ada", "c-grace", "c-linus"];
@@ -336,12 +336,10 @@ fn a_node_paused_past_its_lease_is_fenced_out_and_takes_a_share_back_cleanly() {
         a.metric("journeyd_shards_lost_total") >= 1.0
     });
     assert!(noticed, "a noticed it lost its shards");
+    let both = BTreeSet::from(["a".to_owned(), "b".to_owned()]);
+    let shared = nodes[0].eventually(Duration::from_secs(30), |_| holders(&database) == both);
+    assert!(shared, "a took a share back: {:?}", holders(&database));
     wait_until_all_serve(&nodes);
-    assert_eq!(
-        holders(&database),
-        BTreeSet::from(["a".to_owned(), "b".to_owned()]),
-        "a took a share back"
-    );
     assert_each_completed_once(&nodes[1], &instances);
     eprintln!(
         "paused node: answered {answer} on resume, fenced commits {}",
